@@ -1,0 +1,5 @@
+import sys
+
+from kcnn.cli import main
+
+sys.exit(main())

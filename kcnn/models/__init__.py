@@ -1,0 +1,15 @@
+"""The model families: each module is a spec table plus one builder."""
+
+from kcnn.models.alexnet import alexnet
+from kcnn.models.convnet import convnet
+from kcnn.models.googlenet import googlenet
+from kcnn.models.lenet import lenet5
+from kcnn.models.mlp import mlp
+from kcnn.models.resnet import resnet, resnet18, resnet34, resnet50, resnet101, resnet152
+from kcnn.models.vgg import vgg, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
+
+__all__ = [
+    "alexnet", "convnet", "googlenet", "lenet5", "mlp", "resnet", "resnet18", "resnet34",
+    "resnet50", "resnet101", "resnet152", "vgg", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn",
+    "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
+]

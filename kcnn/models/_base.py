@@ -1,0 +1,210 @@
+"""What every builder shares: argument checks, the input, the size check, the top,
+weights, and the spec-table rows that the registry is made of."""
+
+import dataclasses
+import functools
+import numbers
+import os
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+import keras
+
+from kcnn import blocks
+
+__all__ = ["ModelSpec", "build_model", "spec_table"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One row of a family's spec table: a named model is a builder plus arguments."""
+
+    name: str
+    family: str
+    builder: Callable
+    arguments: Mapping
+    year: int
+    paper: str
+    default_input_shape: tuple
+
+    def build(self, **kwargs):
+        kwargs.setdefault("name", self.name)
+        return self.builder(**{**self.arguments, **kwargs})
+
+    def function(self):
+        """The public builder function for this row, e.g. `kcnn.resnet50`."""
+
+        @functools.wraps(self.builder, assigned=("__module__",))
+        def build(**kwargs):
+            return self.build(**kwargs)
+
+        arguments = ", ".join(f"{key}={value!r}" for key, value in self.arguments.items())
+        build.__name__ = build.__qualname__ = self.name
+        build.__doc__ = (
+            f"Builds `{self.name}`: `{self.builder.__name__}({arguments})`.\n\n"
+            f"Reference: {self.paper} ({self.year}).\n\n"
+            f"Takes the keyword arguments of `kcnn.models.{self.builder.__name__}`; see there."
+        )
+        return build
+
+
+def spec_table(*, family, builder, year, paper, default_input_shape, rows):
+    """A read-only {name: ModelSpec} table from {name: builder arguments} rows."""
+    return MappingProxyType(
+        {
+            name: ModelSpec(
+                name=name,
+                family=family,
+                builder=builder,
+                arguments=MappingProxyType(dict(arguments)),
+                year=year,
+                paper=paper,
+                default_input_shape=default_input_shape,
+            )
+            for name, arguments in rows.items()
+        }
+    )
+
+
+def check_choice(argument, value, choices):
+    if value not in choices:
+        expected = ", ".join(repr(choice) for choice in choices)
+        raise ValueError(f"`{argument}` must be one of {expected}. Received: {argument}={value!r}")
+
+
+def check_positive_int(argument, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{argument}` must be a positive integer. Received: {argument}={value!r}")
+
+
+def resolve_input_shape(input_shape, input_tensor, default, *, allow_unknown_size):
+    """The (H, W, C) the model is built for, checked."""
+    if input_tensor is not None:
+        if not keras.backend.is_keras_tensor(input_tensor):
+            raise ValueError(
+                "`input_tensor` must be a Keras tensor, e.g. the output of `keras.Input`. "
+                f"Received: input_tensor={input_tensor!r}"
+            )
+        tensor_shape = tuple(input_tensor.shape[1:])
+        if input_shape is not None and tuple(input_shape) != tensor_shape:
+            raise ValueError(
+                "`input_shape` and `input_tensor` disagree. "
+                f"Received: input_shape={tuple(input_shape)}, input_tensor.shape={tensor_shape}"
+            )
+        input_shape = tensor_shape
+    elif input_shape is None:
+        input_shape = default
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        shape = None
+    valid = shape is not None and len(shape) == 3 and all(
+        dim is None or (isinstance(dim, numbers.Integral) and not isinstance(dim, bool) and dim > 0)
+        for dim in shape
+    )
+    if not valid or shape[2] is None:
+        raise ValueError(
+            "`input_shape` must be (height, width, channels) with positive integers "
+            "(height and width may be None for fully convolutional models). "
+            f"Received: input_shape={input_shape!r}"
+        )
+    if not allow_unknown_size and None in shape[:2]:
+        raise ValueError(
+            "This model's top flattens a feature map of fixed size, so `input_shape` needs "
+            "a height and a width (or pass include_top=False). "
+            f"Received: input_shape={shape}"
+        )
+    return tuple(int(dim) if dim is not None else None for dim in shape)
+
+
+def _too_small_error(name, trunk, shape, cause):
+    """Builds the 'input too small' error if that is what went wrong, else None."""
+    from kcnn import shapes
+
+    channels = shape[2]
+    probe = keras.Input((None, None, channels))
+    outputs = trunk(probe)
+    smallest = shapes.min_input_size(keras.Model(probe, outputs))
+    if all(dim is None or dim >= smallest for dim in shape[:2]):
+        return None
+    return ValueError(
+        f"The input is too small for `{name}`: its layers need at least "
+        f"{smallest}x{smallest} pixels. Received: input_shape={shape}"
+    )
+
+
+def build_model(
+    *,
+    name,
+    trunk,
+    top,
+    include_top,
+    weights,
+    input_tensor,
+    input_shape,
+    default_input_shape,
+    pooling,
+    classes,
+    classifier_activation,
+    flattens=False,
+):
+    """Assembles a builder's functional model.
+
+    Args:
+        name: the model's name (the registry name for named models).
+        trunk: `trunk(inputs) -> outputs`: the feature extractor; `outputs` is the final
+            feature map, or a list whose first item is (auxiliary tensors follow, whose
+            spatial sizes count in the input-size check).
+        top: `top(outputs) -> outputs`: the classifier, given what `trunk` returned;
+            returns one output tensor or a list.
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+            classifier_activation: the builder contract (as keras.applications).
+        default_input_shape: the family's default (H, W, C).
+        flattens: the top flattens a fixed-size feature map (VGG, AlexNet, LeNet), so
+            the input size must be known when `include_top`.
+    """
+    check_positive_int("classes", classes)
+    blocks.check_pooling(pooling)
+    if not isinstance(include_top, bool):
+        raise ValueError(f"`include_top` must be True or False. Received: include_top={include_top!r}")
+    if weights is not None and not (isinstance(weights, (str, os.PathLike))):
+        raise ValueError(
+            "`weights` must be None or the path of a `.weights.h5` or `.keras` file. "
+            f"Received: weights={weights!r}"
+        )
+    if weights is not None:
+        weights = os.fspath(weights)
+        if not weights.endswith((".weights.h5", ".keras")):
+            raise ValueError(
+                "`weights` must be None or the path of a `.weights.h5` or `.keras` file. "
+                f"Received: weights={weights!r}"
+            )
+        if not os.path.exists(weights):
+            raise ValueError(f"The weights file does not exist. Received: weights={weights!r}")
+    shape = resolve_input_shape(
+        input_shape,
+        input_tensor,
+        default_input_shape,
+        allow_unknown_size=not (include_top and flattens),
+    )
+    inputs = input_tensor if input_tensor is not None else keras.Input(shape, name="input")
+    try:
+        features = trunk(inputs)
+    except ValueError as error:
+        too_small = _too_small_error(name, trunk, shape, error)
+        if too_small is None:
+            raise
+        raise too_small from None
+    if include_top:
+        outputs = top(features)
+    else:
+        feature_map = features[0] if isinstance(features, (list, tuple)) else features
+        outputs = blocks.global_pool(feature_map, pooling)
+    if input_tensor is not None:
+        inputs = keras.utils.get_source_inputs(input_tensor)
+    model = keras.Model(inputs, outputs, name=name)
+    if weights is not None:
+        from kcnn import weights as weights_module
+
+        weights_module.load_weights(model, weights)
+    return model

@@ -1,0 +1,168 @@
+"""The plain ConvNet: stages of [conv-ReLU] x N followed by pooling, then a classifier.
+
+Every geometric choice is an argument, so the tuner can search filter sizes, strides,
+padding, widths and depth (`kcnn.tune`); VGG is this stack with a fixed table.
+"""
+
+from keras import layers
+
+from kcnn import blocks
+from kcnn.models._base import build_model, check_choice, check_positive_int, spec_table
+
+
+def _per_stage(argument, value, num_stages):
+    """An int/bool/str for every stage, or a sequence with one value per stage."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != num_stages:
+            raise ValueError(
+                f"`{argument}` must have one value per stage ({num_stages}). "
+                f"Received: {argument}={value!r}"
+            )
+        return tuple(value)
+    return (value,) * num_stages
+
+
+def conv_stages(
+    x,
+    filters,
+    *,
+    convs_per_stage=2,
+    kernel_size=3,
+    strides=1,
+    padding="same",
+    pool=True,
+    pool_size=2,
+    batch_norm=False,
+    use_bias=True,
+    dropout=0.0,
+):
+    """Stages of convolutions, each optionally followed by max pooling.
+
+    Layer names are keras.applications' VGG names: `block{s}_conv{i}` and
+    `block{s}_pool` (BatchNorm: `block{s}_conv{i}_bn`, `block{s}_conv{i}_relu`).
+
+    Args:
+        x: input tensor.
+        filters: width of each stage; its length is the depth in stages.
+        convs_per_stage, kernel_size, strides, padding, pool: a value for every stage
+            or one per stage. `strides` applies to a stage's first convolution.
+        pool_size: max-pooling window and stride.
+        batch_norm: BatchNorm after every convolution.
+        use_bias: convolution biases.
+        dropout: dropout after each stage (0 = none).
+    """
+    num_stages = len(filters)
+    convs_per_stage = _per_stage("convs_per_stage", convs_per_stage, num_stages)
+    kernel_size = _per_stage("kernel_size", kernel_size, num_stages)
+    strides = _per_stage("strides", strides, num_stages)
+    padding = _per_stage("padding", padding, num_stages)
+    pool = _per_stage("pool", pool, num_stages)
+    for stage in range(num_stages):
+        check_choice("padding", padding[stage], ("same", "valid"))
+        for index in range(convs_per_stage[stage]):
+            x = blocks.conv_bn_act(
+                x,
+                filters[stage],
+                kernel_size[stage],
+                strides[stage] if index == 0 else 1,
+                padding[stage],
+                name=f"block{stage + 1}_conv{index + 1}",
+                conv_suffix="",
+                batch_norm=batch_norm,
+                use_bias=use_bias,
+            )
+        if pool[stage]:
+            x = layers.MaxPooling2D(pool_size, name=f"block{stage + 1}_pool")(x)
+        if dropout:
+            x = layers.Dropout(dropout, name=f"block{stage + 1}_dropout")(x)
+    return x
+
+
+def convnet(
+    filters=(32, 64, 128),
+    *,
+    convs_per_stage=2,
+    kernel_size=3,
+    strides=1,
+    padding="same",
+    pool=True,
+    batch_norm=False,
+    dropout=0.0,
+    dense_units=(128,),
+    head_dropout=0.5,
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=10,
+    classifier_activation="softmax",
+    name=None,
+):
+    """A plain [conv-ReLU] x N - pool ConvNet with a fully connected classifier.
+
+    Defaults to CIFAR-sized inputs (32x32x3) and 10 classes: this is the lectures'
+    "ConvNet" that sits between the fully connected baseline and the named networks.
+
+    Args:
+        filters: width of each stage; the number of entries is the depth.
+        convs_per_stage, kernel_size, strides, padding, pool: see `conv_stages`.
+        batch_norm: BatchNorm after every convolution.
+        dropout: dropout after each stage.
+        dense_units: hidden fully connected layers of the classifier (`fc1`, ...).
+        head_dropout: dropout after each hidden fully connected layer.
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+            classifier_activation, name: the builder contract (see `kcnn`).
+    """
+    if not filters:
+        raise ValueError(f"`filters` must name at least one stage. Received: filters={filters!r}")
+    for width in filters:
+        check_positive_int("filters", width)
+
+    def trunk(x):
+        return conv_stages(
+            x,
+            filters,
+            convs_per_stage=convs_per_stage,
+            kernel_size=kernel_size,
+            strides=strides,
+            padding=padding,
+            pool=pool,
+            batch_norm=batch_norm,
+            dropout=dropout,
+        )
+
+    def top(x):
+        return blocks.classifier_head(
+            x,
+            classes,
+            pooling="flatten",
+            hidden_units=dense_units,
+            dropout=head_dropout,
+            classifier_activation=classifier_activation,
+        )
+
+    return build_model(
+        name=name or "convnet",
+        trunk=trunk,
+        top=top,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        default_input_shape=(32, 32, 3),
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        flattens=True,
+    )
+
+
+SPECS = spec_table(
+    family="convnet",
+    builder=convnet,
+    year=2012,
+    paper="The plain conv-ReLU-pool ConvNet (CS231n)",
+    default_input_shape=(32, 32, 3),
+    rows={"convnet": {}},
+)

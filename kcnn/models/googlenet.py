@@ -1,0 +1,137 @@
+"""GoogLeNet: nine inception modules between a convolutional stem and one dense layer.
+
+Reference: Szegedy et al., "Going Deeper with Convolutions", CVPR 2015 (arXiv 2014),
+table 1 and figure 3. The paper's network, not torchvision's: true 5x5 branches, local
+response normalization in the stem and no BatchNorm.
+"""
+
+from keras import layers
+
+from kcnn import blocks
+from kcnn.layers import LocalResponseNormalization
+from kcnn.models._base import build_model, spec_table
+
+# Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) per module, and
+# which modules a 3x3/2 max pool follows.
+INCEPTION = {
+    "3a": (64, 96, 128, 16, 32, 32),
+    "3b": (128, 128, 192, 32, 96, 64),
+    "4a": (192, 96, 208, 16, 48, 64),
+    "4b": (160, 112, 224, 24, 64, 64),
+    "4c": (128, 128, 256, 24, 64, 64),
+    "4d": (112, 144, 288, 32, 64, 64),
+    "4e": (256, 160, 320, 32, 128, 128),
+    "5a": (256, 160, 320, 32, 128, 128),
+    "5b": (384, 192, 384, 48, 128, 128),
+}
+_POOL_AFTER = {"3b": "pool3", "4e": "pool4"}
+_AUXILIARY_AFTER = {"4a": "aux1", "4d": "aux2"}
+
+
+def googlenet(
+    *,
+    aux_logits=False,
+    dropout=0.4,
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    name=None,
+):
+    """GoogLeNet (Inception v1).
+
+    Layer names follow the paper's table: `conv1`, `pool1`, `norm1`, `conv2_reduce`,
+    `conv2`, `norm2`, `pool2`, `inception3a_1x1` ... `inception5b_concat`, `avg_pool`,
+    `dropout`, `predictions`; the auxiliary heads are `aux1_*` (on 4a) and `aux2_*`
+    (on 4d).
+
+    Args:
+        aux_logits: add the two auxiliary classifiers; the model then has three
+            outputs [predictions, aux1_predictions, aux2_predictions], trained with loss
+            weights 1, 0.3, 0.3 and dropped for inference (`kcnn.train` does both).
+        dropout: dropout before the classifier (the paper's 0.4).
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+            classifier_activation, name: the builder contract (see `kcnn`).
+    """
+    with_auxiliary = aux_logits and include_top
+
+    def trunk(x):
+        x = layers.Conv2D(64, 7, strides=2, padding="same", activation="relu", name="conv1")(x)
+        x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)  # 56x56x64
+        x = LocalResponseNormalization(name="norm1")(x)
+        x = layers.Conv2D(64, 1, activation="relu", name="conv2_reduce")(x)
+        x = layers.Conv2D(192, 3, padding="same", activation="relu", name="conv2")(x)
+        x = LocalResponseNormalization(name="norm2")(x)
+        x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool2")(x)  # 28x28x192
+        auxiliary_inputs = []
+        for module, widths in INCEPTION.items():
+            x = blocks.inception_block(x, widths, name=f"inception{module}")
+            if with_auxiliary and module in _AUXILIARY_AFTER:
+                auxiliary_inputs.append(x)  # 14x14x512 (4a), 14x14x528 (4d)
+            if module in _POOL_AFTER:
+                x = layers.MaxPooling2D(3, strides=2, padding="same", name=_POOL_AFTER[module])(x)
+        # 7x7x1024
+        if not with_auxiliary:
+            return x
+        # The auxiliary heads' pooling belongs to the size check: it needs 5x5 maps.
+        pooled = [
+            layers.AveragePooling2D(5, strides=3, name=f"{aux}_pool")(tensor)
+            for aux, tensor in zip(_AUXILIARY_AFTER.values(), auxiliary_inputs)
+        ]
+        return [x, *pooled]
+
+    def top(features):
+        x = features[0] if with_auxiliary else features
+        outputs = blocks.classifier_head(
+            x, classes, pooling="avg", input_dropout=dropout, classifier_activation=classifier_activation
+        )
+        if not with_auxiliary:
+            return outputs
+        auxiliary = [
+            _auxiliary_head(pooled, classes, classifier_activation, aux)
+            for aux, pooled in zip(_AUXILIARY_AFTER.values(), features[1:])
+        ]
+        return [outputs, *auxiliary]
+
+    return build_model(
+        name=name or "googlenet",
+        trunk=trunk,
+        top=top,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        default_input_shape=(224, 224, 3),
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+    )
+
+
+def _auxiliary_head(pooled, classes, classifier_activation, name):
+    """Figure 3's side branch after its 5x5/3 average pool (in the trunk): 1x1x128
+    conv, fc 1024, dropout 0.7, classifier. At 224x224 it flattens 4x4x128."""
+    x = layers.Conv2D(128, 1, activation="relu", name=f"{name}_conv")(pooled)  # 4x4x128
+    return blocks.classifier_head(
+        x,
+        classes,
+        pooling="flatten",
+        hidden_units=(1024,),
+        hidden_names=(f"{name}_fc",),
+        dropout=0.7,
+        classifier_activation=classifier_activation,
+        name=name,
+    )
+
+
+SPECS = spec_table(
+    family="googlenet",
+    builder=googlenet,
+    year=2014,
+    paper="Szegedy et al., Going Deeper with Convolutions",
+    default_input_shape=(224, 224, 3),
+    rows={"googlenet": {}},
+)

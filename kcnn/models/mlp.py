@@ -1,0 +1,75 @@
+"""The fully connected baseline: flatten the image and multiply by W.
+
+A 32x32x3 image becomes a 3072-vector x and the class scores are Wx + b (CS231n's
+linear classifier); hidden layers make it a multi-layer perceptron. It throws the
+spatial structure away, which is what the convolutional layer keeps.
+"""
+
+from kcnn import blocks
+from kcnn.models._base import build_model, spec_table
+
+
+def mlp(
+    hidden_units=(),
+    *,
+    dropout=0.0,
+    activation="relu",
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=10,
+    classifier_activation="softmax",
+    name=None,
+):
+    """The fully connected baseline.
+
+    Layers: `flatten`, the hidden layers `fc1`, `fc2`, ... each followed by dropout,
+    then `predictions`. With `include_top=False` the model is the identity on the
+    image (there is no feature extractor to keep); `pooling` then pools the image.
+
+    Args:
+        hidden_units: widths of the hidden layers; () is the linear classifier Wx + b.
+        dropout: dropout after each hidden layer.
+        activation: activation of the hidden layers.
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+            classifier_activation, name: the builder contract; the default input is
+            32x32x3 (CIFAR-10, 3072 inputs) with 10 classes.
+    """
+
+    def top(x):
+        return blocks.classifier_head(
+            x,
+            classes,
+            pooling="flatten",
+            hidden_units=hidden_units,
+            dropout=dropout,
+            activation=activation,
+            classifier_activation=classifier_activation,
+        )
+
+    return build_model(
+        name=name or "mlp",
+        trunk=lambda x: x,
+        top=top,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        default_input_shape=(32, 32, 3),
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        flattens=True,
+    )
+
+
+SPECS = spec_table(
+    family="mlp",
+    builder=mlp,
+    year=1958,
+    paper="Rosenblatt, The Perceptron; the linear classifier of CS231n",
+    default_input_shape=(32, 32, 3),
+    rows={"mlp": {}},
+)

@@ -1,0 +1,84 @@
+"""The read-only name -> model mapping, generated from the families' spec tables."""
+
+import difflib
+import fnmatch
+import importlib
+import math
+from types import MappingProxyType
+
+__all__ = ["MODELS", "create_model", "get_spec", "list_models", "min_input_size", "model_info"]
+
+# The family modules, in the order of the lectures. (Imported by path: the package
+# kcnn.models exports builders of the same names as some of its modules.)
+_FAMILIES = tuple(
+    importlib.import_module(f"kcnn.models.{module}")
+    for module in ("mlp", "convnet", "lenet", "alexnet", "vgg", "googlenet", "resnet")
+)
+
+MODELS = MappingProxyType({name: spec for family in _FAMILIES for name, spec in family.SPECS.items()})
+
+
+def list_models(pattern="*"):
+    """Registered model names matching a shell-style `pattern`, sorted.
+
+    >>> list_models("resnet*")
+    ['resnet101', 'resnet152', 'resnet18', 'resnet34', 'resnet50']
+    """
+    return sorted(fnmatch.filter(MODELS, pattern))
+
+
+def get_spec(name):
+    """The `ModelSpec` (builder, arguments, year, paper) of a registered model."""
+    if name not in MODELS:
+        close = difflib.get_close_matches(str(name), list(MODELS), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(
+            f"Unknown model.{hint} Known models: {', '.join(sorted(MODELS))}. Received: name={name!r}"
+        )
+    return MODELS[name]
+
+
+def create_model(name, **kwargs):
+    """Builds a registered model by name, e.g. `create_model("vgg16_bn", classes=10)`.
+
+    Keyword arguments go to the family's builder (the builder contract plus the
+    family's own options).
+    """
+    return get_spec(name).build(**kwargs)
+
+
+def model_info(name, **kwargs):
+    """Facts about a registered model, computed by building it (a few seconds for the
+    largest): name, family, year, paper, input shape, parameters (all and trainable)
+    and multiply-accumulates of one forward pass.
+
+    Keyword arguments go to the builder, e.g. `model_info("resnet50", variant="v1.5")`.
+    """
+    from kcnn import shapes
+
+    spec = get_spec(name)
+    model = spec.build(**kwargs)
+    return {
+        "name": name,
+        "family": spec.family,
+        "year": spec.year,
+        "paper": spec.paper,
+        "input_shape": tuple(model.input_shape[1:]),
+        "params": model.count_params(),
+        "trainable_params": sum(math.prod(w.shape) for w in model.trainable_weights),
+        "macs": shapes.count_macs(model),
+        "min_input_size": min_input_size(name, **kwargs),
+    }
+
+
+def min_input_size(name, **kwargs):
+    """The smallest square input (in pixels) that the registered model accepts,
+    computed from its layers' geometry (`kcnn.shapes.min_input_size`)."""
+    from kcnn import shapes
+
+    spec = get_spec(name)
+    channels = kwargs.pop("input_shape", None) or spec.default_input_shape
+    kwargs.pop("include_top", None)
+    trunk = spec.build(include_top=False, input_shape=(None, None, channels[2]), **kwargs)
+    return shapes.min_input_size(trunk)
+

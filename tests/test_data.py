@@ -1,0 +1,477 @@
+"""Tests for kcnn.data: every source, the split policy and preprocessing reuse."""
+
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kcnn import data
+
+
+@pytest.fixture(scope="module")
+def digits_raw():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return digits.images, digits.target
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits")
+
+
+def first_batch(split):
+    x, y = next(iter(split))
+    return x.numpy(), y.numpy()
+
+
+# --------------------------------------------------------------------------
+# digits
+
+
+def test_digits_defaults(digits, digits_raw):
+    _, target = digits_raw
+    per_class = np.bincount(target)
+    # The test split takes round(20%) of every class, validation round(10%).
+    assert digits.num_test == int(sum(round(n * 0.2) for n in per_class)) == 359
+    assert digits.num_validation == int(sum(round(n * 0.1) for n in per_class)) == 179
+    assert digits.num_train + digits.num_validation + digits.num_test == 1797
+    assert digits.num_classes == 10
+    assert digits.class_names == [str(i) for i in range(10)]
+    assert digits.input_shape == (32, 32, 1)
+    assert digits.batch_size == 32
+    assert digits.steps_per_epoch == -(-digits.num_train // 32)
+    assert digits.name == "digits"
+
+    x, y = first_batch(digits.train)
+    assert x.shape == (32, 32, 32, 1) and x.dtype == np.float32
+    assert y.shape == (32,) and y.dtype == np.int32
+    for split in (digits.train, digits.validation, digits.test):
+        xs, ys = data.as_numpy(split)
+        assert xs.dtype == np.float32 and ys.dtype == np.int32
+        assert xs.min() >= 0.0 and xs.max() <= 1.0
+        assert xs.max() > 0.9  # Really [0, 1], not the 0..16 scale shrunk.
+        assert set(np.unique(ys)) == set(range(10))
+        # Stored as uint8 pixels, so every value is k / 255.
+        np.testing.assert_allclose(xs * 255, np.round(xs * 255), atol=1e-4)
+
+
+def test_digits_preprocessing_dict_is_json(digits):
+    assert digits.preprocessing == {
+        "version": 1,
+        "image_size": [32, 32],
+        "channels": 1,
+        "normalization": "unit",
+        "mean": None,
+        "std": None,
+        "resize": "bilinear",
+        "antialias": True,
+    }
+    assert json.loads(json.dumps(digits.preprocessing)) == digits.preprocessing
+
+
+def test_digits_splits_partition_every_class(digits_raw):
+    _, target = digits_raw
+    ds = data.load("digits", shuffle=False)
+    counts = sum(np.bincount(data.as_numpy(s)[1], minlength=10) for s in (ds.train, ds.validation, ds.test))
+    np.testing.assert_array_equal(counts, np.bincount(target))
+
+
+def test_digits_three_channels_repeat_the_grey_level(digits):
+    rgb = data.load("digits", channels=3)
+    assert rgb.input_shape == (32, 32, 3)
+    x, _ = data.as_numpy(rgb.test)
+    assert x.shape == (digits.num_test, 32, 32, 3)
+    np.testing.assert_array_equal(x[..., 0], x[..., 1])
+    np.testing.assert_array_equal(x[..., 0], x[..., 2])
+    grey, _ = data.as_numpy(digits.test)
+    np.testing.assert_array_equal(x[..., :1], grey)
+
+
+def test_digits_native_size():
+    ds = data.load("digits", image_size=8, batch_size=5)
+    x, _ = first_batch(ds.train)
+    assert x.shape == (5, 8, 8, 1)
+    assert ds.preprocessing["image_size"] == [8, 8]
+
+
+def test_same_seed_same_batches_other_seed_differs(digits):
+    # Fresh loads: each iteration of a training split is a new (reshuffled) epoch.
+    first, again = data.load("digits"), data.load("digits")
+    x1, y1 = first_batch(first.train)
+    x2, y2 = first_batch(again.train)
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(data.as_numpy(digits.test)[0], data.as_numpy(again.test)[0])
+
+    other = data.load("digits", seed=7)
+    x3, _ = first_batch(other.train)
+    assert not np.array_equal(x1, x3)
+    assert not np.array_equal(data.as_numpy(digits.test)[0], data.as_numpy(other.test)[0])
+
+
+def test_training_split_is_reshuffled_each_epoch(digits):
+    epoch1 = data.as_numpy(digits.train)[1]
+    epoch2 = data.as_numpy(digits.train)[1]
+    assert not np.array_equal(epoch1, epoch2)
+    np.testing.assert_array_equal(np.sort(epoch1), np.sort(epoch2))
+    # Evaluation splits keep a fixed order.
+    np.testing.assert_array_equal(data.as_numpy(digits.test)[1], data.as_numpy(digits.test)[1])
+
+
+def test_test_split_does_not_depend_on_validation_split(digits):
+    more_val = data.load("digits", validation_split=0.25)
+    assert more_val.num_test == digits.num_test
+    np.testing.assert_array_equal(data.as_numpy(more_val.test)[0], data.as_numpy(digits.test)[0])
+    assert more_val.num_validation > digits.num_validation
+
+
+def test_zero_fractions_give_no_split():
+    ds = data.load("digits", validation_split=0, test_split=0)
+    assert ds.validation is None and ds.test is None
+    assert ds.num_validation == ds.num_test == 0
+    assert ds.num_train == 1797
+
+
+def test_with_batch_size(digits):
+    assert digits.with_batch_size(32) is digits
+    small = digits.with_batch_size(10)
+    assert small.batch_size == 10 and small.num_train == digits.num_train
+    assert first_batch(small.train)[0].shape == (10, 32, 32, 1)
+    assert first_batch(small.test)[0].shape == (10, 32, 32, 1)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        digits.with_batch_size(0)
+
+
+def test_normalization_modes():
+    sym = data.load("digits", normalize="symmetric")
+    x, _ = data.as_numpy(sym.test)
+    assert x.min() == -1.0 and x.max() <= 1.0
+
+    raw = data.load("digits", normalize=False)
+    x, _ = data.as_numpy(raw.test)
+    assert raw.preprocessing["normalization"] == "none"
+    assert x.max() > 200 and x.max() <= 255
+
+    std = data.load("digits", normalize="standardize", shuffle=False)
+    assert len(std.preprocessing["mean"]) == len(std.preprocessing["std"]) == 1
+    x, _ = data.as_numpy(std.train)
+    assert abs(float(x.mean())) < 1e-3
+    assert abs(float(x.std()) - 1.0) < 1e-3
+    json.dumps(std.preprocessing)
+
+
+# --------------------------------------------------------------------------
+# augmentation
+
+
+@pytest.mark.parametrize("augment", [True, "flip"])
+def test_augmentation_only_touches_training_images(digits, augment):
+    aug = data.load("digits", augment=augment)
+    x_plain, y_plain = first_batch(data.load("digits").train)
+    x_aug, y_aug = first_batch(aug.train)
+    # Same seed: same examples in the same order, but moved pixels.
+    np.testing.assert_array_equal(y_plain, y_aug)
+    assert x_aug.shape == x_plain.shape and x_aug.dtype == np.float32
+    assert not np.array_equal(x_aug, x_plain)
+    assert x_aug.min() >= 0.0 and x_aug.max() <= 1.0
+    for name in ("validation", "test"):
+        np.testing.assert_array_equal(
+            data.as_numpy(getattr(aug, name))[0], data.as_numpy(getattr(digits, name))[0]
+        )
+
+
+def test_custom_augmentation_callable_sees_pixels(digits):
+    aug = data.load("digits", augment=lambda x: 255.0 - x)
+    x_plain, _ = first_batch(data.load("digits").train)
+    x_aug, _ = first_batch(aug.train)
+    np.testing.assert_allclose(x_aug, 1.0 - x_plain, atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# TFDS (mocked, offline)
+
+
+@pytest.fixture(scope="module")
+def tfds():
+    return pytest.importorskip("tensorflow_datasets")
+
+
+def test_tfds_mnist_mocked(tfds, tmp_path):
+    with tfds.testing.mock_data(num_examples=20):
+        ds = data.load("mnist", batch_size=8, data_dir=tmp_path)
+        assert ds.name == "mnist"
+        assert ds.class_names == [str(i) for i in range(10)]
+        assert ds.input_shape == (28, 28, 1)
+        # The mock serves 20 examples for any split or slice.
+        assert (ds.num_train, ds.num_validation, ds.num_test) == (20, 20, 20)
+        assert ds.validation is not None
+        for split in (ds.train, ds.validation, ds.test):
+            x, y = first_batch(split)
+            assert x.shape == (8, 28, 28, 1) and x.dtype == np.float32
+            assert y.shape == (8,) and y.dtype == np.int32
+            assert x.min() >= 0.0 and x.max() <= 1.0 and x.max() > 0.5
+            assert y.min() >= 0 and y.max() <= 9
+        # Fresh loads with one seed give the same first epoch.
+        fresh = [data.load("mnist", batch_size=8, data_dir=tmp_path) for _ in range(2)]
+        np.testing.assert_array_equal(first_batch(fresh[0].train)[0], first_batch(fresh[1].train)[0])
+
+        rgb = data.load("mnist", batch_size=4, image_size=32, channels=3, augment=True)
+        x, _ = first_batch(rgb.train)
+        assert x.shape == (4, 32, 32, 3)
+        x, _ = first_batch(rgb.test)
+        np.testing.assert_array_equal(x[..., 0], x[..., 2])
+
+
+def test_tfds_variable_size_defaults_to_224(tfds):
+    with tfds.testing.mock_data(num_examples=6):
+        ds = data.load("tf_flowers", batch_size=3)
+        assert ds.input_shape == (224, 224, 3)
+        assert ds.class_names == ["dandelion", "daisy", "tulips", "sunflowers", "roses"]
+        # No test split in tf_flowers: both are carved from train.
+        assert ds.validation is not None and ds.test is not None
+        assert first_batch(ds.test)[0].shape == (3, 224, 224, 3)
+
+
+def test_tfds_slices():
+    assert data._slices(1000, (0.1, 0.2)) == ["train[:700]", "train[700:800]", "train[800:1000]"]
+    assert data._slices(None, (0.1, 0.0)) == ["train[:90%]", "train[90%:100%]", None]
+    assert data._slices(5, (0.05, 0.2)) == ["train[:4]", None, "train[4:5]"]
+
+
+def test_unknown_name_lists_known_names(tfds):
+    with pytest.raises(ValueError) as info:
+        data.load("mnsit")
+    message = str(info.value)
+    assert "Did you mean: mnist" in message
+    assert "'digits'" in message and "cifar10" in message
+    assert "Received: source='mnsit'" in message
+    with pytest.raises(ValueError, match="no such directory"):
+        data.load(os.path.join("no", "such", "folder"))
+
+
+def test_unprepared_tfds_dataset_is_a_clear_error(tfds, tmp_path):
+    with pytest.raises(ValueError, match="not prepared.*download=True"):
+        data.load("mnist", data_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------
+# image folders
+
+
+def save(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "pets"
+    # "cat/a.png" sorts first: its 10x12 size becomes the default size.
+    save(root / "cat" / "a.png", rng.integers(0, 256, (10, 12), dtype=np.uint8))
+    for i in range(1, 5):
+        save(root / "cat" / f"c{i}.png", rng.integers(0, 256, (8, 8), dtype=np.uint8))
+    save(root / "cat" / "nested" / "deep.BMP", rng.integers(0, 256, (8, 8), dtype=np.uint8))
+    for i in range(4):
+        save(root / "dog" / f"d{i}.PNG", rng.integers(0, 256, (8, 8), dtype=np.uint8))
+    save(root / "dog" / "colour.JPG", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    (root / "dog" / "broken.jpeg").write_bytes(b"definitely not a jpeg" * 10)
+    (root / "dog" / "notes.txt").write_text("ignored: not an image extension")
+    (root / "README.md").write_text("files at the root are ignored")
+    return root
+
+
+def test_image_folder_skips_corrupt_files(image_folder):
+    with pytest.warns(UserWarning, match=r"Skipped 1 unreadable image file\(s\).*broken\.jpeg"):
+        ds = data.load(str(image_folder), validation_split=0, test_split=0, shuffle=False, batch_size=64)
+    assert ds.class_names == ["cat", "dog"]
+    assert ds.num_classes == 2
+    assert ds.input_shape == (10, 12, 3)  # First image's size; RGB as one image is in colour.
+    assert ds.num_train == 11
+    x, y = data.as_numpy(ds.train)
+    assert x.shape == (11, 10, 12, 3)
+    np.testing.assert_array_equal(y, [0] * 6 + [1] * 5)
+    assert x.min() >= 0.0 and x.max() <= 1.0
+
+
+def test_image_folder_split_counts_and_read_images(image_folder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ds = data.load(
+            image_folder, image_size=6, channels=1, validation_split=0.2, test_split=0.2, shuffle=False
+        )
+        ds_all = data.load(
+            image_folder, image_size=6, channels=1, validation_split=0, test_split=0, shuffle=False
+        )
+    assert ds.num_train + ds.num_validation + ds.num_test == 11
+    assert (ds.num_validation, ds.num_test) == (2, 2)  # round(0.2 * 6) + round(0.2 * 5) each.
+    assert ds.input_shape == (6, 6, 1)
+
+    # The predictor path gives exactly the training inputs.
+    good = sorted((image_folder / "cat").rglob("*.*")) + sorted(
+        p for p in (image_folder / "dog").iterdir() if p.suffix.lower() in (".png", ".jpg")
+    )
+    good = [p for p in good if p.name != "deep.BMP"]
+    good.insert(5, image_folder / "cat" / "nested" / "deep.BMP")  # os.walk: files, then sub-folders.
+    x_train, _ = data.as_numpy(ds_all.train)
+    np.testing.assert_array_equal(data.read_images(good, ds_all.preprocessing), x_train)
+
+
+def test_grey_folder_defaults_to_one_channel(tmp_path):
+    for name in ("a", "b"):
+        for i in range(3):
+            save(tmp_path / name / f"{i}.png", np.full((5, 5), 40 * i, np.uint8))
+    ds = data.load(tmp_path, validation_split=0, test_split=0, shuffle=False)
+    assert ds.input_shape == (5, 5, 1)
+    x, _ = data.as_numpy(ds.train)
+    np.testing.assert_allclose(x[:3, 0, 0, 0], [0, 40 / 255, 80 / 255], atol=1e-6)
+
+
+def test_empty_folder_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match=f"no sub-directories.*|{tmp_path.name}") as info:
+        data.load(str(tmp_path))
+    assert str(tmp_path) in str(info.value)
+
+
+def test_class_folder_without_images_is_an_error(tmp_path):
+    save(tmp_path / "full" / "x.png", np.zeros((4, 4), np.uint8))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    with pytest.raises(ValueError, match="no images") as info:
+        data.load(str(tmp_path))
+    assert str(tmp_path / "empty") in str(info.value)
+
+
+def test_class_folder_with_only_corrupt_images_is_an_error(tmp_path):
+    save(tmp_path / "good" / "x.png", np.zeros((4, 4), np.uint8))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="failed to decode") as info:
+        data.load(str(tmp_path))
+    assert str(tmp_path / "bad") in str(info.value)
+
+
+def test_load_image_on_corrupt_file(tmp_path):
+    path = tmp_path / "bad.png"
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="Could not read an image"):
+        data.load_image(path)
+
+
+# --------------------------------------------------------------------------
+# arrays and .npz
+
+
+def labelled_images(n=60, size=(9, 7), classes=3, dtype=np.uint8, scale=1.0):
+    """Images filled with 20 * label, so every pixel tells its label."""
+    y = np.arange(n) % classes
+    x = (np.ones((n, *size)) * (20 * y)[:, None, None] * scale).astype(dtype)
+    return x, y
+
+
+def test_uint8_nhw_arrays_are_scaled_to_unit_range():
+    x, y = labelled_images()
+    ds = data.load((x, y), batch_size=16)
+    assert ds.name == "arrays"
+    assert ds.input_shape == (9, 7, 1)
+    assert ds.class_names == ["0", "1", "2"]
+    assert ds.num_train + ds.num_validation + ds.num_test == 60
+    assert (ds.num_validation, ds.num_test) == (6, 12)
+    for split in (ds.train, ds.validation, ds.test):
+        xs, ys = data.as_numpy(split)
+        assert xs.dtype == np.float32 and ys.dtype == np.int32
+        np.testing.assert_allclose(
+            xs, np.broadcast_to((20 * ys / 255.0)[:, None, None, None], xs.shape), atol=1e-6
+        )
+
+
+def test_float_nhwc_arrays_in_unit_range_and_resize():
+    x, y = labelled_images(dtype=np.float32, scale=1 / 255.0)
+    ds = data.load({"x": np.repeat(x[..., None], 3, -1), "y": y[:, None]}, image_size=(4, 5), channels=1)
+    xs, ys = data.as_numpy(ds.test)
+    assert xs.shape == (12, 4, 5, 1)
+    # Constant images survive resizing and the luma weights (which sum to 1).
+    np.testing.assert_allclose(
+        xs, np.broadcast_to((20 * ys / 255.0)[:, None, None, None], xs.shape), atol=1e-6
+    )
+
+
+def test_npz_with_own_test_split(tmp_path):
+    x, y = labelled_images(n=50)
+    xt, yt = labelled_images(n=9)
+    path = tmp_path / "set.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt, class_names=np.array(["a", "b", "c"]))
+    ds = data.load(str(path), validation_split=0.2)
+    assert ds.class_names == ["a", "b", "c"]
+    assert ds.num_test == 9  # The file's own test split, untouched.
+    # Stratified: round(0.2 * 17) + round(0.2 * 17) + round(0.2 * 16).
+    assert ds.num_train + ds.num_validation == 50 and ds.num_validation == 9
+    xs, ys = data.as_numpy(ds.test)
+    np.testing.assert_array_equal(ys, yt)
+
+
+def test_keras_datasets_layout():
+    x, y = labelled_images(n=30)
+    ds = data.load(((x, y), (x[:6], y[:6])), validation_split=0)
+    assert (ds.num_train, ds.num_validation, ds.num_test) == (30, 0, 6)
+
+
+def test_preprocess_images_matches_training(digits_raw):
+    images, target = digits_raw
+    ds = data.load("digits", validation_split=0, test_split=0, shuffle=False)
+    x_train, y_train = data.as_numpy(ds.train)
+    np.testing.assert_array_equal(y_train, target)
+    # Digits are 0..16; the shared pixel scale is 0..255.
+    out = data.preprocess_images(images * (255 / 16), ds.preprocessing)
+    np.testing.assert_array_equal(out, x_train)
+    # A JSON round trip of the dict and a list of single images work the same.
+    restored = json.loads(json.dumps(ds.preprocessing))
+    out = data.preprocess_images([images[0] * (255 / 16), images[1] * (255 / 16)], restored)
+    np.testing.assert_array_equal(out, x_train[:2])
+
+
+def test_preprocess_images_resizes_and_converts_uint8():
+    preprocessing = data.load("digits", channels=3).preprocessing
+    image = np.full((40, 30, 3), 255, np.uint8)
+    out = data.preprocess_images([image, np.zeros((20, 20), np.uint8)], preprocessing)
+    assert out.shape == (2, 32, 32, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out[0], 1.0)
+    np.testing.assert_allclose(out[1], 0.0)
+    with pytest.raises(ValueError, match="Received: preprocessing="):
+        data.preprocess_images(image[None], {"image_size": [8, 8]})
+
+
+# --------------------------------------------------------------------------
+# argument errors
+
+
+@pytest.mark.parametrize(
+    "kwargs, received",
+    [
+        ({"image_size": (8, 8, 3)}, "image_size=(8, 8, 3)"),
+        ({"channels": 2}, "channels=2"),
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"validation_split": 1.5}, "validation_split=1.5"),
+        ({"validation_split": 0.5, "test_split": 0.5}, "validation_split=0.5, test_split=0.5"),
+        ({"normalize": "zscore"}, "normalize='zscore'"),
+        ({"augment": "rotate"}, "augment='rotate'"),
+    ],
+)
+def test_invalid_arguments(kwargs, received):
+    with pytest.raises(ValueError, match="Received: " + received.replace("(", r"\(").replace(")", r"\)")):
+        data.load("digits", **kwargs)
+
+
+def test_invalid_arrays():
+    x, y = labelled_images(n=10)
+    with pytest.raises(ValueError, match=r"Received: y with shape \(9,\)"):
+        data.load((x, y[:9]))
+    with pytest.raises(ValueError, match="Received keys"):
+        data.load({"images": x, "labels": y})
+    with pytest.raises(ValueError, match=r"Received: x with shape \(10, 2, 3, 5, 1\)"):
+        data.load((np.zeros((10, 2, 3, 5, 1)), y))

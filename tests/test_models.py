@@ -1,0 +1,204 @@
+"""Every registered model, enumerated from the registry (timm's test_models style)."""
+
+import math
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import kcnn
+from kcnn import registry, shapes
+
+ALL_MODELS = kcnn.list_models()
+
+# design.md section 3: Keras count_params() (trainable + BatchNorm moving statistics).
+PARAMS = {
+    "lenet5": 61_706,
+    "alexnet": 60_965_224,
+    "vgg16": 138_357_544,
+    "vgg19": 143_667_240,
+    "googlenet": 6_998_552,
+    "resnet50": 25_636_712,
+    "resnet101": 44_707_176,
+    "resnet152": 60_419_944,
+}
+# Trainable-only counts, where the reference library (torchvision) counts only those.
+TRAINABLE = {
+    ("vgg16_bn", ()): 138_365_992,
+    ("lenet5", (("variant", "paper"),)): 60_000,
+    ("resnet18", (("variant", "v1.5"),)): 11_689_512,
+    ("resnet34", (("variant", "v1.5"),)): 21_797_672,
+    ("resnet50", (("variant", "v1.5"),)): 25_557_032,
+    ("resnet101", (("variant", "v1.5"),)): 44_549_160,
+    ("resnet152", (("variant", "v1.5"),)): 60_192_808,
+}
+GMACS = {
+    ("resnet50", "v1"): 3.86,
+    ("resnet50", "v1.5"): 4.09,
+    ("vgg16", None): 15.47,
+    ("alexnet", None): 0.72,
+    ("googlenet", None): 1.58,
+}
+
+
+def trainable_count(model):
+    return sum(math.prod(weight.shape) for weight in model.trainable_weights)
+
+
+def small_shape(name):
+    spec = registry.get_spec(name)
+    size = max(registry.min_input_size(name), 32) if spec.family != "alexnet" else registry.min_input_size(name)
+    return (size, size, spec.default_input_shape[2])
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_parameter_count_matches_the_reference(name):
+    assert kcnn.create_model(name).count_params() == PARAMS[name]
+
+
+@pytest.mark.parametrize("name,kwargs", sorted(TRAINABLE))
+def test_trainable_parameter_count_matches_the_reference(name, kwargs):
+    assert trainable_count(kcnn.create_model(name, **dict(kwargs))) == TRAINABLE[(name, kwargs)]
+
+
+def test_googlenet_auxiliary_heads_on_4a_and_4d():
+    model = kcnn.googlenet(aux_logits=True)
+    assert model.count_params() == 13_378_280
+    assert [tuple(output.shape) for output in model.outputs] == [(None, 1000)] * 3
+    assert model.output_names == ["predictions", "aux1_predictions", "aux2_predictions"] or [
+        output.name for output in model.outputs
+    ]
+    # aux1 reads inception4a's output, aux2 inception4d's: 5x5/3 pooling of 14x14 -> 4x4.
+    for aux, module in (("aux1", "inception4a"), ("aux2", "inception4d")):
+        pool = model.get_layer(f"{aux}_pool")
+        assert pool.input is model.get_layer(f"{module}_concat").output
+        assert pool.output.shape[1:3] == (4, 4)
+    assert not any(layer.name.startswith("aux") for layer in kcnn.googlenet().layers)
+
+
+@pytest.mark.parametrize("name,variant", sorted(GMACS, key=str))
+def test_macs_match_the_reference_within_one_percent(name, variant):
+    kwargs = {"variant": variant} if variant else {}
+    macs = shapes.count_macs(kcnn.create_model(name, **kwargs))
+    assert macs / 1e9 == pytest.approx(GMACS[(name, variant)], rel=0.01)
+
+
+def test_list_models_lists_every_family():
+    assert kcnn.list_models("resnet*") == ["resnet101", "resnet152", "resnet18", "resnet34", "resnet50"]
+    assert set(ALL_MODELS) == {
+        "mlp", "convnet", "lenet5", "alexnet", "googlenet",
+        *(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")),
+        *(f"resnet{d}" for d in (18, 34, 50, 101, 152)),
+    }
+    with pytest.raises(TypeError):
+        registry.MODELS["mine"] = None
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_model_builds_runs_has_valid_names_and_round_trips(name, tmp_path, rng):
+    shape = small_shape(name)
+    model = kcnn.create_model(name, input_shape=shape, classes=7)
+    assert model.name == name
+    names = [layer.name for layer in model.layers]
+    assert len(names) == len(set(names))
+    assert all(re.fullmatch(r"[a-z0-9_]+", layer_name) for layer_name in names), names
+    x = rng.uniform(size=(2, *shape)).astype("float32")
+    y = np.asarray(model(x, training=False))
+    assert y.shape == (2, 7)
+    assert np.all(np.isfinite(y))
+    np.testing.assert_allclose(y.sum(axis=-1), 1.0, rtol=1e-5)
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)  # safe_mode: no lambdas, custom layers registered
+    assert restored.name == name
+    np.testing.assert_allclose(np.asarray(restored(x, training=False)), y, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_include_top_false_pooling_behaves_as_named(name, rng):
+    shape = small_shape(name)
+    features = kcnn.create_model(name, include_top=False, input_shape=shape)
+    assert not any(layer.name.endswith("predictions") for layer in features.layers)
+    x = rng.uniform(size=(2, *shape)).astype("float32")
+    feature_map = np.asarray(features(x, training=False))
+    assert feature_map.ndim == 4
+    for pooling, reduce in (("avg", np.mean), ("max", np.max)):
+        pooled = kcnn.create_model(name, include_top=False, input_shape=shape, pooling=pooling)
+        pooled.set_weights(features.get_weights())
+        assert pooled.layers[-1].name == f"{pooling}_pool"
+        np.testing.assert_allclose(
+            np.asarray(pooled(x, training=False)), reduce(feature_map, axis=(1, 2)), rtol=1e-5, atol=1e-6
+        )
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_too_small_input_is_refused_with_the_smallest_size(name):
+    smallest = registry.min_input_size(name)
+    channels = registry.get_spec(name).default_input_shape[2]
+    # The smallest size builds (fully convolutional part, so no top constraint) ...
+    kcnn.create_model(name, include_top=False, input_shape=(smallest, smallest, channels))
+    if smallest == 1:
+        return  # padding keeps every size valid (ResNet, GoogLeNet, MLP): nothing to refuse
+    with pytest.raises(ValueError, match=rf"at least {smallest}x{smallest} pixels\. Received: input_shape=\({smallest - 1}, {smallest - 1}, {channels}\)"):
+        kcnn.create_model(name, input_shape=(smallest - 1, smallest - 1, channels))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "googlenet", "convnet"])
+def test_fully_convolutional_families_accept_unknown_sizes(name, rng):
+    model = kcnn.create_model(name, include_top=False, input_shape=(None, None, 3), pooling="avg")
+    for size in (33, 48):
+        assert np.asarray(model(rng.uniform(size=(1, size, size, 3)).astype("float32"))).shape[0] == 1
+
+
+def test_input_tensor_is_used_as_the_input():
+    inputs = keras.Input((40, 40, 3))
+    model = kcnn.resnet18(input_tensor=inputs, classes=3)
+    assert model.inputs[0] is inputs
+    assert model.output_shape == (None, 3)
+
+
+def test_lenet5_defaults_and_paper_variant():
+    modern = kcnn.lenet5()
+    assert modern.input_shape == (None, 32, 32, 1) and modern.output_shape == (None, 10)
+    paper = kcnn.lenet5(variant="paper")
+    assert paper.get_layer("conv3").count_params() == 1516
+    assert paper.get_layer("pool2").count_params() == 12
+    assert [w.name for w in paper.non_trainable_weights] == ["centres"]
+
+
+def test_alexnet_is_the_two_gpu_net():
+    model = kcnn.alexnet()
+    assert model.input_shape == (None, 227, 227, 3)
+    assert [model.get_layer(f"conv{i}").groups for i in range(1, 6)] == [1, 2, 1, 2, 2]
+    assert model.get_layer("pool5").output.shape[1:] == (6, 6, 256)
+    assert {type(model.get_layer(n)).__name__ for n in ("norm1", "norm2")} == {"LocalResponseNormalization"}
+
+
+def test_resnet_generic_custom_depth_and_small_stem():
+    model = kcnn.resnet(stages=(1, 1, 1), block="basic", width=16, stem="small", input_shape=(32, 32, 3), classes=10)
+    assert model.get_layer("conv4_block1_out").output.shape[1:] == (8, 8, 64)
+    assert model.name == "resnet"
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: kcnn.create_model("resnet51"), r"Did you mean 'resnet50'.*Received: name='resnet51'"),
+        (lambda: kcnn.resnet50(variant="v2"), r"Received: variant='v2'"),
+        (lambda: kcnn.lenet5(variant="v3"), r"Received: variant='v3'"),
+        (lambda: kcnn.resnet18(include_top=False, pooling="mean"), r"Received: pooling='mean'"),
+        (lambda: kcnn.resnet18(input_shape=(32.5, 32, 3)), r"positive integers.*Received: input_shape=\(32.5, 32, 3\)"),
+        (lambda: kcnn.resnet18(input_shape=(32, 32)), r"Received: input_shape=\(32, 32\)"),
+        (lambda: kcnn.resnet18(classes=0), r"Received: classes=0"),
+        (lambda: kcnn.resnet18(classes=2.5), r"Received: classes=2.5"),
+        (lambda: kcnn.vgg16(input_shape=(None, None, 3)), r"Received: input_shape=\(None, None, 3\)"),
+        (lambda: kcnn.resnet18(weights="imagenet"), r"`.weights.h5` or `.keras`.*Received: weights='imagenet'"),
+        (lambda: kcnn.resnet18(weights="/nonexistent.keras"), r"does not exist"),
+        (lambda: kcnn.resnet(stages=(), block="basic"), r"Received: stages=\(\)"),
+        (lambda: kcnn.resnet(block="bottle"), r"Received: block='bottle'"),
+    ],
+)
+def test_bad_arguments_say_what_was_expected_and_received(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
