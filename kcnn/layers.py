@@ -103,6 +103,10 @@ class Subsampling2D(keras.layers.Layer):
         )
         return window_sum * self.coefficient + self.bias
 
+    def count_macs(self, input_shape, output_shape):
+        """One multiply per output (the coefficient); the window sum is additions."""
+        return output_shape[0] * output_shape[1] * output_shape[2]
+
     def compute_output_shape(self, input_shape):
         height, width = (None if d is None else d // self.pool_size for d in input_shape[1:3])
         return (input_shape[0], height, width, input_shape[3])
@@ -162,6 +166,10 @@ class ConnectionTableConv2D(keras.layers.Layer):
         outputs = ops.conv(inputs, ops.cast(kernel, inputs.dtype), padding="valid")
         return self.activation(outputs + ops.cast(self.bias, inputs.dtype))
 
+    def count_macs(self, input_shape, output_shape):
+        """Only the connected kernels multiply: H_out * W_out * k * k * connections."""
+        return output_shape[0] * output_shape[1] * self.kernel.shape[0] * self.kernel.shape[1]
+
     def compute_output_shape(self, input_shape):
         height, width = (None if d is None else d - self.kernel_size + 1 for d in input_shape[1:3])
         return (input_shape[0], height, width, len(self.table))
@@ -210,6 +218,10 @@ class EuclideanRBF(keras.layers.Layer):
             + ops.sum(ops.square(centres), axis=0)
         )
         return -distance
+
+    def count_macs(self, input_shape, output_shape):
+        """One squared difference per centre weight, as a dense layer's multiply-adds."""
+        return input_shape[-1] * self.units
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)

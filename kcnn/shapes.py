@@ -23,7 +23,10 @@ MACs convention: only `Conv2D`, `DepthwiseConv2D`, `SeparableConv2D` and
 * ``Dense``: ``in_features * units`` (times the number of positions if it is
   applied to a non-flat tensor).
 
-Pooling, normalization, activations, merges and bias additions count 0.
+Pooling, normalization, activations, merges and bias additions count 0. A custom
+layer that multiplies declares its own count with a method
+``count_macs(input_shape, output_shape)`` (shapes without the batch axis), as
+kcnn's LeNet-5 layers do.
 Only channels-last image tensors ``(H, W, C)`` are supported.
 """
 
@@ -830,7 +833,12 @@ def _propagate(node, in_states, prefix):
     if isinstance(op, _PASS_THROUGH) and len(in_states) == 1:
         return [first], _Info()
 
-    return _fallback(node, in_states, prefix), _Info()
+    out_states = _fallback(node, in_states, prefix)
+    # Custom layers that multiply (kcnn.layers' LeNet-5 layers) report their own
+    # count: `count_macs(input_shape, output_shape)` without the batch axis.
+    count = getattr(op, "count_macs", None)
+    macs = int(count(in_states[0].shape, out_states[0].shape)) if callable(count) else 0
+    return out_states, _Info(macs=macs)
 
 
 def _merged_rf(in_states):

@@ -105,3 +105,15 @@ def test_euclidean_rbf_is_minus_squared_distance_to_fixed_centres(rng):
     assert not layer.trainable_weights and layer.count_params() == 840
     expected = -((x[:, :, None] - centres[None]) ** 2).sum(axis=1)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_lenet5_paper_macs_count_the_custom_layers():
+    import kcnn
+    from kcnn import shapes
+
+    trace = shapes.trace(kcnn.lenet5(variant="paper"))
+    assert trace.row("conv3").macs == 10 * 10 * 25 * 60  # connected kernels only
+    assert trace.row("pool2").macs == 14 * 14 * 6
+    assert trace.row("rbf").macs == 84 * 10
+    modern = shapes.trace(kcnn.lenet5())
+    assert modern.row("conv3").macs == 10 * 10 * 16 * 25 * 6
