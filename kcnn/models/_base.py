@@ -3,6 +3,7 @@ weights, and the spec-table rows that the registry is made of."""
 
 import dataclasses
 import functools
+import inspect
 import numbers
 import os
 from collections.abc import Callable, Mapping
@@ -12,7 +13,7 @@ import keras
 
 from kcnn import blocks
 
-__all__ = ["ModelSpec", "build_model", "spec_table"]
+__all__ = ["ModelSpec", "Network", "build_model", "builder", "spec_table"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,3 +209,81 @@ def build_model(
 
         weights_module.load_weights(model, weights)
     return model
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """What a family's architecture function returns.
+
+    Attributes:
+        trunk: `trunk(inputs) -> features`: the feature extractor; `features` is the
+            final feature map, or a list whose first item it is, followed by auxiliary
+            tensors whose spatial sizes count in the input-size check (GoogLeNet's
+            auxiliary heads).
+        top: `top(features, classes, classifier_activation) -> output(s)`: the classifier.
+        flattens: the top flattens a fixed-size feature map (VGG, AlexNet, LeNet), so
+            the input size must be known when `include_top`.
+    """
+
+    trunk: Callable
+    top: Callable
+    flattens: bool = False
+
+
+def builder(*, default_input_shape, classes=1000):
+    """Turns an architecture function into a builder with the keras.applications
+    contract.
+
+    The architecture function takes the family's own options and returns a `Network`;
+    the builder adds the keyword-only contract (`include_top`, `weights`,
+    `input_tensor`, `input_shape`, `pooling`, `classes`, `classifier_activation`,
+    `name`) and assembles the model with `build_model`, so argument checks, the input,
+    the size check, pooling and weights live in one place.
+
+    Args:
+        default_input_shape: the family's default (H, W, C).
+        classes: the family's default number of classes.
+    """
+    default_classes = classes
+
+    def decorate(architecture):
+        @functools.wraps(architecture)
+        def build(
+            *args,
+            include_top=True,
+            weights=None,
+            input_tensor=None,
+            input_shape=None,
+            pooling=None,
+            classes=default_classes,
+            classifier_activation="softmax",
+            name=None,
+            **options,
+        ):
+            network = architecture(*args, **options)
+            return build_model(
+                name=name or architecture.__name__,
+                trunk=network.trunk,
+                top=lambda features: network.top(features, classes, classifier_activation),
+                include_top=include_top,
+                weights=weights,
+                input_tensor=input_tensor,
+                input_shape=input_shape,
+                default_input_shape=default_input_shape,
+                pooling=pooling,
+                classes=classes,
+                classifier_activation=classifier_activation,
+                flattens=network.flattens,
+            )
+
+        contract = inspect.signature(build, follow_wrapped=False).parameters
+        own = inspect.signature(architecture).parameters
+        build.__signature__ = inspect.Signature(
+            [
+                *own.values(),
+                *(contract[key] for key in contract if key not in ("args", "options")),
+            ]
+        )
+        return build
+
+    return decorate

@@ -10,21 +10,14 @@ from keras import layers
 
 from kcnn import blocks
 from kcnn.layers import LocalResponseNormalization
-from kcnn.models._base import build_model, spec_table
+from kcnn.models._base import Network, builder, spec_table
 
 
+@builder(default_input_shape=(227, 227, 3))
 def alexnet(
     *,
     groups=2,
     dropout=0.5,
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name=None,
 ):
     """AlexNet as in the paper: 227x227 input, LRN after conv1 and conv2, overlapping
     3x3/2 max pooling, grouped convolutions, dropout in fc6 and fc7.
@@ -54,7 +47,7 @@ def alexnet(
         x = conv(x, 256, 3, groups=groups, name="conv5")  # 13x13x256
         return layers.MaxPooling2D(3, strides=2, name="pool5")(x)  # 6x6x256
 
-    def top(x):
+    def top(x, classes, classifier_activation):
         return blocks.classifier_head(
             x,
             classes,
@@ -65,20 +58,7 @@ def alexnet(
             classifier_activation=classifier_activation,
         )
 
-    return build_model(
-        name=name or "alexnet",
-        trunk=trunk,
-        top=top,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        default_input_shape=(227, 227, 3),
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        flattens=True,
-    )
+    return Network(trunk, top, flattens=True)
 
 
 SPECS = spec_table(

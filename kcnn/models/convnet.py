@@ -7,7 +7,7 @@ padding, widths and depth (`kcnn.tune`); VGG is this stack with a fixed table.
 from keras import layers
 
 from kcnn import blocks
-from kcnn.models._base import build_model, check_choice, check_positive_int, spec_table
+from kcnn.models._base import Network, builder, check_choice, check_positive_int, spec_table
 
 
 def _per_stage(argument, value, num_stages):
@@ -78,6 +78,7 @@ def conv_stages(
     return x
 
 
+@builder(default_input_shape=(32, 32, 3), classes=10)
 def convnet(
     filters=(32, 64, 128),
     *,
@@ -90,14 +91,6 @@ def convnet(
     dropout=0.0,
     dense_units=(128,),
     head_dropout=0.5,
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=10,
-    classifier_activation="softmax",
-    name=None,
 ):
     """A plain [conv-ReLU] x N - pool ConvNet with a fully connected classifier.
 
@@ -132,7 +125,7 @@ def convnet(
             dropout=dropout,
         )
 
-    def top(x):
+    def top(x, classes, classifier_activation):
         return blocks.classifier_head(
             x,
             classes,
@@ -142,20 +135,7 @@ def convnet(
             classifier_activation=classifier_activation,
         )
 
-    return build_model(
-        name=name or "convnet",
-        trunk=trunk,
-        top=top,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        default_input_shape=(32, 32, 3),
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        flattens=True,
-    )
+    return Network(trunk, top, flattens=True)
 
 
 SPECS = spec_table(

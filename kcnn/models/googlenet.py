@@ -9,7 +9,7 @@ from keras import layers
 
 from kcnn import blocks
 from kcnn.layers import LocalResponseNormalization
-from kcnn.models._base import build_model, spec_table
+from kcnn.models._base import Network, builder, spec_table
 
 # Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) per module, and
 # which modules a 3x3/2 max pool follows.
@@ -28,18 +28,11 @@ _POOL_AFTER = {"3b": "pool3", "4e": "pool4"}
 _AUXILIARY_AFTER = {"4a": "aux1", "4d": "aux2"}
 
 
+@builder(default_input_shape=(224, 224, 3))
 def googlenet(
     *,
     aux_logits=False,
     dropout=0.4,
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name=None,
 ):
     """GoogLeNet (Inception v1).
 
@@ -56,7 +49,6 @@ def googlenet(
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name: the builder contract (see `kcnn`).
     """
-    with_auxiliary = aux_logits and include_top
 
     def trunk(x):
         x = layers.Conv2D(64, 7, strides=2, padding="same", activation="relu", name="conv1")(x)
@@ -69,12 +61,12 @@ def googlenet(
         auxiliary_inputs = []
         for module, widths in INCEPTION.items():
             x = blocks.inception_block(x, widths, name=f"inception{module}")
-            if with_auxiliary and module in _AUXILIARY_AFTER:
+            if aux_logits and module in _AUXILIARY_AFTER:
                 auxiliary_inputs.append(x)  # 14x14x512 (4a), 14x14x528 (4d)
             if module in _POOL_AFTER:
                 x = layers.MaxPooling2D(3, strides=2, padding="same", name=_POOL_AFTER[module])(x)
         # 7x7x1024
-        if not with_auxiliary:
+        if not aux_logits:
             return x
         # The auxiliary heads' pooling belongs to the size check: it needs 5x5 maps.
         pooled = [
@@ -83,12 +75,12 @@ def googlenet(
         ]
         return [x, *pooled]
 
-    def top(features):
-        x = features[0] if with_auxiliary else features
+    def top(features, classes, classifier_activation):
+        x = features[0] if aux_logits else features
         outputs = blocks.classifier_head(
             x, classes, pooling="avg", input_dropout=dropout, classifier_activation=classifier_activation
         )
-        if not with_auxiliary:
+        if not aux_logits:
             return outputs
         auxiliary = [
             _auxiliary_head(pooled, classes, classifier_activation, aux)
@@ -96,19 +88,7 @@ def googlenet(
         ]
         return [outputs, *auxiliary]
 
-    return build_model(
-        name=name or "googlenet",
-        trunk=trunk,
-        top=top,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        default_input_shape=(224, 224, 3),
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-    )
+    return Network(trunk, top)
 
 
 def _auxiliary_head(pooled, classes, classifier_activation, name):

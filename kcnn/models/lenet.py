@@ -11,7 +11,7 @@ from keras import layers
 
 from kcnn import blocks
 from kcnn.layers import ConnectionTableConv2D, EuclideanRBF, Subsampling2D, lecun_tanh
-from kcnn.models._base import build_model, check_choice, spec_table
+from kcnn.models._base import Network, builder, check_choice, spec_table
 
 # Table I of the paper: the input maps of S2 that each of C3's 16 maps sees.
 # Maps 0-5 see 3 neighbouring maps, 6-11 four neighbouring, 12-14 four with a gap,
@@ -23,17 +23,10 @@ C3_TABLE = tuple(
 ) + (tuple(range(6)),)
 
 
+@builder(default_input_shape=(32, 32, 1), classes=10)
 def lenet5(
     *,
     variant="modern",
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=10,
-    classifier_activation="softmax",
-    name=None,
 ):
     """LeNet-5 on 32x32 single-channel images.
 
@@ -67,7 +60,7 @@ def lenet5(
         x = subsample(x, "pool4")  # 5x5x16
         return layers.Conv2D(120, 5, activation=activation, name="conv5")(x)  # 1x1x120
 
-    def top(x):
+    def top(x, classes, classifier_activation):
         if not paper:
             return blocks.classifier_head(
                 x,
@@ -82,20 +75,7 @@ def lenet5(
         x = EuclideanRBF(classes, name="rbf")(x)
         return layers.Activation(classifier_activation, name="predictions")(x)
 
-    return build_model(
-        name=name or "lenet5",
-        trunk=trunk,
-        top=top,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        default_input_shape=(32, 32, 1),
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        flattens=True,
-    )
+    return Network(trunk, top, flattens=True)
 
 
 SPECS = spec_table(

@@ -6,22 +6,15 @@ spatial structure away, which is what the convolutional layer keeps.
 """
 
 from kcnn import blocks
-from kcnn.models._base import build_model, spec_table
+from kcnn.models._base import Network, builder, spec_table
 
 
+@builder(default_input_shape=(32, 32, 3), classes=10)
 def mlp(
     hidden_units=(),
     *,
     dropout=0.0,
     activation="relu",
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=10,
-    classifier_activation="softmax",
-    name=None,
 ):
     """The fully connected baseline.
 
@@ -38,7 +31,7 @@ def mlp(
             32x32x3 (CIFAR-10, 3072 inputs) with 10 classes.
     """
 
-    def top(x):
+    def top(x, classes, classifier_activation):
         return blocks.classifier_head(
             x,
             classes,
@@ -49,20 +42,7 @@ def mlp(
             classifier_activation=classifier_activation,
         )
 
-    return build_model(
-        name=name or "mlp",
-        trunk=lambda x: x,
-        top=top,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        default_input_shape=(32, 32, 3),
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        flattens=True,
-    )
+    return Network(lambda x: x, top, flattens=True)
 
 
 SPECS = spec_table(

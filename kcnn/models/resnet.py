@@ -7,7 +7,7 @@ CVPR 2016 (arXiv 2015), table 1.
 from keras import layers
 
 from kcnn import blocks
-from kcnn.models._base import build_model, check_choice, check_positive_int, spec_table
+from kcnn.models._base import Network, builder, check_choice, check_positive_int, spec_table
 
 _BLOCKS = {"basic": blocks.basic_block, "bottleneck": blocks.bottleneck_block}
 _STEMS = ("imagenet", "small")
@@ -25,6 +25,7 @@ def _stem(x, width, stem, options):
     return blocks.conv_bn_act(x, width, 3, 1, "same", name="conv1", **options)
 
 
+@builder(default_input_shape=(224, 224, 3))
 def resnet(
     stages=(2, 2, 2, 2),
     block="basic",
@@ -32,14 +33,6 @@ def resnet(
     width=64,
     variant="v1",
     stem="imagenet",
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name=None,
 ):
     """A ResNet of any depth.
 
@@ -88,24 +81,12 @@ def resnet(
                 )
         return x
 
-    def top(x):
+    def top(x, classes, classifier_activation):
         return blocks.classifier_head(
             x, classes, pooling="avg", classifier_activation=classifier_activation
         )
 
-    return build_model(
-        name=name or "resnet",
-        trunk=trunk,
-        top=top,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        default_input_shape=(224, 224, 3),
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-    )
+    return Network(trunk, top)
 
 
 SPECS = spec_table(

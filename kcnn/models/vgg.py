@@ -5,26 +5,19 @@ Image Recognition", ICLR 2015 (arXiv 2014), table 1 (configurations A, B, D, E).
 """
 
 from kcnn import blocks
-from kcnn.models._base import build_model, spec_table
+from kcnn.models._base import Network, builder, spec_table
 from kcnn.models.convnet import conv_stages
 
 # Convolutions per stage; the widths are always 64, 128, 256, 512, 512.
 _WIDTHS = (64, 128, 256, 512, 512)
 
 
+@builder(default_input_shape=(224, 224, 3))
 def vgg(
     convs_per_stage=(2, 2, 3, 3, 3),
     *,
     batch_norm=False,
     dropout=0.5,
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name=None,
 ):
     """A VGG network.
 
@@ -45,7 +38,7 @@ def vgg(
         # 224x224x3 -> 7x7x512
         return conv_stages(x, _WIDTHS, convs_per_stage=convs_per_stage, batch_norm=batch_norm)
 
-    def top(x):
+    def top(x, classes, classifier_activation):
         return blocks.classifier_head(
             x,
             classes,
@@ -55,20 +48,7 @@ def vgg(
             classifier_activation=classifier_activation,
         )
 
-    return build_model(
-        name=name or "vgg",
-        trunk=trunk,
-        top=top,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        default_input_shape=(224, 224, 3),
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        flattens=True,
-    )
+    return Network(trunk, top, flattens=True)
 
 
 _DEPTHS = {
