@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from kcnn import data
+from kcnn.data import sources
 
 
 @pytest.fixture(scope="module")
@@ -238,9 +239,9 @@ def test_tfds_variable_size_defaults_to_224(tfds):
 
 
 def test_tfds_slices():
-    assert data._slices(1000, (0.1, 0.2)) == ["train[:700]", "train[700:800]", "train[800:1000]"]
-    assert data._slices(None, (0.1, 0.0)) == ["train[:90%]", "train[90%:100%]", None]
-    assert data._slices(5, (0.05, 0.2)) == ["train[:4]", None, "train[4:5]"]
+    assert sources._slices(1000, (0.1, 0.2)) == ["train[:700]", "train[700:800]", "train[800:1000]"]
+    assert sources._slices(None, (0.1, 0.0)) == ["train[:90%]", "train[90%:100%]", None]
+    assert sources._slices(5, (0.05, 0.2)) == ["train[:4]", None, "train[4:5]"]
 
 
 def test_unknown_name_lists_known_names(tfds):

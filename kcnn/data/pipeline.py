@@ -1,0 +1,158 @@
+"""The `tf.data` pipelines: decode once and cache, shuffle, batch, augment in
+parallel, prefetch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from kcnn.data.preprocessing import _normalize
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+#: Built-in augmentation policies, applied to training batches only.
+#: "shift": random translation by up to 12.5% of the height/width (4 px on a
+#: 32x32 image, the classic pad-4-and-crop), zero (black) fill; safe for
+#: digits and text. "flip": "shift" plus random horizontal flips, for natural
+#: images (CIFAR, flowers). `augment=True` means "shift".
+AUGMENT_POLICIES = ("shift", "flip")
+
+
+# Element-wise shuffle buffer for TFDS sources; in-memory sources always get
+# a full shuffle since they only shuffle indices.
+_TFDS_SHUFFLE_BUFFER = 10_000
+
+
+def as_numpy(split: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Materializes a batched `(images, labels)` split as NumPy arrays.
+
+    Args:
+        split: e.g. `dataset.test`. Iterating the training split yields one
+            epoch, shuffled and augmented as configured.
+
+    Returns:
+        `(x, y)`: float32 NHWC images and int32 labels.
+    """
+    if not isinstance(split, tf.data.Dataset):
+        raise ValueError(f"Expected a tf.data.Dataset such as `dataset.test`. Received: split={split!r}")
+    xs, ys = [], []
+    for x, y in split.as_numpy_iterator():
+        xs.append(x)
+        ys.append(y)
+    if not xs:
+        element_spec = split.element_spec
+        return (
+            np.zeros((0, *element_spec[0].shape[1:]), np.float32),
+            np.zeros((0,), np.int32),
+        )
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+# --------------------------------------------------------------------------
+# Argument parsing.
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}")
+
+
+def _parse_augment(augment: Any) -> str | Callable | None:
+    if augment is False or augment is None:
+        return None
+    if augment is True:
+        return "shift"
+    if isinstance(augment, str):
+        if augment in AUGMENT_POLICIES:
+            return augment
+    elif callable(augment):
+        return augment
+    raise ValueError(
+        f"`augment` must be True, False, one of {AUGMENT_POLICIES} or a callable (e.g. a Keras layer). "
+        f"Received: augment={augment!r}"
+    )
+
+
+class _MemorySplit:
+    """A split held in memory as uint8 NHWC images and int32 labels."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        self.x = x
+        self.y = y.astype(np.int32)
+        self.size = len(x)
+
+
+class _TFDSSplit:
+    """A split read from TFDS as adapted, cached `(uint8 image, int32 label)` elements."""
+
+    def __init__(self, ds: tf.data.Dataset, size: int):
+        self.ds = ds
+        self.size = size
+
+
+def _pipeline(
+    split: _MemorySplit | _TFDSSplit,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    preprocessing: Mapping[str, Any],
+    augmenter: Callable | None,
+) -> tf.data.Dataset:
+    if isinstance(split, _MemorySplit):
+        images = tf.constant(split.x)
+        labels = tf.constant(split.y)
+        # Shuffling indices (not images) gives a full shuffle without a second
+        # copy of the data in a shuffle buffer, and one gather per batch.
+        ds = tf.data.Dataset.range(split.size)
+        if shuffle:
+            ds = ds.shuffle(split.size, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
+        ds = ds.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)), num_parallel_calls=AUTOTUNE)
+    else:
+        ds = split.ds
+        if shuffle:
+            ds = ds.shuffle(
+                min(split.size, _TFDS_SHUFFLE_BUFFER) or 1, seed=seed, reshuffle_each_iteration=True
+            )
+        ds = ds.batch(batch_size)
+
+    def finish(x, y):
+        x = tf.cast(x, tf.float32)
+        if augmenter is not None:
+            x = augmenter(x, training=True) if isinstance(augmenter, keras.layers.Layer) else augmenter(x)
+            # A global mixed-precision policy would make layers return float16.
+            x = tf.cast(x, tf.float32)
+        return _normalize(x, preprocessing), y
+
+    ds = ds.map(finish, num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
+def _make_augmenter(policy: str | Callable | None, seed: int) -> Callable | None:
+    if policy is None or callable(policy):
+        return policy
+    # Explicit float32 so a global mixed-precision policy cannot leak in.
+    layers = [
+        keras.layers.RandomTranslation(
+            0.125,
+            0.125,
+            fill_mode="constant",
+            fill_value=0.0,
+            # Nearest keeps whole-pixel shifts, like padding and cropping.
+            interpolation="nearest",
+            seed=seed,
+            dtype="float32",
+        )
+    ]
+    if policy == "flip":
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 1, dtype="float32"))
+    return keras.Sequential(layers, name=f"augment_{policy}")
+
+
+# --------------------------------------------------------------------------
+# In-memory sources: digits, arrays, folders.
