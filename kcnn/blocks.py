@@ -5,7 +5,6 @@ weight transfer, fine-tuning and feature extraction can find them (the names are
 public API, see the design notes).
 """
 
-import keras
 from keras import layers
 
 _POOLINGS = (None, "avg", "max")

@@ -1,5 +1,3 @@
-import pytest
-
 from kcnn.cli import main
 
 
