@@ -1,0 +1,194 @@
+"""`kcnn train`, `kcnn evaluate`, `kcnn predict` and `kcnn finetune`: thin wrappers of
+`kcnn.train`. The training flags are generated from `TrainConfig`'s fields."""
+
+import argparse
+import ast
+import dataclasses
+import sys
+import typing
+
+from kcnn.training.config import TrainConfig
+
+_CONFIG_DEST = "config_"
+
+
+def register(subparsers):
+    train = subparsers.add_parser(
+        "train",
+        help="train a model (default: LeNet-5 on the bundled digits)",
+        description="Trains a model and writes saved_models/<model>-<dataset>-<time>/. "
+        "Run it again with the same --output to resume an interrupted run.",
+    )
+    train.add_argument("model", nargs="?", default="lenet5", help="a registered model name (default: lenet5)")
+    train.add_argument("--dataset", default="digits", help="digits, a TFDS name, an image folder or an .npz file")
+    train.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="builder argument (a Python literal or a word), e.g. --model-arg stem=small; repeatable",
+    )
+    _add_run_flags(train)
+    train.set_defaults(handler=_train)
+
+    evaluate = subparsers.add_parser("evaluate", help="loss and accuracy of a saved model")
+    evaluate.add_argument("path", help="a run folder or a .keras file")
+    evaluate.add_argument("--dataset", default=None, help="default: the run's dataset, with its split")
+    evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = subparsers.add_parser("predict", help="classify image files with a saved model")
+    predict.add_argument("path", help="a run folder or a .keras file")
+    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("--top-k", type=int, default=3, help="classes shown per image")
+    predict.set_defaults(handler=_predict)
+
+    finetune = subparsers.add_parser(
+        "finetune",
+        help="fine-tune a saved model on another dataset",
+        description="Replaces the classifier, trains it on the frozen backbone, then unfreezes the top "
+        "stages at a lower learning rate. --epochs counts both phases.",
+    )
+    finetune.add_argument("path", help="a run folder or a .keras file")
+    finetune.add_argument("--dataset", required=True, help="digits, a TFDS name, an image folder or an .npz file")
+    finetune.add_argument("--head-epochs", type=int, default=None, help="epochs of the first phase (default: half)")
+    finetune.add_argument(
+        "--unfreeze", action="append", default=None, metavar="PREFIX", help="layer-name prefix to unfreeze from, e.g. conv5 (default: the last stage); repeatable"
+    )
+    finetune.add_argument("--lr-factor", type=float, default=0.1, help="second phase's learning rate relative to the first")
+    _add_run_flags(finetune)
+    finetune.set_defaults(handler=_finetune)
+
+
+def _add_run_flags(parser):
+    parser.add_argument("--output", default=None, help="the run folder; an unfinished run there is resumed")
+    parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
+    group = parser.add_argument_group("training settings (kcnn.train.TrainConfig)")
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        kinds = [t for t in typing.get_args(hints[field.name]) or (hints[field.name],) if t is not type(None)]
+        optional = len(kinds) < len(typing.get_args(hints[field.name]) or (None,))
+        convert = _optional(kinds[0]) if optional else kinds[0]
+        choices = field.metadata["choices"]
+        metavar = "{" + ",".join("none" if c is None else str(c) for c in choices) + "}" if choices else field.name.upper()
+        group.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            *field.metadata["flags"],
+            dest=_CONFIG_DEST + field.name,
+            type=convert,
+            choices=choices,
+            metavar=metavar,
+            default=argparse.SUPPRESS,
+            help=f"{field.metadata['help']} (default: {field.default})",
+        )
+
+
+def _optional(kind):
+    def convert(text):
+        return None if text.lower() == "none" else kind(text)
+
+    convert.__name__ = kind.__name__  # argparse names the type in its errors.
+    return convert
+
+
+def _config(args):
+    values = {key[len(_CONFIG_DEST) :]: value for key, value in vars(args).items() if key.startswith(_CONFIG_DEST)}
+    return TrainConfig(**values)
+
+
+def _model_kwargs(pairs):
+    kwargs = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"`--model-arg` takes KEY=VALUE, e.g. stem=small. Received: {pair!r}")
+        try:
+            kwargs[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            kwargs[key] = text  # A bare word such as `small`.
+    return kwargs
+
+
+def _seed(config):
+    import keras
+
+    # Process-wide state belongs here, in the entry point: the library never seeds
+    # the global generators (the data pipeline takes the seed explicitly).
+    keras.utils.set_random_seed(config.seed)
+
+
+def _run(start, output, describe):
+    from kcnn.train import NonFiniteLossError
+
+    print(f"run folder: {output} (interrupted? run the same command with --output {output} to resume)", flush=True)
+    try:
+        result = start()
+    except NonFiniteLossError as error:
+        print(f"kcnn: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: resume with --output {output}", file=sys.stderr)
+        return 130
+    test = result.metrics.get("test")
+    if test:
+        print(f"test accuracy: {test['accuracy']:.2%} ({test['examples']} images, loss {test['loss']:.4f})")
+    print(f"{describe} saved to {result.path}")
+    return 0
+
+
+def _train(args):
+    from kcnn import train
+    from kcnn.training.run import RunFolder
+
+    config = _config(args)
+    model_kwargs = _model_kwargs(args.model_arg)
+    _seed(config)
+    output = args.output or RunFolder.new(args.model, args.dataset).path
+    return _run(
+        lambda: train.fit(args.model, args.dataset, config, output=output, model_kwargs=model_kwargs, verbose=args.verbose),
+        output,
+        "model",
+    )
+
+
+def _finetune(args):
+    from kcnn import train
+    from kcnn.training.run import RunFolder
+
+    config = _config(args)
+    _seed(config)
+    _, metadata = train.load(args.path)
+    base = metadata.get("model", {}).get("name", "model")
+    output = args.output or RunFolder.new(f"{base}_finetuned", args.dataset).path
+    return _run(
+        lambda: train.fine_tune(
+            args.path,
+            args.dataset,
+            config,
+            head_epochs=args.head_epochs,
+            unfreeze=args.unfreeze or "auto",
+            learning_rate_factor=args.lr_factor,
+            output=output,
+            verbose=args.verbose,
+        ),
+        output,
+        "fine-tuned model",
+    )
+
+
+def _evaluate(args):
+    from kcnn import train
+
+    metrics = train.evaluate(args.path, args.dataset, split=args.split)
+    extra = f", top-5 accuracy {metrics['top5_accuracy']:.2%}" if "top5_accuracy" in metrics else ""
+    print(f"{args.split} accuracy: {metrics['accuracy']:.2%}{extra}, loss {metrics['loss']:.4f} ({metrics['examples']} images)")
+    return 0
+
+
+def _predict(args):
+    from kcnn import train
+
+    for image, top in zip(args.images, train.predict(args.path, args.images, top_k=args.top_k)):
+        ranked = ", ".join(f"{name} ({probability:.1%})" for name, probability in top)
+        print(f"{image}: {ranked}")
+    return 0

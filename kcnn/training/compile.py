@@ -1,0 +1,225 @@
+"""Optimizer, learning-rate schedule, loss and `compile`: one recipe for `fit`, `fine_tune`
+and the keras-tuner search, so a search trial trains exactly like a run."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import keras
+from keras import ops
+
+from kcnn.training.config import DeviceSettings, TrainConfig, producer, resolve_device
+
+# Variables exempt from weight decay: decaying biases and BatchNorm's scale and
+# offset only fights the normalization (Goyal et al. 2017, "no bias decay").
+_NO_DECAY = ("bias", "gamma", "beta")
+
+
+@keras.saving.register_keras_serializable(package="kcnn")
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from zero, then constant, step or cosine decay.
+
+    Args:
+        learning_rate: the peak learning rate, reached at the end of the warm-up.
+        total_steps: training steps of the whole run (the cosine reaches zero there).
+        warmup_steps: steps of the linear warm-up.
+        kind: "constant", "step" or "cosine".
+        decay_steps: period of the "step" decay.
+        decay_rate: factor of the "step" decay.
+    """
+
+    def __init__(self, learning_rate, total_steps, warmup_steps=0, kind="cosine", decay_steps=1, decay_rate=0.1):
+        self.learning_rate = float(learning_rate)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.kind = kind
+        self.decay_steps = int(decay_steps)
+        self.decay_rate = float(decay_rate)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        peak = self.learning_rate
+        after = ops.maximum(step - self.warmup_steps, 0.0)
+        if self.kind == "step":
+            decayed = peak * ops.power(self.decay_rate, ops.floor(after / self.decay_steps))
+        elif self.kind == "cosine":
+            progress = ops.minimum(after / max(self.total_steps - self.warmup_steps, 1), 1.0)
+            decayed = peak * 0.5 * (1.0 + ops.cos(math.pi * progress))
+        else:
+            decayed = peak * ops.ones_like(step)
+        if not self.warmup_steps:
+            return decayed
+        # (step + 1): the first update already moves, instead of a wasted step at 0.
+        warm = peak * (step + 1.0) / self.warmup_steps
+        return ops.where(step < self.warmup_steps, warm, decayed)
+
+    def get_config(self):
+        return {
+            "learning_rate": self.learning_rate,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "kind": self.kind,
+            "decay_steps": self.decay_steps,
+            "decay_rate": self.decay_rate,
+        }
+
+
+def make_schedule(config: TrainConfig, steps_per_epoch: int | None):
+    """The learning rate of `config`: a float, or a `WarmupSchedule` over the run.
+
+    Args:
+        config: a `TrainConfig`.
+        steps_per_epoch: training steps per epoch; needed unless the schedule is
+            constant without warm-up.
+    """
+    if config.schedule == "constant" and not config.warmup_epochs:
+        return config.learning_rate
+    if steps_per_epoch is None or isinstance(steps_per_epoch, bool) or steps_per_epoch < 1:
+        raise ValueError(
+            f"The {config.schedule!r} schedule with {config.warmup_epochs} warm-up epochs needs the number of "
+            f"training steps per epoch. Received: steps_per_epoch={steps_per_epoch!r}"
+        )
+    return WarmupSchedule(
+        config.learning_rate,
+        total_steps=config.epochs * steps_per_epoch,
+        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+        kind=config.schedule,
+        decay_steps=config.decay_epochs * steps_per_epoch,
+        decay_rate=config.decay_rate,
+    )
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
+    """The optimizer of `config`, with its schedule and weight decay.
+
+    Args:
+        config: a `TrainConfig`.
+        steps_per_epoch: training steps per epoch (for the schedule).
+
+    Returns:
+        A new `keras.optimizers.Optimizer`.
+    """
+    learning_rate = make_schedule(config, steps_per_epoch)
+    decay = config.weight_decay or None
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate, momentum=config.momentum, weight_decay=decay)
+    elif config.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate, weight_decay=decay)
+    else:
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)
+    if config.weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=list(_NO_DECAY))
+    return optimizer
+
+
+@keras.saving.register_keras_serializable(package="kcnn")
+class SparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy from integer labels, with label smoothing.
+
+    Keras' `SparseCategoricalCrossentropy` has no label smoothing; this one-hots the
+    labels inside the loss so the data pipeline keeps its int32 labels.
+    """
+
+    def __init__(self, num_classes, label_smoothing=0.0, from_logits=False, name="sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes = int(num_classes)
+        self.label_smoothing = float(label_smoothing)
+        self.from_logits = bool(from_logits)
+
+    def call(self, y_true, y_pred):
+        labels = ops.one_hot(ops.reshape(ops.cast(y_true, "int32"), (-1,)), self.num_classes, dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(
+            labels, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "label_smoothing": self.label_smoothing,
+            "from_logits": self.from_logits,
+        }
+
+
+def output_names(model: keras.Model) -> list[str]:
+    """Names of the model's outputs (the layers producing them), main output first."""
+    return list(getattr(model, "output_names", None) or [producer(t).name for t in model.outputs])
+
+
+def outputs_logits(model: keras.Model) -> bool:
+    """Whether the model's (main) output is logits rather than probabilities.
+
+    Raises:
+        ValueError: if the output activation is neither softmax nor linear.
+    """
+    layer = producer(model.outputs[0])
+    activation = getattr(layer, "activation", None)
+    name = getattr(activation, "__name__", str(activation))
+    if name == "softmax":
+        return False
+    if activation is None or name == "linear":
+        return True
+    raise ValueError(
+        "Expected a classifier whose output is softmax probabilities or logits (classifier_activation "
+        f"'softmax' or None). Received: output layer `{layer.name}` with activation {name!r}"
+    )
+
+
+def compile_model(
+    model: keras.Model,
+    config: TrainConfig,
+    steps_per_epoch: int | None = None,
+    *,
+    device: DeviceSettings | None = None,
+) -> keras.Model:
+    """Compiles `model` for training as `config` says.
+
+    Sparse cross-entropy (with label smoothing) on every output, auxiliary outputs
+    (any after the first, e.g. GoogLeNet's) weighted by `config.aux_loss_weight`,
+    accuracy (and top-5 accuracy with more than 10 classes) on the main output, loss
+    scaling when the model computes in float16.
+
+    Args:
+        model: the model (from `prepare_model` when precision or strategy matter).
+        config: a `TrainConfig`.
+        steps_per_epoch: training steps per epoch (for the schedule).
+        device: resolved device settings; default `resolve_device(config)`.
+
+    Returns:
+        `model`, compiled.
+    """
+    device = device or resolve_device(config)
+    num_classes = int(model.outputs[0].shape[-1])
+    from_logits = outputs_logits(model)
+    if config.label_smoothing:
+        loss = SparseCrossentropy(num_classes, config.label_smoothing, from_logits=from_logits)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if num_classes > 10:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
+    names = output_names(model)
+    if len(names) > 1:
+        loss = {name: loss for name in names}
+        loss_weights = {name: 1.0 if i == 0 else config.aux_loss_weight for i, name in enumerate(names)}
+        metrics = {names[0]: metrics}
+    else:
+        loss_weights = None
+    scope = device.strategy.scope() if device.strategy else contextlib.nullcontext()
+    with scope:
+        optimizer = make_optimizer(config, steps_per_epoch)
+        if any(layer.dtype_policy.compute_dtype == "float16" for layer in model.layers):
+            # Keras only adds loss scaling when the *model's* policy is float16;
+            # ours is set per layer (see `prepare_model`).
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        model.compile(
+            optimizer=optimizer,
+            loss=loss,
+            loss_weights=loss_weights,
+            metrics=metrics,
+            jit_compile=device.xla,
+            steps_per_execution=config.steps_per_execution,
+            auto_scale_loss=False,
+        )
+    return model

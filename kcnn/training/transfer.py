@@ -1,0 +1,303 @@
+"""Transfer learning: fine-tuning a new head, feature extraction and image search."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from kcnn import data as kdata
+from kcnn.training.config import TrainConfig, producer
+from kcnn.training.loop import (
+    Phase,
+    TrainResult,
+    _open_run,
+    _resolve,
+    _start_metadata,
+    _train,
+    check_compatible,
+    load_data,
+)
+from kcnn.training.run import RunFolder
+
+# Names of the layers `replace_head` adds.
+HEAD_LAYERS = ("head_pool", "head_dropout", "predictions")
+# The lecture's names for AlexNet's fully connected layers, which VGG (keras.applications
+# naming) calls fc1/fc2: "fc7" means the second fully connected layer in both.
+FC_ALIASES = {"fc6": "fc1", "fc7": "fc2"}
+# A stage is a layer-name prefix made of one of these words and a number: conv5,
+# block5, inception5, block_16 (MobileNetV2), mixed10 (Inception v3), stage4. Lower
+# case only: keras.applications capitalizes the single layers after the last stage
+# (MobileNetV2's `Conv_1`), which then come along as layers after the stage.
+_STAGE = re.compile(r"^((?:conv|block|inception|mixed|stage|layer)_?\d+)")
+
+
+def _classifier_input(model: keras.Model):
+    """The tensor the model's classifier reads, and whether it has a classifier.
+
+    Walks back from the (main) output over a softmax activation, the classifier (a
+    Dense layer, or LeNet's RBF layer) and any dropout in front of it. A model without
+    a classifier (`include_top=False`) gives its output.
+    """
+    tensor = model.outputs[0]
+    layer = producer(tensor)
+    if isinstance(layer, keras.layers.Activation) and getattr(layer.activation, "__name__", "") in ("softmax", "sigmoid"):
+        tensor = layer.input
+        layer = producer(tensor)
+    if not (isinstance(layer, keras.layers.Dense) or layer.name in ("predictions", "rbf")):
+        return model.outputs[0], False
+    tensor = layer.input
+    while isinstance(producer(tensor), keras.layers.Dropout):
+        tensor = producer(tensor).input
+    return tensor, True
+
+
+def replace_head(model: keras.Model, classes: int, *, dropout: float = 0.2, name: str | None = None) -> keras.Model:
+    """A new classifier for `classes` on `model`'s features (its layers are shared).
+
+    The features are what the old classifier read (auxiliary heads are dropped), or
+    the output of a model without a top; a feature map is average-pooled. The head is
+    `head_pool` (if pooling) -> `head_dropout` (if `dropout`) -> `predictions`.
+
+    Args:
+        model: a Keras classifier or backbone.
+        classes: number of classes of the new head.
+        dropout: dropout before the new classifier.
+        name: the new model's name (default: `model.name`).
+    """
+    features, _ = _classifier_input(model)
+    x = features
+    if len(x.shape) == 4:
+        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    elif len(x.shape) != 2:
+        raise ValueError(f"Expected features of rank 2 or 4 (a vector or a feature map). Received: shape {x.shape}")
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = keras.layers.Dense(classes, activation="softmax", name="predictions")(x)
+    return keras.Model(model.inputs, outputs, name=name or model.name)
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def _containers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield layer
+            yield from _containers(layer)
+
+
+def stage_prefix(model: keras.Model) -> str:
+    """The last stage of a backbone, by layer name: "conv5" for a ResNet, "block5" for
+    VGG, "inception5" for GoogLeNet, "block_16" for MobileNetV2.
+
+    Raises:
+        ValueError: if no layer is named like a stage.
+    """
+    names = [layer.name for layer in _leaf_layers(model) if layer.name not in HEAD_LAYERS]
+    for name in reversed(names):
+        match = _STAGE.match(name)
+        if match:
+            return match.group(1)
+    raise ValueError(
+        "Could not find the model's last stage by layer name (conv5*, block5*, inception5*, ...): pass `unfreeze` "
+        f"with layer-name prefixes. Received: layers {names[-5:]}"
+    )
+
+
+def _matches(name, prefixes):
+    # "block1" must not match "block10_conv1": the prefix ends where a digit cannot follow.
+    return any(re.match(re.escape(prefix) + r"(?!\d)", name) for prefix in prefixes)
+
+
+def set_trainable(model: keras.Model, unfreeze: Sequence[str] = (), *, train_batch_norm: bool = False) -> list[str]:
+    """Freezes the backbone except its layers from the first one named by a prefix on.
+
+    The head (`HEAD_LAYERS`) is always trainable. BatchNormalization layers stay
+    frozen unless `train_batch_norm`: in Keras a frozen BatchNormalization runs in
+    inference mode, so its moving statistics are neither used from the batch nor
+    updated, which is what keeps a pretrained backbone's features intact.
+
+    Args:
+        model: the model with its new head.
+        unfreeze: layer-name prefixes, e.g. ["conv5"]; () freezes the whole backbone.
+        train_batch_norm: let unfrozen BatchNormalization layers train.
+
+    Returns:
+        The names of the trainable layers that have weights.
+    """
+    for container in _containers(model):
+        container.trainable = True  # Resets the nested layers; the leaves decide below.
+    unfrozen = False
+    trainable = []
+    for layer in _leaf_layers(model):
+        unfrozen = unfrozen or (bool(unfreeze) and _matches(layer.name, unfreeze))
+        train = layer.name in HEAD_LAYERS or unfrozen
+        if isinstance(layer, keras.layers.BatchNormalization) and not train_batch_norm:
+            train = False
+        layer.trainable = train
+        if train and layer.weights:
+            trainable.append(layer.name)
+    if unfreeze and not unfrozen:
+        raise ValueError(f"No layer name starts with any of the `unfreeze` prefixes. Received: unfreeze={list(unfreeze)}")
+    return trainable
+
+
+def fine_tune(
+    model: keras.Model | str | os.PathLike,
+    data: Any,
+    config: TrainConfig | None = None,
+    *,
+    head_epochs: int | None = None,
+    unfreeze: str | Sequence[str] = "auto",
+    learning_rate_factor: float = 0.1,
+    dropout: float = 0.2,
+    train_batch_norm: bool = False,
+    output: str | os.PathLike | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int | str = "auto",
+) -> TrainResult:
+    """Transfer learning in two phases, as one run folder.
+
+    1. The classifier is replaced by a new one for the data's classes (see
+       `replace_head`) and trained on the frozen backbone, whose BatchNormalization
+       layers run in inference mode: no backbone weight (moving statistics included)
+       changes.
+    2. The top stages are unfrozen by layer-name prefix (every layer from the first
+       one named by `unfreeze` on; BatchNormalization stays frozen) and the model
+       trains again at `learning_rate_factor` times the learning rate.
+
+    Args:
+        model: a Keras model (a kcnn or keras.applications model, with or without its
+            top; its layers are shared and trained in place), or a run folder / .keras
+            file.
+        data: a `kcnn.data.Dataset` or a `kcnn.data.load` source (loaded at the
+            model's input size, with the base run's normalization if any).
+        config: a `TrainConfig`; `epochs` counts both phases.
+        head_epochs: epochs of phase 1 (default: half of `config.epochs`); phase 2
+            gets the rest (0 skips it).
+        unfreeze: "auto" (the last stage, see `stage_prefix`), a prefix, or a list.
+        learning_rate_factor: phase 2's learning rate relative to phase 1's.
+        dropout: dropout before the new classifier.
+        train_batch_norm: let BatchNormalization layers of unfrozen stages train.
+        output: the run folder; an unfinished run there is resumed.
+        callbacks: extra Keras callbacks.
+        verbose: `model.fit` verbosity.
+
+    Returns:
+        A `TrainResult` (its metadata has a "fine_tuning" entry).
+    """
+    config = config or TrainConfig()
+    base, base_metadata = _resolve(model)
+    if head_epochs is None:
+        head_epochs = max(1, config.epochs // 2)
+    if isinstance(head_epochs, bool) or not isinstance(head_epochs, int) or not 1 <= head_epochs <= config.epochs:
+        raise ValueError(f"`head_epochs` must be an int in [1, config.epochs={config.epochs}]. Received: head_epochs={head_epochs!r}")
+    if not 0 < learning_rate_factor <= 1:
+        raise ValueError(f"`learning_rate_factor` must be in (0, 1]. Received: learning_rate_factor={learning_rate_factor!r}")
+    loaded_here = not isinstance(data, kdata.Dataset)
+    normalize = base_metadata.get("preprocessing", {}).get("normalization", "unit")
+    data = load_data(data, config, input_shape=base.input_shape[1:], normalize=normalize)
+    new = replace_head(base, data.num_classes, dropout=dropout)
+    check_compatible(new, data)
+    prefixes = [stage_prefix(new)] if unfreeze == "auto" else [unfreeze] if isinstance(unfreeze, str) else list(unfreeze)
+
+    phases = [Phase(dataclasses.replace(config, epochs=head_epochs), lambda m: set_trainable(m))]
+    if config.epochs > head_epochs:
+        second = dataclasses.replace(
+            config, epochs=config.epochs - head_epochs, learning_rate=config.learning_rate * learning_rate_factor
+        )
+        phases.append(Phase(second, lambda m: set_trainable(m, prefixes, train_batch_norm=train_batch_norm)))
+    if output is None:
+        output = RunFolder.new(f"{new.name}_finetuned", data.name or "data").path
+    run = _open_run(output, new.name, data, config, kind="fine_tune")
+    metadata = _start_metadata(run, new, data, config, None, kind="fine_tune", loaded_here=loaded_here)
+    metadata["fine_tuning"] = {
+        "base": os.fspath(model) if isinstance(model, (str, os.PathLike)) else base.name,
+        "base_model": base_metadata.get("model"),
+        "head_epochs": head_epochs,
+        "unfreeze": prefixes,
+        "unfrozen_layers": set_trainable(new, prefixes, train_batch_norm=train_batch_norm),
+        "learning_rate_factor": learning_rate_factor,
+        "dropout": dropout,
+        "train_batch_norm": train_batch_norm,
+    }
+    return _train(run, metadata, new, data, phases, callbacks=callbacks, verbose=verbose)
+
+
+def feature_extractor(model: keras.Model | str | os.PathLike, layer: str | None = None, *, pooling: str | None = None) -> keras.Model:
+    """A model mapping images to the features of one layer.
+
+    Args:
+        model: a Keras model, a run folder or a .keras file.
+        layer: the layer whose output is the feature, e.g. "fc2" (VGG's second fully
+            connected layer, 4096-d), "fc7" (the lecture's name: `fc7` in AlexNet,
+            `fc2` in VGG), "avg_pool" (ResNet's pooled 512-d/2048-d features) or
+            "conv5_block3_out". Default: what the classifier reads (VGG fc2,
+            ResNet/GoogLeNet avg_pool), or the output of a model without a top.
+        pooling: None, "avg" or "max": pool a feature map to a vector.
+
+    Returns:
+        A `keras.Model` sharing `model`'s layers.
+    """
+    model, _ = _resolve(model)
+    if layer is None:
+        tensor, _ = _classifier_input(model)
+    else:
+        names = {l.name for l in model.layers}
+        name = layer if layer in names else FC_ALIASES.get(layer, layer)
+        if name not in names:
+            raise ValueError(f"`{model.name}` has no layer {layer!r}. Layers: {[l.name for l in model.layers][-12:]} (last 12). Received: layer={layer!r}")
+        tensor = model.get_layer(name).output
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
+    if pooling and len(tensor.shape) == 4:
+        pool = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
+        tensor = pool(name=f"features_{pooling}_pool")(tensor)
+    return keras.Model(model.inputs, tensor, name=f"{model.name}_features")
+
+
+def nearest_neighbours(features_db, query, k: int = 5, *, metric: str = "cosine"):
+    """The `k` database entries closest to each query (image search on features).
+
+    Args:
+        features_db: `(n, d)` features of the database images.
+        query: `(d,)` or `(q, d)` features of the query images.
+        k: neighbours per query (at most n).
+        metric: "cosine" (distance 1 - cosine similarity) or "l2" (Euclidean).
+
+    Returns:
+        `(indices, distances)`, each `(q, k)` (or `(k,)` for a single query), nearest
+        first.
+    """
+    db = np.asarray(features_db, np.float64)
+    q = np.asarray(query, np.float64)
+    single = q.ndim == 1
+    q = q[None] if single else q
+    if db.ndim != 2 or q.ndim != 2 or q.shape[1] != db.shape[1]:
+        raise ValueError(f"Expected features_db (n, d) and query (d,) or (q, d). Received: shapes {db.shape} and {np.shape(query)}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(db):
+        raise ValueError(f"`k` must be an int in [1, {len(db)}]. Received: k={k!r}")
+    if metric == "cosine":
+        unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+        distances = 1.0 - unit(q) @ unit(db).T
+    elif metric == "l2":
+        squared = (q**2).sum(1)[:, None] - 2.0 * q @ db.T + (db**2).sum(1)[None]
+        distances = np.sqrt(np.maximum(squared, 0.0))
+    else:
+        raise ValueError(f"`metric` must be 'cosine' or 'l2'. Received: metric={metric!r}")
+    nearest = np.argpartition(distances, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(distances, nearest, axis=1).argsort(axis=1, kind="stable")
+    indices = np.take_along_axis(nearest, order, axis=1)
+    result = indices, np.take_along_axis(distances, indices, axis=1)
+    return (result[0][0], result[1][0]) if single else result

@@ -1,0 +1,55 @@
+"""Trains LeNet-5 on tiny seeded arrays into a run folder, for tests/test_train.py.
+
+    python tests/_train_worker.py OUTPUT --epochs 4 [--kill-at-epoch 3]
+
+With --kill-at-epoch N the process SIGKILLs itself in the middle of epoch N (after its
+second batch), like a machine that loses power: no Python cleanup runs.
+"""
+
+import argparse
+import os
+import signal
+
+import keras
+import numpy as np
+
+from kcnn import data, train
+
+EPOCHS = 4
+CONFIG = dict(batch_size=8, augment=None, learning_rate=1e-3, warmup_epochs=1.0)
+
+
+class KillMidEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.kill_epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == self.kill_epoch and batch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def tiny_digits():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(64, 32, 32, 1), dtype=np.uint8)
+    y = np.arange(64) % 4
+    return data.load((x, y), batch_size=8, validation_split=0.25, test_split=0.25, seed=0)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("output")
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--kill-at-epoch", type=int, default=None)
+    args = parser.parse_args()
+    keras.utils.set_random_seed(0)
+    callbacks = [KillMidEpoch(args.kill_at_epoch)] if args.kill_at_epoch else []
+    config = train.TrainConfig(epochs=args.epochs, **CONFIG)
+    train.fit("lenet5", tiny_digits(), config, output=args.output, callbacks=callbacks, verbose=0)
+
+
+if __name__ == "__main__":
+    main()
