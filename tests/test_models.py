@@ -202,3 +202,12 @@ def test_resnet_generic_custom_depth_and_small_stem():
 def test_bad_arguments_say_what_was_expected_and_received(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_lazy_public_api_lists_every_builder():
+    import kcnn.models
+
+    assert set(kcnn.__all__) >= set(kcnn.models.__all__)
+    assert all(callable(getattr(kcnn, name)) for name in kcnn.__all__ if name != "MODELS")
+    with pytest.raises(AttributeError):
+        kcnn.resnet51  # noqa: B018
