@@ -4,14 +4,16 @@ import keras
 import numpy as np
 import pytest
 
-from kcnn.shapes import LayerRow
-from kcnn.shapes import Trace
-from kcnn.shapes import conv_output_size
-from kcnn.shapes import count_macs
-from kcnn.shapes import min_input_size
-from kcnn.shapes import pool_output_size
-from kcnn.shapes import same_padding
-from kcnn.shapes import trace
+from kcnn.shapes import (
+    LayerRow,
+    Trace,
+    conv_output_size,
+    count_macs,
+    min_input_size,
+    pool_output_size,
+    same_padding,
+    trace,
+)
 
 L = keras.layers
 
