@@ -96,3 +96,14 @@ def test_diverging_training_exits_with_a_message(tmp_path, capsys):
                  "--output", str(tmp_path / "run"), "--verbose", "0"])
     assert code == 1
     assert "Training diverged" in capsys.readouterr().err
+
+
+def test_data_dir_and_download_reach_the_tfds_loader(tmp_path, capsys):
+    # An unprepared TFDS dataset in an empty data_dir: the loader is asked with the
+    # flags' values and says how to get the data.
+    from kcnn.cli import main
+
+    code = main(["train", "lenet5", "--dataset", "mnist", "--data-dir", str(tmp_path), "--epochs", "1", "--output", str(tmp_path / "run")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "download=True" in err and str(tmp_path) in err

@@ -62,6 +62,8 @@ def register(subparsers):
 
 def _add_run_flags(parser):
     parser.add_argument("--output", default=None, help="the run folder; an unfinished run there is resumed")
+    parser.add_argument("--data-dir", default=None, help="where TFDS datasets are kept (TFDS' default if unset)")
+    parser.add_argument("--download", action="store_true", help="let TFDS download and prepare the dataset")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
     group = parser.add_argument_group("training settings (kcnn.train.TrainConfig)")
     hints = typing.get_type_hints(TrainConfig)
@@ -81,6 +83,13 @@ def _add_run_flags(parser):
             default=argparse.SUPPRESS,
             help=f"{field.metadata['help']} (default: {field.default})",
         )
+
+
+def _data_options(args):
+    options = {"download": True} if args.download else {}
+    if args.data_dir:
+        options["data_dir"] = args.data_dir
+    return options
 
 
 def _optional(kind):
@@ -145,7 +154,15 @@ def _train(args):
     _seed(config)
     output = args.output or RunFolder.new(args.model, args.dataset).path
     return _run(
-        lambda: train.fit(args.model, args.dataset, config, output=output, model_kwargs=model_kwargs, verbose=args.verbose),
+        lambda: train.fit(
+            args.model,
+            args.dataset,
+            config,
+            output=output,
+            model_kwargs=model_kwargs,
+            data_options=_data_options(args),
+            verbose=args.verbose,
+        ),
         output,
         "model",
     )
@@ -169,6 +186,7 @@ def _finetune(args):
             unfreeze=args.unfreeze or "auto",
             learning_rate_factor=args.lr_factor,
             output=output,
+            data_options=_data_options(args),
             verbose=args.verbose,
         ),
         output,

@@ -71,6 +71,7 @@ def fit(
     *,
     output: str | os.PathLike | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
+    data_options: Mapping[str, Any] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = "auto",
 ) -> TrainResult:
@@ -96,6 +97,8 @@ def fit(
         output: the run folder; an unfinished run there is resumed.
         model_kwargs: builder arguments when `model` is a name, e.g.
             `{"stem": "small"}` for a ResNet on 32x32 images.
+        data_options: more `kcnn.data.load` arguments when `data` is loaded here,
+            e.g. `{"data_dir": "~/tensorflow_datasets", "download": True}`.
         callbacks: extra Keras callbacks.
         verbose: `model.fit` verbosity.
 
@@ -112,7 +115,7 @@ def fit(
     if not isinstance(config, TrainConfig):
         raise ValueError(f"`config` must be a kcnn.train.TrainConfig. Received: config={config!r}")
     loaded_here = not isinstance(data, kdata.Dataset)
-    model, data, builder_arguments = _model_and_data(model, data, config, model_kwargs)
+    model, data, builder_arguments = _model_and_data(model, data, config, model_kwargs, data_options)
     run = _open_run(output, model.name, data, config, kind="fit")
     metadata = _start_metadata(run, model, data, config, builder_arguments, kind="fit", loaded_here=loaded_here)
     return _train(run, metadata, model, data, [Phase(config)], callbacks=callbacks, verbose=verbose)
@@ -256,13 +259,13 @@ def _finish(run, metadata, data, seconds, stopped_early) -> TrainResult:
 # Model, data and run folder.
 
 
-def _model_and_data(model, data, config, model_kwargs):
+def _model_and_data(model, data, config, model_kwargs, data_options=None):
     """Builds the model from a name and loads the data, each fitted to the other."""
     from kcnn import registry
 
     if isinstance(model, str):
         spec = registry.get_spec(model)
-        data = load_data(data, config)
+        data = load_data(data, config, **(data_options or {}))
         kwargs = dict(model_kwargs or {})
         kwargs.setdefault("input_shape", tuple(data.input_shape))
         kwargs.setdefault("classes", data.num_classes)
@@ -271,7 +274,7 @@ def _model_and_data(model, data, config, model_kwargs):
     elif isinstance(model, keras.Model):
         if model_kwargs:
             raise ValueError(f"`model_kwargs` only apply when `model` is a registered name. Received: model_kwargs={model_kwargs!r}")
-        data = load_data(data, config, input_shape=model.input_shape[1:])
+        data = load_data(data, config, input_shape=model.input_shape[1:], **(data_options or {}))
         builder_arguments = None  # A built model does not record them.
     else:
         raise ValueError(f"`model` must be a keras.Model or a registered model name. Received: model={model!r}")
@@ -279,7 +282,9 @@ def _model_and_data(model, data, config, model_kwargs):
     return model, data, builder_arguments
 
 
-def load_data(data: Any, config: TrainConfig, *, input_shape=None, normalize: str = "unit") -> kdata.Dataset:
+def load_data(
+    data: Any, config: TrainConfig, *, input_shape=None, normalize: str = "unit", **load_options
+) -> kdata.Dataset:
     """The data of a run, batched by `config.batch_size`.
 
     Args:
@@ -289,6 +294,7 @@ def load_data(data: Any, config: TrainConfig, *, input_shape=None, normalize: st
         input_shape: the model's `(height, width, channels)` (None entries: the
             source's own), to load images at the model's size.
         normalize: normalization when loading (see `kcnn.data.NORMALIZATIONS`).
+        **load_options: more `kcnn.data.load` arguments (`data_dir`, `download`, ...).
     """
     if isinstance(data, kdata.Dataset):
         return data.with_batch_size(config.batch_size)
@@ -301,6 +307,7 @@ def load_data(data: Any, config: TrainConfig, *, input_shape=None, normalize: st
         batch_size=config.batch_size,
         augment=config.augment or False,
         seed=config.seed,
+        **load_options,
     )
 
 

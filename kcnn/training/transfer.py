@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -164,6 +164,7 @@ def fine_tune(
     dropout: float = 0.2,
     train_batch_norm: bool = False,
     output: str | os.PathLike | None = None,
+    data_options: Mapping[str, Any] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = "auto",
 ) -> TrainResult:
@@ -191,6 +192,7 @@ def fine_tune(
         dropout: dropout before the new classifier.
         train_batch_norm: let BatchNormalization layers of unfrozen stages train.
         output: the run folder; an unfinished run there is resumed.
+        data_options: more `kcnn.data.load` arguments when `data` is loaded here.
         callbacks: extra Keras callbacks.
         verbose: `model.fit` verbosity.
 
@@ -207,7 +209,7 @@ def fine_tune(
         raise ValueError(f"`learning_rate_factor` must be in (0, 1]. Received: learning_rate_factor={learning_rate_factor!r}")
     loaded_here = not isinstance(data, kdata.Dataset)
     normalize = base_metadata.get("preprocessing", {}).get("normalization", "unit")
-    data = load_data(data, config, input_shape=base.input_shape[1:], normalize=normalize)
+    data = load_data(data, config, input_shape=base.input_shape[1:], normalize=normalize, **(data_options or {}))
     new = replace_head(base, data.num_classes, dropout=dropout)
     check_compatible(new, data)
     prefixes = [stage_prefix(new)] if unfreeze == "auto" else [unfreeze] if isinstance(unfreeze, str) else list(unfreeze)
