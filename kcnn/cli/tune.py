@@ -1,0 +1,165 @@
+"""`kcnn tune`: a thin wrapper of `kcnn.tune.search`. The search flags are generated
+from `SearchConfig`'s fields, the training flags from `TrainConfig`'s."""
+
+import argparse
+import ast
+import dataclasses
+import typing
+
+_SEARCH_DEST = "search_"
+_TRAIN_DEST = "train_"
+# Set by the search for each trial, so not flags of their own here; `--seed` seeds
+# both the tuner and the data pipeline.
+_SEARCH_OWNS = ("epochs", "early_stopping", "monitor", "seed")
+
+
+def register(subparsers):
+    # The config module, not the search: building the parser imports no keras-tuner.
+    from kcnn.tuning.config import SPACE_NAMES, SearchConfig, search_train_config
+
+    parser = subparsers.add_parser(
+        "tune",
+        help="search a space of models with keras-tuner (default: convnet on digits)",
+        description="Searches SPACE with keras-tuner and writes saved_models/tuning/<project>/: trials.csv, "
+        "pareto.png and best/ (model.keras + metadata.json). Run the same command again to resume an "
+        "interrupted search. Distributed: start `--chief HOST:PORT` once, then `--chief HOST:PORT --worker ID` "
+        "for each worker (same project folder).",
+    )
+    parser.add_argument(
+        "space", nargs="?", default="convnet", choices=SPACE_NAMES, help="search space (default: convnet)"
+    )
+    parser.add_argument("--dataset", default="digits", help="digits, a TFDS name, an image folder or an .npz file")
+    parser.add_argument(
+        "--range",
+        action="append",
+        default=[],
+        metavar="NAME=CHOICES",
+        help="choices of one of the space's ranges, comma-separated, e.g. --range depth=2,3 "
+        "--range kernel_size=3; repeatable",
+    )
+    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras progress output of each trial")
+    search_defaults = {field.name: field.default for field in dataclasses.fields(SearchConfig)}
+    _add_flags(
+        parser.add_argument_group("search settings (kcnn.tune.SearchConfig)"),
+        SearchConfig,
+        search_defaults,
+        _SEARCH_DEST,
+        skip=("train",),
+    )
+    train = search_train_config()
+    _add_flags(
+        parser.add_argument_group("training settings of each trial (kcnn.train.TrainConfig)"),
+        type(train),
+        dataclasses.asdict(train),
+        _TRAIN_DEST,
+        skip=_SEARCH_OWNS,
+    )
+    parser.set_defaults(handler=_tune)
+
+
+def _add_flags(group, cls, defaults, dest, *, skip):
+    """One flag per field of the dataclass `cls`; `defaults` are the values shown."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
+        flag = f"--{field.name.replace('_', '-')}"
+        help = f"{field.metadata['help']} (default: {defaults[field.name]})"
+        if hints[field.name] is bool:
+            group.add_argument(flag, dest=dest + field.name, action="store_true", default=argparse.SUPPRESS, help=help)
+            continue
+        kinds = [t for t in typing.get_args(hints[field.name]) or (hints[field.name],) if t is not type(None)]
+        optional = len(kinds) < len(typing.get_args(hints[field.name]) or (None,))
+        convert = _optional(kinds[0]) if optional else kinds[0]
+        choices = field.metadata["choices"]
+        metavar = (
+            "{" + ",".join("none" if c is None else str(c) for c in choices) + "}" if choices else field.name.upper()
+        )
+        group.add_argument(
+            flag,
+            *field.metadata["flags"],
+            dest=dest + field.name,
+            type=convert,
+            choices=choices,
+            metavar=metavar,
+            default=argparse.SUPPRESS,
+            help=help,
+        )
+
+
+def _optional(kind):
+    def convert(text):
+        if text.lower() == "none":
+            return None
+        return _number(text) if kind is int else kind(text)
+
+    convert.__name__ = kind.__name__  # argparse names the type in its errors.
+    return convert
+
+
+def _number(text):
+    # Budgets read better as 5e6 or 5_000_000 than as 5000000.
+    value = float(text.replace("_", ""))
+    if not value.is_integer():
+        raise ValueError(text)
+    return int(value)
+
+
+def _values(args, prefix):
+    return {key[len(prefix) :]: value for key, value in vars(args).items() if key.startswith(prefix)}
+
+
+def _ranges(pairs):
+    ranges = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name or not text:
+            raise ValueError(f"`--range` takes NAME=CHOICES, e.g. depth=2,3. Received: {pair!r}")
+        choices = []
+        for item in text.split(","):
+            try:
+                choices.append(ast.literal_eval(item.strip()))
+            except (ValueError, SyntaxError):
+                choices.append(item.strip())  # A bare word such as `small`.
+        ranges[name] = tuple(choices)
+    return ranges
+
+
+def _tune(args):
+    import keras
+
+    from kcnn import tune
+
+    search_values = _values(args, _SEARCH_DEST)
+    train_values = _values(args, _TRAIN_DEST)
+    if search_values.get("seed") is not None:
+        train_values["seed"] = search_values["seed"]
+    train = dataclasses.replace(tune.search_train_config(), **train_values)
+    config = tune.SearchConfig(**search_values, train=train)
+    # Process-wide state belongs here, in the entry point: the library never seeds the
+    # global generators (the tuner and the data pipeline take their seeds explicitly).
+    keras.utils.set_random_seed(train.seed)
+    if config.chief and not config.worker:
+        print(
+            f"chief: serving the search at {config.chief}; start the workers with --chief {config.chief} --worker ID",
+            flush=True,
+        )
+
+    def progress(record):
+        if record.status != "RUNNING":
+            print(record.progress_line(config.objective), flush=True)
+
+    result = tune.search(
+        args.space, args.dataset, config, ranges=_ranges(args.range), on_trial=progress, verbose=args.verbose
+    )
+    if result.role == "worker":
+        print(f"worker {config.worker}: ran trials {', '.join(r.trial_id for r in result.trials) or 'none'}")
+        return 0
+    print()
+    print(result.table())
+    print()
+    print(f"best trial {result.best_trial}: {config.objective} {result.best_score:.4f}")
+    print("  " + " ".join(f"{key}={value}" for key, value in result.best_hyperparameters.items()))
+    print(f"best model saved to {result.path}")
+    print(f"trials: {result.trials_csv}  plot: {result.plot}")
+    return 0

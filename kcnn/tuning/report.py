@@ -1,0 +1,281 @@
+"""Trial records and what is made of them: trials.csv, the Pareto plot, the results
+table."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["TrialRecord", "format_results", "pareto_front", "plot_pareto", "write_trials_csv"]
+
+#: The per-trial file the process that ran a trial writes into its trial folder:
+#: params, MACs, seconds, epochs and the reason of a failure. keras-tuner's own
+#: trial.json keeps the status, score and hyperparameters, but its failure message
+#: does not travel from a worker to the chief.
+RECORD_FILE = "kcnn_trial.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialRecord:
+    """One trial of a search, as trials.csv and the live progress lines show it.
+
+    Attributes:
+        trial_id: keras-tuner's trial id ("00", "01", ...).
+        number: the trial's number from 1.
+        total: trials planned for the search (None when unknown).
+        status: "RUNNING" (started; a trial of an interrupted search that will
+            run again on resume), "COMPLETED", "FAILED" or "INVALID".
+        score: the objective's best value over the trial's epochs (None unless
+            completed).
+        best_score: the best score of the search so far (live records only).
+        hyperparameters: the sampled values (active ones), by name.
+        params: parameters of the model (None when no model was built).
+        macs: multiply-accumulates per image (None when no model was built).
+        seconds: wall time of the trial.
+        epochs: epochs the model had trained at the end of the trial.
+        reason: why the trial failed (one line), else None.
+        tuner_id: the tuner (process) that ran it.
+    """
+
+    trial_id: str
+    number: int
+    total: int | None
+    status: str
+    score: float | None = None
+    best_score: float | None = None
+    hyperparameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    params: int | None = None
+    macs: int | None = None
+    seconds: float | None = None
+    epochs: int | None = None
+    reason: str | None = None
+    tuner_id: str | None = None
+
+    def progress_line(self, objective: str) -> str:
+        """The one-line report of a finished (or started) trial."""
+        of = f"/{self.total}" if self.total else ""
+        head = f"trial {self.number}{of} ({self.trial_id})"
+        if self.status == "RUNNING":
+            values = " ".join(f"{key}={_short(value)}" for key, value in self.hyperparameters.items())
+            return f"{head} started: {values}"
+        best = f"  best {self.best_score:.4f}" if self.best_score is not None else ""
+        if self.status == "COMPLETED":
+            cost = f"  {_human(self.params)} params  {_human(self.macs)} MACs" if self.params is not None else ""
+            seconds = f"  {self.seconds:.1f}s" if self.seconds is not None else ""
+            return f"{head}  {objective} {self.score:.4f}{best}{cost}{seconds}"
+        return f"{head}  {self.status}: {self.reason or 'no reason recorded'}{best}"
+
+
+def pareto_front(records: Sequence[TrialRecord], *, maximize: bool = True) -> list[TrialRecord]:
+    """The completed trials no other trial beats on both score and MACs, cheapest first."""
+    scored = [r for r in records if r.status == "COMPLETED" and r.score is not None and r.macs is not None]
+    sign = 1 if maximize else -1
+    front, best = [], -math.inf
+    for record in sorted(scored, key=lambda r: (r.macs, -sign * r.score)):
+        if sign * record.score > best:
+            front.append(record)
+            best = sign * record.score
+    return front
+
+
+def hyperparameter_names(records: Sequence[TrialRecord], order: Sequence[str] = ()) -> list[str]:
+    """The hyperparameter columns: `order` first (the space's), then any others."""
+    names = [name for name in order if any(name in r.hyperparameters for r in records)]
+    for record in records:
+        names.extend(name for name in record.hyperparameters if name not in names)
+    return names
+
+
+def write_trials_csv(path, records, objective, *, maximize=True, order=()):
+    """Writes trials.csv (atomically): one row per trial, hyperparameters as columns.
+
+    Columns: trial, status, the objective, params, macs, seconds, epochs, pareto, the
+    hyperparameters (blank where inactive), tuner, reason.
+    """
+    names = hyperparameter_names(records, order)
+    front = {r.trial_id for r in pareto_front(records, maximize=maximize)}
+    header = ["trial", "status", objective, "params", "macs", "seconds", "epochs", "pareto", *names, "tuner", "reason"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    for r in records:
+        writer.writerow(
+            [
+                r.trial_id,
+                r.status,
+                "" if r.score is None else repr(float(r.score)),
+                _blank(r.params),
+                _blank(r.macs),
+                "" if r.seconds is None else f"{r.seconds:.2f}",
+                _blank(r.epochs),
+                r.trial_id in front,
+                *(_blank(r.hyperparameters.get(name)) for name in names),
+                _blank(r.tuner_id),
+                _blank(r.reason),
+            ]
+        )
+    atomic_write(path, buffer.getvalue())
+
+
+def plot_pareto(path, records, objective, *, maximize=True, title=""):
+    """Writes a PNG of score against MACs per image (log scale) for the completed
+    trials, with the Pareto front drawn and the best trial marked."""
+    # The object-oriented Matplotlib API: no pyplot, so no global figure state.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    scored = [r for r in records if r.status == "COMPLETED" and r.score is not None and r.macs]
+    failed = sum(r.status in ("FAILED", "INVALID") for r in records)
+    figure = Figure(figsize=(7, 4.5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    if scored:
+        axes.scatter([r.macs for r in scored], [r.score for r in scored], s=18, color="0.6", label="trial")
+        front = pareto_front(scored, maximize=maximize)
+        axes.plot(
+            [r.macs for r in front],
+            [r.score for r in front],
+            "o-",
+            color="tab:red",
+            drawstyle="steps-post",
+            label="Pareto front",
+        )
+        best = best_record(scored, maximize=maximize)
+        axes.scatter(
+            [best.macs],
+            [best.score],
+            marker="*",
+            s=160,
+            color="tab:orange",
+            zorder=3,
+            label=f"best (trial {best.trial_id})",
+        )
+        for r in front:
+            axes.annotate(r.trial_id, (r.macs, r.score), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        axes.set_xscale("log")
+        axes.legend(loc="best", fontsize=8)
+    axes.set_xlabel("MACs per image")
+    axes.set_ylabel(objective)
+    axes.set_title(f"{title}{': ' if title else ''}{len(scored)} completed, {failed} failed", fontsize=10)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    path = pathlib.Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    figure.savefig(temporary, format="png")
+    os.replace(temporary, path)
+
+
+def best_record(records: Sequence[TrialRecord], *, maximize: bool = True) -> TrialRecord | None:
+    """The completed trial with the best score; of equal scores, the one with the fewest
+    MACs (then the earliest)."""
+    scored = [r for r in records if r.status == "COMPLETED" and r.score is not None]
+    if not scored:
+        return None
+    sign = 1 if maximize else -1
+    return min(scored, key=lambda r: (-sign * r.score, math.inf if r.macs is None else r.macs, r.number))
+
+
+def format_results(
+    records: Sequence[TrialRecord], objective: str, *, maximize: bool = True, top: int = 10, order=()
+) -> str:
+    """The results table: the best `top` completed trials, then the failures."""
+    completed = sorted(
+        (r for r in records if r.status == "COMPLETED" and r.score is not None),
+        key=lambda r: r.score,
+        reverse=maximize,
+    )
+    names = hyperparameter_names(completed, order)
+    lines = [f"{'trial':>5} {objective:>12} {'params':>9} {'MACs':>9} {'seconds':>8}  hyperparameters"]
+    for r in completed[:top]:
+        values = " ".join(f"{name}={_short(r.hyperparameters[name])}" for name in names if name in r.hyperparameters)
+        lines.append(
+            f"{r.trial_id:>5} {r.score:>12.4f} {_human(r.params):>9} {_human(r.macs):>9} "
+            f"{_blank(r.seconds and round(r.seconds, 1)):>8}  {values}"
+        )
+    if len(completed) > top:
+        lines.append(f"... and {len(completed) - top} more completed trials")
+    failed = [r for r in records if r.status in ("FAILED", "INVALID")]
+    if failed:
+        lines.append(f"{len(failed)} failed:")
+        lines.extend(f"{r.trial_id:>5} {r.reason or 'no reason recorded'}" for r in failed)
+    running = [r.trial_id for r in records if r.status == "RUNNING"]
+    if running:
+        lines.append(f"interrupted, to run on resume: {', '.join(running)}")
+    return "\n".join(lines)
+
+
+def failure_reason(message: str | None) -> str | None:
+    """The one-line reason in keras-tuner's failure message (a traceback): its last
+    line without the exception's module path."""
+    if not message:
+        return None
+    lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
+    if not lines:
+        return None
+    last = lines[-1]
+    head, sep, rest = last.partition(": ")
+    if sep and " " not in head:
+        # "keras_tuner.src.errors.FailedTrialError: ..." -> "...", other errors keep their class name.
+        kind = head.rsplit(".", 1)[-1]
+        return rest if kind == "FailedTrialError" else f"{kind}: {rest}"
+    return last
+
+
+def read_json(path) -> dict[str, Any] | None:
+    try:
+        with open(path) as file:
+            return json.load(file)
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path, value) -> None:
+    atomic_write(path, json.dumps(value, indent=2, default=_json_default) + "\n")
+
+
+def atomic_write(path, text: str) -> None:
+    """Writes `text` so a reader (or a killed writer) never leaves half a file."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "w", newline="") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"Not JSON-serializable: {value!r}")
+
+
+def _blank(value) -> str:
+    return "" if value is None else str(value)
+
+
+def _short(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _human(value) -> str:
+    if value is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.1f}{unit}"
+    return str(value)

@@ -1,0 +1,373 @@
+"""`search()`: a keras-tuner search over a kcnn space, resumable and distributable.
+
+The project folder (default `saved_models/tuning/<project>/`) holds keras-tuner's own
+state (oracle.json, tuner*.json, trial_*/trial.json and checkpoints, which are what a
+resumed search reloads), and what kcnn adds:
+
+    search.json       the settings, to refuse resuming with different ones
+    trial_*/kcnn_trial.json   params, MACs, seconds, epochs and failure reason of a trial
+    trials.csv        every trial: hyperparameters, score, params, MACs, seconds, status, reason
+    pareto.png        score against MACs, Pareto front marked
+    best/             the best model, saved as a `kcnn.train` run: model.keras + metadata.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import os
+import pathlib
+import re
+import shutil
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import keras
+
+from kcnn.tuning import report
+from kcnn.tuning.config import SearchConfig, parse_address
+from kcnn.tuning.report import TrialRecord
+from kcnn.tuning.spaces import SearchSpace, get_space
+from kcnn.tuning.tuners import collect_trials, make_tuner, objective, public_values
+
+__all__ = ["SearchResult", "search"]
+
+DEFAULT_ROOT = os.path.join("saved_models", "tuning")
+BEST_DIR = "best"
+TRIALS_FILE = "trials.csv"
+PLOT_FILE = "pareto.png"
+SETTINGS_FILE = "search.json"
+# keras-tuner reads its distributed settings from these variables only.
+_ENV_IP, _ENV_PORT, _ENV_ID = "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """What a search produced.
+
+    Attributes:
+        best_hyperparameters: the best trial's hyperparameter values (None on a worker).
+        best_score: its objective value.
+        best_trial: its trial id.
+        model: the best model (restored or retrained), None on a worker.
+        path: the best model's run folder (model.keras + metadata.json).
+        project_dir: the project folder.
+        trials: every trial of the search (on a worker: the ones it ran).
+        trials_csv: path of trials.csv.
+        plot: path of the Pareto plot.
+        role: "local", "chief" or "worker".
+        objective: the objective the scores are of.
+    """
+
+    best_hyperparameters: dict[str, Any] | None
+    best_score: float | None
+    best_trial: str | None
+    model: keras.Model | None = dataclasses.field(repr=False)
+    path: pathlib.Path | None
+    project_dir: pathlib.Path
+    trials: tuple[TrialRecord, ...]
+    trials_csv: pathlib.Path | None
+    plot: pathlib.Path | None
+    role: str = "local"
+    objective: str = "val_accuracy"
+
+    def table(self, top: int = 10) -> str:
+        """The results table (best trials first, then failures)."""
+        return report.format_results(self.trials, self.objective, maximize=_maximize(self.objective), top=top)
+
+
+def search(
+    space: str | SearchSpace = "convnet",
+    data: Any = "digits",
+    config: SearchConfig | None = None,
+    *,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    on_trial: Callable[[TrialRecord], None] | None = None,
+    ranges: Mapping[str, Any] | None = None,
+    verbose: int = 0,
+    **options,
+) -> SearchResult:
+    """Searches a space of kcnn models on a dataset with keras-tuner.
+
+    Each trial builds its model with the space's builder, trains it as `kcnn.train`
+    does (same compile, optimizer, schedule and device settings) and is scored by the
+    best epoch's objective. A configuration that does not fit the input or the budget
+    is a failed trial with its reason; the search goes on. The Keras session is
+    cleared between trials. Calling `search` again with the same project resumes it:
+    finished trials are kept, an interrupted one runs again.
+
+    Example:
+        >>> result = search("convnet", "digits", tuner="random", max_trials=5)
+        >>> result.best_hyperparameters, result.path
+
+    Args:
+        space: "convnet", "resnet", "inception", or a `SearchSpace` (whose input
+            shape and classes must match the data).
+        data: a `kcnn.data.Dataset` or a `kcnn.data.load` source (loaded with the
+            train config's batch size, augmentation and seed).
+        config: a `SearchConfig` (default `SearchConfig()`).
+        callbacks: extra Keras callbacks for every trial's training.
+        on_trial: called with a `TrialRecord` when a trial starts (status
+            "RUNNING") and when it ends, in the process that runs it.
+        ranges: choices for the space's ranges when `space` is a name, e.g.
+            `{"depth": (2, 3), "kernel_size": 3}`.
+        verbose: Keras progress output of each trial's training.
+        **options: `SearchConfig` fields, overriding `config`'s.
+
+    Returns:
+        A `SearchResult`; the files it names are written to the project folder.
+
+    Raises:
+        ValueError: on invalid settings, a project holding a search with other
+            settings, or a search in which no trial completed.
+    """
+    from kcnn.train import load_data
+
+    config = config or SearchConfig()
+    if not isinstance(config, SearchConfig):
+        raise ValueError(f"`config` must be a kcnn.tune.SearchConfig. Received: config={config!r}")
+    unknown = sorted(set(options) - {field.name for field in dataclasses.fields(SearchConfig)})
+    if unknown:
+        raise ValueError(f"Unknown search options {unknown}; see kcnn.tune.SearchConfig. Received: {options!r}")
+    config = dataclasses.replace(config, **options)
+    data = load_data(data, config.train)
+    if config.objective.startswith("val_") and data.validation is None:
+        raise ValueError(
+            f"The objective {config.objective!r} needs a validation split, and the data has none. "
+            f"Received: data={data.name!r} with validation_split=0"
+        )
+    space = _make_space(space, data, config, ranges)
+    project_dir = _project_dir(config, space, data)
+    settings = _settings(space, config, data)
+    with _distributed_env(config):
+        role = _role()
+        if role != "worker" and not config.overwrite:
+            _check_settings(project_dir, settings)  # Before keras-tuner reloads the project.
+        tuner = make_tuner(space, config, project_dir, role, on_trial)
+        if role != "worker":
+            report.write_json(project_dir / SETTINGS_FILE, settings)
+        fit_callbacks = list(callbacks)
+        if config.early_stopping:
+            fit_callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor=config.objective,
+                    patience=config.early_stopping,
+                    mode="max" if _maximize(config.objective) else "min",
+                )
+            )
+        try:
+            tuner.search(
+                data.train,
+                validation_data=data.validation,
+                epochs=config.max_epochs,
+                callbacks=fit_callbacks,
+                verbose=verbose,
+            )
+        except RuntimeError as error:
+            # keras-tuner's stop after `max_consecutive_failed_trials`: the trials so
+            # far still make a result.
+            if not str(error).startswith("Number of consecutive failures exceeded"):
+                raise
+            warnings.warn(f"The search stopped early: {str(error).splitlines()[0]}", stacklevel=2)
+        if role == "worker":
+            records = tuple(r for r in collect_trials(tuner, project_dir) if r.trial_id in tuner.ran)
+            return SearchResult(None, None, None, None, None, project_dir, records, None, None, role, config.objective)
+        return _finish(tuner, space, data, config, project_dir, role)
+
+
+# --------------------------------------------------------------------------
+# Results.
+
+
+def _finish(tuner, space, data, config, project_dir, role) -> SearchResult:
+    records = collect_trials(tuner, project_dir)
+    maximize = _maximize(config.objective)
+    order = [hp.name for hp in tuner.oracle.get_space().space]
+    trials_csv = project_dir / TRIALS_FILE
+    report.write_trials_csv(trials_csv, records, config.objective, maximize=maximize, order=order)
+    plot = project_dir / PLOT_FILE
+    report.plot_pareto(plot, records, config.objective, maximize=maximize, title=project_dir.name)
+    best = report.best_record(records, maximize=maximize)
+    if best is None:
+        reasons = sorted({r.reason for r in records if r.reason})
+        raise ValueError(
+            f"No trial of the search completed, so there is no best model (see {trials_csv}). "
+            f"Widen the space or the budget. Received: {len(records)} trials, failing with: {'; '.join(reasons[:3])}"
+        )
+    # Of equal scores the cheapest, where keras-tuner would take the first.
+    best = tuner.oracle.trials[best.trial_id]
+    model, path = _save_best(tuner, space, data, config, project_dir, best)
+    return SearchResult(
+        best_hyperparameters=public_values(best.hyperparameters),
+        best_score=float(best.score),
+        best_trial=best.trial_id,
+        model=model,
+        path=path,
+        project_dir=project_dir,
+        trials=tuple(records),
+        trials_csv=trials_csv,
+        plot=plot,
+        role=role,
+        objective=config.objective,
+    )
+
+
+def _save_best(tuner, space, data, config, project_dir, best):
+    """The best model, restored from its checkpoint (or retrained), saved as a
+    `kcnn.train` run folder with the search's facts in its metadata."""
+    from kcnn import train
+    from kcnn.training.run import RunFolder
+
+    hp = best.hyperparameters
+    builder_arguments = {**space.declare(hp.copy()), "input_shape": list(space.input_shape), "classes": space.classes}
+    epochs = int(hp.values.get("tuner/epochs", config.max_epochs))
+    trial_config = dataclasses.replace(
+        space.trial_config(hp, epochs), early_stopping=config.early_stopping, monitor=config.objective
+    )
+    run = RunFolder(project_dir / BEST_DIR)
+    shutil.rmtree(run.path, ignore_errors=True)  # The results of this search replace earlier ones.
+    model = None
+    if not config.retrain:
+        try:
+            with warnings.catch_warnings():
+                # The checkpoint holds the trial's optimizer too, which is not wanted.
+                warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+                model = tuner.load_model(best)
+        except (OSError, ValueError) as error:  # e.g. a chief without the worker's checkpoint
+            print(f"kcnn.tune: cannot restore trial {best.trial_id} ({error}); retraining it", flush=True)
+    restored = model is not None
+    if restored:
+        metadata = train.save_run(
+            model, data, trial_config, run.path, kind="search", builder_arguments=builder_arguments
+        )
+        metadata["metrics"].update(
+            best_epoch=None if best.best_step is None else best.best_step + 1, monitor=config.objective
+        )
+        model = keras.Model(model.inputs, model.outputs[0], name=model.name)  # What save_run saved.
+    else:
+        result = train.fit(space.build(hp.copy()), data, trial_config, output=run.path, verbose=0)
+        model, metadata = result.model, result.metadata
+        metadata["kind"] = "search"
+        metadata["model"]["builder_arguments"] = builder_arguments
+    metadata["model"]["builder"] = space.builder_name
+    metadata["search"] = {
+        "project": project_dir.name,
+        "space": space.name,
+        "trial_id": best.trial_id,
+        "score": float(best.score),
+        "objective": config.objective,
+        "hyperparameters": public_values(hp),
+        "restored": restored,
+        "config": config.to_dict(),
+    }
+    run.write_metadata(metadata)
+    return model, run.path
+
+
+# --------------------------------------------------------------------------
+# Settings, project folder, distribution.
+
+
+def _make_space(space, data, config, ranges) -> SearchSpace:
+    budgets = dict(max_params=config.max_params, max_macs=config.max_macs)
+    if isinstance(space, str):
+        return get_space(
+            space, tuple(data.input_shape), data.num_classes, train=config.train, **budgets, **dict(ranges or {})
+        )
+    if not isinstance(space, SearchSpace):
+        raise ValueError(f"`space` must be a space name or a kcnn.tune.SearchSpace. Received: space={space!r}")
+    if ranges:
+        raise ValueError(
+            f"`ranges` apply to a space given by name; pass them to the space instead. Received: ranges={ranges!r}"
+        )
+    space = copy.copy(space)  # Given the search's budgets and training settings below.
+    if tuple(space.input_shape) != tuple(data.input_shape) or space.classes != data.num_classes:
+        raise ValueError(
+            f"The space is for {space.input_shape} images and {space.classes} classes, the data has "
+            f"{tuple(data.input_shape)} and {data.num_classes}. Received: space={space.name!r}, data={data.name!r}"
+        )
+    for name, value in budgets.items():
+        if value is not None and getattr(space, name) not in (None, value):
+            raise ValueError(
+                f"`{name}` differs between the config and the space. "
+                f"Received: {name}={value!r}, space.{name}={getattr(space, name)!r}"
+            )
+        if value is not None:
+            setattr(space, name, value)
+    space.train, space._device = config.train, None
+    return space
+
+
+def _project_dir(config, space, data) -> pathlib.Path:
+    if config.directory is not None:
+        return pathlib.Path(config.directory)
+    project = config.project or f"{space.name}-{_slug(data.name or 'data')}"
+    return pathlib.Path(DEFAULT_ROOT) / project
+
+
+def _settings(space, config, data) -> dict[str, Any]:
+    """What a resumed search must share with the one it resumes (search.json)."""
+    return {
+        "space": space.name,
+        "ranges": {key: list(value) for key, value in space.ranges.items()},
+        "input_shape": list(space.input_shape),
+        "classes": space.classes,
+        "dataset": data.name,
+        **{
+            key: getattr(config, key)
+            for key in ("tuner", "objective", "max_epochs", "seed", "hyperband_factor", "hyperband_iterations")
+        },
+    }
+
+
+def _check_settings(project_dir, settings):
+    """Refuses a project that holds a search with other settings: resuming it would
+    mix two searches (or fail inside keras-tuner)."""
+    previous = report.read_json(project_dir / SETTINGS_FILE)
+    if previous is not None:
+        changed = {key: (previous.get(key), value) for key, value in settings.items() if previous.get(key) != value}
+        if changed:
+            raise ValueError(
+                "The project folder holds a search with other settings, which cannot be resumed with these; pass "
+                f"overwrite=True (--overwrite) or another project. Changed (old, new): {changed}. "
+                f"Received: directory={os.fspath(project_dir)!r}"
+            )
+
+
+@contextlib.contextmanager
+def _distributed_env(config):
+    """keras-tuner takes its chief/worker settings from environment variables only:
+    set them for the duration of the search when the config asks, then restore them.
+    Without `config.chief`, variables the caller set are used as they are."""
+    if config.chief is None:
+        yield
+        return
+    host, port = parse_address(config.chief)
+    values = {_ENV_IP: host, _ENV_PORT: str(port), _ENV_ID: config.worker or "chief"}
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _role() -> str:
+    if _ENV_IP not in os.environ:
+        return "local"
+    return "chief" if "chief" in os.environ.get(_ENV_ID, "") else "worker"
+
+
+def _maximize(name) -> bool:
+    return objective(name).direction == "max"
+
+
+def _slug(name) -> str:
+    name = os.path.basename(os.path.normpath(str(name))) or str(name)
+    return re.sub(r"[^a-z0-9_.]+", "_", name.lower()).strip("_.") or "data"

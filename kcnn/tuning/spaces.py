@@ -1,0 +1,585 @@
+"""Search spaces: keras-tuner `HyperModel`s that call the kcnn builders.
+
+A space turns a `keras_tuner.HyperParameters` into the keyword arguments of one
+builder (`kcnn.convnet`, `kcnn.resnet`, an inception network) and calls it; no layer
+is written here. Hyperparameters are named after the builder arguments they set, with
+a `_<stage>` suffix (numbered from 1, as the layer names `block1_*`, `conv2_*` are)
+for per-stage values, so `kernel_size_2` is `kernel_size[1]` of the builder and the
+kernel of `block2_conv*`.
+
+Before a model is built, a sampled configuration's geometry is checked with
+`kcnn.shapes`; after it is built, its parameters and multiply-accumulates are checked
+against the optional budget. Either failure raises `keras_tuner.errors.FailedTrialError`,
+which keras-tuner records as a failed trial (with the message as its reason) before
+it goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import keras_tuner
+from keras_tuner.errors import FailedTrialError
+
+from kcnn import blocks, shapes
+from kcnn.models import _base
+from kcnn.models.convnet import convnet
+from kcnn.models.resnet import resnet
+from kcnn.training.compile import compile_model
+from kcnn.training.config import TrainConfig, prepare_model, resolve_device
+from kcnn.tuning.config import search_train_config
+
+__all__ = [
+    "SPACES",
+    "ConvNetSpace",
+    "InceptionSpace",
+    "ResNetSpace",
+    "SearchSpace",
+    "get_space",
+    "inception_net",
+    "search_train_config",
+]
+
+
+class SearchSpace(keras_tuner.HyperModel):
+    """A builder plus the hyperparameters that choose its arguments.
+
+    Each range is given as a tuple of choices (a single value fixes it, and it is
+    still recorded with the trial). Subclasses set `name`, `RANGES` (the default
+    choices), `DEFAULTS` (the default configuration) and implement
+    `builder_arguments`, `build_model` and `geometry`.
+
+    Args:
+        input_shape: (height, width, channels) of the images.
+        classes: number of classes.
+        max_params: reject configurations with more parameters (None: no limit).
+        max_macs: reject configurations with more multiply-accumulates per image.
+        train: how trials are compiled and trained (a `kcnn.train.TrainConfig`,
+            default `search_train_config()`); the `learning_rate` hyperparameter
+            overrides its learning rate.
+        **ranges: choices for the space's ranges, by name (see the subclass).
+    """
+
+    name = "space"
+    builder_name = ""
+    RANGES: Mapping[str, tuple] = {}
+    DEFAULTS: Mapping[str, Any] = {}
+
+    def __init__(self, input_shape=(32, 32, 3), classes=10, *, max_params=None, max_macs=None, train=None, **ranges):
+        super().__init__(name=self.name, tunable=True)
+        shape = _base.resolve_input_shape(input_shape, None, None, allow_unknown_size=False)
+        _base.check_positive_int("classes", classes)
+        for argument, value in (("max_params", max_params), ("max_macs", max_macs)):
+            if value is not None:
+                _base.check_positive_int(argument, value)
+        if train is not None and not isinstance(train, TrainConfig):
+            raise ValueError(f"`train` must be a kcnn TrainConfig or None. Received: train={train!r}")
+        unknown = sorted(set(ranges) - set(self.RANGES))
+        if unknown:
+            raise ValueError(
+                f"Unknown ranges for the {self.name!r} space: {unknown}. Known: {sorted(self.RANGES)}. "
+                f"Received: {', '.join(f'{key}={ranges[key]!r}' for key in unknown)}"
+            )
+        self.input_shape = shape
+        self.classes = int(classes)
+        self.max_params = max_params
+        self.max_macs = max_macs
+        self.train = train or search_train_config()
+        self.ranges = {key: _choices(key, ranges.get(key, default)) for key, default in self.RANGES.items()}
+        # The default configuration: the class's, except where a range is given,
+        # whose first choice is then the default.
+        self.defaults = {key: self.ranges[key][0] if key in ranges else self.DEFAULTS[key] for key in self.RANGES}
+        # Facts of the latest `build` (params, MACs, final feature map), read by the
+        # tuner for its trial records; one tuner runs one trial at a time.
+        self.last_build: dict[str, Any] = {}
+        self._device = None
+        # A space whose default configuration cannot be built would fail keras-tuner
+        # (and every user) before the first trial: refuse it here, with the reason.
+        defaults = self.default_arguments()
+        try:
+            self.check_geometry(defaults)
+        except FailedTrialError as error:
+            raise ValueError(
+                f"The default configuration of the {self.name!r} space does not fit the input: {error}"
+            ) from None
+
+    # -- what subclasses provide ----------------------------------------------
+
+    def builder_arguments(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
+        """Declares the architecture's hyperparameters in `hp` and returns the
+        builder's arguments (without input shape and classes)."""
+        raise NotImplementedError
+
+    def build_model(self, arguments: Mapping[str, Any]) -> keras.Model:
+        """Calls the builder with `arguments` (plus input shape and classes)."""
+        raise NotImplementedError
+
+    def geometry(self, arguments: Mapping[str, Any]) -> list[tuple[str, int, int, Any]]:
+        """The operations that change the spatial size, in order, as
+        (layer name, kernel, stride, padding) with padding as `shapes.conv_output_size`
+        takes it."""
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------
+
+    @property
+    def device(self):
+        """What the train config's "auto" device settings resolve to (cached)."""
+        if self._device is None:
+            self._device = resolve_device(self.train)
+        return self._device
+
+    def trial_config(self, hp: keras_tuner.HyperParameters, epochs: int) -> TrainConfig:
+        """The `TrainConfig` of one training run of a trial: `epochs` epochs at the
+        sampled learning rate."""
+        changes = {"epochs": int(epochs)}
+        if "learning_rate" in hp.values:
+            changes["learning_rate"] = float(hp.values["learning_rate"])
+        return dataclasses.replace(self.train, **changes)
+
+    def check_geometry(self, arguments: Mapping[str, Any]) -> tuple[int, int]:
+        """Follows the spatial size through `geometry(arguments)` with
+        `kcnn.shapes.conv_output_size`, without building anything.
+
+        Returns:
+            The final feature map's (height, width).
+
+        Raises:
+            FailedTrialError: if it would shrink below 1x1; the message names the layer.
+        """
+        height, width = self.input_shape[:2]
+        for layer, kernel, stride, padding in self.geometry(arguments):
+            try:
+                height = shapes.conv_output_size(height, kernel, stride, padding)
+                width = shapes.conv_output_size(width, kernel, stride, padding)
+            except ValueError:
+                raise FailedTrialError(
+                    f"The feature map shrinks below 1x1 at `{layer}` ({height}x{width} in, "
+                    f"{kernel}x{kernel}/{stride} {padding!r}). Received: input_shape={self.input_shape}, "
+                    f"{_describe(arguments)}"
+                ) from None
+        return height, width
+
+    def check_budget(self, params: int, macs: int) -> None:
+        """Raises `FailedTrialError` when the model is over `max_params` or `max_macs`."""
+        if self.max_params is not None and params > self.max_params:
+            raise FailedTrialError(
+                f"The model has {params:,} parameters, over the budget. Received: max_params={self.max_params:,}"
+            )
+        if self.max_macs is not None and macs > self.max_macs:
+            raise FailedTrialError(
+                f"The model costs {macs:,} MACs per image, over the budget. Received: max_macs={self.max_macs:,}"
+            )
+
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        """Builds and compiles the model of one configuration.
+
+        Raises:
+            FailedTrialError: for a geometry that does not fit the input, a
+                configuration the builder refuses, or one over the budget.
+        """
+        self.last_build = {}
+        arguments = self.declare(hp)
+        height, width = self.check_geometry(arguments)
+        self.last_build["feature_map"] = f"{height}x{width}"
+        try:
+            model = self.build_model(arguments)
+        except ValueError as error:
+            # The builder's own checks are the last word on what is buildable.
+            raise FailedTrialError(str(error).splitlines()[0]) from error
+        params = int(model.count_params())
+        macs = int(shapes.count_macs(model))
+        self.last_build.update(params=params, macs=macs)
+        self.check_budget(params, macs)
+        model = prepare_model(model, self.device)
+        # Compiled so the space also works with a plain keras-tuner tuner; `fit`
+        # compiles again with the learning-rate schedule, once the number of
+        # epochs and steps is known.
+        constant = dataclasses.replace(self.trial_config(hp, 1), schedule="constant", warmup_epochs=0.0)
+        return compile_model(model, constant, device=self.device)
+
+    def fit(self, hp, model, *args, callbacks=None, epochs=1, initial_epoch=0, **kwargs):
+        """Trains a trial's model as `kcnn.training` trains a run.
+
+        The schedule spans the epochs of this call (`epochs - initial_epoch`; Hyperband
+        continues a trial from its earlier round with a fresh optimizer).
+        """
+        from kcnn.training.run import TerminateOnNonFinite
+
+        x = args[0] if args else kwargs.pop("x")
+        steps = _steps_per_epoch(x)
+        config = self.trial_config(hp, max(int(epochs) - int(initial_epoch), 1))
+        compile_model(model, config, steps, device=self.device)
+        callbacks = [*(callbacks or []), TerminateOnNonFinite()]
+        kwargs.setdefault("shuffle", False)  # The pipeline shuffles (seeded, every epoch).
+        return model.fit(x, *args[1:], epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, **kwargs)
+
+    def declare(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
+        """Declares every hyperparameter of the space in `hp` (the architecture's and
+        `learning_rate`) and returns the builder arguments of its values."""
+        arguments = self.builder_arguments(hp)
+        self._declare(hp, "learning_rate")
+        return arguments
+
+    def declare_hyperparameters(self, hp):
+        # keras-tuner's hook to declare the space up front, without building a model.
+        self.declare(hp)
+
+    def default_arguments(self) -> dict[str, Any]:
+        """The builder arguments of the default configuration."""
+        return self.declare(keras_tuner.HyperParameters())
+
+    # -- helpers for subclasses ------------------------------------------------
+
+    def _declare(self, hp, name, range_name=None):
+        """Declares hyperparameter `name` over the range `range_name` (default: `name`)."""
+        range_name = range_name or name
+        choices = self.ranges[range_name]
+        if len(choices) == 1:
+            return hp.Fixed(name, choices[0])
+        default = self.defaults[range_name]
+        if isinstance(default, bool):
+            # `Choice` would turn booleans into 0 and 1.
+            return hp.Boolean(name, default=default)
+        return hp.Choice(name, list(choices), default=default)
+
+    def _per_stage(self, hp, range_name, depth):
+        """One hyperparameter per stage, `{range_name}_{stage}`; stages that exist only
+        at some depths are conditional on `depth`, so an inactive one is not sampled."""
+        depths = self.ranges["depth"]
+        values = []
+        for stage in range(1, max(depths) + 1):
+            name = f"{range_name}_{stage}"
+            if stage <= min(depths):
+                values.append(self._declare(hp, name, range_name))
+                continue
+            with hp.conditional_scope("depth", [d for d in depths if d >= stage]):
+                value = self._declare(hp, name, range_name)
+            if stage <= depth:
+                values.append(value)
+        return tuple(values)
+
+
+class ConvNetSpace(SearchSpace):
+    """The plain ConvNet (`kcnn.convnet`): depth, per-stage kernel size, stride and
+    pooling, width, BatchNorm, dropout, dense width and learning rate.
+
+    Hyperparameters: `depth` (the number of stages, `len(filters)`), `filters` (the
+    base width: a stage's width is `filters * 2**k` after k halvings of the map by
+    strides or pools, k at most 3, as VGG doubles its width after each pool),
+    `kernel_size_<i>`, `strides_<i>`, `pool_<i>` (per stage), `convs_per_stage`,
+    `batch_norm`, `dropout`, `dense_units` (one hidden layer `fc1` of that width),
+    `head_dropout` and `learning_rate` (of the `TrainConfig`).
+    """
+
+    name = "convnet"
+    builder_name = "kcnn.convnet"
+    MAX_DOUBLINGS = 3
+    RANGES = {
+        "depth": (2, 3, 4),
+        "filters": (8, 16, 32),
+        "kernel_size": (3, 5, 7),
+        "strides": (1, 2),
+        "pool": (True, False),
+        "convs_per_stage": (1, 2),
+        "batch_norm": (False, True),
+        "dropout": (0.0, 0.1),
+        "dense_units": (64, 128, 256),
+        "head_dropout": (0.5,),
+        "learning_rate": (1e-3, 3e-3),
+        "padding": ("same",),
+    }
+    DEFAULTS = {
+        "depth": 3,
+        "filters": 16,
+        "kernel_size": 3,
+        "strides": 1,
+        "pool": True,
+        "convs_per_stage": 2,
+        "batch_norm": False,
+        "dropout": 0.0,
+        "dense_units": 128,
+        "head_dropout": 0.5,
+        "learning_rate": 3e-3,
+        "padding": "same",
+    }
+
+    def builder_arguments(self, hp):
+        depth = self._declare(hp, "depth")
+        width = self._declare(hp, "filters")
+        strides = self._per_stage(hp, "strides", depth)
+        pool = self._per_stage(hp, "pool", depth)
+        # The width doubles with each halving of the map (a stride-2 first convolution,
+        # a pool after the previous stage), at most to 8x, so a stage costs about as
+        # much as the one before it, whichever of them downsample.
+        filters, halvings = [], 0
+        for stage in range(depth):
+            halvings += strides[stage] == 2
+            filters.append(width * 2 ** min(halvings, self.MAX_DOUBLINGS))
+            halvings += bool(pool[stage])
+        return dict(
+            filters=tuple(filters),
+            kernel_size=self._per_stage(hp, "kernel_size", depth),
+            strides=strides,
+            pool=pool,
+            convs_per_stage=self._declare(hp, "convs_per_stage"),
+            padding=self._declare(hp, "padding"),
+            batch_norm=self._declare(hp, "batch_norm"),
+            dropout=self._declare(hp, "dropout"),
+            dense_units=(self._declare(hp, "dense_units"),),
+            head_dropout=self._declare(hp, "head_dropout"),
+        )
+
+    def build_model(self, arguments):
+        return convnet(**arguments, input_shape=self.input_shape, classes=self.classes)
+
+    def geometry(self, arguments):
+        steps = []
+        for stage, kernel in enumerate(arguments["kernel_size"]):
+            for index in range(arguments["convs_per_stage"]):
+                stride = arguments["strides"][stage] if index == 0 else 1
+                steps.append((f"block{stage + 1}_conv{index + 1}", kernel, stride, arguments["padding"]))
+            if arguments["pool"][stage]:
+                steps.append((f"block{stage + 1}_pool", 2, 2, "valid"))  # MaxPooling2D(2)
+        return steps
+
+
+class ResNetSpace(SearchSpace):
+    """ResNet (`kcnn.resnet`): block type, blocks per stage, base width, stem and
+    learning rate.
+
+    Hyperparameters: `block` ("basic" or "bottleneck"), `depth` (number of stages,
+    `len(stages)`), `stages_<i>` (blocks in stage i, `stages[i-1]`), `width`, `stem`
+    ("small": one 3x3/1 convolution for small images; "imagenet": 7x7/2 and a 3x3/2
+    max pool), `variant` and `learning_rate`.
+    """
+
+    name = "resnet"
+    builder_name = "kcnn.resnet"
+    RANGES = {
+        "block": ("basic", "bottleneck"),
+        "depth": (2, 3, 4),
+        "stages": (1, 2, 3),
+        "width": (16, 32, 64),
+        "stem": ("small", "imagenet"),
+        "variant": ("v1",),
+        "learning_rate": (1e-3, 3e-3),
+    }
+    DEFAULTS = {
+        "block": "basic",
+        "depth": 3,
+        "stages": 1,
+        "width": 16,
+        "stem": "small",
+        "variant": "v1",
+        "learning_rate": 3e-3,
+    }
+
+    def builder_arguments(self, hp):
+        depth = self._declare(hp, "depth")
+        return dict(
+            stages=self._per_stage(hp, "stages", depth),
+            block=self._declare(hp, "block"),
+            width=self._declare(hp, "width"),
+            stem=self._declare(hp, "stem"),
+            variant=self._declare(hp, "variant"),
+        )
+
+    def build_model(self, arguments):
+        return resnet(**arguments, input_shape=self.input_shape, classes=self.classes)
+
+    def geometry(self, arguments):
+        if arguments["stem"] == "imagenet":
+            steps = [("conv1_conv", 7, 2, 3), ("pool1_pool", 3, 2, 1)]
+        else:
+            steps = [("conv1_conv", 3, 1, "same")]
+        # Every stage after the first halves the map in its first block (a padded
+        # 3x3/2, or a 1x1/2 for the v1 bottleneck: both ceil(n / 2)).
+        for stage in range(1, len(arguments["stages"])):
+            steps.append((f"conv{stage + 2}_block1", 3, 2, 1))
+        return steps
+
+
+class InceptionSpace(SearchSpace):
+    """An inception network: a small stem, stages of inception modules
+    (`kcnn.blocks.inception_block`) with a 3x3/2 max pool between stages, global
+    average pooling and a classifier.
+
+    Hyperparameters: `depth` (stages), `modules_<i>` (inception modules in stage i),
+    the branch widths of GoogLeNet's table columns `1x1`, `3x3`, `5x5`, `pool_proj`
+    (the `3x3_reduce` and `5x5_reduce` widths are half the 3x3 and 5x5 widths; every
+    width doubles from one stage to the next), `stem_filters`, `batch_norm`, `dropout`
+    and `learning_rate`.
+    """
+
+    name = "inception"
+    builder_name = "kcnn.tuning.spaces.inception_net"
+    RANGES = {
+        "depth": (2, 3),
+        "modules": (1, 2),
+        "1x1": (16, 32, 64),
+        "3x3": (32, 64, 128),
+        "5x5": (8, 16, 32),
+        "pool_proj": (16, 32),
+        "stem_filters": (32, 64),
+        "batch_norm": (False, True),
+        "dropout": (0.0, 0.4),
+        "learning_rate": (1e-3, 3e-3),
+    }
+    DEFAULTS = {
+        "depth": 2,
+        "modules": 1,
+        "1x1": 32,
+        "3x3": 64,
+        "5x5": 16,
+        "pool_proj": 16,
+        "stem_filters": 32,
+        "batch_norm": False,
+        "dropout": 0.4,
+        "learning_rate": 3e-3,
+    }
+
+    def builder_arguments(self, hp):
+        depth = self._declare(hp, "depth")
+        modules = self._per_stage(hp, "modules", depth)
+        n1x1, n3x3, n5x5 = (self._declare(hp, name) for name in ("1x1", "3x3", "5x5"))
+        pool_proj = self._declare(hp, "pool_proj")
+        stages = []
+        for stage, count in enumerate(modules):
+            scale = 2**stage
+            widths = tuple(
+                scale * width for width in (n1x1, max(n3x3 // 2, 1), n3x3, max(n5x5 // 2, 1), n5x5, pool_proj)
+            )
+            stages.append((widths,) * count)
+        return dict(
+            stages=tuple(stages),
+            stem_filters=self._declare(hp, "stem_filters"),
+            batch_norm=self._declare(hp, "batch_norm"),
+            dropout=self._declare(hp, "dropout"),
+        )
+
+    def build_model(self, arguments):
+        return inception_net(**arguments, input_shape=self.input_shape, classes=self.classes)
+
+    def geometry(self, arguments):
+        steps = [("conv1", 3, 1, "same")]
+        for stage in range(1, len(arguments["stages"])):
+            steps.append((f"pool{stage + 2}", 3, 2, "same"))
+        return steps
+
+
+def inception_net(
+    stages,
+    *,
+    stem_filters=64,
+    batch_norm=False,
+    dropout=0.4,
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=10,
+    classifier_activation="softmax",
+    name=None,
+):
+    """An inception network of any table (for small images).
+
+    TEMPORARY SHIM, to move into kcnn/models/googlenet.py: `googlenet` should take the
+    module table and a stem option (`googlenet(inception=..., stem="small")`), and the
+    space should call that. This function only assembles kcnn blocks with
+    `kcnn.models._base.build_model`.
+
+    Layer names follow GoogLeNet: `conv1`, `inception3a_*`, `pool3`, `inception4a_*`,
+    ..., `avg_pool`, `dropout`, `predictions`.
+
+    Args:
+        stages: per stage, a sequence of module widths (#1x1, #3x3 reduce, #3x3,
+            #5x5 reduce, #5x5, pool proj); a 3x3/2 max pool follows every stage but
+            the last.
+        stem_filters: width of the 3x3/1 stem convolution.
+        batch_norm: BatchNorm after every convolution.
+        dropout: dropout before the classifier.
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+            classifier_activation, name: the builder contract (see `kcnn`).
+    """
+    if not stages or not all(stages):
+        raise ValueError(f"`stages` must hold at least one module per stage. Received: stages={stages!r}")
+
+    def trunk(x):
+        x = blocks.conv_bn_act(x, stem_filters, 3, name="conv1", conv_suffix="", batch_norm=batch_norm)
+        for stage, modules in enumerate(stages):
+            for index, widths in enumerate(modules):
+                x = blocks.inception_block(
+                    x, widths, name=f"inception{stage + 3}{chr(ord('a') + index)}", batch_norm=batch_norm
+                )
+            if stage + 1 < len(stages):
+                x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name=f"pool{stage + 3}")(x)
+        return x
+
+    def top(x):
+        return blocks.classifier_head(
+            x, classes, pooling="avg", input_dropout=dropout, classifier_activation=classifier_activation
+        )
+
+    return _base.build_model(
+        name=name or "inception",
+        trunk=trunk,
+        top=top,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        default_input_shape=(32, 32, 3),
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+    )
+
+
+SPACES: Mapping[str, type[SearchSpace]] = {space.name: space for space in (ConvNetSpace, ResNetSpace, InceptionSpace)}
+
+
+def get_space(name, input_shape=(32, 32, 3), classes=10, **kwargs) -> SearchSpace:
+    """The search space called `name` ("convnet", "resnet" or "inception").
+
+    Args:
+        name: the space's name.
+        input_shape, classes, **kwargs: the space's arguments (see `SearchSpace`).
+    """
+    if name not in SPACES:
+        raise ValueError(f"Unknown search space. Known: {', '.join(SPACES)}. Received: space={name!r}")
+    return SPACES[name](input_shape, classes, **kwargs)
+
+
+def _choices(name, value) -> tuple:
+    """A range's choices from a value or a sequence of values, checked."""
+    if isinstance(value, (str, bool, numbers.Number)):
+        value = (value,)
+    if not isinstance(value, Sequence) or not value:
+        raise ValueError(f"A range must be a value or a non-empty sequence of values. Received: {name}={value!r}")
+    choices = tuple(value)
+    kinds = {bool if isinstance(v, bool) else str if isinstance(v, str) else numbers.Number for v in choices}
+    if len(kinds) != 1 or not all(isinstance(v, (str, bool, numbers.Number)) for v in choices):
+        raise ValueError(
+            f"A range's choices must be numbers, strings or booleans of one kind. Received: {name}={value!r}"
+        )
+    if len(set(choices)) != len(choices):
+        raise ValueError(f"A range's choices must be distinct. Received: {name}={value!r}")
+    return choices
+
+
+def _steps_per_epoch(dataset) -> int | None:
+    try:
+        steps = int(dataset.cardinality())
+    except (AttributeError, TypeError):
+        return None
+    return steps if steps > 0 else None
+
+
+def _describe(arguments: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in arguments.items())

@@ -1,0 +1,275 @@
+"""keras-tuner's tuners with what kcnn adds: trial records, progress callbacks, a
+cleared session between trials, and a Hyperband that replaces failed trials."""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import pathlib
+import time
+from typing import Any
+
+import keras
+import keras_tuner
+
+from kcnn.tuning import report
+from kcnn.tuning.report import RECORD_FILE, TrialRecord
+
+__all__ = ["collect_trials", "make_tuner", "objective", "public_values"]
+
+# Random and Bayesian searches need a trial budget; this is theirs unless given.
+DEFAULT_MAX_TRIALS = 10
+
+
+class _Records:
+    """What kcnn adds to a keras-tuner tuner: no model built to declare the space,
+    a record per trial (written by the process that ran it), a progress callback and
+    a cleared Keras session after every trial."""
+
+    def follow(self, on_trial, planned):
+        """Sets the progress callback and the number of trials planned."""
+        self._on_trial = on_trial
+        self._planned = planned
+        self._started = {}
+        self._epochs = {}
+        self.ran = []  # Trial ids this process ran, in order.
+
+    def _populate_initial_space(self):
+        # keras-tuner builds the default model here, once per conditional branch; the
+        # space declares every hyperparameter (conditions included) without building.
+        hp = self.oracle.get_space()
+        self.hypermodel.declare_hyperparameters(hp)
+        self.oracle.update_space(hp)
+
+    def on_trial_begin(self, trial):
+        super().on_trial_begin(trial)
+        self._started[trial.trial_id] = time.perf_counter()
+        self.hypermodel.last_build = {}
+        self._notify(trial, "RUNNING", score=None)
+
+    def run_trial(self, trial, *args, **kwargs):
+        histories = super().run_trial(trial, *args, **kwargs)
+        # The epochs the model has trained by the end (Hyperband continues a trial).
+        epochs = [max(h.epoch) + 1 for h in histories if isinstance(h, keras.callbacks.History) and h.epoch]
+        if epochs:
+            self._epochs[trial.trial_id] = max(epochs)
+        return histories
+
+    def on_trial_end(self, trial):
+        seconds = time.perf_counter() - self._started.pop(trial.trial_id, time.perf_counter())
+        facts = dict(self.hypermodel.last_build)
+        reason = None if trial.status == "COMPLETED" else report.failure_reason(trial.message)
+        record = {
+            "trial_id": trial.trial_id,
+            "tuner_id": self.tuner_id,
+            "params": facts.get("params"),
+            "macs": facts.get("macs"),
+            "feature_map": facts.get("feature_map"),
+            "seconds": round(seconds, 3),
+            "epochs": self._epochs.pop(trial.trial_id, None),
+            "reason": reason,
+        }
+        report.write_json(pathlib.Path(self.get_trial_dir(trial.trial_id)) / RECORD_FILE, record)
+        super().on_trial_end(trial)  # Reports to the oracle (the chief's, when distributed).
+        self.ran.append(trial.trial_id)
+        if self._on_trial is not None:
+            ended = self.oracle.get_trial(trial.trial_id)
+            self._notify(ended, ended.status, score=ended.score, record=record)
+        # The next trial starts from an empty graph, so memory does not grow.
+        keras.backend.clear_session()
+        gc.collect()
+
+    def _notify(self, trial, status, *, score, record=None):
+        if self._on_trial is None:
+            return
+        best = [t for t in self.oracle.get_best_trials(1) if t.status == "COMPLETED"]
+        record = record or {}
+        total = self._planned
+        if total is not None:
+            # Hyperband draws a new configuration in place of each failed one.
+            total += getattr(self.oracle, "replaced", 0)
+            if self.oracle.max_trials:
+                total = min(total, self.oracle.max_trials)
+        self._on_trial(
+            TrialRecord(
+                trial_id=trial.trial_id,
+                number=int(trial.trial_id) + 1,
+                total=total,
+                status=status,
+                score=float(score) if status == "COMPLETED" and score is not None else None,
+                best_score=float(best[0].score) if best else None,
+                hyperparameters=public_values(trial.hyperparameters),
+                params=record.get("params"),
+                macs=record.get("macs"),
+                seconds=record.get("seconds"),
+                epochs=record.get("epochs"),
+                reason=record.get("reason"),
+                tuner_id=self.tuner_id,
+            )
+        )
+
+
+class _HyperbandOracle(keras_tuner.oracles.HyperbandOracle):
+    """Hyperband whose failed first-round trials give their place in the bracket to a
+    new configuration.
+
+    keras-tuner's Hyperband promotes from a round only once all but the promoted
+    places have completed, so each failed trial would cost the bracket a promotion (a
+    failed trial of a geometry check costs nothing to replace).
+    """
+
+    @keras_tuner.synchronized
+    def end_trial(self, trial):
+        super().end_trial(trial)
+        if self.trials[trial.trial_id].status == "FAILED":
+            for bracket in self._brackets:
+                first = bracket["rounds"][0]
+                bracket["rounds"][0] = [info for info in first if info["id"] != trial.trial_id]
+            self.save()
+
+    @property
+    def replaced(self) -> int:
+        """How many failed first-round trials were replaced."""
+        return sum(
+            t.status == "FAILED" and t.hyperparameters.values.get("tuner/round") == 0 for t in self.trials.values()
+        )
+
+
+class _Hyperband(_Records, keras_tuner.Hyperband):
+    def __init__(
+        self,
+        hypermodel=None,
+        objective=None,
+        max_epochs=100,
+        factor=3,
+        hyperband_iterations=1,
+        seed=None,
+        max_consecutive_failed_trials=3,
+        **kwargs,
+    ):
+        oracle = _HyperbandOracle(
+            objective,
+            max_epochs=max_epochs,
+            factor=factor,
+            hyperband_iterations=hyperband_iterations,
+            seed=seed,
+            max_consecutive_failed_trials=max_consecutive_failed_trials,
+        )
+        # keras_tuner.Hyperband's own __init__ would make its own oracle; its trial
+        # methods (epochs per round, weights of the promoted trial) are inherited.
+        keras_tuner.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
+
+
+class _RandomSearch(_Records, keras_tuner.RandomSearch):
+    pass
+
+
+class _BayesianOptimization(_Records, keras_tuner.BayesianOptimization):
+    pass
+
+
+class _GridSearch(_Records, keras_tuner.GridSearch):
+    pass
+
+
+def make_tuner(space, config, project_dir, role, on_trial):
+    """The keras-tuner tuner of `config.tuner` over `space`, in `project_dir`
+    (reloaded from there unless `config.overwrite`)."""
+    common = dict(
+        hypermodel=space,
+        objective=objective(config.objective),
+        seed=config.seed,
+        executions_per_trial=config.executions_per_trial,
+        max_consecutive_failed_trials=config.max_consecutive_failed_trials,
+        distribution_strategy=space.device.strategy,
+        directory=os.fspath(project_dir.parent),
+        project_name=project_dir.name,
+        # A worker never wipes the project: the chief and the other workers use it.
+        overwrite=config.overwrite and role != "worker",
+    )
+    if config.tuner == "hyperband":
+        tuner = _Hyperband(
+            max_epochs=config.max_epochs,
+            factor=config.hyperband_factor,
+            hyperband_iterations=config.hyperband_iterations,
+            **common,
+        )
+        # keras-tuner's Hyperband has no trial budget of its own; the oracle's
+        # `max_trials` is what every other oracle stops at.
+        tuner.oracle.max_trials = config.max_trials
+        planned = _hyperband_trials(config)
+    elif config.tuner == "grid":
+        tuner = _GridSearch(max_trials=config.max_trials, **common)
+        planned = config.max_trials
+    else:
+        cls = _RandomSearch if config.tuner == "random" else _BayesianOptimization
+        planned = config.max_trials or DEFAULT_MAX_TRIALS
+        tuner = cls(max_trials=planned, **common)
+    tuner.follow(on_trial, planned)
+    return tuner
+
+
+def _hyperband_trials(config) -> int:
+    """Trials of Hyperband's brackets (keras-tuner's sizes), over its iterations."""
+    factor, epochs, brackets = config.hyperband_factor, config.max_epochs, 0
+    while epochs >= 1:
+        epochs /= factor
+        brackets += 1
+    end_size = math.ceil(1 + math.log(config.max_epochs, factor))
+    per_iteration = sum(
+        math.ceil(end_size / (bracket + 1) * factor ** (bracket - round_))
+        for bracket in range(brackets)
+        for round_ in range(bracket + 1)
+    )
+    return per_iteration * config.hyperband_iterations
+
+
+def collect_trials(tuner, project_dir) -> list[TrialRecord]:
+    """Every trial the oracle knows, with the records of the processes that ran them."""
+    oracle = tuner.oracle
+    trials = getattr(oracle, "trials", None)
+    if trials is None:  # A worker's proxy to the chief: only its own trials.
+        trials = {trial_id: oracle.get_trial(trial_id) for trial_id in tuner.ran}
+    records = []
+    for trial_id in sorted(trials):
+        trial = trials[trial_id]
+        facts = report.read_json(pathlib.Path(project_dir) / f"trial_{trial_id}" / RECORD_FILE) or {}
+        status = trial.status
+        reason = facts.get("reason") if status != "COMPLETED" else None
+        reason = reason or (report.failure_reason(getattr(trial, "message", None)) if status != "COMPLETED" else None)
+        if status == "RUNNING":
+            reason = "interrupted; runs again when the search resumes"
+        records.append(
+            TrialRecord(
+                trial_id=trial_id,
+                number=int(trial_id) + 1,
+                total=None,
+                status=status,
+                score=float(trial.score) if status == "COMPLETED" and trial.score is not None else None,
+                hyperparameters=public_values(trial.hyperparameters),
+                params=facts.get("params"),
+                macs=facts.get("macs"),
+                seconds=facts.get("seconds"),
+                epochs=facts.get("epochs"),
+                reason=reason,
+                tuner_id=facts.get("tuner_id"),
+            )
+        )
+    return records
+
+
+def objective(name):
+    """keras-tuner's `Objective` for a logged metric, its direction inferred."""
+    direction = keras_tuner.engine.metrics_tracking.infer_metric_direction(name)
+    if direction is None:
+        raise ValueError(
+            "Cannot tell whether the objective is to be maximized or minimized; use an accuracy or loss "
+            f"metric such as 'val_accuracy' or 'val_loss'. Received: objective={name!r}"
+        )
+    return keras_tuner.Objective(name, direction)
+
+
+def public_values(hyperparameters) -> dict[str, Any]:
+    """The sampled values without Hyperband's bookkeeping (`tuner/epochs`, ...)."""
+    return {key: value for key, value in hyperparameters.values.items() if not key.startswith("tuner/")}

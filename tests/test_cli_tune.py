@@ -1,0 +1,154 @@
+"""`kcnn tune`: flags, progress lines, results table, and a distributed search with
+real processes (one chief, two workers on 127.0.0.1)."""
+
+import csv
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from kcnn.cli import main
+
+# A space of tiny models that always fit 16x16 inputs, so every trial trains.
+TINY = [
+    "--range",
+    "filters=4,8",
+    "--range",
+    "dense_units=8",
+    "--range",
+    "convs_per_stage=1",
+    "--range",
+    "depth=2,3",
+    "--range",
+    "strides=1",
+]
+
+
+@pytest.fixture
+def npz(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x=rng.integers(0, 256, (64, 16, 16, 1), dtype=np.uint8), y=np.arange(64) % 4)
+    return str(path)
+
+
+def test_tune_flags_map_onto_the_configs(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in (
+        "--tuner",
+        "--max-trials",
+        "--max-epochs",
+        "--max-params",
+        "--max-macs",
+        "--project",
+        "--chief",
+        "--worker",
+        "--overwrite",
+        "--lr",
+        "--batch-size",
+        "--range",
+    ):
+        assert flag in text, flag
+    # The search sets each trial's epochs and early stopping: no training flags for them.
+    assert "--epochs" not in text.replace("--max-epochs", "")
+
+
+def test_tune_prints_a_line_per_trial_and_a_results_table(npz, tmp_path, capsys):
+    code = main(
+        [
+            "tune",
+            "convnet",
+            "--dataset",
+            npz,
+            "--tuner",
+            "random",
+            "--max-trials",
+            "2",
+            "--max-epochs",
+            "1",
+            "--max-macs",
+            "1e8",
+            "--directory",
+            str(tmp_path / "project"),
+            *TINY,
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert re.search(
+        r"^trial 1/2 \(0\)  val_accuracy \d\.\d{4}  best \d\.\d{4}  [\d.]+[KM]? params  [\d.]+[KM]? MACs  [\d.]+s$",
+        out,
+        re.M,
+    )
+    assert re.search(r"^trial 2/2 \(1\)  ", out, re.M)
+    assert re.search(r"^trial +val_accuracy +params +MACs +seconds  hyperparameters$", out, re.M)
+    assert f"best model saved to {tmp_path / 'project' / 'best'}" in out
+    assert (tmp_path / "project" / "best" / "model.keras").is_file()
+
+
+def test_tune_errors_are_reported(npz, tmp_path, capsys):
+    assert main(["tune", "convnet", "--dataset", npz, "--range", "depth", "--directory", str(tmp_path / "p")]) == 2
+    assert "kcnn tune: error: `--range` takes NAME=CHOICES" in capsys.readouterr().err
+    assert main(["tune", "convnet", "--dataset", npz, "--range", "kernel=3", "--directory", str(tmp_path / "p")]) == 2
+    assert "Unknown ranges for the 'convnet' space: ['kernel']" in capsys.readouterr().err
+    assert main(["tune", "--dataset", npz, "--worker", "w1"]) == 2
+    assert "A worker needs the chief's address" in capsys.readouterr().err
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_distributed_search_runs_every_trial_exactly_once(npz, tmp_path):
+    project = tmp_path / "project"
+    address = f"127.0.0.1:{_free_port()}"
+    command = [sys.executable, "-m", "kcnn", "tune", "convnet", "--dataset", npz, "--tuner", "random"]
+    command += ["--max-trials", "4", "--max-epochs", "1", "--directory", str(project), "--chief", address, *TINY]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    processes, logs = {}, {}
+    try:
+        for role in ("chief", "w1", "w2"):
+            logs[role] = open(tmp_path / f"{role}.log", "w+")
+            extra = [] if role == "chief" else ["--worker", role]
+            processes[role] = subprocess.Popen(command + extra, env=env, stdout=logs[role], stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 420
+        for role in ("w1", "w2", "chief"):
+            # The chief checks every 20 s whether its workers are done.
+            remaining = max(deadline - time.monotonic(), 1)
+            processes[role].wait(timeout=remaining)
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    output = {}
+    for role, log in logs.items():
+        log.seek(0)
+        output[role] = log.read()
+        log.close()
+    for role, process in processes.items():
+        assert process.returncode == 0, f"{role}:\n{output[role][-3000:]}"
+    ran = {}
+    for worker in ("w1", "w2"):
+        match = re.search(rf"^worker {worker}: ran trials (.*)$", output[worker], re.M)
+        assert match, output[worker][-3000:]
+        ran[worker] = [t for t in match.group(1).split(", ") if t and t != "none"]
+    every = sorted(ran["w1"] + ran["w2"])
+    assert every == ["0", "1", "2", "3"], ran  # Each trial once, by one worker.
+    with open(project / "trials.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["trial"] for row in rows] == ["0", "1", "2", "3"]
+    assert all(row["status"] == "COMPLETED" for row in rows)
+    assert {row["trial"]: row["tuner"] for row in rows} == {t: w for w, ts in ran.items() for t in ts}
+    assert "best model saved to" in output["chief"]
+    assert (project / "best" / "model.keras").is_file()

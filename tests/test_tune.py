@@ -1,0 +1,293 @@
+"""kcnn.tune: search spaces, their checks, and searches (tiny data, a few trials)."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras_tuner
+import numpy as np
+import pytest
+from keras_tuner.errors import FailedTrialError
+
+from kcnn import data as kdata
+from kcnn import tune
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def tiny_data(size=16, n=64, classes=4, seed=0):
+    """n random images of size x size, one channel: fast to train, useless to learn."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, size, size, 1), dtype=np.uint8)
+    y = np.arange(n) % classes
+    return kdata.load((x, y), batch_size=32, validation_split=0.25, test_split=0.0, seed=seed)
+
+
+def read_trials(path):
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+# --------------------------------------------------------------------------
+# Spaces.
+
+EXPECTED_DEFAULTS = {
+    "convnet": dict(
+        filters=(16, 32, 64),
+        kernel_size=(3, 3, 3),
+        strides=(1, 1, 1),
+        pool=(True, True, True),
+        convs_per_stage=2,
+        padding="same",
+        batch_norm=False,
+        dropout=0.0,
+        dense_units=(128,),
+        head_dropout=0.5,
+    ),
+    "resnet": dict(stages=(1, 1, 1), block="basic", width=16, stem="small", variant="v1"),
+    "inception": dict(
+        stages=(((32, 32, 64, 8, 16, 16),), ((64, 64, 128, 16, 32, 32),)),
+        stem_filters=32,
+        batch_norm=False,
+        dropout=0.4,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(tune.SPACES))
+def test_space_defaults(name):
+    space = tune.get_space(name, (32, 32, 1), 10)
+    assert space.default_arguments() == EXPECTED_DEFAULTS[name]
+    hp = keras_tuner.HyperParameters()
+    space.declare(hp)
+    assert hp.values["learning_rate"] == 3e-3
+    # Booleans stay booleans (keras-tuner's Choice would make them 0 and 1).
+    flags = [
+        value
+        for key, value in hp.values.items()
+        if key == "batch_norm" or key.split("_")[0] == "pool" and key[5:].isdigit()
+    ]
+    assert all(type(value) is bool for value in flags)
+    model = space.build(hp)
+    assert model.input_shape == (None, 32, 32, 1) and model.output_shape == (None, 10)
+    assert space.last_build["params"] == model.count_params() and space.last_build["macs"] > 0
+
+
+def test_the_command_line_knows_every_space():
+    from kcnn.tuning.config import SPACE_NAMES
+
+    assert tuple(tune.SPACES) == SPACE_NAMES
+
+
+def test_hyperparameters_are_named_after_builder_arguments():
+    hp = keras_tuner.HyperParameters()
+    tune.ConvNetSpace((32, 32, 1), 10).declare(hp)
+    names = {p.name for p in hp.space}
+    assert {"depth", "filters", "batch_norm", "dropout", "dense_units", "learning_rate"} <= names
+    assert {f"{arg}_{stage}" for arg in ("kernel_size", "strides", "pool") for stage in (1, 2, 3, 4)} <= names
+    # Stages beyond the smallest depth exist only at the depths that have them.
+    conditional = {p.name for p in hp.space if p.conditions}
+    assert conditional == {f"{arg}_{stage}" for arg in ("kernel_size", "strides", "pool") for stage in (3, 4)}
+    hp = keras_tuner.HyperParameters()
+    tune.ResNetSpace((32, 32, 3), 10).declare(hp)
+    assert {"block", "depth", "stages_1", "width", "stem", "learning_rate"} <= {p.name for p in hp.space}
+
+
+def test_convnet_width_doubles_with_each_halving_of_the_map():
+    space = tune.ConvNetSpace((32, 32, 1), 10, depth=4, filters=8, strides=(1, 2), pool=(True, False))
+    hp = keras_tuner.HyperParameters()
+    space.declare(hp)
+    hp.values.update(strides_1=2, pool_1=True, strides_2=1, pool_2=False, strides_3=2, pool_3=True, strides_4=2)
+    # stage 1 halves by its stride (16x16), stage 2 after the pool (8x8), stage 3 by
+    # its stride (4x4), stage 4 after a pool and by its stride (1x1), capped at 8x.
+    assert space.declare(hp)["filters"] == (16, 32, 64, 64)
+
+
+@pytest.mark.parametrize("name", sorted(tune.SPACES))
+def test_every_choice_builds(name):
+    """Each choice of each hyperparameter, the others at their defaults, builds (at
+    the deepest depth, so that every per-stage hyperparameter is active)."""
+    space = tune.get_space(name, (32, 32, 1), 10)
+    declared = keras_tuner.HyperParameters()
+    space.declare(declared)
+    seen = set()
+    for parameter in declared.space:
+        values = getattr(parameter, "values", None) or [True, False]
+        if isinstance(parameter, keras_tuner.engine.hyperparameters.Fixed):
+            values = [parameter.value]
+        for value in values:
+            hp = keras_tuner.HyperParameters()
+            space.declare(hp)
+            if parameter.conditions:
+                hp.values["depth"] = max(space.ranges["depth"])
+            hp.values[parameter.name] = value
+            for other in hp.space:  # Stages a greater depth activates: their defaults.
+                if hp.is_active(other) and other.name not in hp.values:
+                    hp.values[other.name] = other.default
+            arguments = space.declare(hp)
+            key = repr(sorted(arguments.items()))
+            if key in seen:
+                continue
+            seen.add(key)
+            model = space.build(hp)
+            assert model.output_shape == (None, 10), (parameter.name, value)
+    assert len(seen) > 10
+
+
+def test_impossible_geometry_is_rejected_before_building(monkeypatch):
+    space = tune.ConvNetSpace((32, 32, 1), 10, depth=6, strides=2, pool=(False, True))
+    hp = keras_tuner.HyperParameters()
+    space.declare(hp)
+    hp.values.update({f"pool_{stage}": True for stage in range(1, 7)})
+
+    def no_build(arguments):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(space, "build_model", no_build)
+    with pytest.raises(FailedTrialError, match=r"shrinks below 1x1 at `block3_pool` \(1x1 in"):
+        space.build(hp)
+    assert "params" not in space.last_build
+
+
+def test_budget_rejects_big_models():
+    space = tune.ConvNetSpace((32, 32, 1), 10, max_params=10_000)
+    with pytest.raises(FailedTrialError, match=r"parameters, over the budget. Received: max_params=10,000"):
+        space.build(keras_tuner.HyperParameters())
+    assert space.last_build["params"] > 10_000
+    space = tune.ConvNetSpace((32, 32, 1), 10, max_macs=1_000_000)
+    with pytest.raises(FailedTrialError, match=r"MACs per image, over the budget"):
+        space.build(keras_tuner.HyperParameters())
+
+
+def test_space_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"Unknown ranges for the 'convnet' space: \['kernel'\]"):
+        tune.ConvNetSpace((32, 32, 1), 10, kernel=3)
+    with pytest.raises(ValueError, match=r"does not fit the input: The feature map shrinks below 1x1"):
+        tune.ConvNetSpace((8, 8, 1), 10, depth=4)
+    with pytest.raises(ValueError, match=r"Unknown search space. Known: convnet, resnet, inception"):
+        tune.get_space("vgg")
+    with pytest.raises(ValueError, match=r"`tuner` must be one of"):
+        tune.SearchConfig(tuner="evolution")
+    with pytest.raises(ValueError, match=r"A worker needs the chief's address"):
+        tune.SearchConfig(worker="w1")
+    with pytest.raises(ValueError, match=r"must be HOST:PORT"):
+        tune.SearchConfig(chief="localhost")
+
+
+# --------------------------------------------------------------------------
+# Searches.
+
+
+def test_impossible_geometry_records_failed_trials_and_returns_a_best_model(tmp_path):
+    """Stride 2 in all of 6 stages on 32x32: pooling late stages empties the map."""
+    data = tiny_data(size=32)
+    ranges = dict(
+        depth=6, strides=2, pool=(False, True), filters=4, kernel_size=3, convs_per_stage=1,
+        batch_norm=False, dropout=0.0, dense_units=8, learning_rate=3e-3,
+    )  # fmt: skip
+    result = tune.search(
+        "convnet", data, tuner="grid", max_trials=4, max_epochs=1, directory=tmp_path / "geometry", ranges=ranges
+    )
+    rows = read_trials(result.trials_csv)
+    assert len(rows) == 4
+    failed = [row for row in rows if row["status"] == "FAILED"]
+    assert failed and all("shrinks below 1x1" in row["reason"] and not row["params"] for row in failed)
+    completed = [row for row in rows if row["status"] == "COMPLETED"]
+    assert completed and all(int(row["params"]) > 0 and int(row["macs"]) > 0 for row in completed)
+    assert set(rows[0]) >= {"trial", "status", "val_accuracy", "params", "macs", "seconds", "pool_6", "reason"}
+    assert (result.path / "model.keras").is_file()
+    metadata = json.loads((result.path / "metadata.json").read_text())
+    assert metadata["search"]["trial_id"] == result.best_trial and metadata["search"]["restored"]
+    assert metadata["model"]["builder_arguments"]["strides"] == [2] * 6
+    assert result.plot.is_file() and result.plot.stat().st_size > 1000
+    assert "failed:" in result.table()
+
+
+def test_seeded_random_searches_propose_the_same_configurations(tmp_path):
+    """Proposals do not depend on training, so a budget no model meets makes every
+    trial fail at once, which also shows a search where nothing completes."""
+    data = tiny_data(size=16, n=32)
+
+    def proposals(seed, name):
+        with pytest.raises(ValueError, match=r"No trial of the search completed.*over the budget"):
+            tune.search(
+                "convnet",
+                data,
+                tuner="random",
+                max_trials=4,
+                max_epochs=1,
+                seed=seed,
+                max_params=1,
+                directory=tmp_path / name,
+            )
+        rows = read_trials(tmp_path / name / "trials.csv")
+        assert [row["status"] for row in rows] == ["FAILED"] * 4
+        skip = {"trial", "status", "val_accuracy", "params", "macs", "seconds", "epochs", "pareto", "tuner", "reason"}
+        return [{key: value for key, value in row.items() if key not in skip} for row in rows]
+
+    first = proposals(11, "a")
+    assert proposals(11, "b") == first
+    assert len({json.dumps(values, sort_keys=True) for values in first}) == 4
+    assert proposals(12, "c") != first
+
+
+def test_retrained_best_model_is_a_kcnn_train_run(tmp_path):
+    data = tiny_data(size=16, n=32)
+    ranges = dict(depth=2, filters=4, dense_units=8, convs_per_stage=1, strides=1, pool=True)
+    result = tune.search("convnet", data, tuner="random", max_trials=1, max_epochs=1, retrain=True,
+                         directory=tmp_path / "p", ranges=ranges)  # fmt: skip
+    metadata = json.loads((result.path / "metadata.json").read_text())
+    assert metadata["kind"] == "search" and not metadata["search"]["restored"]
+    assert metadata["model"]["builder"] == "kcnn.convnet"
+    assert metadata["model"]["builder_arguments"]["filters"] == [4, 8]
+    assert (result.path / "history.csv").is_file() and (result.path / "model.keras").is_file()
+
+
+def test_search_killed_mid_trial_resumes_without_rerunning_finished_trials(tmp_path):
+    project, log = tmp_path / "project", tmp_path / "events.jsonl"
+    script = os.path.join(HERE, "_tune_resume.py")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+    def events():
+        if not log.exists():
+            return []
+        return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+    first = subprocess.Popen(
+        [sys.executable, script, str(project), str(log), "3"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not any(e["event"] == "hang" for e in events()):
+            assert first.poll() is None, first.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the search never reached its third trial"
+            time.sleep(0.5)
+        first.send_signal(signal.SIGKILL)  # Mid-trial: after the first of its two epochs.
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    before = events()
+    finished_before = [e["trial"] for e in before if e["event"] == "end"]
+    assert finished_before == ["0", "1"]
+
+    second = subprocess.run(
+        [sys.executable, script, str(project), str(log), "0"], env=env, capture_output=True, timeout=300
+    )
+    assert second.returncode == 0, second.stderr.decode()[-3000:]
+    after = events()[len(before) :]
+    started_after = [e["trial"] for e in after if e["event"] == "start"]
+    finished_after = [e["trial"] for e in after if e["event"] == "end"]
+    assert started_after == finished_after == ["2", "3"]  # The killed trial again, then the last.
+    rows = read_trials(project / "trials.csv")
+    assert [row["trial"] for row in rows] == ["0", "1", "2", "3"]
+    assert all(row["status"] in ("COMPLETED", "FAILED") for row in rows)
+    assert (project / "best" / "model.keras").is_file()
