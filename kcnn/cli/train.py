@@ -1,12 +1,9 @@
 """`kcnn train`, `kcnn evaluate`, `kcnn predict` and `kcnn finetune`: thin wrappers of
 `kcnn.train`. The training flags are generated from `TrainConfig`'s fields."""
 
-import argparse
-import ast
-import dataclasses
 import sys
-import typing
 
+from kcnn.cli._flags import add_dataclass_flags, collect, literal
 from kcnn.training.config import TrainConfig
 
 _CONFIG_DEST = "config_"
@@ -65,24 +62,9 @@ def _add_run_flags(parser):
     parser.add_argument("--data-dir", default=None, help="where TFDS datasets are kept (TFDS' default if unset)")
     parser.add_argument("--download", action="store_true", help="let TFDS download and prepare the dataset")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
-    group = parser.add_argument_group("training settings (kcnn.train.TrainConfig)")
-    hints = typing.get_type_hints(TrainConfig)
-    for field in dataclasses.fields(TrainConfig):
-        kinds = [t for t in typing.get_args(hints[field.name]) or (hints[field.name],) if t is not type(None)]
-        optional = len(kinds) < len(typing.get_args(hints[field.name]) or (None,))
-        convert = _optional(kinds[0]) if optional else kinds[0]
-        choices = field.metadata["choices"]
-        metavar = "{" + ",".join("none" if c is None else str(c) for c in choices) + "}" if choices else field.name.upper()
-        group.add_argument(
-            f"--{field.name.replace('_', '-')}",
-            *field.metadata["flags"],
-            dest=_CONFIG_DEST + field.name,
-            type=convert,
-            choices=choices,
-            metavar=metavar,
-            default=argparse.SUPPRESS,
-            help=f"{field.metadata['help']} (default: {field.default})",
-        )
+    add_dataclass_flags(
+        parser.add_argument_group("training settings (kcnn.train.TrainConfig)"), TrainConfig, dest=_CONFIG_DEST
+    )
 
 
 def _data_options(args):
@@ -92,17 +74,8 @@ def _data_options(args):
     return options
 
 
-def _optional(kind):
-    def convert(text):
-        return None if text.lower() == "none" else kind(text)
-
-    convert.__name__ = kind.__name__  # argparse names the type in its errors.
-    return convert
-
-
 def _config(args):
-    values = {key[len(_CONFIG_DEST) :]: value for key, value in vars(args).items() if key.startswith(_CONFIG_DEST)}
-    return TrainConfig(**values)
+    return TrainConfig(**collect(args, _CONFIG_DEST))
 
 
 def _model_kwargs(pairs):
@@ -111,10 +84,7 @@ def _model_kwargs(pairs):
         key, sep, text = pair.partition("=")
         if not sep or not key.isidentifier():
             raise ValueError(f"`--model-arg` takes KEY=VALUE, e.g. stem=small. Received: {pair!r}")
-        try:
-            kwargs[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            kwargs[key] = text  # A bare word such as `small`.
+        kwargs[key] = literal(text)
     return kwargs
 
 

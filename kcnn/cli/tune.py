@@ -1,10 +1,9 @@
 """`kcnn tune`: a thin wrapper of `kcnn.tune.search`. The search flags are generated
 from `SearchConfig`'s fields, the training flags from `TrainConfig`'s."""
 
-import argparse
-import ast
 import dataclasses
-import typing
+
+from kcnn.cli._flags import add_dataclass_flags, collect, literal
 
 _SEARCH_DEST = "search_"
 _TRAIN_DEST = "train_"
@@ -38,75 +37,21 @@ def register(subparsers):
         "--range kernel_size=3; repeatable",
     )
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras progress output of each trial")
-    search_defaults = {field.name: field.default for field in dataclasses.fields(SearchConfig)}
-    _add_flags(
+    add_dataclass_flags(
         parser.add_argument_group("search settings (kcnn.tune.SearchConfig)"),
         SearchConfig,
-        search_defaults,
-        _SEARCH_DEST,
+        dest=_SEARCH_DEST,
         skip=("train",),
     )
     train = search_train_config()
-    _add_flags(
+    add_dataclass_flags(
         parser.add_argument_group("training settings of each trial (kcnn.train.TrainConfig)"),
         type(train),
-        dataclasses.asdict(train),
-        _TRAIN_DEST,
+        dest=_TRAIN_DEST,
+        defaults=dataclasses.asdict(train),
         skip=_SEARCH_OWNS,
     )
     parser.set_defaults(handler=_tune)
-
-
-def _add_flags(group, cls, defaults, dest, *, skip):
-    """One flag per field of the dataclass `cls`; `defaults` are the values shown."""
-    hints = typing.get_type_hints(cls)
-    for field in dataclasses.fields(cls):
-        if field.name in skip:
-            continue
-        flag = f"--{field.name.replace('_', '-')}"
-        help = f"{field.metadata['help']} (default: {defaults[field.name]})"
-        if hints[field.name] is bool:
-            group.add_argument(flag, dest=dest + field.name, action="store_true", default=argparse.SUPPRESS, help=help)
-            continue
-        kinds = [t for t in typing.get_args(hints[field.name]) or (hints[field.name],) if t is not type(None)]
-        optional = len(kinds) < len(typing.get_args(hints[field.name]) or (None,))
-        convert = _optional(kinds[0]) if optional else kinds[0]
-        choices = field.metadata["choices"]
-        metavar = (
-            "{" + ",".join("none" if c is None else str(c) for c in choices) + "}" if choices else field.name.upper()
-        )
-        group.add_argument(
-            flag,
-            *field.metadata["flags"],
-            dest=dest + field.name,
-            type=convert,
-            choices=choices,
-            metavar=metavar,
-            default=argparse.SUPPRESS,
-            help=help,
-        )
-
-
-def _optional(kind):
-    def convert(text):
-        if text.lower() == "none":
-            return None
-        return _number(text) if kind is int else kind(text)
-
-    convert.__name__ = kind.__name__  # argparse names the type in its errors.
-    return convert
-
-
-def _number(text):
-    # Budgets read better as 5e6 or 5_000_000 than as 5000000.
-    value = float(text.replace("_", ""))
-    if not value.is_integer():
-        raise ValueError(text)
-    return int(value)
-
-
-def _values(args, prefix):
-    return {key[len(prefix) :]: value for key, value in vars(args).items() if key.startswith(prefix)}
 
 
 def _ranges(pairs):
@@ -115,13 +60,7 @@ def _ranges(pairs):
         name, sep, text = pair.partition("=")
         if not sep or not name or not text:
             raise ValueError(f"`--range` takes NAME=CHOICES, e.g. depth=2,3. Received: {pair!r}")
-        choices = []
-        for item in text.split(","):
-            try:
-                choices.append(ast.literal_eval(item.strip()))
-            except (ValueError, SyntaxError):
-                choices.append(item.strip())  # A bare word such as `small`.
-        ranges[name] = tuple(choices)
+        ranges[name] = tuple(literal(item.strip()) for item in text.split(","))
     return ranges
 
 
@@ -130,8 +69,8 @@ def _tune(args):
 
     from kcnn import tune
 
-    search_values = _values(args, _SEARCH_DEST)
-    train_values = _values(args, _TRAIN_DEST)
+    search_values = collect(args, _SEARCH_DEST)
+    train_values = collect(args, _TRAIN_DEST)
     if search_values.get("seed") is not None:
         train_values["seed"] = search_values["seed"]
     train = dataclasses.replace(tune.search_train_config(), **train_values)

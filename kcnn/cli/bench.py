@@ -1,0 +1,112 @@
+"""`kcnn bench`: throughput of a kcnn model against a baseline, measured side by side.
+
+    kcnn bench resnet50 --input-size 64 --batch-size 32 --steps 12
+    kcnn bench resnet50 --baseline torch          # torchvision, when installed
+    kcnn bench lenet5                             # the small-model path on the digits
+    kcnn bench pipeline --consumer resnet18 --input-size 32
+    kcnn bench resnet50 --gpu                     # chip fraction; says so without a GPU
+
+The measurements live in `kcnn.bench`; this entry point only parses flags, may set the
+process-wide thread counts (library code never does), prints a table and writes JSON.
+"""
+
+import json
+import os
+import sys
+
+
+def register(subparsers):
+    bench = subparsers.add_parser(
+        "bench",
+        help="training/inference images/s against keras.applications or torchvision, as ratios",
+        description="Runs kcnn (through kcnn.train) and a baseline alternately in this process, "
+        "A B A B, and reports the medians and the ratio of each pair with its min and max.",
+    )
+    bench.add_argument(
+        "model",
+        help="resnet50/101/152 or vgg16/19 (keras baseline), any torchvision name with --baseline torch, "
+        "'lenet5' (kcnn fit against a student's Sequential on the digits) or 'pipeline'",
+    )
+    bench.add_argument("--input-size", type=int, default=None, help="square input size (default: the model's; pipeline: 32)")
+    bench.add_argument("--batch-size", type=int, default=None, help="batch size (default: 32; pipeline: 128; lenet5: kcnn's)")
+    bench.add_argument("--steps", type=int, default=None, help="training steps per measurement (default: 12; pipeline: 8)")
+    bench.add_argument("--baseline", choices=("keras", "torch"), default="keras")
+    bench.add_argument("--pairs", type=int, default=3, help="A B rounds (default: 3)")
+    bench.add_argument("--epochs", type=int, default=4, help="lenet5: epochs per measurement, the first untimed")
+    bench.add_argument("--steps-per-execution", type=int, default=None, help="kcnn side's TrainConfig.steps_per_execution")
+    bench.add_argument("--consumer", default="resnet18", help="pipeline: the model that consumes the images")
+    bench.add_argument("--folder", default=None, help="pipeline: a folder of class sub-folders (default: synthetic JPEGs)")
+    bench.add_argument("--num-images", type=int, default=2048, help="pipeline: synthetic JPEGs to write (default: 2048)")
+    bench.add_argument("--gpu", action="store_true", help="the GPU run: reports the fraction of the chip's peak")
+    bench.add_argument("--peak-flops", type=float, default=None, help="the GPU's peak FLOP/s (default: by device name)")
+    bench.add_argument("--intra-op-threads", type=int, default=None, help="process-wide TensorFlow intra-op threads")
+    bench.add_argument("--inter-op-threads", type=int, default=None, help="process-wide TensorFlow inter-op threads")
+    bench.add_argument("--output", default=None, help="write the result as JSON here")
+    bench.set_defaults(handler=_bench)
+
+
+def _bench(args):
+    import tensorflow as tf
+
+    # Process-wide, so only here and before TensorFlow runs anything.
+    if args.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+    if args.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
+
+    from kcnn import bench
+    from kcnn.training.config import TrainConfig
+
+    overrides = {"steps_per_execution": args.steps_per_execution} if args.steps_per_execution else {}
+    if args.model == "pipeline":
+        result = bench.pipeline(
+            args.folder,
+            consumer=args.consumer,
+            input_size=args.input_size or 32,
+            batch_size=args.batch_size or 128,
+            steps=args.steps or 8,
+            pairs=args.pairs,
+            num_images=args.num_images,
+        )
+    elif args.model == "lenet5":
+        config = TrainConfig(epochs=args.epochs, **({"batch_size": args.batch_size} if args.batch_size else {}), **overrides)
+        result = bench.small_model(epochs=args.epochs, pairs=args.pairs, config=config)
+    else:
+        batch_size = args.batch_size or 32
+        kwargs = dict(input_size=args.input_size, batch_size=batch_size, steps=args.steps or 12, baseline=args.baseline, pairs=args.pairs)
+        if args.gpu:
+            result = bench.gpu_run(args.model, peak_flops=args.peak_flops, **{**kwargs, "input_size": args.input_size or 224})
+        else:
+            config = TrainConfig(epochs=1, batch_size=batch_size, augment=None, **overrides)
+            result = bench.compare_models(args.model, config=config, peak_flops=args.peak_flops, **kwargs)
+    result["command"] = _command(args)
+    print(bench.to_markdown([result]))
+    if result.get("status") != "ok":
+        print(f"kcnn bench: {result.get('status')}: {result.get('reason')}", file=sys.stderr)
+    if args.output:
+        folder = os.path.dirname(os.path.abspath(args.output))
+        os.makedirs(folder, exist_ok=True)
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=1, default=_jsonable)
+            f.write("\n")
+    return 0
+
+
+def _command(args):
+    """The command line that reproduces this run (flags left at their defaults omitted)."""
+    words = ["kcnn", "bench", args.model]
+    defaults = {"baseline": "keras", "pairs": 3, "epochs": 4, "consumer": "resnet18", "gpu": False, "num_images": 2048}
+    for key, value in vars(args).items():
+        if key in ("model", "command", "handler", "output") or value is None or defaults.get(key) == value:
+            continue
+        flag = "--" + key.replace("_", "-")
+        words.extend([flag] if value is True else [flag, str(value)])
+    return " ".join(words)
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON-serializable: {value!r}")
