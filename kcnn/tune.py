@@ -20,7 +20,7 @@ which a distributed search sets for its duration and restores.
 from kcnn.tuning.config import TUNERS, SearchConfig, parse_address, search_train_config
 from kcnn.tuning.report import TrialRecord, format_results, pareto_front
 from kcnn.tuning.search import SearchResult, search
-from kcnn.tuning.spaces import SPACES, ConvNetSpace, InceptionSpace, ResNetSpace, SearchSpace, get_space, inception_net
+from kcnn.tuning.spaces import SPACES, ConvNetSpace, InceptionSpace, ResNetSpace, SearchSpace, get_space
 from kcnn.tuning.tuners import collect_trials
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "collect_trials",
     "format_results",
     "get_space",
-    "inception_net",
     "pareto_front",
     "parse_address",
     "search",

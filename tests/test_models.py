@@ -211,3 +211,16 @@ def test_lazy_public_api_lists_every_builder():
     assert all(callable(getattr(kcnn, name)) for name in kcnn.__all__ if name != "MODELS")
     with pytest.raises(AttributeError):
         kcnn.resnet51  # noqa: B018
+
+
+def test_googlenet_takes_another_table_and_a_small_stem():
+    widths = (8, 8, 16, 4, 8, 8)
+    model = kcnn.googlenet(stages=((widths,), (widths, widths)), stem="small", stem_width=16, batch_norm=True, input_shape=(32, 32, 3), classes=10)
+    assert model.get_layer("inception4b_concat").output.shape[1:] == (16, 16, 40)
+    assert model.get_layer("pool3").output.shape[1:3] == (16, 16)
+    assert model.get_layer("conv1").kernel_size == (3, 3) and "norm1" not in {layer.name for layer in model.layers}
+    assert model.get_layer("inception3a_1x1_bn")
+    with pytest.raises(ValueError, match="modules 4a and 4d"):
+        kcnn.googlenet(stages=((widths,), (widths,)), aux_logits=True)
+    with pytest.raises(ValueError, match="Received: stem='tiny'"):
+        kcnn.googlenet(stem="tiny")

@@ -51,7 +51,8 @@ EXPECTED_DEFAULTS = {
     "resnet": dict(stages=(1, 1, 1), block="basic", width=16, stem="small", variant="v1"),
     "inception": dict(
         stages=(((32, 32, 64, 8, 16, 16),), ((64, 64, 128, 16, 32, 32),)),
-        stem_filters=32,
+        stem="small",
+        stem_width=32,
         batch_norm=False,
         dropout=0.4,
     ),

@@ -9,62 +9,98 @@ from keras import layers
 
 from kcnn import blocks
 from kcnn.layers import LocalResponseNormalization
-from kcnn.models._base import Network, builder, spec_table
+from kcnn.models._base import Network, builder, check_choice, spec_table
 
-# Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) per module, and
-# which modules a 3x3/2 max pool follows.
-INCEPTION = {
-    "3a": (64, 96, 128, 16, 32, 32),
-    "3b": (128, 128, 192, 32, 96, 64),
-    "4a": (192, 96, 208, 16, 48, 64),
-    "4b": (160, 112, 224, 24, 64, 64),
-    "4c": (128, 128, 256, 24, 64, 64),
-    "4d": (112, 144, 288, 32, 64, 64),
-    "4e": (256, 160, 320, 32, 128, 128),
-    "5a": (256, 160, 320, 32, 128, 128),
-    "5b": (384, 192, 384, 48, 128, 128),
-}
-_POOL_AFTER = {"3b": "pool3", "4e": "pool4"}
+# Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) of each module,
+# by stage (3a-3b, 4a-4e, 5a-5b); a 3x3/2 max pool follows every stage but the last.
+STAGES = (
+    ((64, 96, 128, 16, 32, 32), (128, 128, 192, 32, 96, 64)),
+    (
+        (192, 96, 208, 16, 48, 64),
+        (160, 112, 224, 24, 64, 64),
+        (128, 128, 256, 24, 64, 64),
+        (112, 144, 288, 32, 64, 64),
+        (256, 160, 320, 32, 128, 128),
+    ),
+    ((256, 160, 320, 32, 128, 128), (384, 192, 384, 48, 128, 128)),
+)
+# The auxiliary classifiers read these modules' outputs.
 _AUXILIARY_AFTER = {"4a": "aux1", "4d": "aux2"}
+_STEMS = ("imagenet", "small")
+
+
+def _module_name(stage, index):
+    return f"inception{stage + 3}{chr(ord('a') + index)}"
+
+
+def _stem(x, stem, width, batch_norm):
+    if stem == "small":
+        # For 32x32 images: one 3x3/1 convolution keeps the full resolution.
+        return blocks.conv_bn_act(x, width, 3, name="conv1", conv_suffix="", batch_norm=batch_norm)
+    x = layers.Conv2D(64, 7, strides=2, padding="same", activation="relu", name="conv1")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)  # 56x56x64
+    x = LocalResponseNormalization(name="norm1")(x)
+    x = layers.Conv2D(64, 1, activation="relu", name="conv2_reduce")(x)
+    x = layers.Conv2D(192, 3, padding="same", activation="relu", name="conv2")(x)
+    x = LocalResponseNormalization(name="norm2")(x)
+    return layers.MaxPooling2D(3, strides=2, padding="same", name="pool2")(x)  # 28x28x192
 
 
 @builder(default_input_shape=(224, 224, 3))
 def googlenet(
+    stages=STAGES,
     *,
+    stem="imagenet",
+    stem_width=64,
+    batch_norm=False,
     aux_logits=False,
     dropout=0.4,
 ):
-    """GoogLeNet (Inception v1).
+    """GoogLeNet (Inception v1), or an inception network of another table.
 
     Layer names follow the paper's table: `conv1`, `pool1`, `norm1`, `conv2_reduce`,
-    `conv2`, `norm2`, `pool2`, `inception3a_1x1` ... `inception5b_concat`, `avg_pool`,
+    `conv2`, `norm2`, `pool2`, `inception3a_1x1` ... `inception5b_concat` (stage i's
+    modules are `inception{i + 3}a`, `b`, ...), `pool3`, `pool4`, `avg_pool`,
     `dropout`, `predictions`; the auxiliary heads are `aux1_*` (on 4a) and `aux2_*`
     (on 4d).
 
     Args:
-        aux_logits: add the two auxiliary classifiers; the model then has three
-            outputs [predictions, aux1_predictions, aux2_predictions], trained with loss
-            weights 1, 0.3, 0.3 and dropped for inference (`kcnn.train` does both).
+        stages: per stage, the widths (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5,
+            pool proj) of its inception modules; default the paper's table 1.
+        stem: "imagenet" (the paper's 7x7/2 conv, pools, LRN and 3x3 conv: 224 ->
+            28) or "small" (one 3x3/1 convolution of `stem_width`, for 32x32 images).
+        stem_width: filters of the "small" stem.
+        batch_norm: BatchNorm after each inception convolution and the small stem's
+            (not in the paper).
+        aux_logits: add the two auxiliary classifiers (needs a stage 4 with at least
+            four modules); the model then has three outputs [predictions,
+            aux1_predictions, aux2_predictions], trained with loss weights 1, 0.3, 0.3
+            and dropped for inference (`kcnn.train` does both).
         dropout: dropout before the classifier (the paper's 0.4).
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name: the builder contract (see `kcnn`).
     """
+    check_choice("stem", stem, _STEMS)
+    if not stages or not all(stages):
+        raise ValueError(f"`stages` must hold at least one module per stage. Received: stages={stages!r}")
+    names = {_module_name(stage, index) for stage, modules in enumerate(stages) for index in range(len(modules))}
+    if aux_logits and not {f"inception{module}" for module in _AUXILIARY_AFTER} <= names:
+        raise ValueError(
+            "`aux_logits` needs the modules 4a and 4d (a second stage of at least four modules). "
+            f"Received: stages with modules {sorted(names)}"
+        )
 
     def trunk(x):
-        x = layers.Conv2D(64, 7, strides=2, padding="same", activation="relu", name="conv1")(x)
-        x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)  # 56x56x64
-        x = LocalResponseNormalization(name="norm1")(x)
-        x = layers.Conv2D(64, 1, activation="relu", name="conv2_reduce")(x)
-        x = layers.Conv2D(192, 3, padding="same", activation="relu", name="conv2")(x)
-        x = LocalResponseNormalization(name="norm2")(x)
-        x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool2")(x)  # 28x28x192
+        x = _stem(x, stem, stem_width, batch_norm)
         auxiliary_inputs = []
-        for module, widths in INCEPTION.items():
-            x = blocks.inception_block(x, widths, name=f"inception{module}")
-            if aux_logits and module in _AUXILIARY_AFTER:
-                auxiliary_inputs.append(x)  # 14x14x512 (4a), 14x14x528 (4d)
-            if module in _POOL_AFTER:
-                x = layers.MaxPooling2D(3, strides=2, padding="same", name=_POOL_AFTER[module])(x)
+        for stage, modules in enumerate(stages):
+            for index, widths in enumerate(modules):
+                module = _module_name(stage, index)
+                x = blocks.inception_block(x, widths, name=module, batch_norm=batch_norm)
+                if aux_logits and module[len("inception") :] in _AUXILIARY_AFTER:
+                    auxiliary_inputs.append(x)  # 14x14x512 (4a), 14x14x528 (4d)
+            if stage + 1 < len(stages):
+                x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"pool{stage + 3}")(x)
         # 7x7x1024
         if not aux_logits:
             return x

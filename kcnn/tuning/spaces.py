@@ -25,9 +25,10 @@ import keras
 import keras_tuner
 from keras_tuner.errors import FailedTrialError
 
-from kcnn import blocks, shapes
+from kcnn import shapes
 from kcnn.models import _base
 from kcnn.models.convnet import convnet
+from kcnn.models.googlenet import googlenet
 from kcnn.models.resnet import resnet
 from kcnn.training.compile import compile_model
 from kcnn.training.config import TrainConfig, prepare_model, resolve_device
@@ -40,7 +41,6 @@ __all__ = [
     "ResNetSpace",
     "SearchSpace",
     "get_space",
-    "inception_net",
     "search_train_config",
 ]
 
@@ -412,12 +412,12 @@ class InceptionSpace(SearchSpace):
     Hyperparameters: `depth` (stages), `modules_<i>` (inception modules in stage i),
     the branch widths of GoogLeNet's table columns `1x1`, `3x3`, `5x5`, `pool_proj`
     (the `3x3_reduce` and `5x5_reduce` widths are half the 3x3 and 5x5 widths; every
-    width doubles from one stage to the next), `stem_filters`, `batch_norm`, `dropout`
+    width doubles from one stage to the next), `stem_width`, `batch_norm`, `dropout`
     and `learning_rate`.
     """
 
     name = "inception"
-    builder_name = "kcnn.tuning.spaces.inception_net"
+    builder_name = "kcnn.googlenet"
     RANGES = {
         "depth": (2, 3),
         "modules": (1, 2),
@@ -425,7 +425,7 @@ class InceptionSpace(SearchSpace):
         "3x3": (32, 64, 128),
         "5x5": (8, 16, 32),
         "pool_proj": (16, 32),
-        "stem_filters": (32, 64),
+        "stem_width": (32, 64),
         "batch_norm": (False, True),
         "dropout": (0.0, 0.4),
         "learning_rate": (1e-3, 3e-3),
@@ -437,7 +437,7 @@ class InceptionSpace(SearchSpace):
         "3x3": 64,
         "5x5": 16,
         "pool_proj": 16,
-        "stem_filters": 32,
+        "stem_width": 32,
         "batch_norm": False,
         "dropout": 0.4,
         "learning_rate": 3e-3,
@@ -457,88 +457,20 @@ class InceptionSpace(SearchSpace):
             stages.append((widths,) * count)
         return dict(
             stages=tuple(stages),
-            stem_filters=self._declare(hp, "stem_filters"),
+            stem="small",
+            stem_width=self._declare(hp, "stem_width"),
             batch_norm=self._declare(hp, "batch_norm"),
             dropout=self._declare(hp, "dropout"),
         )
 
     def build_model(self, arguments):
-        return inception_net(**arguments, input_shape=self.input_shape, classes=self.classes)
+        return googlenet(**arguments, input_shape=self.input_shape, classes=self.classes, name="inception")
 
     def geometry(self, arguments):
         steps = [("conv1", 3, 1, "same")]
         for stage in range(1, len(arguments["stages"])):
             steps.append((f"pool{stage + 2}", 3, 2, "same"))
         return steps
-
-
-def inception_net(
-    stages,
-    *,
-    stem_filters=64,
-    batch_norm=False,
-    dropout=0.4,
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=10,
-    classifier_activation="softmax",
-    name=None,
-):
-    """An inception network of any table (for small images).
-
-    TEMPORARY SHIM, to move into kcnn/models/googlenet.py: `googlenet` should take the
-    module table and a stem option (`googlenet(inception=..., stem="small")`), and the
-    space should call that. This function only assembles kcnn blocks with
-    `kcnn.models._base.build_model`.
-
-    Layer names follow GoogLeNet: `conv1`, `inception3a_*`, `pool3`, `inception4a_*`,
-    ..., `avg_pool`, `dropout`, `predictions`.
-
-    Args:
-        stages: per stage, a sequence of module widths (#1x1, #3x3 reduce, #3x3,
-            #5x5 reduce, #5x5, pool proj); a 3x3/2 max pool follows every stage but
-            the last.
-        stem_filters: width of the 3x3/1 stem convolution.
-        batch_norm: BatchNorm after every convolution.
-        dropout: dropout before the classifier.
-        include_top, weights, input_tensor, input_shape, pooling, classes,
-            classifier_activation, name: the builder contract (see `kcnn`).
-    """
-    if not stages or not all(stages):
-        raise ValueError(f"`stages` must hold at least one module per stage. Received: stages={stages!r}")
-
-    def trunk(x):
-        x = blocks.conv_bn_act(x, stem_filters, 3, name="conv1", conv_suffix="", batch_norm=batch_norm)
-        for stage, modules in enumerate(stages):
-            for index, widths in enumerate(modules):
-                x = blocks.inception_block(
-                    x, widths, name=f"inception{stage + 3}{chr(ord('a') + index)}", batch_norm=batch_norm
-                )
-            if stage + 1 < len(stages):
-                x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name=f"pool{stage + 3}")(x)
-        return x
-
-    def top(x):
-        return blocks.classifier_head(
-            x, classes, pooling="avg", input_dropout=dropout, classifier_activation=classifier_activation
-        )
-
-    return _base.build_model(
-        name=name or "inception",
-        trunk=trunk,
-        top=top,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        default_input_shape=(32, 32, 3),
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-    )
 
 
 SPACES: Mapping[str, type[SearchSpace]] = {space.name: space for space in (ConvNetSpace, ResNetSpace, InceptionSpace)}
