@@ -78,6 +78,11 @@ def _tune(args):
     # Process-wide state belongs here, in the entry point: the library never seeds the
     # global generators (the tuner and the data pipeline take their seeds explicitly).
     keras.utils.set_random_seed(train.seed)
+    # keras-tuner prints a traceback for every failed trial by default; a rejected
+    # geometry or budget is expected here and its reason lands in trials.csv.
+    from keras_tuner.src import config as keras_tuner_config
+
+    keras_tuner_config.DEBUG = False
     if config.chief and not config.worker:
         print(
             f"chief: serving the search at {config.chief}; start the workers with --chief {config.chief} --worker ID",

@@ -1,0 +1,140 @@
+"""The notebooks: committed executed and clean, and they run end to end with small parameters.
+
+Each notebook is executed with nbclient in the Jupyter kernel "python3" of this interpreter
+(the kernelspec's `python` is started as `sys.executable`), with a cell overriding its
+parameters injected after the cell tagged "parameters", as papermill does. The notebooks
+write their run folders to a temporary folder and a summary of their results to a JSON
+file, which the tests check.
+"""
+
+import csv
+import importlib.util
+import json
+import pathlib
+import sys
+
+import nbformat
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+NAMES = ["01_from_perceptron_to_resnet", "02_transfer_learning", "03_hyperparameter_tuning"]
+
+_spec = importlib.util.spec_from_file_location("kcnn_notebooks_run_all", NOTEBOOK_DIR / "run_all.py")
+run_all = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run_all)
+
+# Small versions of the notebooks' parameters: together under three minutes on two busy CPU cores.
+FAST = {
+    "01_from_perceptron_to_resnet": {"EPOCHS": 3, "ARCHITECTURES": ["alexnet", "googlenet", "resnet18"]},
+    "02_transfer_learning": {"SOURCE_EPOCHS": 12, "TARGET_EPOCHS": 10, "HEAD_EPOCHS": 5, "QUERIES": 2, "NEIGHBOURS": 3},
+    "03_hyperparameter_tuning": {
+        "MAX_TRIALS": 2,
+        "MAX_EPOCHS": 1,
+        "RANGES": {"depth": 2, "filters": 8, "kernel_size": 3, "convs_per_stage": 1, "batch_norm": False},
+    },
+}
+
+
+def run_fast(name, tmp_path, **parameters):
+    """Executes a notebook with its fast parameters; returns it and its results JSON."""
+    results = tmp_path / "results.json"
+    parameters = {**FAST[name], "OUTPUT_DIR": str(tmp_path / "runs"), "RESULTS_JSON": str(results), **parameters}
+    notebook = run_all.execute(NOTEBOOK_DIR / f"{name}.ipynb", parameters, timeout=600)
+    return notebook, json.loads(results.read_text())
+
+
+def outputs(notebook, kind=None):
+    return [o for cell in notebook.cells for o in cell.get("outputs", []) if kind is None or o.get("output_type") == kind]
+
+
+# --------------------------------------------------------------------------
+# The committed notebooks (no kernel needed).
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_notebook_is_executed_and_clean(name):
+    path = NOTEBOOK_DIR / f"{name}.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", []), "the first code cell holds the parameters"
+    assert not any("injected-parameters" in cell.metadata.get("tags", []) for cell in code)
+    # Executed in order, from a fresh kernel, without errors.
+    counts = [cell.execution_count for cell in code]
+    assert counts == list(range(1, len(code) + 1))
+    assert not outputs(notebook, "error")
+    assert any("image/png" in o.get("data", {}) for o in outputs(notebook)), "plots are committed"
+    assert run_all.leaks(notebook) == []
+    assert path.stat().st_size < 1_000_000
+
+
+def test_committed_notebooks_are_small():
+    assert sum((NOTEBOOK_DIR / f"{name}.ipynb").stat().st_size for name in NAMES) < 3_000_000
+
+
+def test_parameters_are_injected_after_the_parameters_cell():
+    notebook = nbformat.read(NOTEBOOK_DIR / f"{NAMES[0]}.ipynb", as_version=4)
+    index = next(i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", []))
+    run_all.inject_parameters(notebook, {"EPOCHS": 1, "ARCHITECTURES": ["lenet5"]})
+    injected = notebook.cells[index + 1]
+    assert injected.metadata["tags"] == ["injected-parameters"]
+    assert "EPOCHS = 1\n" in injected.source and "ARCHITECTURES = ['lenet5']\n" in injected.source
+
+
+# --------------------------------------------------------------------------
+# Execution.
+
+
+def test_kernel_is_this_interpreter(tmp_path):
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import sys\nprint(sys.executable)\nprint(sys.prefix)")])
+    path = tmp_path / "which.ipynb"
+    nbformat.write(notebook, path)
+    executed = run_all.execute(path)
+    executable, prefix = "".join(o["text"] for o in outputs(executed, "stream")).split()
+    # The same interpreter (in a virtual environment: the same environment), not the system's.
+    assert executable == sys.executable and prefix == sys.prefix
+
+
+def test_01_from_perceptron_to_resnet(tmp_path):
+    notebook, results = run_fast(NAMES[0], tmp_path)
+    assert results["conv_params"] == 456 and results["dense_equivalent_params"] == 3072 * 4704 + 4704
+    assert results["lenet5_test_accuracy"] > 0.5
+    architectures = results["architectures"]
+    assert set(architectures) == set(FAST[NAMES[0]]["ARCHITECTURES"])
+    assert architectures["alexnet"]["params"] == 60_965_224 and architectures["alexnet"]["year"] == 2012
+    assert architectures["googlenet"]["params"] < architectures["alexnet"]["params"] / 8
+    assert results["vgg16_fc_param_share"] > 0.85
+    assert results["inception_5x5_macs"]["reduced"] < results["inception_5x5_macs"]["naive"] / 5
+    assert results["blocks"]["bottleneck"] < results["blocks"]["basic"] / 10
+    assert len([o for o in outputs(notebook) if "image/png" in o.get("data", {})]) >= 4
+    assert not list((tmp_path / "runs").glob("**/checkpoint*")), "the LeNet-5 run finished"
+
+
+def test_02_transfer_learning(tmp_path):
+    _, results = run_fast(NAMES[1], tmp_path)
+    assert results["vgg_source_accuracy"] > 0.6
+    # The point of the notebook: with a few labels, the pre-trained network wins.
+    assert results["fine_tuned_accuracy"] > results["scratch_accuracy"]
+    for name in ("vgg", "resnet"):
+        assert 0.0 <= results[f"{name}_search_precision"] <= 1.0
+    assert {path.name for path in (tmp_path / "runs").iterdir()} >= {"vgg-source", "resnet-source", "fine-tuned", "from-scratch"}
+    metadata = json.loads((tmp_path / "runs" / "fine-tuned" / "metadata.json").read_text())
+    assert metadata["fine_tuning"]["head_epochs"] == FAST[NAMES[1]]["HEAD_EPOCHS"]
+    assert metadata["fine_tuning"]["unfreeze"] == ["conv4"]
+
+
+def test_03_hyperparameter_tuning(tmp_path):
+    notebook, results = run_fast(NAMES[2], tmp_path)
+    with open(pathlib.Path(results["project_dir"]) / "trials.csv", newline="") as file:
+        trials = list(csv.DictReader(file))
+    assert len(trials) == FAST[NAMES[2]]["MAX_TRIALS"]
+    scores = {row["trial"]: float(row["val_accuracy"]) for row in trials if row["status"] == "COMPLETED"}
+    # The best trial is the best of the trials table.
+    assert results["best_score"] == pytest.approx(max(scores.values()))
+    assert scores[results["best_trial"]] == pytest.approx(results["best_score"])
+    assert results["trial_scores"] == pytest.approx(scores)
+    best_row = next(row for row in trials if row["trial"] == results["best_trial"])
+    assert int(best_row["macs"]) == results["best_macs"] and int(best_row["params"]) == results["best_params"]
+    assert 0.0 <= results["test_accuracy"] <= 1.0
+    assert any("image/png" in o.get("data", {}) for o in outputs(notebook)), "the Pareto plot is shown"
