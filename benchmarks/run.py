@@ -1,0 +1,102 @@
+"""Runs the benchmark suite, one `kcnn bench` process per benchmark, and writes
+benchmarks/results.json and the results table of benchmarks/README.md.
+
+    python benchmarks/run.py                       # the whole suite (about 15-25 min on 2 cores)
+    python benchmarks/run.py lenet5_digits         # one benchmark; the others keep their last results
+    python benchmarks/run.py --table-only          # rebuild README's table from results/*.json
+
+Each benchmark runs kcnn and its baseline alternately in one process; see README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+README = os.path.join(HERE, "README.md")
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+#: name -> `kcnn bench` arguments. Sized to stay under ~5 minutes each on 2 loaded cores.
+SUITE = {
+    "resnet50_64": ["resnet50", "--input-size", "64", "--batch-size", "32", "--steps", "6", "--pairs", "4"],
+    "lenet5_digits": ["lenet5", "--pairs", "4"],
+    "lenet5_digits_spe8": ["lenet5", "--pairs", "4", "--steps-per-execution", "8"],
+    "pipeline_resnet18_32": ["pipeline", "--consumer", "resnet18", "--input-size", "32", "--batch-size", "128", "--steps", "8"],
+    "pipeline_resnet50_224": ["pipeline", "--consumer", "resnet50", "--input-size", "224", "--batch-size", "16", "--steps", "3", "--pairs", "2", "--num-images", "512"],
+    "gpu_resnet50_224": ["resnet50", "--gpu"],
+}
+
+
+def run_one(name: str, timeout: float) -> None:
+    os.makedirs(RESULTS, exist_ok=True)
+    output = os.path.join(RESULTS, f"{name}.json")
+    command = [sys.executable, "-m", "kcnn", "bench", *SUITE[name], "--output", output]
+    print(f"== {name}: {' '.join(command[1:])}", flush=True)
+    started = time.perf_counter()
+    completed = subprocess.run(command, timeout=timeout, check=False)
+    print(f"== {name}: exit {completed.returncode} after {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def collect() -> list[dict]:
+    results = []
+    for name in SUITE:
+        path = os.path.join(RESULTS, f"{name}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                results.append({"name": name, **json.load(f)})
+    return results
+
+
+def write_outputs(results: list[dict]) -> None:
+    from kcnn.bench import to_markdown
+
+    with open(os.path.join(HERE, "results.json"), "w") as f:
+        json.dump({"results": results}, f, indent=1)
+        f.write("\n")
+    machines = {json.dumps({k: v for k, v in r["machine"].items() if k != "load_average"}, sort_keys=True) for r in results if "machine" in r}
+    lines = [START, ""]
+    for machine in sorted(machines):
+        m = json.loads(machine)
+        gpus = ", ".join(g["name"] for g in m.get("gpus", [])) or "no GPU"
+        lines.append(
+            f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {gpus}; {m['platform']}; "
+            f"Python {m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}."
+        )
+    lines += ["", to_markdown(results), "", "| benchmark | command | load average before -> after (1, 5, 15 min) |", "|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['name']} | `{r.get('command', '')}` | {r.get('load_average_before')} -> {r.get('load_average_after')} |")
+    lines += ["", END]
+    with open(README) as f:
+        text = f.read()
+    if START in text and END in text:
+        text = text[: text.index(START)] + "\n".join(lines) + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip() + "\n\n" + "\n".join(lines) + "\n"
+    with open(README, "w") as f:
+        f.write(text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", choices=[*SUITE, []], metavar="NAME", help=f"benchmarks to run: {', '.join(SUITE)}")
+    parser.add_argument("--table-only", action="store_true", help="only rebuild results.json and the README table")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per benchmark")
+    args = parser.parse_args(argv)
+    if not args.table_only:
+        for name in args.names or SUITE:
+            try:
+                run_one(name, args.timeout)
+            except subprocess.TimeoutExpired:
+                print(f"== {name}: timed out after {args.timeout:.0f} s", flush=True)
+    write_outputs(collect())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""The benchmark code on tiny configurations: it runs, and its ratios are computed from
+its own measurements. No test asserts a speed."""
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kcnn import bench
+from kcnn.cli import main
+
+HAS_GPU = bool(tf.config.list_physical_devices("GPU"))
+
+
+def _tiny_reference(input_shape, classes):
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(classes, activation="softmax"),
+        ],
+        name="tiny",
+    )
+
+
+def _check_ratios(result, first, second, invert=()):
+    """Every ratio is the pairwise quotient of the result's own measurements."""
+    runs = result["runs"]
+    assert result["ratios"]
+    for key, summary in result["ratios"].items():
+        a = [run[key] for run in runs[first]]
+        b = [run[key] for run in runs[second]]
+        expected = [y / x for x, y in zip(a, b)] if key in invert else [x / y for x, y in zip(a, b)]
+        np.testing.assert_allclose(summary["pairs"], expected)
+        assert summary["min"] <= summary["median"] <= summary["max"]
+        assert summary["median"] == pytest.approx(float(np.median(expected)))
+
+
+# ---------------------------------------------------------------------------
+# The arithmetic
+
+
+def test_ratio_summary_pairs_medians_and_range():
+    summary = bench.ratio_summary([2.0, 4.0, 9.0], [1.0, 2.0, 3.0], ("kcnn", "baseline"))
+    assert summary["pairs"] == [2.0, 2.0, 3.0]
+    assert (summary["median"], summary["min"], summary["max"]) == (2.0, 2.0, 3.0)
+    assert summary["medians"] == {"kcnn": 4.0, "baseline": 2.0}
+    with pytest.raises(ValueError, match="equally long"):
+        bench.ratio_summary([1.0], [1.0, 2.0])
+
+
+def test_alternate_runs_a_b_a_b_after_a_warm_up():
+    calls = []
+    sides = {"a": lambda: calls.append("a") or {"v": len(calls)}, "b": lambda: calls.append("b") or {"v": len(calls)}}
+    runs = bench.alternate(sides, 2)
+    assert calls == ["a", "b", "a", "b", "a", "b"]
+    assert [r["v"] for r in runs["a"]] == [3, 5] and [r["v"] for r in runs["b"]] == [4, 6]
+    with pytest.raises(ValueError, match="pairs"):
+        bench.alternate(sides, 0)
+
+
+def test_step_timer_rates_leave_out_the_warm_up():
+    timer = bench.StepTimer()
+    # Epoch 0 begins at t=0; executions of 2 steps end at t=5 (tracing), 6, 7, 8.
+    timer.epochs = {0: (0.0, [(1, 5.0), (3, 6.0), (5, 7.0), (7, 8.0)]), 1: (10.0, [(1, 11.0), (3, 12.0)]), 2: (13.0, [(3, 13.5)])}
+    images_per_second, step = timer.steady_rate(batch_size=4, skip=1)
+    assert step == pytest.approx(0.5)  # steps 2..7 in 3 seconds
+    assert images_per_second == pytest.approx(6 * 4 / 3)
+    train, whole = timer.epoch_seconds(skip=1)
+    assert train == [2.0, 0.5] and whole == [3.0]
+    with pytest.raises(ValueError, match="skip"):
+        timer.steady_rate(batch_size=4, skip=4)
+    assert timer.steady_cpu(batch_size=4) is None  # no CPU marks set here
+    timer.cpu = {0: (0.0, [8.0, 9.0, 10.0, 11.5]), 1: (20.0, [21.0, 23.0]), 2: (30.0, [31.0])}
+    assert timer.steady_cpu(batch_size=4, skip=1) == pytest.approx(1e3 * 3.5 / 24)
+    assert timer.epoch_cpu_seconds(skip=1) == [3.0, 1.0]
+
+
+def test_chip_fraction_is_macs_times_six_over_peak():
+    # ResNet-50 v1.5 at 224: 4.09 GMACs -> 24.5 GFLOPs per image for a training step.
+    assert bench.training_flops_per_image(4.09e9) == pytest.approx(24.54e9)
+    assert bench.chip_fraction(3000.0, 4.09e9, 989e12) == pytest.approx(3000 * 4.09e9 * 6 / 989e12)
+    assert bench.chip_fraction(1000.0, 1e9, 6e12) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="peak_flops"):
+        bench.chip_fraction(1.0, 1.0, 0)
+
+
+def test_peak_flops_by_device_name():
+    assert bench.peak_flops_for("NVIDIA H200") == 989e12
+    assert bench.peak_flops_for("NVIDIA A100-SXM4-80GB") == 312e12
+    assert bench.peak_flops_for("Tesla T4") == 65e12
+    assert bench.peak_flops_for("NVIDIA L40S") == 362e12  # not L4
+    assert bench.peak_flops_for("Some Other Accelerator") is None
+    assert bench.peak_flops_for("X", {"X": 1.0}) == 1.0
+
+
+def test_markdown_table_shows_each_ratio_with_its_range():
+    result = {
+        "benchmark": "model",
+        "model": "resnet50",
+        "input_size": 64,
+        "batch_size": 32,
+        "baseline": "keras",
+        "status": "ok",
+        "ratios": {"train_images_per_second": bench.ratio_summary([3.0, 4.0], [2.0, 2.0], ("kcnn", "baseline"))},
+    }
+    table = bench.to_markdown([result, {"benchmark": "gpu", "model": "resnet50", "status": "skipped", "reason": "no GPU found"}])
+    assert "**1.75** [1.50-2.00]" in table and "kcnn 3.5" in table and "baseline 2" in table
+    assert "skipped: no GPU found" in table
+
+
+# ---------------------------------------------------------------------------
+# The benchmarks, tiny
+
+
+def test_compare_models_tiny_computes_ratios_from_its_runs():
+    result = bench.compare_models(
+        "lenet5", input_size=32, batch_size=4, steps=3, pairs=1, classes=3, skip=1, reference=_tiny_reference
+    )
+    assert result["status"] == "ok" and result["baseline"].startswith("tiny")
+    assert set(result["runs"]) == {"kcnn", "baseline"} and len(result["runs"]["kcnn"]) == 1
+    for runs in result["runs"].values():
+        for run in runs:
+            assert run["train_images_per_second"] > 0 and run["inference_images_per_second"] > 0
+            assert run["step_seconds"] == pytest.approx(4 / run["train_images_per_second"])
+    _check_ratios(result, "kcnn", "baseline", invert=("step_seconds", "train_cpu_ms_per_image", "peak_memory_bytes"))
+    assert result["macs_per_image"] > 0 and result["machine"]["cores"] >= 1
+    json.dumps(result)  # JSON-serializable as is
+
+
+def test_compare_models_refuses_what_it_cannot_compare():
+    with pytest.raises(ValueError, match="keras.applications has no counterpart"):
+        bench.compare_models("lenet5")
+    with pytest.raises(ValueError, match="baseline"):
+        bench.compare_models("resnet50", baseline="jax")
+    with pytest.raises(ValueError, match="steps"):
+        bench.compare_models("resnet50", steps=2, skip=2)
+
+
+def test_small_model_tiny(rng):
+    x = rng.integers(0, 256, (48, 32, 32), dtype=np.uint8)
+    y = np.repeat(np.arange(3), 16)
+    config = bench_config(epochs=3, batch_size=16)
+    result = bench.small_model(epochs=3, pairs=1, config=config, data=(x, y))
+    assert result["status"] == "ok"
+    for run in result["runs"]["kcnn"] + result["runs"]["baseline"]:
+        assert run["epoch_train_seconds"] > 0 and run["fit_call_seconds"] >= run["epoch_train_seconds"]
+        assert run["train_images_per_second"] == pytest.approx(result["num_train"] / run["epoch_train_seconds"])
+    _check_ratios(
+        result, "kcnn", "baseline", invert=("epoch_train_seconds", "epoch_train_cpu_seconds", "epoch_whole_seconds", "fit_call_seconds")
+    )
+    assert set(result["test_accuracy"]) == {"kcnn", "baseline"}
+
+
+def test_pipeline_tiny(tmp_path):
+    folder = bench.write_jpeg_folder(tmp_path / "jpegs", num_images=24, size=20, classes=2)
+    result = bench.pipeline(folder, consumer="lenet5", input_size=32, batch_size=8, steps=2, pairs=1)
+    assert result["status"] == "ok" and result["num_images"] == 24
+    assert result["decode_images_per_second"] > 0
+    ratios = result["ratios"]
+    np.testing.assert_allclose(
+        ratios["pipeline_over_consumption"]["pairs"],
+        [p["images_per_second"] / c["images_per_second"] for p, c in zip(result["runs"]["pipeline"], result["runs"]["consumer"])],
+    )
+    np.testing.assert_allclose(
+        ratios["training_with_pipeline_over_constant_batch"]["pairs"],
+        [p["images_per_second"] / c["images_per_second"] for p, c in zip(result["runs"]["real_pipeline"], result["runs"]["constant_batch"])],
+    )
+    assert math.isfinite(ratios["decode_over_consumption"]["value"])
+
+
+def bench_config(**kwargs):
+    from kcnn.train import TrainConfig
+
+    return TrainConfig(**kwargs)
+
+
+# ---------------------------------------------------------------------------
+# The GPU and PyTorch paths, where there is neither
+
+
+@pytest.mark.skipif(HAS_GPU, reason="a GPU is present")
+def test_gpu_run_says_no_gpu_was_found(tmp_path):
+    result = bench.gpu_run("resnet50")
+    assert result["status"] == "skipped" and "no GPU found" in result["reason"]
+    out = tmp_path / "gpu.json"
+    assert main(["bench", "resnet50", "--gpu", "--output", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["status"] == "skipped" and saved["command"] == "kcnn bench resnet50 --gpu"
+
+
+def test_torch_baseline_is_skipped_cleanly_or_runs():
+    available, reason = bench.torch_available()
+    if not available:
+        assert "optional" in reason
+        result = bench.compare_models("resnet18", baseline="torch", input_size=32, batch_size=2, steps=3)
+        assert result["status"] == "skipped" and result["reason"] == reason
+        assert "no ratios" not in bench.to_markdown([result])
+        return
+    result = bench.compare_models("resnet18", baseline="torch", input_size=32, batch_size=2, steps=3, pairs=1, skip=1)
+    assert result["status"] == "ok" and result["baseline"].startswith("torchvision.models.resnet18")
+    _check_ratios(result, "kcnn", "baseline", invert=("step_seconds", "train_cpu_ms_per_image", "peak_memory_bytes"))
+
+
+def test_cli_rejects_a_model_without_baseline(capsys):
+    assert main(["bench", "googlenet", "--steps", "3"]) == 2
+    assert "keras.applications has no counterpart" in capsys.readouterr().err
