@@ -23,6 +23,8 @@ Variants:
                      map, prefetch AUTOTUNE; --augment adds its augmentation)
     kcnn_pipe_lean   kcnn_pipe with the tf.data threading options of fit_ds_lean
     kcnn_pipe_noauto kcnn_pipe with autotune off (map parallelism and prefetch fixed at 1)
+    fit_const_sync   fit_const with tf.data's prefetch injection off: no background thread,
+                     the batch is produced inside the step by the thread that asks for it
     fn_iter          model.train_function(iterator) in a Python loop: fit's compiled step
                      (iterator read inside the graph) without fit's loop and callbacks
     fn_tensors       model.train_function on a batch of tensors: train_on_batch's
@@ -58,6 +60,7 @@ VARIANTS = (
     "kcnn_pipe_noauto",
     "fn_iter",
     "fn_tensors",
+    "fit_const_sync",
 )
 
 
@@ -177,6 +180,8 @@ def main(argv=None):
     from kcnn import data as kdata
 
     kcnn_train = kdata.load((x8, y), batch_size=batch, validation_split=0, test_split=0, augment=args.augment or False).train.repeat()
+    sync = tf.data.Options()
+    sync.experimental_optimization.inject_prefetch = False
     fixed = tf.data.Options()
     fixed.autotune.enabled = False  # AUTOTUNE parallelism and buffer sizes then default to 1
     runs = {
@@ -191,6 +196,7 @@ def main(argv=None):
         "kcnn_pipe": fit_on(lambda: kcnn_train),
         "kcnn_pipe_lean": fit_on(lambda: kcnn_train.with_options(lean)),
         "kcnn_pipe_noauto": fit_on(lambda: kcnn_train.with_options(fixed)),
+        "fit_const_sync": fit_on(lambda: const.with_options(sync)),
         "fn_iter": fn_iter,
         "fn_tensors": fn_tensors,
     }
