@@ -19,7 +19,7 @@ train: $(STAMP)
 	$(BIN)/kcnn train
 
 test: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q --durations=15
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -3,7 +3,6 @@ cleared session between trials, and a Hyperband that replaces failed trials."""
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 import pathlib
@@ -76,9 +75,8 @@ class _Records:
         if self._on_trial is not None:
             ended = self.oracle.get_trial(trial.trial_id)
             self._notify(ended, ended.status, score=ended.score, record=record)
-        # The next trial starts from an empty graph, so memory does not grow.
-        keras.backend.clear_session()
-        gc.collect()
+        # No clear_session here: keras-tuner clears the session (and collects garbage)
+        # before it builds each trial's model, and a full collection costs ~0.2 s.
 
     def _notify(self, trial, status, *, score, record=None):
         if self._on_trial is None:
