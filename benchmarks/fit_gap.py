@@ -25,6 +25,12 @@ Variants:
     kcnn_pipe_noauto kcnn_pipe with autotune off (map parallelism and prefetch fixed at 1)
     fit_const_sync   fit_const with tf.data's prefetch injection off: no background thread,
                      the batch is produced inside the step by the thread that asks for it
+    fit_const_fed    fit_const with FeedTensors: each step gets eager tensors (next(iterator)
+                     in Python) instead of reading the iterator inside the compiled step
+    kcnn_pipe_fed    kcnn_pipe with FeedTensors
+    fit_const_wait   fit_const with a callback reading the loss after every step (waits for
+                     the step like train_on_batch does; kcnn's TerminateOnNonFinite does too)
+    tob_kcnn         model.train_on_batch on batches read eagerly from kcnn.data's pipeline
     fn_iter          model.train_function(iterator) in a Python loop: fit's compiled step
                      (iterator read inside the graph) without fit's loop and callbacks
     fn_tensors       model.train_function on a batch of tensors: train_on_batch's
@@ -61,7 +67,42 @@ VARIANTS = (
     "fn_iter",
     "fn_tensors",
     "fit_const_sync",
+    "fit_const_fed",
+    "kcnn_pipe_fed",
+    "fit_const_wait",
+    "tob_kcnn",
 )
+
+
+def feed_tensors_callback():
+    """A callback making `model.fit` feed each compiled step eager tensors.
+
+    Keras' TensorFlow trainer reads `tf.data` batches inside the compiled step when it
+    is given an iterator; given any other iterable it calls the step once per batch with
+    tensors (the `train_on_batch` path). Keras builds `model.train_function` before
+    `on_train_begin`, so the callback can wrap it there.
+    """
+    import itertools
+
+    import keras
+
+    class FeedTensors(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            model = self.model
+            compiled = model.train_function
+            if getattr(compiled, "_feeds_tensors", False):
+                return
+
+            def train_function(iterator):
+                batches = list(itertools.islice(iterator, model.steps_per_execution))
+                if not batches:
+                    raise StopIteration
+                return compiled(iter(batches))
+
+            train_function._feeds_tensors = True
+            model.train_function = train_function
+
+    return FeedTensors()
 
 
 def thread_cpu():
@@ -144,11 +185,26 @@ def main(argv=None):
     noauto = tf.data.Options()
     noauto.autotune.enabled = False
 
-    def fit_on(make_ds, which=None):
+    def fit_on(make_ds, which=None, callbacks=()):
         def run():
-            (which or model).fit(make_ds(), epochs=1, steps_per_epoch=steps, verbose=0)
+            (which or model).fit(make_ds(), epochs=1, steps_per_epoch=steps, verbose=0, callbacks=list(callbacks))
 
         return run
+
+    fed = [feed_tensors_callback()]
+
+    class Wait(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            float(logs["loss"])
+
+    kcnn_iterator = []
+
+    def tob_kcnn():
+        if not kcnn_iterator:
+            kcnn_iterator.append(iter(kcnn_train))
+        for _ in range(steps):
+            images, labels = next(kcnn_iterator[0])
+            model.train_on_batch(images, labels)
 
     def tob():
         for i in range(steps):
@@ -197,6 +253,10 @@ def main(argv=None):
         "kcnn_pipe_lean": fit_on(lambda: kcnn_train.with_options(lean)),
         "kcnn_pipe_noauto": fit_on(lambda: kcnn_train.with_options(fixed)),
         "fit_const_sync": fit_on(lambda: const.with_options(sync)),
+        "fit_const_fed": fit_on(lambda: const, callbacks=fed),
+        "kcnn_pipe_fed": fit_on(lambda: kcnn_train, callbacks=fed),
+        "fit_const_wait": fit_on(lambda: const, callbacks=[Wait()]),
+        "tob_kcnn": tob_kcnn,
         "fn_iter": fn_iter,
         "fn_tensors": fn_tensors,
     }

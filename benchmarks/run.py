@@ -84,10 +84,13 @@ def write_outputs(results: list[dict]) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", choices=[*SUITE, []], metavar="NAME", help=f"benchmarks to run: {', '.join(SUITE)}")
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all): {', '.join(SUITE)}")
     parser.add_argument("--table-only", action="store_true", help="only rebuild results.json and the README table")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per benchmark")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(SUITE))
+    if unknown:
+        parser.error(f"unknown benchmarks {unknown}; known: {', '.join(SUITE)}")
     if not args.table_only:
         for name in args.names or SUITE:
             try:

@@ -47,9 +47,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "small_model_levers.json"))
     args = parser.parse_args(argv)
 
-    from kcnn import bench
+    from kcnn import bench, train
     from kcnn import data as kdata
-    from kcnn import train
 
     plain = kdata.load("digits", batch_size=256)
     x, y = kdata.as_numpy(plain.train)

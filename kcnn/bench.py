@@ -1018,11 +1018,16 @@ def to_markdown(results: Sequence[Mapping[str, Any]]) -> str:
 def _title(result: Mapping[str, Any]) -> str:
     kind = result.get("benchmark")
     if kind in ("model", "gpu"):
-        return f"{result['model']} {result.get('input_size', '')}px b{result.get('batch_size', '')} vs {result.get('baseline', '')}"
+        if "input_size" not in result:
+            return f"{result.get('model', '')} ({kind})"
+        baseline = str(result.get("baseline", "")).split(" + ")[0]
+        return f"{result['model']} {result['input_size']}px b{result['batch_size']}: kcnn fit vs {baseline} fit"
     if kind == "small_model":
-        return f"lenet5 digits vs {result.get('baseline', '')}"
+        config = result.get("config", {})
+        spe = config.get("steps_per_execution", 1)
+        return f"lenet5 digits: kcnn fit (b{config.get('batch_size')}, spe {spe}, augment {config.get('augment')}) vs student fit (b32)"
     if kind == "pipeline":
-        return f"kcnn.data JPEG folder -> {result['consumer']} {result['input_size']}px b{result['batch_size']}"
+        return f"kcnn.data JPEG folder ({result['augment']}) -> {result['consumer']} {result['input_size']}px b{result['batch_size']}"
     return str(kind)
 
 

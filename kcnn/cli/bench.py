@@ -73,7 +73,7 @@ def _bench(args):
         result = bench.small_model(epochs=args.epochs, pairs=args.pairs, config=config)
     else:
         batch_size = args.batch_size or 32
-        kwargs = dict(input_size=args.input_size, batch_size=batch_size, steps=args.steps or 12, baseline=args.baseline, pairs=args.pairs)
+        kwargs = {"input_size": args.input_size, "batch_size": batch_size, "steps": args.steps or 12, "baseline": args.baseline, "pairs": args.pairs}
         if args.gpu:
             result = bench.gpu_run(args.model, peak_flops=args.peak_flops, **{**kwargs, "input_size": args.input_size or 224})
         else:
