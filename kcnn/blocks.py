@@ -7,6 +7,8 @@ public API, see the design notes).
 
 from keras import layers
 
+from kcnn.layers import FusedBatchNormalization
+
 _POOLINGS = (None, "avg", "max")
 
 
@@ -40,7 +42,8 @@ def conv_bn_act(
         filters, kernel_size, strides, padding, groups: as `keras.layers.Conv2D`.
         name: prefix of the layer names.
         conv_suffix: suffix of the convolution's name ("" names it `name` itself).
-        batch_norm: add a BatchNormalization after the convolution.
+        batch_norm: add a BatchNormalization after the convolution (TensorFlow's
+            fused kernel: `kcnn.layers.FusedBatchNormalization`).
         use_bias: give the convolution a bias.
         bn_epsilon: BatchNormalization epsilon.
         activation: activation name, callable or None.
@@ -57,7 +60,7 @@ def conv_bn_act(
         name=f"{name}{conv_suffix}",
     )(x)
     if batch_norm:
-        x = layers.BatchNormalization(axis=-1, epsilon=bn_epsilon, name=f"{name}_bn")(x)
+        x = FusedBatchNormalization(axis=-1, epsilon=bn_epsilon, name=f"{name}_bn")(x)
         if activation is not None:
             x = layers.Activation(activation, name=f"{name}_{_activation_name(activation)}")(x)
     return x

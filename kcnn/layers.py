@@ -228,3 +228,67 @@ class EuclideanRBF(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="kcnn")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` computed by TensorFlow's fused kernel.
+
+    Keras 3 computes batch normalization from separate ops (moments, then an
+    element-wise normalization, and their gradients op by op); tf.keras used
+    TensorFlow's `FusedBatchNormV3`, one kernel forward and one backward (oneDNN on
+    CPU, cuDNN on GPU). This layer brings the fused kernel back where it applies
+    (TensorFlow backend, 4D channels-last inputs, float inputs, no mask, no renorm or
+    synchronization, epsilon of at least 1e-5 as cuDNN requires) and is
+    `keras.layers.BatchNormalization` everywhere else. It has the same weights, in the
+    same order, with the same names, and computes the same function: outputs with the
+    biased batch variance, moving statistics updated with `momentum` from the biased
+    variance too (the fused kernel returns the unbiased one; it is rescaled here).
+    Weights load to and from `keras.layers.BatchNormalization` layers by name.
+    """
+
+    # cuDNN's CUDNN_BN_MIN_EPSILON: the fused kernel refuses smaller values on a GPU.
+    MIN_EPSILON = 1e-5
+
+    def _fused_applies(self, inputs, mask):
+        return (
+            keras.backend.backend() == "tensorflow"
+            and mask is None
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and not self.renorm
+            and not self.synchronized
+            and self.epsilon >= self.MIN_EPSILON
+            and self.scale
+            and self.center
+            and keras.backend.standardize_dtype(inputs.dtype) in ("float16", "bfloat16", "float32")
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused_applies(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        # As Keras does: compute in float32 (half-precision statistics overflow).
+        x = tf.cast(inputs, "float32")
+        gamma = tf.cast(self.gamma, "float32")
+        beta = tf.cast(self.beta, "float32")
+        empty = tf.constant([], dtype="float32")
+        if training and self.trainable:
+            y, mean, unbiased_variance, *_ = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=gamma, offset=beta, mean=empty, variance=empty,
+                epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=True,
+            )  # fmt: skip
+            count = tf.cast(tf.size(x) // tf.shape(x)[-1], "float32")
+            variance = unbiased_variance * tf.math.maximum(count - 1.0, 0.0) / count
+            self.moving_mean.assign(self.moving_mean * self.momentum + tf.cast(mean, self.moving_mean.dtype) * (1.0 - self.momentum))
+            self.moving_variance.assign(
+                self.moving_variance * self.momentum + tf.cast(variance, self.moving_variance.dtype) * (1.0 - self.momentum)
+            )
+        else:
+            y, *_ = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=gamma, offset=beta,
+                mean=tf.cast(self.moving_mean, "float32"), variance=tf.cast(self.moving_variance, "float32"),
+                epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=False,
+            )  # fmt: skip
+        return tf.cast(y, self.compute_dtype)

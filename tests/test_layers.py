@@ -1,10 +1,12 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from kcnn.layers import (
     ConnectionTableConv2D,
     EuclideanRBF,
+    FusedBatchNormalization,
     LocalResponseNormalization,
     Subsampling2D,
     lecun_tanh,
@@ -117,3 +119,93 @@ def test_lenet5_paper_macs_count_the_custom_layers():
     assert trace.row("rbf").macs == 84 * 10
     modern = shapes.trace(kcnn.lenet5())
     assert modern.row("conv3").macs == 10 * 10 * 16 * 25 * 6
+
+
+# --------------------------------------------------------------------------
+# FusedBatchNormalization: the same function as keras.layers.BatchNormalization.
+
+
+def _bn_pair(rng, shape, **kwargs):
+    """A Keras and a fused BatchNormalization with the same random weights
+    (gamma, beta, moving mean, moving variance: whichever the arguments create)."""
+    keras_bn, fused_bn = keras.layers.BatchNormalization(**kwargs), FusedBatchNormalization(**kwargs)
+    for layer in (keras_bn, fused_bn):
+        layer.build(shape)
+    weights = [
+        rng.uniform(0.5, 2.0, size=w.shape) if "variance" in w.path else rng.normal(size=w.shape) for w in keras_bn.weights
+    ]
+    for layer in (keras_bn, fused_bn):
+        layer.set_weights([w.astype("float32") for w in weights])
+    return keras_bn, fused_bn, weights
+
+
+def _forward_and_gradients(layer, x, training):
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=training)
+        loss = tf.reduce_sum(y * tf.sin(y))  # a non-uniform upstream gradient
+    return [np.asarray(t) for t in (y, *tape.gradient(loss, [x, *layer.trainable_weights]))]
+
+
+@pytest.mark.parametrize("epsilon", [1e-3, 1.001e-5])
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_batch_norm_matches_numpy_and_keras_outputs_gradients_and_moving_statistics(rng, epsilon, training):
+    x = rng.normal(2.0, 3.0, size=(3, 5, 4, 6)).astype("float32")
+    keras_bn, fused_bn, (gamma, beta, moving_mean, moving_variance) = _bn_pair(rng, x.shape, epsilon=epsilon, momentum=0.9)
+    if training:
+        mean, variance = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))  # biased, as Keras normalizes
+        expected_moving = [0.9 * moving_mean + 0.1 * mean, 0.9 * moving_variance + 0.1 * variance]
+    else:
+        mean, variance = moving_mean, moving_variance
+        expected_moving = [moving_mean, moving_variance]
+    expected = (x - mean) / np.sqrt(variance + epsilon) * gamma + beta
+
+    fused = _forward_and_gradients(fused_bn, x, training)
+    reference = _forward_and_gradients(keras_bn, x, training)
+    np.testing.assert_allclose(fused[0], expected, rtol=1e-4, atol=1e-4)
+    for got, want in zip(fused, reference):  # output, d/dx, d/dgamma, d/dbeta
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    for layer in (fused_bn, keras_bn):
+        np.testing.assert_allclose(layer.get_weights()[2], expected_moving[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(layer.get_weights()[3], expected_moving[1], rtol=1e-5, atol=1e-6)
+
+
+def test_fused_batch_norm_frozen_runs_in_inference_mode(rng):
+    x = rng.normal(size=(4, 3, 3, 2)).astype("float32")
+    keras_bn, fused_bn, weights = _bn_pair(rng, x.shape)
+    for layer in (keras_bn, fused_bn):
+        layer.trainable = False
+    y = np.asarray(fused_bn(x, training=True))
+    np.testing.assert_allclose(y, np.asarray(keras_bn(x, training=True)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fused_bn.get_weights()[2], weights[2].astype("float32"))  # no update
+
+
+@pytest.mark.parametrize(
+    "shape,kwargs",
+    [((4, 6), {}), ((2, 3, 3, 4), {"epsilon": 1e-6}), ((2, 3, 3, 4), {"axis": 1}), ((2, 3, 3, 4), {"center": False})],
+)
+def test_fused_batch_norm_falls_back_to_keras_where_the_kernel_does_not_apply(rng, shape, kwargs):
+    x = rng.normal(size=shape).astype("float32")
+    keras_bn, fused_bn, _ = _bn_pair(rng, shape, **kwargs)
+    assert not fused_bn._fused_applies(tf.constant(x), None)
+    for training in (True, False):
+        np.testing.assert_allclose(np.asarray(fused_bn(x, training=training)), np.asarray(keras_bn(x, training=training)), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_batch_norm_weights_are_keras_batch_norm_weights_and_it_serializes(rng, tmp_path):
+    inputs = keras.Input((5, 5, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    model = keras.Model(inputs, FusedBatchNormalization(epsilon=1.001e-5, name="conv_bn")(x))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    plain = keras.Model(inputs, keras.layers.BatchNormalization(epsilon=1.001e-5, name="conv_bn")(x))
+    assert [w.path for w in model.weights] == [w.path for w in plain.weights]
+    plain.set_weights([rng.normal(size=w.shape).astype("float32") ** 2 for w in plain.weights])
+    model.set_weights(plain.get_weights())
+    images = rng.normal(size=(2, 5, 5, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(model(images)), np.asarray(plain(images)), rtol=1e-5, atol=1e-5)
+    path = tmp_path / "fused.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert type(restored.get_layer("conv_bn")) is FusedBatchNormalization
+    np.testing.assert_allclose(np.asarray(restored(images)), np.asarray(model(images)), rtol=1e-6)
