@@ -34,6 +34,9 @@ VARIANTS = {
     "noaug": {"augment": None},
     "spe8_noaug": {"steps_per_execution": 8, "augment": None},
     "b128_spe8": {"batch_size": 128, "steps_per_execution": 8},
+    "b128_spe8_noaug": {"batch_size": 128, "steps_per_execution": 8, "augment": None},
+    "b128": {"batch_size": 128},
+    "b128_spe32": {"batch_size": 128, "steps_per_execution": 32},
     "xla": {"xla": "on"},
     "xla_spe8": {"xla": "on", "steps_per_execution": 8},
 }

@@ -581,7 +581,7 @@ def compare_models(
         pairs: A B rounds after one warm-up round.
         classes: number of classes of both models.
         config: the `kcnn.train.TrainConfig` (default: the trainer's defaults with
-            `epochs=1`, this batch size and no augmentation).
+            `epochs=1`, this batch size, no augmentation and one step per call).
         skip: leading steps (kcnn: executions) left out of each measurement.
         reference: with `baseline="keras"`, builds the baseline from
             `(input_shape, classes)` instead of keras.applications (for other
@@ -612,7 +612,9 @@ def compare_models(
     spec = registry.get_spec(name)
     size = input_size or spec.default_input_shape[0]
     input_shape = (size, size, 3)
-    config = config or ktrain.TrainConfig(epochs=1, batch_size=batch_size, augment=None)
+    # One step per call, as the baseline's fit: the measurement times steps (and
+    # "auto" gives 1 anyway for models of keras.applications' size).
+    config = config or ktrain.TrainConfig(epochs=1, batch_size=batch_size, augment=None, steps_per_execution=1)
     if config.batch_size != batch_size:
         raise ValueError(f"`config.batch_size` must equal `batch_size`. Received: {config.batch_size} and {batch_size}")
     result: dict[str, Any] = {
@@ -656,7 +658,7 @@ def compare_models(
         result["baseline"] = f"torchvision.models.{name} (torch {torch.__version__}) + Adam loop"
     result["load_average_before"] = _load()
     with _quiet():
-        kcnn_skip = max(1, math.ceil(skip / config.steps_per_execution))
+        kcnn_skip = max(1, math.ceil(skip / ktrain.steps_per_execution(model, config, steps)))
         runs, result["kcnn_fit_call"] = _interleaved_fit(model, data, config, train_other, pairs, kcnn_skip)
         inference = alternate(infer, pairs, log=_progress)
     for side in runs:
@@ -754,6 +756,7 @@ def small_model(*, epochs: int = 4, pairs: int = 3, config: Any = None, data: An
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         last["kcnn"] = result.model
+        last["steps_per_execution"] = result.metadata["steps_per_execution"]["0"]
         return _epoch_measurement(timer, len(x), wall)
 
     def student_side():
@@ -788,6 +791,7 @@ def small_model(*, epochs: int = 4, pairs: int = 3, config: Any = None, data: An
         ("epoch_train_seconds", "epoch_train_cpu_seconds", "epoch_whole_seconds", "train_images_per_second", "fit_call_seconds"),
         invert=("epoch_train_seconds", "epoch_train_cpu_seconds", "epoch_whole_seconds", "fit_call_seconds"),
     )
+    result["config"]["steps_per_execution_resolved"] = last["steps_per_execution"]
     result["test_accuracy"] = {
         "kcnn": float(np.mean(np.argmax(last["kcnn"].predict(x_test, verbose=0), 1) == y_test)),
         "baseline": float(np.mean(np.argmax(last["student"].predict(x_test, verbose=0), 1) == y_test)),
@@ -879,7 +883,7 @@ def pipeline(
     finally:
         if owned:
             shutil.rmtree(owned, ignore_errors=True)
-    config = ktrain.TrainConfig(epochs=1, batch_size=batch_size)
+    config = ktrain.TrainConfig(epochs=1, batch_size=batch_size, steps_per_execution=1)  # steps are timed
     model = registry.get_spec(consumer).build(input_shape=(input_size, input_size, 3), classes=data.num_classes, **dict(model_kwargs or {}))
     ktrain.compile_model(model, config, steps_per_epoch=steps + 1)
     xb, yb = next(iter(data.train))
@@ -1025,6 +1029,8 @@ def _title(result: Mapping[str, Any]) -> str:
     if kind == "small_model":
         config = result.get("config", {})
         spe = config.get("steps_per_execution", 1)
+        if "steps_per_execution_resolved" in config and spe != config["steps_per_execution_resolved"]:
+            spe = f"{spe}: {config['steps_per_execution_resolved']}"
         return f"lenet5 digits: kcnn fit (b{config.get('batch_size')}, spe {spe}, augment {config.get('augment')}) vs student fit (b32)"
     if kind == "pipeline":
         return f"kcnn.data JPEG folder ({result['augment']}) -> {result['consumer']} {result['input_size']}px b{result['batch_size']}"

@@ -20,6 +20,7 @@ from kcnn.training.compile import (
     compile_model,
     make_optimizer,
     make_schedule,
+    steps_per_execution,
 )
 from kcnn.training.config import (
     DeviceSettings,
@@ -76,5 +77,6 @@ __all__ = [
     "resolve_device",
     "set_trainable",
     "stage_prefix",
+    "steps_per_execution",
     "with_targets",
 ]

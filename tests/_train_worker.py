@@ -16,7 +16,8 @@ import numpy as np
 from kcnn import data, train
 
 EPOCHS = 4
-CONFIG = dict(batch_size=8, augment=None, learning_rate=1e-3, warmup_epochs=1.0)
+# One step per call, so the kill lands after the second step, mid-epoch.
+CONFIG = dict(batch_size=8, augment=None, learning_rate=1e-3, warmup_epochs=1.0, steps_per_execution=1)
 
 
 class KillMidEpoch(keras.callbacks.Callback):

@@ -107,3 +107,13 @@ def test_data_dir_and_download_reach_the_tfds_loader(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "download=True" in err and str(tmp_path) in err
+
+
+def test_steps_per_execution_flag_takes_a_number_or_auto():
+    from kcnn.cli.train import _config
+
+    parser = build_parser()
+    for text, value in (("auto", "auto"), ("4", 4)):
+        args = parser.parse_args(["train", "--steps-per-execution", text])
+        assert _config(args).steps_per_execution == value
+    assert main(["train", "--steps-per-execution", "often"]) == 2

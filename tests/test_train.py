@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 
+import kcnn
 from kcnn import data, train
 
 TESTS = pathlib.Path(__file__).parent
@@ -55,7 +56,8 @@ def changed_layers(before, after):
 @pytest.mark.parametrize(
     "field, value",
     [("epochs", 0), ("batch_size", 1.5), ("optimizer", "rmsprop"), ("learning_rate", 0), ("label_smoothing", 1.0),
-     ("schedule", "linear"), ("augment", "rotate"), ("mixed_precision", "float16"), ("learning_rate", float("nan"))],
+     ("schedule", "linear"), ("augment", "rotate"), ("mixed_precision", "float16"), ("learning_rate", float("nan")),
+     ("steps_per_execution", 0), ("steps_per_execution", "fast")],
 )
 def test_config_refuses_bad_values(field, value):
     with pytest.raises(ValueError, match=f"Received: {field}="):
@@ -67,6 +69,21 @@ def test_config_round_trips_through_json():
     assert train.TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(ValueError, match="Unknown TrainConfig fields"):
         train.TrainConfig.from_dict({"epoch": 3})
+
+
+def test_auto_steps_per_execution_amortizes_the_call_for_small_models_only():
+    lenet = kcnn.lenet5()  # 416,520 MACs per image
+    # ceil(2e9 / (3 * 416,520 * 64)) = 26, clipped to the 23 steps of a digits epoch.
+    assert train.steps_per_execution(lenet, train.TrainConfig(), 23) == 23
+    assert train.steps_per_execution(lenet, train.TrainConfig(), 100) == 26
+    assert train.steps_per_execution(lenet, train.TrainConfig(batch_size=256), 100) == 7
+    assert train.steps_per_execution(lenet, train.TrainConfig(batch_size=1), 1000) == 32  # at most 32
+    resnet = kcnn.resnet18(input_shape=(32, 32, 3), classes=10, stem="small")  # 555 M MACs
+    assert train.steps_per_execution(resnet, train.TrainConfig(), 100) == 1
+    assert train.steps_per_execution(lenet, train.TrainConfig(steps_per_execution=4), 23) == 4
+    inputs = keras.Input((None, None, 1))  # MACs unknown without a size
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    assert train.steps_per_execution(keras.Model(inputs, keras.layers.Dense(3)(pooled)), train.TrainConfig(), 100) == 1
 
 
 def test_schedules_warm_up_then_decay():
@@ -155,6 +172,8 @@ def test_fit_writes_the_documented_run_folder(lenet_run):
     assert metadata["class_names"] == ["0", "1", "2", "3"]
     assert metadata["config"] == train.TrainConfig(epochs=2, batch_size=16, augment=None).to_dict()
     assert metadata["device"] == {"precision": "float32", "xla": False, "strategy": None, "replicas": 1, "devices": []}
+    # 24 training images at batch 16: "auto" puts the whole epoch (2 steps) in one call.
+    assert metadata["steps_per_execution"] == {"0": 2}
     assert metadata["metrics"]["best_epoch"] in (1, 2) and metadata["metrics"]["epochs"] == 2
     assert set(metadata["metrics"]["test"]) == {"loss", "accuracy", "examples"}
     with open(path / "history.csv") as file:

@@ -41,7 +41,7 @@ def add_dataclass_flags(group, cls, *, dest, defaults=None, skip=()):
             flag,
             *field.metadata["flags"],
             dest=dest + field.name,
-            type=_converter(kinds[0], optional),
+            type=_converter(kinds, optional),
             choices=choices,
             metavar=metavar,
             default=argparse.SUPPRESS,
@@ -62,14 +62,26 @@ def literal(text):
         return text
 
 
-def _converter(kind, optional):
+def _converter(kinds, optional):
+    """Parses a flag as the first of `kinds` that accepts it (`int | str`: a number,
+    else the word, as in `--steps-per-execution auto`)."""
+
     def convert(text):
         if optional and text.lower() == "none":
             return None
-        return _number(text) if kind is int else kind(text)
+        for kind in kinds[:-1]:
+            try:
+                return _parse(kind, text)
+            except ValueError:
+                pass
+        return _parse(kinds[-1], text)
 
-    convert.__name__ = kind.__name__  # argparse names the type in its errors.
+    convert.__name__ = kinds[0].__name__  # argparse names the type in its errors.
     return convert
+
+
+def _parse(kind, text):
+    return _number(text) if kind is int else kind(text)
 
 
 def _number(text):

@@ -67,7 +67,12 @@ class TrainConfig:
             slower), "on" or "off".
         distribution: "auto" (MirroredStrategy when several GPUs are visible),
             "off" or "mirrored".
-        steps_per_execution: training steps per `tf.function` call.
+        steps_per_execution: training steps per `tf.function` call, or "auto":
+            enough steps that each call does about `AUTO_EXECUTION_MACS`
+            multiply-accumulates (at most 32, at most an epoch), so the per-call
+            overhead of Keras and TensorFlow stops dominating small models (LeNet-5
+            on 32x32 images: a whole epoch per call); 1 for models as big as a
+            ResNet, where a step is long anyway (`kcnn.train.steps_per_execution`).
         seed: seeds the data split, shuffling and augmentation (and, from the
             command line, the weight initialization).
     """
@@ -90,12 +95,19 @@ class TrainConfig:
     mixed_precision: str = _field("auto", "compute dtype policy", choices=MIXED_PRECISION)
     xla: str = _field("auto", "XLA compilation", choices=XLA)
     distribution: str = _field("auto", "distribution strategy", choices=DISTRIBUTION)
-    steps_per_execution: int = _field(1, "training steps per tf.function call")
+    steps_per_execution: int | str = _field("auto", "training steps per tf.function call, or 'auto' (many for small models)")
     seed: int = _field(1337, "seed of the split, shuffling and augmentation")
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "decay_epochs", "steps_per_execution"):
+        for name in ("epochs", "batch_size", "decay_epochs"):
             _check_int(name, getattr(self, name), minimum=1)
+        if self.steps_per_execution != "auto":
+            try:
+                _check_int("steps_per_execution", self.steps_per_execution, minimum=1)
+            except ValueError:
+                raise ValueError(
+                    f"`steps_per_execution` must be an int >= 1 or 'auto'. Received: steps_per_execution={self.steps_per_execution!r}"
+                ) from None
         _check_int("early_stopping", self.early_stopping, minimum=0)
         _check_int("seed", self.seed, minimum=None)
         _check_number("learning_rate", self.learning_rate, positive=True)

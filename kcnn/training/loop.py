@@ -174,6 +174,7 @@ def _train(run, metadata, model, data, phases, *, callbacks, verbose) -> TrainRe
                 keras.callbacks.BackupAndRestore(run.backup_dir(index), double_checkpoint=True, delete_checkpoint=False),
             ]
             compile_model(model, phase.config, data.steps_per_epoch, device=device)
+            metadata.setdefault("steps_per_execution", {})[str(index)] = int(model.steps_per_execution)
             # BackupAndRestore restores the epoch into this private attribute, and
             # Keras never clears it: a second fit() would start from it.
             model._initial_epoch = None
