@@ -19,7 +19,6 @@ epoch begins.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import pathlib
@@ -31,6 +30,8 @@ from typing import Any
 
 import keras
 import numpy as np
+
+from kcnn._jsonfiles import atomic_write, read_json, write_json
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
@@ -81,17 +82,17 @@ class RunFolder:
     # -- JSON ----------------------------------------------------------------
 
     def read_metadata(self) -> dict[str, Any] | None:
-        return _read_json(self.metadata_path)
+        return read_json(self.metadata_path)
 
     def write_metadata(self, metadata: Mapping[str, Any]) -> None:
-        _write_json(self.metadata_path, metadata)
+        write_json(self.metadata_path, metadata)
 
     def read_state(self) -> dict[str, Any]:
         """Progress across phases and the best epoch so far (`checkpoint/state.json`)."""
-        return _read_json(self.checkpoint_dir / "state.json") or {}
+        return read_json(self.checkpoint_dir / "state.json") or {}
 
     def update_state(self, **values) -> None:
-        _write_json(self.checkpoint_dir / "state.json", {**self.read_state(), **values})
+        write_json(self.checkpoint_dir / "state.json", {**self.read_state(), **values})
 
     # -- history -------------------------------------------------------------
 
@@ -115,7 +116,7 @@ class RunFolder:
             rows = [row for row in reader if row and int(row[0]) <= epochs]
         if header is None:
             return
-        _atomic_write_text(self.history_path, _csv_text(header, rows))
+        atomic_write(self.history_path, _csv_text(header, rows))
 
     def append_history(self, row: Mapping[str, Any]) -> None:
         """Appends one epoch's row, flushed so it survives a killed process."""
@@ -326,34 +327,3 @@ def _csv_text(header, rows) -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return buffer.getvalue()
-
-
-def _atomic_write_text(path: pathlib.Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", newline="") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-
-
-def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    with open(path) as file:
-        return json.load(file)
-
-
-def _write_json(path: pathlib.Path, value: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, json.dumps(value, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (tuple, set)):
-        return list(value)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise TypeError(f"Not JSON-serializable: {value!r}")

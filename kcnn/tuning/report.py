@@ -6,12 +6,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import math
 import os
 import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from kcnn._jsonfiles import atomic_write
 
 __all__ = ["TrialRecord", "format_results", "pareto_front", "plot_pareto", "write_trials_csv"]
 
@@ -228,40 +229,6 @@ def failure_reason(message: str | None) -> str | None:
     return last
 
 
-def read_json(path) -> dict[str, Any] | None:
-    try:
-        with open(path) as file:
-            return json.load(file)
-    except (OSError, ValueError):
-        return None
-
-
-def write_json(path, value) -> None:
-    atomic_write(path, json.dumps(value, indent=2, default=_json_default) + "\n")
-
-
-def atomic_write(path, text: str) -> None:
-    """Writes `text` so a reader (or a killed writer) never leaves half a file."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", newline="") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-
-
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (tuple, set)):
-        return list(value)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise TypeError(f"Not JSON-serializable: {value!r}")
 
 
 def _blank(value) -> str:

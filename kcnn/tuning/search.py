@@ -26,6 +26,7 @@ from typing import Any
 
 import keras
 
+from kcnn._jsonfiles import read_json, write_json
 from kcnn.tuning import report
 from kcnn.tuning.config import SearchConfig, parse_address
 from kcnn.tuning.report import TrialRecord
@@ -147,7 +148,7 @@ def search(
             _check_settings(project_dir, settings)  # Before keras-tuner reloads the project.
         tuner = make_tuner(space, config, project_dir, role, on_trial)
         if role != "worker":
-            report.write_json(project_dir / SETTINGS_FILE, settings)
+            write_json(project_dir / SETTINGS_FILE, settings)
         fit_callbacks = list(callbacks)
         if config.early_stopping:
             fit_callbacks.append(
@@ -325,7 +326,7 @@ def _settings(space, config, data) -> dict[str, Any]:
 def _check_settings(project_dir, settings):
     """Refuses a project that holds a search with other settings: resuming it would
     mix two searches (or fail inside keras-tuner)."""
-    previous = report.read_json(project_dir / SETTINGS_FILE)
+    previous = read_json(project_dir / SETTINGS_FILE)
     if previous is not None:
         changed = {key: (previous.get(key), value) for key, value in settings.items() if previous.get(key) != value}
         if changed:

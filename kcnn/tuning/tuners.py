@@ -7,11 +7,13 @@ import math
 import os
 import pathlib
 import time
+import warnings
 from typing import Any
 
 import keras
 import keras_tuner
 
+from kcnn._jsonfiles import read_json, write_json
 from kcnn.tuning import report
 from kcnn.tuning.report import RECORD_FILE, TrialRecord
 
@@ -69,7 +71,7 @@ class _Records:
             "epochs": self._epochs.pop(trial.trial_id, None),
             "reason": reason,
         }
-        report.write_json(pathlib.Path(self.get_trial_dir(trial.trial_id)) / RECORD_FILE, record)
+        write_json(pathlib.Path(self.get_trial_dir(trial.trial_id)) / RECORD_FILE, record)
         super().on_trial_end(trial)  # Reports to the oracle (the chief's, when distributed).
         self.ran.append(trial.trial_id)
         if self._on_trial is not None:
@@ -232,7 +234,11 @@ def collect_trials(tuner, project_dir) -> list[TrialRecord]:
     records = []
     for trial_id in sorted(trials):
         trial = trials[trial_id]
-        facts = report.read_json(pathlib.Path(project_dir) / f"trial_{trial_id}" / RECORD_FILE) or {}
+        try:
+            facts = read_json(pathlib.Path(project_dir) / f"trial_{trial_id}" / RECORD_FILE) or {}
+        except ValueError as error:  # Reported; the trial keeps keras-tuner's facts.
+            warnings.warn(str(error), stacklevel=2)
+            facts = {}
         status = trial.status
         reason = facts.get("reason") if status != "COMPLETED" else None
         reason = reason or (report.failure_reason(getattr(trial, "message", None)) if status != "COMPLETED" else None)
