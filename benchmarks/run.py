@@ -24,9 +24,9 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 #: name -> `kcnn bench` arguments. Sized to stay under ~5 minutes each on 2 loaded cores.
 SUITE = {
-    "resnet50_64": ["resnet50", "--input-size", "64", "--batch-size", "32", "--steps", "6", "--pairs", "4"],
-    "lenet5_digits": ["lenet5", "--pairs", "4"],
-    "lenet5_digits_spe8": ["lenet5", "--pairs", "4", "--steps-per-execution", "8"],
+    "resnet50_64": ["resnet50", "--input-size", "64", "--batch-size", "32", "--steps", "8", "--pairs", "6"],
+    "lenet5_digits": ["lenet5", "--pairs", "6"],
+    "lenet5_digits_spe1": ["lenet5", "--pairs", "6", "--steps-per-execution", "1"],
     "pipeline_resnet18_32": ["pipeline", "--consumer", "resnet18", "--input-size", "32", "--batch-size", "128", "--steps", "8"],
     "pipeline_resnet50_224": ["pipeline", "--consumer", "resnet50", "--input-size", "224", "--batch-size", "16", "--steps", "3", "--pairs", "2", "--num-images", "512"],
     "gpu_resnet50_224": ["resnet50", "--gpu"],
