@@ -236,6 +236,18 @@ def test_seeded_random_searches_propose_the_same_configurations(tmp_path):
     assert proposals(12, "c") != first
 
 
+def test_rejected_configurations_are_recorded_without_a_traceback(tmp_path, capfd):
+    with pytest.raises(ValueError, match="No trial of the search completed"):
+        tune.search("convnet", tiny_data(size=16, n=32), tuner="random", max_trials=2, max_epochs=1, max_params=1, directory=tmp_path)
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    rows = read_trials(tmp_path / "trials.csv")
+    assert [row["status"] for row in rows] == ["FAILED", "FAILED"]
+    # Rejected for the budget, or earlier for an impossible geometry: either way a reason, not a traceback.
+    assert all(("over the budget" in row["reason"] or "shrinks below 1x1" in row["reason"]) for row in rows)
+    assert not any("Traceback" in row["reason"] for row in rows)
+
+
 def test_retrained_best_model_is_a_kcnn_train_run(tmp_path):
     data = tiny_data(size=16, n=32)
     ranges = dict(depth=2, filters=4, dense_units=8, convs_per_stage=1, strides=1, pool=True)

@@ -78,8 +78,9 @@ def _tune(args):
     # Process-wide state belongs here, in the entry point: the library never seeds the
     # global generators (the tuner and the data pipeline take their seeds explicitly).
     keras.utils.set_random_seed(train.seed)
-    # keras-tuner prints a traceback for every failed trial by default; a rejected
-    # geometry or budget is expected here and its reason lands in trials.csv.
+    # keras-tuner prints the traceback of a trial that crashed (rejected configurations
+    # are recorded quietly by kcnn.tune); on the command line its reason in trials.csv
+    # and the progress line is enough.
     from keras_tuner.src import config as keras_tuner_config
 
     keras_tuner_config.DEBUG = False

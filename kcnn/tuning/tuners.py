@@ -7,11 +7,13 @@ import math
 import os
 import pathlib
 import time
+import traceback
 import warnings
 from typing import Any
 
 import keras
 import keras_tuner
+from keras_tuner.src import config as keras_tuner_config  # its DEBUG flag (1.4)
 
 from kcnn._jsonfiles import read_json, write_json
 from kcnn.tuning import report
@@ -25,8 +27,8 @@ DEFAULT_MAX_TRIALS = 10
 
 class _Records:
     """What kcnn adds to a keras-tuner tuner: no model built to declare the space,
-    a record per trial (written by the process that ran it), a progress callback and
-    a cleared Keras session after every trial."""
+    a record per trial (written by the process that ran it), a progress callback, and
+    rejected configurations recorded without a traceback on stderr."""
 
     def follow(self, on_trial, planned):
         """Sets the progress callback and the number of trials planned."""
@@ -42,6 +44,25 @@ class _Records:
         hp = self.oracle.get_space()
         self.hypermodel.declare_hyperparameters(hp)
         self.oracle.update_space(hp)
+
+    def _try_run_and_update_trial(self, trial, *fit_args, **fit_kwargs):
+        # keras-tuner's own (1.4) prints the traceback of every failed trial while its
+        # global DEBUG flag is on, which is its default. A configuration the space
+        # rejects (geometry, budget) is an expected outcome of a search: its reason goes
+        # to trials.csv and the progress line. Anything else keeps keras-tuner's handling.
+        try:
+            self._run_and_update_trial(trial, *fit_args, **fit_kwargs)
+            trial.status = keras_tuner.engine.trial.TrialStatus.COMPLETED
+        except keras_tuner.errors.FatalError:
+            raise
+        except keras_tuner.errors.FailedTrialError:
+            trial.status = keras_tuner.engine.trial.TrialStatus.FAILED
+            trial.message = traceback.format_exc()
+        except Exception:
+            if keras_tuner_config.DEBUG:
+                traceback.print_exc()
+            trial.status = keras_tuner.engine.trial.TrialStatus.INVALID
+            trial.message = traceback.format_exc()
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
