@@ -179,7 +179,8 @@ def steps_per_execution(model: keras.Model, config: TrainConfig, steps_per_epoch
 
     "auto" gives ceil(AUTO_EXECUTION_MACS / (3 x forward MACs per image x batch size)),
     clipped to [1, min(32, steps_per_epoch)]: LeNet-5 at batch 64 gets a whole
-    digits epoch (23 steps) per call, any ResNet on 32x32 images or larger gets 1.
+    digits epoch (20 steps of 1,259 images) per call, any ResNet on 32x32 images or
+    larger gets 1.
     A model whose MACs cannot be counted gets 1.
     """
     if config.steps_per_execution != "auto":
