@@ -25,6 +25,8 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 #: name -> `kcnn bench` arguments. Sized to stay under ~5 minutes each on 2 loaded cores.
 SUITE = {
     "resnet50_64": ["resnet50", "--input-size", "64", "--batch-size", "32", "--steps", "8", "--pairs", "6"],
+    # Needs torch + torchvision in the environment (an optional extra); "skipped" without.
+    "resnet50_64_torch": ["resnet50", "--baseline", "torch", "--input-size", "64", "--batch-size", "32", "--steps", "8", "--pairs", "4"],
     "lenet5_digits": ["lenet5", "--pairs", "6"],
     "lenet5_digits_spe1": ["lenet5", "--pairs", "6", "--steps-per-execution", "1"],
     "pipeline_resnet18_32": ["pipeline", "--consumer", "resnet18", "--input-size", "32", "--batch-size", "128", "--steps", "8"],

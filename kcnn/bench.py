@@ -475,12 +475,33 @@ def _keras_inference_side(model: keras.Model, x, batch_size: int) -> Callable[[]
 
 
 def torch_available() -> tuple[bool, str]:
-    """Whether PyTorch and torchvision can be imported, and if not, why."""
+    """Whether PyTorch and torchvision can be used here, and if not, why.
+
+    torchvision must be imported before TensorFlow: imported after TensorFlow 2.21,
+    torchvision 0.29 (CUDA build, with torch 2.14) crashes the process with a
+    segmentation fault while loading its operators. So once TensorFlow is loaded
+    and torchvision is not, this reports the baseline as unavailable instead of
+    importing it; `kcnn bench --baseline torch` imports torchvision first.
+    """
+    import importlib.util
+    import sys
+
+    missing = [name for name in ("torch", "torchvision") if importlib.util.find_spec(name) is None]
+    if missing:
+        return False, (
+            f"PyTorch baseline skipped: {' and '.join(missing)} not installed "
+            "(pip install torch torchvision; an optional extra, not a kcnn dependency)"
+        )
+    if "tensorflow" in sys.modules and "torchvision" not in sys.modules:
+        return False, (
+            "PyTorch baseline skipped: torchvision was not imported before TensorFlow, and importing it after "
+            "TensorFlow crashes the process; import torchvision first, or run `kcnn bench --baseline torch`"
+        )
     try:
         import torch  # noqa: F401
         import torchvision  # noqa: F401
     except ImportError as error:
-        return False, f"PyTorch baseline skipped: {error} (pip install torch torchvision; an optional extra, not a kcnn dependency)"
+        return False, f"PyTorch baseline skipped: {error} (an optional extra, not a kcnn dependency)"
     return True, ""
 
 

@@ -1,7 +1,13 @@
 import gc
+import importlib.util
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+if importlib.util.find_spec("torchvision") is not None:
+    # Where the optional PyTorch baseline is installed, it must load before TensorFlow
+    # (see kcnn.bench.torch_available), so the benchmark tests can run it.
+    import torchvision  # noqa: F401
 
 import keras  # noqa: E402, F401
 import numpy as np  # noqa: E402

@@ -196,7 +196,7 @@ def test_gpu_run_says_no_gpu_was_found(tmp_path):
 def test_torch_baseline_is_skipped_cleanly_or_runs():
     available, reason = bench.torch_available()
     if not available:
-        assert "optional" in reason
+        assert "optional" in reason or "before TensorFlow" in reason
         result = bench.compare_models("resnet18", baseline="torch", input_size=32, batch_size=2, steps=3)
         assert result["status"] == "skipped" and result["reason"] == reason
         assert "skipped" in bench.to_markdown([result])
@@ -209,3 +209,24 @@ def test_torch_baseline_is_skipped_cleanly_or_runs():
 def test_cli_rejects_a_model_without_baseline(capsys):
     assert main(["bench", "googlenet", "--steps", "3"]) == 2
     assert "keras.applications has no counterpart" in capsys.readouterr().err
+
+
+def test_torchvision_is_never_imported_after_tensorflow(monkeypatch):
+    import importlib.util
+    import sys
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name in ("torch", "torchvision") else real_find_spec(name, *a))
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)
+    assert "tensorflow" in sys.modules
+    available, reason = bench.torch_available()
+    assert not available and "before TensorFlow" in reason
+
+
+def test_the_cli_spots_a_torch_baseline_before_parsing():
+    from kcnn.cli import _wants_torch_baseline
+
+    assert _wants_torch_baseline(["bench", "resnet50", "--baseline", "torch"])
+    assert _wants_torch_baseline(["bench", "resnet50", "--baseline=torch"])
+    assert not _wants_torch_baseline(["bench", "resnet50", "--baseline", "keras"])
+    assert not _wants_torch_baseline(["train", "--model-arg", "torch"])

@@ -5,6 +5,7 @@ The entry point is the one place allowed to set process-wide state (logging leve
 """
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -32,6 +33,12 @@ def build_parser():
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _wants_torch_baseline(argv):
+        # Before anything imports TensorFlow (the flags of `kcnn train` do): torchvision
+        # imported after TensorFlow 2.21 crashes the process (kcnn.bench.torch_available).
+        with contextlib.suppress(ImportError):
+            import torchvision  # noqa: F401
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -42,6 +49,12 @@ def main(argv=None):
     except ValueError as error:
         print(f"kcnn {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _wants_torch_baseline(argv):
+    return "bench" in argv and (
+        "--baseline=torch" in argv or any(a == "--baseline" and b == "torch" for a, b in zip(argv, argv[1:]))
+    )
 
 
 if __name__ == "__main__":
