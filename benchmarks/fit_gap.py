@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import re
 import statistics
@@ -154,6 +153,7 @@ def main(argv=None):
     if args.inter:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter)
 
+    from kcnn._jsonfiles import write_json
     from kcnn.bench import describe_machine
 
     batch, size, steps = args.batch_size, args.input_size, args.steps
@@ -308,9 +308,7 @@ def main(argv=None):
         "summary": summary,
         "runs": record,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(args.output, result)
     return 0
 
 

@@ -56,11 +56,10 @@ def collect() -> list[dict]:
 
 
 def write_outputs(results: list[dict]) -> None:
+    from kcnn._jsonfiles import write_json
     from kcnn.bench import to_markdown
 
-    with open(os.path.join(HERE, "results.json"), "w") as f:
-        json.dump({"results": results}, f, indent=1)
-        f.write("\n")
+    write_json(os.path.join(HERE, "results.json"), {"results": results})
     machines = {json.dumps({k: v for k, v in r["machine"].items() if k != "load_average"}, sort_keys=True) for r in results if "machine" in r}
     lines = [START, ""]
     for machine in sorted(machines):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import shutil
 import statistics
@@ -51,6 +50,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from kcnn import bench, train
+    from kcnn._jsonfiles import write_json
     from kcnn import data as kdata
 
     plain = kdata.load("digits", batch_size=256)
@@ -108,9 +108,7 @@ def main(argv=None) -> int:
         "summary": summary,
         "runs": runs,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(args.output, result)
     return 0
 
 

@@ -273,22 +273,25 @@ def ratio_summary(
     }
 
 
-def _summarize(runs: Mapping[str, list[dict]], first: str, second: str, keys: Sequence[str], invert=()) -> dict:
-    """Per quantity, the ratio first/second of each pair, or second/first for the
-    quantities in `invert` (times, memory), so that a ratio > 1 always favours `first`."""
-    out = {}
+def _record_runs(result: dict, runs: Mapping[str, list[dict]], keys: Sequence[str]) -> None:
+    """Adds the load after the runs, the runs and, per quantity in `keys`, the ratio
+    kcnn / baseline of each pair, inverted for quantities where less is better (all
+    but rates, `*_per_second`), so that a ratio > 1 always favours kcnn."""
+    ratios = {}
     for key in keys:
-        a = [run.get(key) for run in runs[first]]
-        b = [run.get(key) for run in runs[second]]
-        if None in a or None in b or not a:
+        kcnn = [run.get(key) for run in runs["kcnn"]]
+        baseline = [run.get(key) for run in runs["baseline"]]
+        if None in kcnn or None in baseline or not kcnn:
             continue
-        if key in invert:
-            out[key] = ratio_summary(b, a, (second, first))
-            out[key]["ratio"] = f"{second} / {first} (> 1: {first} needs less)"
-        else:
-            out[key] = ratio_summary(a, b, (first, second))
-            out[key]["ratio"] = f"{first} / {second} (> 1: {first} is faster)"
-    return out
+        if key.endswith("_per_second"):
+            ratios[key] = ratio_summary(kcnn, baseline, ("kcnn", "baseline"))
+            ratios[key]["ratio"] = "kcnn / baseline (> 1: kcnn is faster)"
+        else:  # seconds, CPU, memory
+            ratios[key] = ratio_summary(baseline, kcnn, ("baseline", "kcnn"))
+            ratios[key]["ratio"] = "baseline / kcnn (> 1: kcnn needs less)"
+    result["load_average_after"] = _load()
+    result["runs"] = runs
+    result["ratios"] = ratios
 
 
 def describe_machine() -> dict[str, Any]:
@@ -685,14 +688,10 @@ def compare_models(
     for side in runs:
         for run, more in zip(runs[side], inference[side], strict=True):
             run.update(more)
-    result["load_average_after"] = _load()
-    result["runs"] = runs
-    result["ratios"] = _summarize(
+    _record_runs(
+        result,
         runs,
-        "kcnn",
-        "baseline",
         ("train_images_per_second", "train_cpu_ms_per_image", "inference_images_per_second", "step_seconds", "peak_memory_bytes"),
-        invert=("step_seconds", "train_cpu_ms_per_image", "peak_memory_bytes"),
     )
     result["status"] = "ok"
     gpus = tf.config.list_physical_devices("GPU")
@@ -803,14 +802,10 @@ def small_model(*, epochs: int = 4, pairs: int = 3, config: Any = None, data: An
     }
     with _quiet():
         runs = alternate({"kcnn": kcnn_side, "baseline": student_side}, pairs, warmup=False, log=_progress)
-    result["load_average_after"] = _load()
-    result["runs"] = runs
-    result["ratios"] = _summarize(
+    _record_runs(
+        result,
         runs,
-        "kcnn",
-        "baseline",
         ("epoch_train_seconds", "epoch_train_cpu_seconds", "epoch_whole_seconds", "train_images_per_second", "fit_call_seconds"),
-        invert=("epoch_train_seconds", "epoch_train_cpu_seconds", "epoch_whole_seconds", "fit_call_seconds"),
     )
     result["config"]["steps_per_execution_resolved"] = last["steps_per_execution"]
     result["test_accuracy"] = {

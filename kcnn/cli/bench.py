@@ -10,9 +10,9 @@ The measurements live in `kcnn.bench`; this entry point only parses flags, may s
 process-wide thread counts (library code never does), prints a table and writes JSON.
 """
 
-import json
-import os
 import sys
+
+from kcnn._jsonfiles import write_json
 
 
 def register(subparsers):
@@ -84,11 +84,7 @@ def _bench(args):
     if result.get("status") != "ok":
         print(f"kcnn bench: {result.get('status')}: {result.get('reason')}", file=sys.stderr)
     if args.output:
-        folder = os.path.dirname(os.path.abspath(args.output))
-        os.makedirs(folder, exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=1, default=_jsonable)
-            f.write("\n")
+        write_json(args.output, result)
     return 0
 
 
@@ -103,10 +99,3 @@ def _command(args):
         words.extend([flag] if value is True else [flag, str(value)])
     return " ".join(words)
 
-
-def _jsonable(value):
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"not JSON-serializable: {value!r}")
