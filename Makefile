@@ -19,6 +19,7 @@ train: $(STAMP)
 	$(BIN)/kcnn train
 
 test: $(STAMP)
+	$(BIN)/ruff check kcnn tests benchmarks
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
 
 clean:

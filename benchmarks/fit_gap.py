@@ -153,8 +153,9 @@ def main(argv=None):
     if args.inter:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter)
 
-    from kcnn._jsonfiles import write_json
-    from kcnn.bench import describe_machine
+    from harness import describe_machine
+
+    from kcnn._files import write_json
 
     batch, size, steps = args.batch_size, args.input_size, args.steps
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""Runs the benchmark suite, one `kcnn bench` process per benchmark, and writes
+"""Runs the benchmark suite, one `benchmarks/bench.py` process per benchmark, and writes
 benchmarks/results.json and the results table of benchmarks/README.md.
 
     python benchmarks/run.py                       # the whole suite (about 15-25 min on 2 cores)
@@ -22,7 +22,7 @@ RESULTS = os.path.join(HERE, "results")
 README = os.path.join(HERE, "README.md")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
-#: name -> `kcnn bench` arguments. Sized to stay under ~5 minutes each on 2 loaded cores.
+#: name -> `bench.py` arguments. Sized to stay under ~5 minutes each on 2 loaded cores.
 SUITE = {
     "resnet50_64": ["resnet50", "--input-size", "64", "--batch-size", "32", "--steps", "8", "--pairs", "6"],
     # Needs torch + torchvision in the environment (an optional extra); "skipped" without.
@@ -38,7 +38,7 @@ SUITE = {
 def run_one(name: str, timeout: float) -> None:
     os.makedirs(RESULTS, exist_ok=True)
     output = os.path.join(RESULTS, f"{name}.json")
-    command = [sys.executable, "-m", "kcnn", "bench", *SUITE[name], "--output", output]
+    command = [sys.executable, os.path.join(HERE, "bench.py"), *SUITE[name], "--output", output]
     print(f"== {name}: {' '.join(command[1:])}", flush=True)
     started = time.perf_counter()
     completed = subprocess.run(command, timeout=timeout, check=False)
@@ -56,8 +56,9 @@ def collect() -> list[dict]:
 
 
 def write_outputs(results: list[dict]) -> None:
-    from kcnn._jsonfiles import write_json
-    from kcnn.bench import to_markdown
+    from harness import to_markdown
+
+    from kcnn._files import write_json
 
     write_json(os.path.join(HERE, "results.json"), {"results": results})
     machines = {json.dumps({k: v for k, v in r["machine"].items() if k != "load_average"}, sort_keys=True) for r in results if "machine" in r}

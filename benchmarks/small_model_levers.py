@@ -49,16 +49,19 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "small_model_levers.json"))
     args = parser.parse_args(argv)
 
-    from kcnn import bench, train
-    from kcnn._jsonfiles import write_json
+    import harness as bench
+
     from kcnn import data as kdata
+    from kcnn import train
+    from kcnn._files import write_json
+    from kcnn.train.driver import load_data
 
     plain = kdata.load("digits", batch_size=256)
     x, y = kdata.as_numpy(plain.train)
 
     def kcnn_side(overrides):
         config = train.TrainConfig(epochs=args.epochs, **overrides)
-        loaded = train.load_data("digits", config, input_shape=(32, 32, 1))
+        loaded = load_data("digits", config, input_shape=(32, 32, 1))
 
         def run():
             timer = bench.StepTimer()

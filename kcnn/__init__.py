@@ -5,9 +5,18 @@
 
 The public names load on first use (PEP 562), so `import kcnn` and the `kcnn`
 command start without importing TensorFlow until a model is needed.
+
+kcnn's custom layers (`kcnn.layers`) are registered with Keras as soon as Keras is
+imported in a process that imported kcnn, so `keras.models.load_model` reads a saved
+kcnn model after `import kcnn`, in either import order.
 """
 
-import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+from kcnn._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -18,16 +27,55 @@ _BUILDERS = (
 )
 _REGISTRY = ("MODELS", "create_model", "get_spec", "list_models", "min_input_size", "model_info")
 
+_SUBMODULES = ("blocks", "data", "layers", "models", "registry", "shapes", "train", "tune", "weights")
+
 __all__ = [*_BUILDERS, *_REGISTRY]
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {**dict.fromkeys(_BUILDERS, "kcnn.models"), **dict.fromkeys(_REGISTRY, "kcnn.registry")},
+    _SUBMODULES,
+)
 
 
-def __getattr__(name):
-    if name in _BUILDERS:
-        return getattr(importlib.import_module("kcnn.models"), name)
-    if name in _REGISTRY:
-        return getattr(importlib.import_module("kcnn.registry"), name)
-    raise AttributeError(f"module 'kcnn' has no attribute {name!r}")
+class _RegisterLayersWithKeras(importlib.abc.MetaPathFinder):
+    """Imports `kcnn.layers` (whose import registers its layers with Keras) right after
+    Keras itself is imported, then steps aside.
+
+    Keras finds a custom class of a saved model only among registered objects, and
+    importing Keras (and TensorFlow) in `import kcnn` would cost seconds the command
+    line does not need; this hook gives both.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "keras":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ThenImportLayers(spec.loader)
+        return spec
 
 
-def __dir__():
-    return sorted({*globals(), *__all__})
+class _ThenImportLayers(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__loader__ = module.__spec__.loader = self.loader
+        self.loader.exec_module(module)
+        try:
+            importlib.import_module("kcnn.layers")
+        except Exception as error:
+            warnings.warn(f"kcnn could not register its layers with Keras: {error!r}", stacklevel=2)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+if "keras" in sys.modules:
+    importlib.import_module("kcnn.layers")
+elif not any(isinstance(finder, _RegisterLayersWithKeras) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterLayersWithKeras())

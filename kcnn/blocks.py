@@ -233,9 +233,9 @@ def classifier_head(
     classifier_activation="softmax",
     name="",
 ):
-    """The classifier on top of a feature map.
+    """The classifier on top of a feature map (or of a feature vector, `pooling=None`).
 
-    `pooling` ("avg", "max" or "flatten") -> dropout(`input_dropout`) -> for each
+    `pooling` ("avg", "max", "flatten" or None) -> dropout(`input_dropout`) -> for each
     hidden layer: Dense + `activation` -> dropout(`dropout`) -> Dense(`classes`) with
     `classifier_activation`.
 
@@ -249,10 +249,10 @@ def classifier_head(
         x = layers.Flatten(name=f"{prefix}flatten")(x)
     elif pooling in ("avg", "max"):
         x = global_pool(x, pooling, name=prefix)
-    else:
+    elif pooling is not None or len(x.shape) != 2:
         raise ValueError(
-            "The classifier's `pooling` must be 'avg', 'max' or 'flatten'. "
-            f"Received: pooling={pooling!r}"
+            "The classifier's `pooling` must be 'avg', 'max', 'flatten', or None for a feature vector. "
+            f"Received: pooling={pooling!r} on features of shape {tuple(x.shape)}"
         )
     if input_dropout:
         x = layers.Dropout(input_dropout, name=f"{prefix}dropout")(x)

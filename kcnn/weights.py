@@ -9,7 +9,7 @@ import os
 
 import keras
 
-__all__ = ["transfer_weights", "load_weights"]
+__all__ = ["load_weights", "transfer_weights"]
 
 
 def _weighted_layers(model):

@@ -6,13 +6,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 if importlib.util.find_spec("torchvision") is not None:
     # Where the optional PyTorch baseline is installed, it must load before TensorFlow
-    # (see kcnn.bench.torch_available), so the benchmark tests can run it.
+    # (see benchmarks/harness.py, torch_available), so the benchmark tests can run it.
     import torchvision  # noqa: F401
 
-import keras  # noqa: E402, F401
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow  # noqa: E402, F401
+import keras  # noqa: F401
+import numpy as np
+import pytest
+import tensorflow  # noqa: F401
 
 # TensorFlow and Keras leave millions of long-lived objects behind at import, and every
 # `keras.backend.clear_session()` (keras-tuner calls it before each trial) runs a full

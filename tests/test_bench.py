@@ -4,13 +4,12 @@ its own measurements. No test asserts a speed."""
 import json
 import math
 
+import harness
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from kcnn import bench
-from kcnn.cli import main
+from bench import main as bench_main
 
 HAS_GPU = bool(tf.config.list_physical_devices("GPU"))
 
@@ -45,26 +44,26 @@ def _check_ratios(result, first, second, invert=()):
 
 
 def test_ratio_summary_pairs_medians_and_range():
-    summary = bench.ratio_summary([2.0, 4.0, 9.0], [1.0, 2.0, 3.0], ("kcnn", "baseline"))
+    summary = harness.ratio_summary([2.0, 4.0, 9.0], [1.0, 2.0, 3.0], ("kcnn", "baseline"))
     assert summary["pairs"] == [2.0, 2.0, 3.0]
     assert (summary["median"], summary["min"], summary["max"]) == (2.0, 2.0, 3.0)
     assert summary["medians"] == {"kcnn": 4.0, "baseline": 2.0}
     with pytest.raises(ValueError, match="equally long"):
-        bench.ratio_summary([1.0], [1.0, 2.0])
+        harness.ratio_summary([1.0], [1.0, 2.0])
 
 
 def test_alternate_runs_a_b_a_b_after_a_warm_up():
     calls = []
     sides = {"a": lambda: calls.append("a") or {"v": len(calls)}, "b": lambda: calls.append("b") or {"v": len(calls)}}
-    runs = bench.alternate(sides, 2)
+    runs = harness.alternate(sides, 2)
     assert calls == ["a", "b", "a", "b", "a", "b"]
     assert [r["v"] for r in runs["a"]] == [3, 5] and [r["v"] for r in runs["b"]] == [4, 6]
     with pytest.raises(ValueError, match="pairs"):
-        bench.alternate(sides, 0)
+        harness.alternate(sides, 0)
 
 
 def test_step_timer_rates_leave_out_the_warm_up():
-    timer = bench.StepTimer()
+    timer = harness.StepTimer()
     # Epoch 0 begins at t=0; executions of 2 steps end at t=5 (tracing), 6, 7, 8.
     timer.epochs = {0: (0.0, [(1, 5.0), (3, 6.0), (5, 7.0), (7, 8.0)]), 1: (10.0, [(1, 11.0), (3, 12.0)]), 2: (13.0, [(3, 13.5)])}
     images_per_second, step = timer.steady_rate(batch_size=4, skip=1)
@@ -82,20 +81,20 @@ def test_step_timer_rates_leave_out_the_warm_up():
 
 def test_chip_fraction_is_macs_times_six_over_peak():
     # ResNet-50 v1.5 at 224: 4.09 GMACs -> 24.5 GFLOPs per image for a training step.
-    assert bench.training_flops_per_image(4.09e9) == pytest.approx(24.54e9)
-    assert bench.chip_fraction(3000.0, 4.09e9, 989e12) == pytest.approx(3000 * 4.09e9 * 6 / 989e12)
-    assert bench.chip_fraction(1000.0, 1e9, 6e12) == pytest.approx(1.0)
+    assert harness.training_flops_per_image(4.09e9) == pytest.approx(24.54e9)
+    assert harness.chip_fraction(3000.0, 4.09e9, 989e12) == pytest.approx(3000 * 4.09e9 * 6 / 989e12)
+    assert harness.chip_fraction(1000.0, 1e9, 6e12) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="peak_flops"):
-        bench.chip_fraction(1.0, 1.0, 0)
+        harness.chip_fraction(1.0, 1.0, 0)
 
 
 def test_peak_flops_by_device_name():
-    assert bench.peak_flops_for("NVIDIA H200") == 989e12
-    assert bench.peak_flops_for("NVIDIA A100-SXM4-80GB") == 312e12
-    assert bench.peak_flops_for("Tesla T4") == 65e12
-    assert bench.peak_flops_for("NVIDIA L40S") == 362e12  # not L4
-    assert bench.peak_flops_for("Some Other Accelerator") is None
-    assert bench.peak_flops_for("X", {"X": 1.0}) == 1.0
+    assert harness.peak_flops_for("NVIDIA H200") == 989e12
+    assert harness.peak_flops_for("NVIDIA A100-SXM4-80GB") == 312e12
+    assert harness.peak_flops_for("Tesla T4") == 65e12
+    assert harness.peak_flops_for("NVIDIA L40S") == 362e12  # not L4
+    assert harness.peak_flops_for("Some Other Accelerator") is None
+    assert harness.peak_flops_for("X", {"X": 1.0}) == 1.0
 
 
 def test_markdown_table_shows_each_ratio_with_its_range():
@@ -106,9 +105,9 @@ def test_markdown_table_shows_each_ratio_with_its_range():
         "batch_size": 32,
         "baseline": "keras",
         "status": "ok",
-        "ratios": {"train_images_per_second": bench.ratio_summary([3.0, 4.0], [2.0, 2.0], ("kcnn", "baseline"))},
+        "ratios": {"train_images_per_second": harness.ratio_summary([3.0, 4.0], [2.0, 2.0], ("kcnn", "baseline"))},
     }
-    table = bench.to_markdown([result, {"benchmark": "gpu", "model": "resnet50", "status": "skipped", "reason": "no GPU found"}])
+    table = harness.to_markdown([result, {"benchmark": "gpu", "model": "resnet50", "status": "skipped", "reason": "no GPU found"}])
     assert "**1.75** [1.50-2.00]" in table and "kcnn 3.5" in table and "baseline 2" in table
     assert "skipped: no GPU found" in table
 
@@ -118,7 +117,7 @@ def test_markdown_table_shows_each_ratio_with_its_range():
 
 
 def test_compare_models_tiny_computes_ratios_from_its_runs():
-    result = bench.compare_models(
+    result = harness.compare_models(
         "lenet5", input_size=32, batch_size=4, steps=3, pairs=1, classes=3, skip=1, reference=_tiny_reference
     )
     assert result["status"] == "ok" and result["baseline"].startswith("tiny")
@@ -134,18 +133,18 @@ def test_compare_models_tiny_computes_ratios_from_its_runs():
 
 def test_compare_models_refuses_what_it_cannot_compare():
     with pytest.raises(ValueError, match="keras.applications has no counterpart"):
-        bench.compare_models("lenet5")
+        harness.compare_models("lenet5")
     with pytest.raises(ValueError, match="baseline"):
-        bench.compare_models("resnet50", baseline="jax")
+        harness.compare_models("resnet50", baseline="jax")
     with pytest.raises(ValueError, match="steps"):
-        bench.compare_models("resnet50", steps=2, skip=2)
+        harness.compare_models("resnet50", steps=2, skip=2)
 
 
 def test_small_model_tiny(rng):
     x = rng.integers(0, 256, (48, 32, 32), dtype=np.uint8)
     y = np.repeat(np.arange(3), 16)
     config = bench_config(epochs=3, batch_size=16)
-    result = bench.small_model(epochs=3, pairs=1, config=config, data=(x, y))
+    result = harness.small_model(epochs=3, pairs=1, config=config, data=(x, y))
     assert result["status"] == "ok"
     for run in result["runs"]["kcnn"] + result["runs"]["baseline"]:
         assert run["epoch_train_seconds"] > 0 and run["fit_call_seconds"] >= run["epoch_train_seconds"]
@@ -157,8 +156,8 @@ def test_small_model_tiny(rng):
 
 
 def test_pipeline_tiny(tmp_path):
-    folder = bench.write_jpeg_folder(tmp_path / "jpegs", num_images=24, size=20, classes=2)
-    result = bench.pipeline(folder, consumer="lenet5", input_size=32, batch_size=8, steps=2, pairs=1)
+    folder = harness.write_jpeg_folder(tmp_path / "jpegs", num_images=24, size=20, classes=2)
+    result = harness.pipeline(folder, consumer="lenet5", input_size=32, batch_size=8, steps=2, pairs=1)
     assert result["status"] == "ok" and result["num_images"] == 24
     assert result["decode_images_per_second"] > 0
     ratios = result["ratios"]
@@ -185,29 +184,29 @@ def bench_config(**kwargs):
 
 @pytest.mark.skipif(HAS_GPU, reason="a GPU is present")
 def test_gpu_run_says_no_gpu_was_found(tmp_path):
-    result = bench.gpu_run("resnet50")
+    result = harness.gpu_run("resnet50")
     assert result["status"] == "skipped" and "no GPU found" in result["reason"]
     out = tmp_path / "gpu.json"
-    assert main(["bench", "resnet50", "--gpu", "--output", str(out)]) == 0
+    assert bench_main(["resnet50", "--gpu", "--output", str(out)]) == 0
     saved = json.loads(out.read_text())
-    assert saved["status"] == "skipped" and saved["command"] == "kcnn bench resnet50 --gpu"
+    assert saved["status"] == "skipped" and saved["command"] == "python benchmarks/bench.py resnet50 --gpu"
 
 
 def test_torch_baseline_is_skipped_cleanly_or_runs():
-    available, reason = bench.torch_available()
+    available, reason = harness.torch_available()
     if not available:
         assert "optional" in reason or "before TensorFlow" in reason
-        result = bench.compare_models("resnet18", baseline="torch", input_size=32, batch_size=2, steps=3)
+        result = harness.compare_models("resnet18", baseline="torch", input_size=32, batch_size=2, steps=3)
         assert result["status"] == "skipped" and result["reason"] == reason
-        assert "skipped" in bench.to_markdown([result])
+        assert "skipped" in harness.to_markdown([result])
         return
-    result = bench.compare_models("resnet18", baseline="torch", input_size=32, batch_size=2, steps=3, pairs=1, skip=1)
+    result = harness.compare_models("resnet18", baseline="torch", input_size=32, batch_size=2, steps=3, pairs=1, skip=1)
     assert result["status"] == "ok" and result["baseline"].startswith("torchvision.models.resnet18")
     _check_ratios(result, "kcnn", "baseline", invert=("step_seconds", "train_cpu_ms_per_image", "peak_memory_bytes"))
 
 
 def test_cli_rejects_a_model_without_baseline(capsys):
-    assert main(["bench", "googlenet", "--steps", "3"]) == 2
+    assert bench_main(["googlenet", "--steps", "3"]) == 2
     assert "keras.applications has no counterpart" in capsys.readouterr().err
 
 
@@ -219,14 +218,5 @@ def test_torchvision_is_never_imported_after_tensorflow(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name in ("torch", "torchvision") else real_find_spec(name, *a))
     monkeypatch.delitem(sys.modules, "torchvision", raising=False)
     assert "tensorflow" in sys.modules
-    available, reason = bench.torch_available()
+    available, reason = harness.torch_available()
     assert not available and "before TensorFlow" in reason
-
-
-def test_the_cli_spots_a_torch_baseline_before_parsing():
-    from kcnn.cli import _wants_torch_baseline
-
-    assert _wants_torch_baseline(["bench", "resnet50", "--baseline", "torch"])
-    assert _wants_torch_baseline(["bench", "resnet50", "--baseline=torch"])
-    assert not _wants_torch_baseline(["bench", "resnet50", "--baseline", "keras"])
-    assert not _wants_torch_baseline(["train", "--model-arg", "torch"])

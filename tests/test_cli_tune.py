@@ -118,7 +118,7 @@ def test_distributed_search_runs_every_trial_exactly_once(npz, tmp_path):
     processes, logs = {}, {}
     try:
         for role in ("chief", "w1", "w2"):
-            logs[role] = open(tmp_path / f"{role}.log", "w+")
+            logs[role] = open(tmp_path / f"{role}.log", "w+")  # noqa: SIM115 - closed in `finally`
             extra = [] if role == "chief" else ["--worker", role]
             processes[role] = subprocess.Popen(command + extra, env=env, stdout=logs[role], stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 420

@@ -412,7 +412,7 @@ def test_npz_with_own_test_split(tmp_path):
     assert ds.num_test == 9  # The file's own test split, untouched.
     # Stratified: round(0.2 * 17) + round(0.2 * 17) + round(0.2 * 16).
     assert ds.num_train + ds.num_validation == 50 and ds.num_validation == 9
-    xs, ys = data.as_numpy(ds.test)
+    _, ys = data.as_numpy(ds.test)
     np.testing.assert_array_equal(ys, yt)
 
 

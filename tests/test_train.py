@@ -16,6 +16,10 @@ import pytest
 
 import kcnn
 from kcnn import data, train
+from kcnn.train.compile import make_optimizer, make_schedule, steps_per_execution
+from kcnn.train.distribute import DeviceSettings, prepare_model, resolve_device
+from kcnn.train.driver import save_run
+from kcnn.train.runs import RunFolder
 
 TESTS = pathlib.Path(__file__).parent
 # Plain SGD: no optimizer slots to create for the big fully connected layers.
@@ -74,35 +78,35 @@ def test_config_round_trips_through_json():
 def test_auto_steps_per_execution_amortizes_the_call_for_small_models_only():
     lenet = kcnn.lenet5()  # 416,520 MACs per image
     # ceil(2e9 / (3 * 416,520 * 64)) = 26, clipped to the 20 steps of a digits epoch.
-    assert train.steps_per_execution(lenet, train.TrainConfig(), 20) == 20
-    assert train.steps_per_execution(lenet, train.TrainConfig(), 100) == 26
-    assert train.steps_per_execution(lenet, train.TrainConfig(batch_size=256), 100) == 7
-    assert train.steps_per_execution(lenet, train.TrainConfig(batch_size=1), 1000) == 32  # at most 32
+    assert steps_per_execution(lenet, train.TrainConfig(), 20) == 20
+    assert steps_per_execution(lenet, train.TrainConfig(), 100) == 26
+    assert steps_per_execution(lenet, train.TrainConfig(batch_size=256), 100) == 7
+    assert steps_per_execution(lenet, train.TrainConfig(batch_size=1), 1000) == 32  # at most 32
     resnet = kcnn.resnet18(input_shape=(32, 32, 3), classes=10, stem="small")  # 555 M MACs
-    assert train.steps_per_execution(resnet, train.TrainConfig(), 100) == 1
-    assert train.steps_per_execution(lenet, train.TrainConfig(steps_per_execution=4), 23) == 4
+    assert steps_per_execution(resnet, train.TrainConfig(), 100) == 1
+    assert steps_per_execution(lenet, train.TrainConfig(steps_per_execution=4), 23) == 4
     inputs = keras.Input((None, None, 1))  # MACs unknown without a size
     pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
-    assert train.steps_per_execution(keras.Model(inputs, keras.layers.Dense(3)(pooled)), train.TrainConfig(), 100) == 1
+    assert steps_per_execution(keras.Model(inputs, keras.layers.Dense(3)(pooled)), train.TrainConfig(), 100) == 1
 
 
 def test_schedules_warm_up_then_decay():
     config = train.TrainConfig(epochs=10, learning_rate=0.1, warmup_epochs=2, schedule="cosine")
-    schedule = train.make_schedule(config, steps_per_epoch=10)
+    schedule = make_schedule(config, steps_per_epoch=10)
     rates = np.array([float(schedule(step)) for step in range(100)])
     np.testing.assert_allclose(rates[:20], 0.1 * np.arange(1, 21) / 20, rtol=1e-6)
     assert rates[20] == pytest.approx(0.1) and rates[-1] < 1e-3 and np.all(np.diff(rates[20:]) <= 1e-9)
-    step = train.make_schedule(train.TrainConfig(schedule="step", learning_rate=0.1, warmup_epochs=0, decay_epochs=3), 10)
+    step = make_schedule(train.TrainConfig(schedule="step", learning_rate=0.1, warmup_epochs=0, decay_epochs=3), 10)
     assert [float(step(s)) for s in (0, 29, 30, 60)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
-    assert train.make_schedule(train.TrainConfig(schedule="constant", warmup_epochs=0), None) == 3e-3
+    assert make_schedule(train.TrainConfig(schedule="constant", warmup_epochs=0), None) == 3e-3
     with pytest.raises(ValueError, match="steps per epoch"):
-        train.make_schedule(train.TrainConfig(), None)
+        make_schedule(train.TrainConfig(), None)
 
 
 def test_make_optimizer_follows_the_config():
-    sgd = train.make_optimizer(train.TrainConfig(optimizer="sgd", momentum=0.8, weight_decay=0), 10)
+    sgd = make_optimizer(train.TrainConfig(optimizer="sgd", momentum=0.8, weight_decay=0), 10)
     assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.8 and sgd.weight_decay is None
-    adamw = train.make_optimizer(train.TrainConfig(optimizer="adamw", weight_decay=0.05), 10)
+    adamw = make_optimizer(train.TrainConfig(optimizer="adamw", weight_decay=0.05), 10)
     assert isinstance(adamw, keras.optimizers.AdamW) and adamw.weight_decay == 0.05
     dense = keras.layers.Dense(2)
     dense.build((None, 3))
@@ -175,7 +179,7 @@ def test_fit_writes_the_documented_run_folder(lenet_run):
     # 24 training images at batch 16: "auto" puts the whole epoch (2 steps) in one call.
     assert metadata["steps_per_execution"] == {"0": 2}
     assert metadata["metrics"]["best_epoch"] in (1, 2) and metadata["metrics"]["epochs"] == 2
-    assert set(metadata["metrics"]["test"]) == {"loss", "accuracy", "examples"}
+    assert set(metadata["metrics"]["test"]) == {"loss", "crossentropy", "accuracy", "examples"}
     with open(path / "history.csv") as file:
         rows = list(csv.DictReader(file))
     assert [row["epoch"] for row in rows] == ["1", "2"]
@@ -209,12 +213,12 @@ def test_save_run_writes_a_model_trained_elsewhere(tmp_path):
     from kcnn import lenet5
 
     dataset = tiny(32, 1, classes=4)
-    metadata = train.save_run(lenet5(classes=4), dataset, train.TrainConfig(**FAST), tmp_path / "run", kind="search")
+    metadata = save_run(lenet5(classes=4), dataset, train.TrainConfig(**FAST), tmp_path / "run", kind="search")
     assert metadata["status"] == "completed" and metadata["kind"] == "search"
     assert train.evaluate(tmp_path / "run", dataset) == metadata["metrics"]["test"]
     assert train.load(tmp_path / "run")[1] == json.loads((tmp_path / "run" / "metadata.json").read_text())
     with pytest.raises(ValueError, match="already holds a run"):
-        train.save_run(lenet5(classes=4), dataset, train.TrainConfig(**FAST), tmp_path / "run")
+        save_run(lenet5(classes=4), dataset, train.TrainConfig(**FAST), tmp_path / "run")
 
 
 def test_fit_refuses_to_overwrite_a_finished_run(lenet_run):
@@ -246,7 +250,7 @@ def test_a_killed_run_resumes_without_losing_an_epoch(tmp_path):
     output = tmp_path / "run"
     killed = _worker(output, "--kill-at-epoch", "3")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    run = train.RunFolder(output)
+    run = RunFolder(output)
     assert [row["epoch"] for row in run.read_history()] == [1, 2]
     assert run.read_metadata()["status"] == "running" and (output / "checkpoint").is_dir()
 
@@ -259,13 +263,13 @@ def test_a_killed_run_resumes_without_losing_an_epoch(tmp_path):
     # the whole run, not one restarted at epoch 3.
     steps = 4  # 32 training images in batches of 8
     config = train.TrainConfig(epochs=worker.EPOCHS, **worker.CONFIG)
-    schedule = train.make_schedule(config, steps)
+    schedule = make_schedule(config, steps)
     for row in history:
         assert row["learning_rate"] == pytest.approx(float(schedule(row["epoch"] * steps)), rel=1e-5)
 
 
 def test_history_is_cut_back_to_the_restored_epoch(tmp_path):
-    run = train.RunFolder(tmp_path)
+    run = RunFolder(tmp_path)
     for epoch in (1, 2, 3):
         run.append_history({"epoch": epoch, "loss": 1.0 / epoch})
     run.truncate_history(2)
@@ -275,7 +279,7 @@ def test_history_is_cut_back_to_the_restored_epoch(tmp_path):
 
 
 def test_resuming_with_another_config_is_refused(tmp_path):
-    run = train.RunFolder(tmp_path)
+    run = RunFolder(tmp_path)
     run.write_metadata({"format": "kcnn.run/1", "kind": "fit", "status": "running", "model": {"name": "lenet5"}, "config": train.TrainConfig(**FAST).to_dict()})
     with pytest.raises(ValueError, match="learning_rate"):
         train.fit("lenet5", tiny(32, 1), train.TrainConfig(**{**FAST, "learning_rate": 0.1}), output=tmp_path, verbose=0)
@@ -311,7 +315,7 @@ def test_fine_tune_resumes_in_its_second_phase(tmp_path):
     config = train.TrainConfig(epochs=4, batch_size=16, augment=None)
     with pytest.raises(KeyboardInterrupt):
         train.fine_tune(base(), dataset, config, head_epochs=2, output=tmp_path, callbacks=[Interrupt(3)], verbose=0)
-    run = train.RunFolder(tmp_path)
+    run = RunFolder(tmp_path)
     assert [row["epoch"] for row in run.read_history()] == [1, 2, 3] and run.read_state()["phases_done"] == 1
     result = train.fine_tune(base(), dataset, config, head_epochs=2, output=tmp_path, verbose=0)
     assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
@@ -329,7 +333,7 @@ def test_nan_loss_stops_the_run_with_a_clear_message(tmp_path):
     config = train.TrainConfig(epochs=3, batch_size=8, optimizer="sgd", learning_rate=1e30, warmup_epochs=0, augment=None)
     with pytest.raises(train.NonFiniteLossError, match=r"Training diverged: `loss` is (nan|inf) at epoch 1, batch \d+.*too high"):
         train.fit("lenet5", tiny(32, 1), config, output=tmp_path, verbose=0)
-    metadata = train.RunFolder(tmp_path).read_metadata()
+    metadata = RunFolder(tmp_path).read_metadata()
     assert metadata["status"] == "diverged" and "diverged" in metadata["error"]
 
 
@@ -337,8 +341,8 @@ def test_mixed_precision_is_applied_per_layer_not_globally():
     model = keras.Sequential(
         [keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, name="conv"), keras.layers.Flatten(name="flatten"), keras.layers.Dense(3, activation="softmax", name="predictions")]
     )
-    device = train.DeviceSettings(precision="mixed_bfloat16", xla=False, strategy=None, devices=())
-    mixed = train.prepare_model(model, device)
+    device = DeviceSettings(precision="mixed_bfloat16", xla=False, strategy=None, devices=())
+    mixed = prepare_model(model, device)
     assert keras.config.dtype_policy().name == "float32"
     assert mixed.get_layer("conv").dtype_policy.name == "mixed_bfloat16"
     assert mixed.get_layer("predictions").dtype_policy.name == "float32"  # softmax and loss in float32
@@ -346,12 +350,12 @@ def test_mixed_precision_is_applied_per_layer_not_globally():
     for a, b in zip(model.get_weights(), mixed.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert mixed(np.ones((1, 8, 8, 1), np.float32)).dtype == "float32"
-    float32 = train.DeviceSettings(precision="float32", xla=False, strategy=None, devices=())
-    assert train.prepare_model(model, float32) is model
+    float32 = DeviceSettings(precision="float32", xla=False, strategy=None, devices=())
+    assert prepare_model(model, float32) is model
 
 
 def test_auto_device_settings_on_cpu():
-    device = train.resolve_device(train.TrainConfig())
+    device = resolve_device(train.TrainConfig())
     assert (device.precision, device.xla, device.strategy) == ("float32", False, None)
 
 
@@ -402,7 +406,7 @@ def test_fine_tune_works_on_a_keras_applications_model(tmp_path):
     unfrozen = set(result.metadata["fine_tuning"]["unfrozen_layers"])
     assert result.metadata["fine_tuning"]["unfreeze"] == ["block_16"]
     assert changed_layers(start2, end2) <= unfrozen and "block_16_project" in unfrozen
-    assert "head_pool" in {layer.name for layer in result.model.layers}
+    assert "avg_pool" in {layer.name for layer in result.model.layers}
 
 
 def test_unfreeze_prefixes_stop_at_a_digit_boundary():

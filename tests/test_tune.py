@@ -70,7 +70,7 @@ def test_space_defaults(name):
     flags = [
         value
         for key, value in hp.values.items()
-        if key == "batch_norm" or key.split("_")[0] == "pool" and key[5:].isdigit()
+        if key == "batch_norm" or (key.split("_")[0] == "pool" and key[5:].isdigit())
     ]
     assert all(type(value) is bool for value in flags)
     model = space.build(hp)
@@ -79,7 +79,7 @@ def test_space_defaults(name):
 
 
 def test_the_command_line_knows_every_space():
-    from kcnn.tuning.config import SPACE_NAMES
+    from kcnn.tune.config import SPACE_NAMES
 
     assert tuple(tune.SPACES) == SPACE_NAMES
 

@@ -1,60 +1,81 @@
 """The `kcnn` command line. Each sub-module registers its commands; none holds model
 or training logic, they call the library.
 
-The entry point is the one place allowed to set process-wide state (logging levels).
+The entry point is the one place allowed to set process-wide state: TensorFlow's
+environment before it loads, logging, the global seed.
 """
 
 import argparse
 import contextlib
 import importlib
+import logging
 import os
 import sys
 
+import kcnn
+
 # Command groups, by module: each has `register(subparsers)`; a command sets
 # `handler(args) -> exit code` with `set_defaults`.
-_COMMAND_MODULES = ("models", "train", "tune", "bench")
+_COMMAND_MODULES = ("models", "train", "tune")
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="kcnn", description="Classic CNNs in Keras 3: list, inspect, train, tune, benchmark."
+        prog="kcnn", description="Classic CNNs in Keras 3: list, inspect, train, fine-tune, search."
     )
+    parser.add_argument("--version", action="version", version=f"kcnn {kcnn.__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _COMMAND_MODULES:
-        try:
-            commands = importlib.import_module(f"kcnn.cli.{module}")
-        except ModuleNotFoundError as error:
-            if error.name != f"kcnn.cli.{module}":
-                raise
-            continue  # a command group not written yet
-        commands.register(subparsers)
+        importlib.import_module(f"kcnn.cli.{module}").register(subparsers)
     return parser
 
 
+def load_tensorflow_quietly():
+    """Imports TensorFlow without its C++ start-up lines on the terminal.
+
+    On a CPU machine TensorFlow 2.21 prints "oneDNN custom operations are on", "Could
+    not find cuda drivers" and "failed call to cuInit: ... CUDA error", which read as
+    failures. TF_CPP_MIN_LOG_LEVEL=3 silences what it logs once its logging is set up;
+    the lines before that go straight to file descriptor 2, which is pointed at
+    /dev/null for the import. A TF_CPP_MIN_LOG_LEVEL the user set keeps every line.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        importlib.import_module("tensorflow")
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    with _native_stderr_silenced():
+        importlib.import_module("tensorflow")
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if _wants_torch_baseline(argv):
-        # Before anything imports TensorFlow (the flags of `kcnn train` do): torchvision
-        # imported after TensorFlow 2.21 crashes the process (kcnn.bench.torch_available).
-        with contextlib.suppress(ImportError):
-            import torchvision  # noqa: F401
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    logging.basicConfig(format="kcnn: %(message)s", level=logging.INFO)
+    if getattr(args, "needs_tensorflow", True):
+        load_tensorflow_quietly()
     try:
         return args.handler(args) or 0
     except ValueError as error:
         print(f"kcnn {args.command}: error: {error}", file=sys.stderr)
         return 2
-
-
-def _wants_torch_baseline(argv):
-    return "bench" in argv and (
-        "--baseline=torch" in argv or any(a == "--baseline" and b == "torch" for a, b in zip(argv, argv[1:]))
-    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ def add_dataclass_flags(group, cls, *, dest, defaults=None, skip=()):
     """Adds one `--flag-name` per field of the dataclass `cls` to `group`.
 
     A field's metadata gives its help, its choices and extra flag spellings (see
-    `kcnn.training.config._field`). Unset flags are absent from the parsed namespace,
+    `kcnn.train.config._field`). Unset flags are absent from the parsed namespace,
     so the dataclass' own defaults apply; `collect` gathers the set ones.
 
     Args:

@@ -1,17 +1,18 @@
 """`kcnn list` and `kcnn summary`: the model table and the per-layer trace."""
 
-from kcnn import registry, shapes
+from kcnn import catalog
 
 
 def register(subparsers):
     listing = subparsers.add_parser(
-        "list", help="the model table: name, year, paper, parameters, GMACs"
+        "list",
+        help="the model table: name, year, input, parameters, MACs, paper",
+        description="Prints the pinned model table (kcnn.catalog) without building any model.",
     )
     listing.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'resnet*'")
-    listing.add_argument(
-        "--names-only", action="store_true", help="print the names without building the models"
-    )
-    listing.set_defaults(handler=_list)
+    listing.add_argument("--names-only", action="store_true", help="print the registered names only")
+    listing.add_argument("--markdown", action="store_true", help="print the table in Markdown (the README's)")
+    listing.set_defaults(handler=_list, needs_tensorflow=False)
 
     summary = subparsers.add_parser(
         "summary", help="per-layer sizes, filters, strides, parameters, MACs, receptive field"
@@ -22,36 +23,25 @@ def register(subparsers):
     summary.set_defaults(handler=_summary)
 
 
-def model_table(names):
-    """Rows of the model table, one dict per model (built to be counted)."""
-    return [registry.model_info(name) for name in names]
-
-
 def _list(args):
-    names = registry.list_models(args.pattern)
-    if not names:
+    selected = catalog.rows(args.pattern)
+    if not selected:
         raise ValueError(
-            f"No model matches the pattern. Known models: {', '.join(registry.list_models())}. "
+            f"No model matches the pattern. Known models: {', '.join(catalog.NAMES)}. "
             f"Received: pattern={args.pattern!r}"
         )
     if args.names_only:
-        print("\n".join(names))
-        return 0
-    header = f"{'model':<11} {'year':>4}  {'input':<11} {'params':>13} {'GMACs':>7}  paper"
-    print(header)
-    print("-" * len(header))
-    for name in names:
-        info = registry.model_info(name)
-        size = "x".join(str(d) for d in info["input_shape"])
-        print(
-            f"{name:<11} {info['year']:>4}  {size:<11} {info['params']:>13,} "
-            f"{info['macs'] / 1e9:>7.2f}  {info['paper']}",
-            flush=True,
-        )
+        print("\n".join(sorted({row.name for row in selected})))
+    elif args.markdown:
+        print(catalog.format_markdown(selected))
+    else:
+        print(catalog.format_table(selected))
     return 0
 
 
 def _summary(args):
+    from kcnn import registry, shapes
+
     spec = registry.get_spec(args.model)
     kwargs = {}
     if args.input_size is not None:

@@ -1,10 +1,10 @@
-"""`kcnn train`, `kcnn evaluate`, `kcnn predict` and `kcnn finetune`: thin wrappers of
+"""`kcnn train`, `kcnn evaluate`, `kcnn predict` and `kcnn fine-tune`: thin wrappers of
 `kcnn.train`. The training flags are generated from `TrainConfig`'s fields."""
 
 import sys
 
 from kcnn.cli._flags import add_dataclass_flags, collect, literal
-from kcnn.training.config import TrainConfig
+from kcnn.train.config import TrainConfig
 
 _CONFIG_DEST = "config_"
 
@@ -41,7 +41,8 @@ def register(subparsers):
     predict.set_defaults(handler=_predict)
 
     finetune = subparsers.add_parser(
-        "finetune",
+        "fine-tune",
+        aliases=["finetune"],
         help="fine-tune a saved model on another dataset",
         description="Replaces the classifier, trains it on the frozen backbone, then unfreezes the top "
         "stages at a lower learning rate. --epochs counts both phases.",
@@ -117,7 +118,7 @@ def _run(start, output, describe):
 
 def _train(args):
     from kcnn import train
-    from kcnn.training.run import RunFolder
+    from kcnn.train.runs import RunFolder
 
     config = _config(args)
     model_kwargs = _model_kwargs(args.model_arg)
@@ -140,7 +141,7 @@ def _train(args):
 
 def _finetune(args):
     from kcnn import train
-    from kcnn.training.run import RunFolder
+    from kcnn.train.runs import RunFolder
 
     config = _config(args)
     _seed(config)

@@ -14,7 +14,7 @@ _SEARCH_OWNS = ("epochs", "early_stopping", "monitor", "seed")
 
 def register(subparsers):
     # The config module, not the search: building the parser imports no keras-tuner.
-    from kcnn.tuning.config import SPACE_NAMES, SearchConfig, search_train_config
+    from kcnn.tune.config import SPACE_NAMES, SearchConfig, search_train_config
 
     parser = subparsers.add_parser(
         "tune",
@@ -78,12 +78,6 @@ def _tune(args):
     # Process-wide state belongs here, in the entry point: the library never seeds the
     # global generators (the tuner and the data pipeline take their seeds explicitly).
     keras.utils.set_random_seed(train.seed)
-    # keras-tuner prints the traceback of a trial that crashed (rejected configurations
-    # are recorded quietly by kcnn.tune); on the command line its reason in trials.csv
-    # and the progress line is enough.
-    from keras_tuner.src import config as keras_tuner_config
-
-    keras_tuner_config.DEBUG = False
     if config.chief and not config.worker:
         print(
             f"chief: serving the search at {config.chief}; start the workers with --chief {config.chief} --worker ID",

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+
 from kcnn.data.pipeline import (
     AUGMENT_POLICIES,
     _check_batch_size,

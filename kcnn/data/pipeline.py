@@ -9,6 +9,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+
 from kcnn.data.preprocessing import _normalize
 
 AUTOTUNE = tf.data.AUTOTUNE

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+
 from kcnn.data.pipeline import AUTOTUNE, _MemorySplit, _TFDSSplit
 from kcnn.data.preprocessing import (
     _DECODE_ERRORS,

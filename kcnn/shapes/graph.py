@@ -6,6 +6,7 @@ import math
 
 import keras
 
+from kcnn._keras_graph import layer_call
 from kcnn.shapes.arithmetic import _out_len
 from kcnn.shapes.report import LayerRow
 
@@ -91,51 +92,44 @@ def _model_io(model):
     return inputs, outputs
 
 
-def _producer(tensor):
-    history = getattr(tensor, "_keras_history", None)
-    if history is None or history.operation is None:
-        return None
-    return history.operation._inbound_nodes[history.node_index]
-
-
 def _topological_nodes(model, inputs, outputs):
     """Call nodes between `inputs` and `outputs`, producers first.
 
-    An iterative depth-first post-order walk over `_keras_history`, so deep
+    An iterative depth-first post-order walk over the layer calls, so deep
     networks (ResNet-152 and beyond) do not hit Python's recursion limit.
     """
     input_ids = {id(t) for t in inputs}
     order, done, active = [], set(), set()
     for out in outputs:
-        root = None if id(out) in input_ids else _producer(out)
-        if root is None or id(root) in done:
+        root = None if id(out) in input_ids else layer_call(out)
+        if root is None or root.key in done:
             continue
-        stack = [(root, iter(root.input_tensors))]
-        active.add(id(root))
+        stack = [(root, iter(root.inputs))]
+        active.add(root.key)
         while stack:
             node, pending = stack[-1]
             for tensor in pending:
                 if id(tensor) in input_ids:
                     continue
-                child = _producer(tensor)
+                child = layer_call(tensor)
                 if child is None or child.is_input:
                     raise ValueError(
-                        f"Layer {node.operation.name!r} of model "
+                        f"Layer {node.layer.name!r} of model "
                         f"{model.name!r} uses a tensor that does not come "
                         "from the model's inputs. Expected a connected "
                         f"graph. Received: tensor={tensor!r}"
                     )
-                if id(child) in done:
+                if child.key in done:
                     continue
-                if id(child) in active:  # pragma: no cover - Keras forbids
-                    raise ValueError(f"Cycle at layer {child.operation.name!r}")
-                stack.append((child, iter(child.input_tensors)))
-                active.add(id(child))
+                if child.key in active:  # pragma: no cover - Keras forbids
+                    raise ValueError(f"Cycle at layer {child.layer.name!r}")
+                stack.append((child, iter(child.inputs)))
+                active.add(child.key)
                 break
             else:
                 stack.pop()
-                active.discard(id(node))
-                done.add(id(node))
+                active.discard(node.key)
+                done.add(node.key)
                 order.append(node)
     return order
 
@@ -176,7 +170,7 @@ class _Graph:
         self.nodes = _topological_nodes(model, self.inputs, self.outputs)
         self.subgraphs = {}
         for node in self.nodes:
-            op = node.operation
+            op = node.layer
             if isinstance(op, keras.Model) and id(op) not in self.subgraphs:
                 self.subgraphs[id(op)] = _Graph(op)
 
@@ -191,8 +185,8 @@ class _Graph:
         """
         states = {id(t): s for t, s in zip(self.inputs, input_states)}
         for node in self.nodes:
-            op = node.operation
-            in_states = [states[id(t)] for t in node.input_tensors]
+            op = node.layer
+            in_states = [states[id(t)] for t in node.inputs]
             sub = self.subgraphs.get(id(op))
             if sub is not None:
                 out_states = sub.run(
@@ -210,7 +204,7 @@ class _Graph:
 
 
 def _make_row(node, in_states, out_states, info, prefix):
-    op = node.operation
+    op = node.layer
     params = op.count_params() if isinstance(op, keras.Layer) else 0
     out = out_states[0]
     return LayerRow(
@@ -230,13 +224,13 @@ def _make_row(node, in_states, out_states, info, prefix):
 
 
 def _where(node, in_states, prefix):
-    op = node.operation
+    op = node.layer
     shapes = ", ".join(str(s.shape) for s in in_states)
     return f"Layer {prefix + op.name!r} ({type(op).__name__}) at input {shapes}"
 
 
 def _require_image(node, in_states, prefix):
-    op = node.operation
+    op = node.layer
     if getattr(op, "data_format", "channels_last") != "channels_last":
         raise ValueError(
             f"{_where(node, in_states, prefix)}: expected channels_last "
@@ -277,7 +271,7 @@ def _windowed(node, in_states, prefix, kernel, strides, padding, dilation):
 
 
 def _check_kernel_channels(node, in_states, prefix, expected):
-    op = node.operation
+    op = node.layer
     c_in = in_states[0].shape[-1]
     if op.built and expected is not None and c_in != expected:
         raise ValueError(
@@ -288,7 +282,7 @@ def _check_kernel_channels(node, in_states, prefix, expected):
 
 def _propagate(node, in_states, prefix):
     """Output states and row extras of one layer call."""
-    op = node.operation
+    op = node.layer
     first = in_states[0] if in_states else None
 
     if isinstance(op, _CONV):
@@ -403,13 +397,13 @@ def _merged_rf(in_states):
 def _concatenate(node, in_states, prefix):
     shapes = [s.shape for s in in_states]
     rank = len(shapes[0])
-    axis = node.operation.axis
+    axis = node.layer.axis
     # Keras' axis counts the batch dimension; our shapes do not.
     axis = axis - 1 if axis > 0 else axis + rank
     if any(len(s) != rank for s in shapes) or not 0 <= axis < rank:
         raise ValueError(
             f"{_where(node, in_states, prefix)}: expected inputs of equal "
-            f"rank and a non-batch axis. Received: axis={node.operation.axis}"
+            f"rank and a non-batch axis. Received: axis={node.layer.axis}"
         )
     for i in range(rank):
         if i != axis and len({s[i] for s in shapes}) > 1:
@@ -432,7 +426,7 @@ def _elementwise(node, in_states, prefix):
             f"{_where(node, in_states, prefix)}: expected inputs of equal "
             f"rank. Received: shapes {shapes}"
         )
-    declared = [tuple(t.shape[1:]) for t in node.input_tensors]
+    declared = [tuple(t.shape[1:]) for t in node.inputs]
     out = []
     for i in range(rank):
         # Broadcasting is only meant where the graph itself says the axis is
@@ -452,7 +446,7 @@ def _elementwise(node, in_states, prefix):
 
 def _reshape(node, in_states, prefix):
     first = in_states[0]
-    target = list(node.operation.target_shape)
+    target = list(node.layer.target_shape)
     total = math.prod(first.shape)
     known = math.prod(d for d in target if d != -1)
     if -1 in target:
@@ -483,24 +477,22 @@ def _fallback(node, in_states, prefix):
     `compute_output_spec` on concrete placeholder shapes is arithmetic for
     most layers (and a symbolic trace for custom ones), never a rebuild.
     """
-    op = node.operation
     values = {}
-    for tensor, state in zip(node.input_tensors, in_states):
+    for tensor, state in zip(node.inputs, in_states):
         values[id(tensor)] = keras.KerasTensor(
             (1, *state.shape), dtype=tensor.dtype
         )
     try:
-        args, kwargs = node.arguments.fill_in(values)
-        spec = op.compute_output_spec(*args, **kwargs)
+        spec = node.output_spec(values)
         shapes = [tuple(t.shape[1:]) for t in keras.tree.flatten(spec)]
         if len(shapes) != len(node.outputs) or any(
             d is None or d < 1 for s in shapes for d in s
         ):
             raise ValueError(f"undefined or empty output shapes {shapes}")
-    except Exception as e:  # noqa: BLE001 - any failure means "unknown"
+    except Exception as e:
         # Custom layers that the declared graph shows as shape-preserving
         # (e.g. LocalResponseNormalization) are safe to pass through.
-        declared_in = [tuple(t.shape) for t in node.input_tensors]
+        declared_in = [tuple(t.shape) for t in node.inputs]
         declared_out = [tuple(t.shape) for t in node.outputs]
         if len(in_states) == 1 and declared_out == declared_in:
             return [in_states[0]]

@@ -2,6 +2,7 @@
 
 import keras
 
+from kcnn._keras_graph import input_layer_name, producer
 from kcnn.shapes.arithmetic import _check_positive_int, _is_int
 from kcnn.shapes.graph import _Graph, _input_state, _SizeError
 from kcnn.shapes.report import LayerRow, Trace
@@ -42,14 +43,6 @@ def _parse_size_spec(spec, declared, where):
     return (h, w, c)
 
 
-def _input_name(tensor):
-    # KerasTensor names are auto-generated; the InputLayer's name is the one
-    # users gave (and the one `model.summary()` shows).
-    history = getattr(tensor, "_keras_history", None)
-    op = history.operation if history is not None else None
-    return op.name if op is not None else tensor.name
-
-
 def _resolve_inputs(model, inputs, input_size):
     """Concrete per-input shapes (without batch) for `trace`."""
     # A list is per-input only for multi-input models, so that a
@@ -64,7 +57,7 @@ def _resolve_inputs(model, inputs, input_size):
     shapes = []
     for tensor, spec in zip(inputs, specs):
         declared = tuple(tensor.shape[1:])
-        where = f"input {_input_name(tensor)!r} of model {model.name!r}"
+        where = f"input {input_layer_name(tensor)!r} of model {model.name!r}"
         if len(declared) == 3 and spec is not None:
             shapes.append(_parse_size_spec(spec, declared, where))
         elif len(declared) == 3 or spec is None:
@@ -123,11 +116,11 @@ def trace(model, input_size=None):
     shapes = _resolve_inputs(model, graph.inputs, input_size)
     rows = []
     for tensor, shape in zip(graph.inputs, shapes):
-        op = tensor._keras_history.operation
+        op = producer(tensor)
         state = _input_state(shape)
         rows.append(
             LayerRow(
-                name=_input_name(tensor),
+                name=input_layer_name(tensor),
                 class_name=type(op).__name__ if op is not None else "Input",
                 input_shape=shape,
                 output_shape=shape,
@@ -161,7 +154,7 @@ def trace(model, input_size=None):
 
 def _distinct_layers(graph):
     for node in graph.nodes:
-        op = node.operation
+        op = node.layer
         sub = graph.subgraphs.get(id(op))
         if sub is not None:
             yield from _distinct_layers(sub)
@@ -219,7 +212,7 @@ def min_input_size(model, *, max_size=4096):
         if None in unknown:
             raise ValueError(
                 f"Expected a known channel count (and fully known non-image "
-                f"shapes) for input {_input_name(tensor)!r} of model "
+                f"shapes) for input {input_layer_name(tensor)!r} of model "
                 f"{model.name!r}. Received: shape={shape}"
             )
     last_error = None

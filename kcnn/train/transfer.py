@@ -11,22 +11,16 @@ from typing import Any
 import keras
 import numpy as np
 
+from kcnn import blocks
 from kcnn import data as kdata
-from kcnn.training.config import TrainConfig, producer
-from kcnn.training.loop import (
-    Phase,
-    TrainResult,
-    _open_run,
-    _resolve,
-    _start_metadata,
-    _train,
-    check_compatible,
-    load_data,
-)
-from kcnn.training.run import RunFolder
+from kcnn._keras_graph import producer
+from kcnn.train.config import TrainConfig
+from kcnn.train.driver import Phase, TrainResult, load_data, train_phases
+from kcnn.train.inference import check_compatible, resolve_model
+from kcnn.train.runs import RunFolder, open_run, start_metadata
 
 # Names of the layers `replace_head` adds.
-HEAD_LAYERS = ("head_pool", "head_dropout", "predictions")
+HEAD_LAYERS = ("avg_pool", "dropout", "predictions")
 # The lecture's names for AlexNet's fully connected layers, which VGG (keras.applications
 # naming) calls fc1/fc2: "fc7" means the second fully connected layer in both.
 FC_ALIASES = {"fc6": "fc1", "fc7": "fc2"}
@@ -62,7 +56,8 @@ def replace_head(model: keras.Model, classes: int, *, dropout: float = 0.2, name
 
     The features are what the old classifier read (auxiliary heads are dropped), or
     the output of a model without a top; a feature map is average-pooled. The head is
-    `head_pool` (if pooling) -> `head_dropout` (if `dropout`) -> `predictions`.
+    the builders' own (`kcnn.blocks.classifier_head`): `avg_pool` (if pooling) ->
+    `dropout` (if `dropout`) -> `predictions`, as GoogLeNet's and ResNet's.
 
     Args:
         model: a Keras classifier or backbone.
@@ -71,14 +66,11 @@ def replace_head(model: keras.Model, classes: int, *, dropout: float = 0.2, name
         name: the new model's name (default: `model.name`).
     """
     features, _ = _classifier_input(model)
-    x = features
-    if len(x.shape) == 4:
-        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    elif len(x.shape) != 2:
-        raise ValueError(f"Expected features of rank 2 or 4 (a vector or a feature map). Received: shape {x.shape}")
-    if dropout:
-        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(classes, activation="softmax", name="predictions")(x)
+    if len(features.shape) not in (2, 4):
+        raise ValueError(f"Expected features of rank 2 or 4 (a vector or a feature map). Received: shape {features.shape}")
+    outputs = blocks.classifier_head(
+        features, classes, pooling="avg" if len(features.shape) == 4 else None, input_dropout=dropout
+    )
     return keras.Model(model.inputs, outputs, name=name or model.name)
 
 
@@ -200,7 +192,7 @@ def fine_tune(
         A `TrainResult` (its metadata has a "fine_tuning" entry).
     """
     config = config or TrainConfig()
-    base, base_metadata = _resolve(model)
+    base, base_metadata = resolve_model(model)
     if head_epochs is None:
         head_epochs = max(1, config.epochs // 2)
     if isinstance(head_epochs, bool) or not isinstance(head_epochs, int) or not 1 <= head_epochs <= config.epochs:
@@ -222,8 +214,8 @@ def fine_tune(
         phases.append(Phase(second, lambda m: set_trainable(m, prefixes, train_batch_norm=train_batch_norm)))
     if output is None:
         output = RunFolder.new(f"{new.name}_finetuned", data.name or "data").path
-    run = _open_run(output, new.name, data, config, kind="fine_tune")
-    metadata = _start_metadata(run, new, data, config, None, kind="fine_tune", loaded_here=loaded_here)
+    run = open_run(output, new.name, data, config, kind="fine_tune")
+    metadata = start_metadata(run, new, data, config, None, kind="fine_tune", loaded_here=loaded_here)
     metadata["fine_tuning"] = {
         "base": os.fspath(model) if isinstance(model, (str, os.PathLike)) else base.name,
         "base_model": base_metadata.get("model"),
@@ -234,7 +226,7 @@ def fine_tune(
         "dropout": dropout,
         "train_batch_norm": train_batch_norm,
     }
-    return _train(run, metadata, new, data, phases, callbacks=callbacks, verbose=verbose)
+    return train_phases(run, metadata, new, data, phases, callbacks=callbacks, verbose=verbose)
 
 
 def feature_extractor(model: keras.Model | str | os.PathLike, layer: str | None = None, *, pooling: str | None = None) -> keras.Model:
@@ -252,14 +244,14 @@ def feature_extractor(model: keras.Model | str | os.PathLike, layer: str | None 
     Returns:
         A `keras.Model` sharing `model`'s layers.
     """
-    model, _ = _resolve(model)
+    model, _ = resolve_model(model)
     if layer is None:
         tensor, _ = _classifier_input(model)
     else:
-        names = {l.name for l in model.layers}
+        names = {each.name for each in model.layers}
         name = layer if layer in names else FC_ALIASES.get(layer, layer)
         if name not in names:
-            raise ValueError(f"`{model.name}` has no layer {layer!r}. Layers: {[l.name for l in model.layers][-12:]} (last 12). Received: layer={layer!r}")
+            raise ValueError(f"`{model.name}` has no layer {layer!r}. Layers: {[each.name for each in model.layers][-12:]} (last 12). Received: layer={layer!r}")
         tensor = model.get_layer(name).output
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
@@ -290,16 +282,11 @@ def nearest_neighbours(features_db, query, k: int = 5, *, metric: str = "cosine"
         raise ValueError(f"Expected features_db (n, d) and query (d,) or (q, d). Received: shapes {db.shape} and {np.shape(query)}")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(db):
         raise ValueError(f"`k` must be an int in [1, {len(db)}]. Received: k={k!r}")
-    if metric == "cosine":
-        unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        distances = 1.0 - unit(q) @ unit(db).T
-    elif metric == "l2":
-        squared = (q**2).sum(1)[:, None] - 2.0 * q @ db.T + (db**2).sum(1)[None]
-        distances = np.sqrt(np.maximum(squared, 0.0))
-    else:
+    metrics = {"cosine": "cosine", "l2": "euclidean"}
+    if metric not in metrics:
         raise ValueError(f"`metric` must be 'cosine' or 'l2'. Received: metric={metric!r}")
-    nearest = np.argpartition(distances, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(distances, nearest, axis=1).argsort(axis=1, kind="stable")
-    indices = np.take_along_axis(nearest, order, axis=1)
-    result = indices, np.take_along_axis(distances, indices, axis=1)
-    return (result[0][0], result[1][0]) if single else result
+    from sklearn.neighbors import NearestNeighbors  # Deferred: only image search needs it.
+
+    index = NearestNeighbors(n_neighbors=k, metric=metrics[metric], algorithm="brute").fit(db)
+    distances, indices = index.kneighbors(q)
+    return (indices[0], distances[0]) if single else (indices, distances)

@@ -1,4 +1,4 @@
-"""The run folder and the callbacks that fill it.
+"""The run folder, its metadata, and whether an earlier run there can be resumed.
 
 A run folder (`saved_models/<model>-<dataset>-<time>/`) holds:
 
@@ -22,16 +22,18 @@ import csv
 import math
 import os
 import pathlib
+import platform
 import re
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 import numpy as np
 
-from kcnn._jsonfiles import atomic_write, read_json, write_json
+from kcnn._files import atomic_path, atomic_write, read_json, write_json
+from kcnn.train.compile import output_names
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
@@ -42,10 +44,6 @@ CHECKPOINT_DIR = "checkpoint"
 # Root of run folders when no output folder is given (relative to the working directory).
 DEFAULT_ROOT = "saved_models"
 METADATA_FORMAT = "kcnn.run/1"
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite: training diverged."""
 
 
 class RunFolder:
@@ -138,9 +136,8 @@ class RunFolder:
 
     def save_model(self, model: keras.Model) -> None:
         """Saves `model` to model.keras atomically (a reader never sees half a file)."""
-        temporary = self.path / ".model.tmp.keras"  # Keras insists on the extension.
-        model.save(temporary)
-        os.replace(temporary, self.model_path)
+        with atomic_path(self.model_path) as temporary:
+            model.save(temporary)
 
     def plot_curves(self) -> None:
         """Writes curves.png: loss and accuracy per epoch, training and validation."""
@@ -166,137 +163,118 @@ class RunFolder:
             axes.grid(alpha=0.3)
             axes.legend()
         figure.tight_layout()
-        temporary = self.path / ".curves.tmp.png"
-        figure.savefig(temporary, format="png")
-        os.replace(temporary, self.curves_path)
+        with atomic_path(self.curves_path) as temporary:
+            figure.savefig(temporary, format="png")
 
     def remove_checkpoint(self) -> None:
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------
-# Callbacks.
+# Metadata.
 
 
-def normalize_logs(logs: Mapping[str, Any], main_output: str | None) -> dict[str, float]:
-    """Keras logs as floats, with the main output's metrics under plain names.
+def open_run(output, model_name, data, config, *, kind) -> RunFolder:
+    """The run folder: a new one, or an unfinished one to resume (same config).
 
-    With several outputs Keras prefixes metrics by output (`predictions_accuracy`);
-    history.csv says `accuracy` for every model. Per-output losses keep their names.
+    Raises:
+        ValueError: `output` holds something else than an unfinished run of the same
+            kind, model and config.
     """
-    result = {}
-    prefix = f"{main_output}_" if main_output else None
-    for key, value in logs.items():
-        name = key
-        if prefix and not key.endswith("_loss"):
-            for head in ("", "val_"):
-                if key.startswith(head + prefix):
-                    name = head + key[len(head + prefix) :]
-        result[name] = float(np.asarray(value))
-    return result
+    run = RunFolder(output) if output is not None else RunFolder.new(model_name, data.name or "data")
+    if run.path.exists() and any(run.path.iterdir()):
+        previous = run.read_metadata()
+        if previous is None or previous.get("format") != METADATA_FORMAT:
+            raise ValueError(f"`output` is a non-empty folder that holds no kcnn run. Received: output={os.fspath(run.path)!r}")
+        if previous.get("status") == "completed":
+            raise ValueError(
+                f"`output` holds a finished run; choose a new folder to train again. Received: output={os.fspath(run.path)!r}"
+            )
+        changed = {
+            key: (value, config.to_dict().get(key))
+            for key, value in previous.get("config", {}).items()
+            if config.to_dict().get(key) != value
+        }
+        if previous.get("kind") != kind or previous["model"]["name"] != model_name or changed:
+            raise ValueError(
+                "`output` holds an unfinished run with other settings, which cannot be resumed with these: "
+                f"{previous.get('kind')} of {previous['model']['name']!r}, changed config (old, new): {changed}. "
+                f"Received: output={os.fspath(run.path)!r}"
+            )
+    run.path.mkdir(parents=True, exist_ok=True)
+    return run
 
 
-def current_learning_rate(optimizer) -> float:
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
-class TerminateOnNonFinite(keras.callbacks.Callback):
-    """Raises `NonFiniteLossError` as soon as a loss is NaN or infinite.
-
-    Unlike `keras.callbacks.TerminateOnNaN`, which lets the epoch end (and the backup
-    save the broken weights), this stops at once, so the last checkpoint stays good.
-    """
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._check(logs, f"epoch {getattr(self, '_epoch', 0) + 1}, batch {batch + 1}")
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._check(logs, f"the end of epoch {epoch + 1}")
-
-    def _check(self, logs, where):
-        for key, value in (logs or {}).items():
-            if key.endswith("loss") and not math.isfinite(float(np.asarray(value))):
-                rate = current_learning_rate(self.model.optimizer)
-                raise NonFiniteLossError(
-                    f"Training diverged: `{key}` is {float(np.asarray(value))} at {where}. The learning rate is "
-                    f"probably too high (it was {rate:.3g}): lower it, lengthen the warm-up, or check the data "
-                    "for NaN or infinite values."
-                )
-
-
-class HistoryLogger(keras.callbacks.Callback):
-    """Appends one row per epoch to history.csv: epoch (from 1), the logs, the learning
-    rate and the epoch's wall time."""
-
-    def __init__(self, run: RunFolder, main_output: str | None):
-        super().__init__()
-        self.run = run
-        self.main_output = main_output
-        self._truncated = False
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if not self._truncated:
-            # The first epoch of this fit() call is the one after the restored
-            # state: rows beyond it come from an epoch that is about to re-run.
-            self.run.truncate_history(epoch)
-            self._truncated = True
-        self._started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, **normalize_logs(logs or {}, self.main_output)}
-        row["learning_rate"] = current_learning_rate(self.model.optimizer)
-        row["seconds"] = round(time.perf_counter() - self._started, 3)
-        self.run.append_history(row)
-
-
-class BestModel(keras.callbacks.Callback):
-    """Saves the inference model whenever `monitor` improves; stops early.
-
-    The best value and epoch live in the run's checkpoint state, so they survive a
-    resumption (Keras' `EarlyStopping` and `ModelCheckpoint` keep theirs in memory).
-    Early stopping counts epochs since the best one, or since the phase began.
+def start_metadata(run, model, data, config, builder_arguments, *, kind, loaded_here=True) -> dict[str, Any]:
+    """The metadata.json of a run starting (or resuming: its creation time is kept).
 
     Args:
-        run: the run folder.
-        save: `save()` writes the current weights as the run's model.keras.
-        monitor: normalized log name, e.g. "val_loss" or "val_accuracy".
-        patience: epochs without improvement before stopping; 0 never stops.
-        phase_start: the epoch (0-based) the current phase began at.
-        main_output: the main output's name (see `normalize_logs`).
+        run: the `RunFolder`.
+        model: the model being trained.
+        data: the `kcnn.data.Dataset` it trains on.
+        config: the `TrainConfig`.
+        builder_arguments: the registry builder's arguments, when known.
+        kind: "fit", "fine_tune" or "search".
+        loaded_here: whether the run loaded the data itself (with `config.augment`).
     """
+    from kcnn import registry
 
-    def __init__(self, run: RunFolder, save: Callable[[], None], monitor: str, patience: int, phase_start: int, main_output):
-        super().__init__()
-        self.run = run
-        self.save = save
-        self.monitor = monitor
-        self.patience = patience
-        self.phase_start = phase_start
-        self.main_output = main_output
-        self.maximize = monitor.endswith("accuracy")
-        self.stopped_epoch = None
+    previous = run.read_metadata()
+    spec = registry.MODELS.get(model.name)
+    return {
+        "format": METADATA_FORMAT,
+        "kind": kind,
+        "status": "running",
+        "created": (previous or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+        "model": {
+            "name": model.name,
+            "registered": spec is not None,
+            "family": spec.family if spec else None,
+            "builder_arguments": builder_arguments,
+            "input_shape": list(model.input_shape[1:]),
+            "classes": int(model.outputs[0].shape[-1]),
+            "training_outputs": output_names(model),
+            "parameters": parameter_counts(model),
+        },
+        "dataset": {
+            "name": data.name,
+            "num_classes": data.num_classes,
+            "input_shape": list(data.input_shape),
+            "num_train": data.num_train,
+            "num_validation": data.num_validation,
+            "num_test": data.num_test,
+            "batch_size": data.batch_size,
+            # `config.augment` only applies when the run loads the data itself.
+            "augment": config.augment if loaded_here else "as loaded by the caller",
+        },
+        "class_names": list(data.class_names),
+        "preprocessing": dict(data.preprocessing),
+        "config": config.to_dict(),
+        "versions": versions(),
+    }
 
-    def on_train_begin(self, logs=None):
-        state = self.run.read_state()
-        self.best_value = state.get("best_value")
-        self.best_epoch = state.get("best_epoch", 0)
 
-    def on_epoch_end(self, epoch, logs=None):
-        logs = normalize_logs(logs or {}, self.main_output)
-        if self.monitor not in logs:
-            raise ValueError(f"`monitor` is not a logged quantity; logged: {sorted(logs)}. Received: monitor={self.monitor!r}")
-        value = logs[self.monitor]
-        better = self.best_value is None or (value > self.best_value if self.maximize else value < self.best_value)
-        if better:
-            self.save()
-            self.best_value, self.best_epoch = value, epoch + 1
-            self.run.update_state(best_value=value, best_epoch=epoch + 1, monitor=self.monitor)
-        if self.patience and (epoch + 1) - max(self.best_epoch, self.phase_start) >= self.patience:
-            self.model.stop_training = True
-            self.stopped_epoch = epoch + 1
+def parameter_counts(model: keras.Model) -> dict[str, int]:
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    total = int(model.count_params())
+    return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
+
+
+def versions() -> dict[str, str]:
+    """The versions a run was made with."""
+    import tensorflow as tf
+
+    import kcnn
+
+    return {
+        "kcnn": kcnn.__version__,
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
 # --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import os
 import pathlib
 import re
@@ -26,14 +27,16 @@ from typing import Any
 
 import keras
 
-from kcnn._jsonfiles import read_json, write_json
-from kcnn.tuning import report
-from kcnn.tuning.config import SearchConfig, parse_address
-from kcnn.tuning.report import TrialRecord
-from kcnn.tuning.spaces import SearchSpace, get_space
-from kcnn.tuning.tuners import collect_trials, make_tuner, objective, public_values
+from kcnn._files import read_json, write_json
+from kcnn.tune import report
+from kcnn.tune._keras_tuner import collect_trials, make_tuner, objective, public_values
+from kcnn.tune.config import SearchConfig, parse_address
+from kcnn.tune.report import TrialRecord
+from kcnn.tune.spaces import SearchSpace, get_space
 
 __all__ = ["SearchResult", "search"]
+
+logger = logging.getLogger("kcnn")
 
 DEFAULT_ROOT = os.path.join("saved_models", "tuning")
 BEST_DIR = "best"
@@ -124,7 +127,7 @@ def search(
         ValueError: on invalid settings, a project holding a search with other
             settings, or a search in which no trial completed.
     """
-    from kcnn.train import load_data
+    from kcnn.train.driver import load_data
 
     config = config or SearchConfig()
     if not isinstance(config, SearchConfig):
@@ -219,7 +222,8 @@ def _save_best(tuner, space, data, config, project_dir, best):
     """The best model, restored from its checkpoint (or retrained), saved as a
     `kcnn.train` run folder with the search's facts in its metadata."""
     from kcnn import train
-    from kcnn.training.run import RunFolder
+    from kcnn.train.driver import save_run
+    from kcnn.train.runs import RunFolder
 
     hp = best.hyperparameters
     builder_arguments = {**space.declare(hp.copy()), "input_shape": list(space.input_shape), "classes": space.classes}
@@ -237,10 +241,10 @@ def _save_best(tuner, space, data, config, project_dir, best):
                 warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
                 model = tuner.load_model(best)
         except (OSError, ValueError) as error:  # e.g. a chief without the worker's checkpoint
-            print(f"kcnn.tune: cannot restore trial {best.trial_id} ({error}); retraining it", flush=True)
+            logger.warning("Cannot restore trial %s (%s); retraining it", best.trial_id, error)
     restored = model is not None
     if restored:
-        metadata = train.save_run(
+        metadata = save_run(
             model, data, trial_config, run.path, kind="search", builder_arguments=builder_arguments
         )
         metadata["metrics"].update(

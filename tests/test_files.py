@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from kcnn._jsonfiles import atomic_write, read_json, write_json
+from kcnn._files import atomic_write, read_json, write_json
 
 
 def test_json_round_trips_numpy_scalars_tuples_and_paths(tmp_path):
@@ -24,3 +24,20 @@ def test_unserializable_values_are_refused(tmp_path):
     with pytest.raises(TypeError, match="Not JSON-serializable"):
         write_json(tmp_path / "x.json", {"model": object()})
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
+    from kcnn._files import atomic_path
+
+    path = tmp_path / "model.keras"
+    path.write_text("previous")
+    with pytest.raises(RuntimeError), atomic_path(path) as temporary:
+        assert temporary.suffix == ".keras" and temporary.parent == tmp_path and temporary.name.startswith(".")
+        assert str(os.getpid()) in temporary.name  # two processes never share one
+        temporary.write_text("half")
+        raise RuntimeError("killed midway")
+    assert path.read_text() == "previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+    with atomic_path(path) as temporary:
+        temporary.write_text("new")
+    assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["model.keras"]

@@ -1,24 +1,26 @@
-"""`kcnn bench`: throughput of a kcnn model against a baseline, measured side by side.
+"""Throughput of a kcnn model against a baseline, measured side by side.
 
-    kcnn bench resnet50 --input-size 64 --batch-size 32 --steps 12
-    kcnn bench resnet50 --baseline torch          # torchvision, when installed
-    kcnn bench lenet5                             # the small-model path on the digits
-    kcnn bench pipeline --consumer resnet18 --input-size 32
-    kcnn bench resnet50 --gpu                     # chip fraction; says so without a GPU
+    python benchmarks/bench.py resnet50 --input-size 64 --batch-size 32 --steps 12
+    python benchmarks/bench.py resnet50 --baseline torch       # torchvision, when installed
+    python benchmarks/bench.py lenet5                          # the small-model path on the digits
+    python benchmarks/bench.py pipeline --consumer resnet18 --input-size 32
+    python benchmarks/bench.py resnet50 --gpu                  # chip fraction; says so without a GPU
 
-The measurements live in `kcnn.bench`; this entry point only parses flags, may set the
-process-wide thread counts (library code never does), prints a table and writes JSON.
+The measurements live in `harness.py` (beside this file); this entry point only parses
+flags, may set the process-wide thread counts (library code never does), prints a table
+and writes JSON.
 """
 
+import argparse
+import contextlib
+import json
+import os
 import sys
 
-from kcnn._jsonfiles import write_json
 
-
-def register(subparsers):
-    bench = subparsers.add_parser(
-        "bench",
-        help="training/inference images/s against keras.applications or torchvision, as ratios",
+def build_parser():
+    bench = argparse.ArgumentParser(
+        prog="benchmarks/bench.py",
         description="Runs kcnn (through kcnn.train) and a baseline alternately in this process, "
         "A B A B, and reports the medians and the ratio of each pair with its min and max.",
     )
@@ -42,10 +44,25 @@ def register(subparsers):
     bench.add_argument("--intra-op-threads", type=int, default=None, help="process-wide TensorFlow intra-op threads")
     bench.add_argument("--inter-op-threads", type=int, default=None, help="process-wide TensorFlow inter-op threads")
     bench.add_argument("--output", default=None, help="write the result as JSON here")
-    bench.set_defaults(handler=_bench)
+    return bench
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return _bench(args)
+    except ValueError as error:
+        print(f"benchmarks/bench.py: error: {error}", file=sys.stderr)
+        return 2
 
 
 def _bench(args):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.baseline == "torch":
+        # Before TensorFlow loads: torchvision imported after TensorFlow 2.21 crashes
+        # the process (harness.torch_available).
+        with contextlib.suppress(ImportError):
+            import torchvision  # noqa: F401
     import tensorflow as tf
 
     # Process-wide, so only here and before TensorFlow runs anything.
@@ -54,8 +71,9 @@ def _bench(args):
     if args.inter_op_threads:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
 
-    from kcnn import bench
-    from kcnn.training.config import TrainConfig
+    import harness as bench
+
+    from kcnn.train import TrainConfig
 
     overrides = {"steps_per_execution": args.steps_per_execution} if args.steps_per_execution else {}
     if args.model == "pipeline":
@@ -82,20 +100,26 @@ def _bench(args):
     result["command"] = _command(args)
     print(bench.to_markdown([result]))
     if result.get("status") != "ok":
-        print(f"kcnn bench: {result.get('status')}: {result.get('reason')}", file=sys.stderr)
+        print(f"benchmarks/bench.py: {result.get('status')}: {result.get('reason')}", file=sys.stderr)
     if args.output:
-        write_json(args.output, result)
+        with open(args.output, "w") as file:
+            json.dump(result, file, indent=2)
+            file.write("\n")
     return 0
 
 
 def _command(args):
     """The command line that reproduces this run (flags left at their defaults omitted)."""
-    words = ["kcnn", "bench", args.model]
+    words = ["python", "benchmarks/bench.py", args.model]
     defaults = {"baseline": "keras", "pairs": 3, "epochs": 4, "consumer": "resnet18", "gpu": False, "num_images": 2048}
     for key, value in vars(args).items():
-        if key in ("model", "command", "handler", "output") or value is None or defaults.get(key) == value:
+        if key in ("model", "output") or value is None or defaults.get(key) == value:
             continue
         flag = "--" + key.replace("_", "-")
         words.extend([flag] if value is True else [flag, str(value)])
     return " ".join(words)
 
+
+
+if __name__ == "__main__":
+    sys.exit(main())

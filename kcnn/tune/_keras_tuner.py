@@ -1,8 +1,15 @@
-"""keras-tuner's tuners with what kcnn adds: trial records, progress callbacks, a
-cleared session between trials, and a Hyperband that replaces failed trials."""
+"""keras-tuner's tuners with what kcnn adds: trial records, progress callbacks, quiet
+rejected configurations, and a Hyperband that replaces failed trials.
+
+This is the one module that overrides keras-tuner's private methods
+(`Tuner._populate_initial_space`, `Tuner._try_run_and_update_trial`,
+`HyperbandOracle._brackets`); `tests/test_keras_tuner.py` checks that they still exist
+in the installed keras-tuner, whose version `pyproject.toml` pins below its next minor.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import pathlib
@@ -13,13 +20,14 @@ from typing import Any
 
 import keras
 import keras_tuner
-from keras_tuner.src import config as keras_tuner_config  # its DEBUG flag (1.4)
 
-from kcnn._jsonfiles import read_json, write_json
-from kcnn.tuning import report
-from kcnn.tuning.report import RECORD_FILE, TrialRecord
+from kcnn._files import read_json, write_json
+from kcnn.tune import report
+from kcnn.tune.report import RECORD_FILE, TrialRecord
 
 __all__ = ["collect_trials", "make_tuner", "objective", "public_values"]
+
+logger = logging.getLogger("kcnn")
 
 # Random and Bayesian searches need a trial budget; this is theirs unless given.
 DEFAULT_MAX_TRIALS = 10
@@ -28,7 +36,7 @@ DEFAULT_MAX_TRIALS = 10
 class _Records:
     """What kcnn adds to a keras-tuner tuner: no model built to declare the space,
     a record per trial (written by the process that ran it), a progress callback, and
-    rejected configurations recorded without a traceback on stderr."""
+    failed trials recorded without a traceback on stderr."""
 
     def follow(self, on_trial, planned):
         """Sets the progress callback and the number of trials planned."""
@@ -49,7 +57,8 @@ class _Records:
         # keras-tuner's own (1.4) prints the traceback of every failed trial while its
         # global DEBUG flag is on, which is its default. A configuration the space
         # rejects (geometry, budget) is an expected outcome of a search: its reason goes
-        # to trials.csv and the progress line. Anything else keeps keras-tuner's handling.
+        # to trials.csv and the progress line. Any other error is an invalid trial, as
+        # keras-tuner has it, logged with its traceback (at DEBUG level) instead of printed.
         try:
             self._run_and_update_trial(trial, *fit_args, **fit_kwargs)
             trial.status = keras_tuner.engine.trial.TrialStatus.COMPLETED
@@ -58,11 +67,11 @@ class _Records:
         except keras_tuner.errors.FailedTrialError:
             trial.status = keras_tuner.engine.trial.TrialStatus.FAILED
             trial.message = traceback.format_exc()
-        except Exception:
-            if keras_tuner_config.DEBUG:
-                traceback.print_exc()
+        except Exception as error:
             trial.status = keras_tuner.engine.trial.TrialStatus.INVALID
             trial.message = traceback.format_exc()
+            logger.warning("Trial %s failed: %s: %s", trial.trial_id, type(error).__name__, error)
+            logger.debug("Trial %s failed:\n%s", trial.trial_id, trial.message)
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)

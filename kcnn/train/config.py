@@ -1,21 +1,19 @@
-"""Training settings as data, and what "auto" resolves to on the device at hand.
+"""Training settings as data.
 
 `TrainConfig` is the single description of a training run: `fit`, `fine_tune`, the
 command line (one flag per field) and the keras-tuner search all read it, and every run
-folder stores it in `metadata.json`.
+folder stores it in `metadata.json`. This module imports neither Keras nor TensorFlow,
+so the command line builds its flags without them; what the "auto" settings resolve
+to on the device at hand is `kcnn.train.distribute`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import numbers
 from collections.abc import Mapping
 from typing import Any
-
-import keras
-import tensorflow as tf
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
@@ -150,109 +148,3 @@ def _check_number(name, value, *, positive):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0 or (positive and value == 0):
         bound = "a positive number" if positive else "a number >= 0"
         raise ValueError(f"`{name}` must be {bound}. Received: {name}={value!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class DeviceSettings:
-    """What the "auto" settings of a `TrainConfig` resolve to on this machine.
-
-    Attributes:
-        precision: the dtype policy name the model computes in ("float32",
-            "mixed_float16" or "mixed_bfloat16").
-        xla: whether the train step is XLA-compiled.
-        strategy: the `tf.distribute.Strategy`, or None for the default one.
-        devices: the accelerators used, e.g. ["GPU:0"]; [] on CPU.
-    """
-
-    precision: str
-    xla: bool
-    strategy: Any
-    devices: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "precision": self.precision,
-            "xla": self.xla,
-            "strategy": type(self.strategy).__name__ if self.strategy else None,
-            "replicas": self.strategy.num_replicas_in_sync if self.strategy else 1,
-            "devices": list(self.devices),
-        }
-
-
-def resolve_device(config: TrainConfig) -> DeviceSettings:
-    """Resolves the "auto" precision, XLA and distribution settings of `config`.
-
-    Args:
-        config: a `TrainConfig`.
-
-    Returns:
-        A `DeviceSettings`. Nothing process-wide is changed.
-    """
-    gpus = tf.config.list_physical_devices("GPU")
-    names = tuple(gpu.name.replace("/physical_device:", "") for gpu in gpus)
-    if config.distribution == "mirrored" or (config.distribution == "auto" and len(gpus) > 1):
-        strategy = tf.distribute.MirroredStrategy()
-    else:
-        strategy = None
-    if config.mixed_precision == "auto":
-        precision = "float32"
-        if gpus:
-            capability = min(
-                tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)) for gpu in gpus
-            )
-            # bfloat16 needs no loss scaling and is fast from Ampere (8.0) on;
-            # float16 tensor cores start with Volta (7.0).
-            precision = "mixed_bfloat16" if capability >= (8, 0) else "mixed_float16" if capability >= (7, 0) else "float32"
-    else:
-        precision = "float32" if config.mixed_precision == "off" else config.mixed_precision
-    if config.xla == "auto":
-        # Measured: XLA slows convolutions down on CPU; Keras also turns it off
-        # under tf.distribute.
-        xla = bool(gpus) and strategy is None
-    else:
-        xla = config.xla == "on"
-    return DeviceSettings(precision=precision, xla=xla, strategy=strategy, devices=names if gpus else ())
-
-
-def producer(tensor):
-    """The layer that computed a functional model's tensor."""
-    # Keras keeps the graph of a functional model only in this attribute.
-    return tensor._keras_history.operation
-
-
-def prepare_model(model: keras.Model, device: DeviceSettings) -> keras.Model:
-    """The model to train under `device`'s dtype policy and strategy.
-
-    Keras layers take their dtype policy when they are built, and our builders build
-    under whatever global policy is set. Rather than switching the global policy
-    (process-wide state the caller did not ask to change), the model is cloned with an
-    explicit `dtype=keras.DTypePolicy(...)` per layer and given the original weights.
-    The output layers stay float32, so softmax and the loss run in full precision.
-    Under a distribution strategy the clone is created in its scope, which is what
-    makes the variables mirrored.
-
-    Args:
-        model: a functional Keras model.
-        device: from `resolve_device`.
-
-    Returns:
-        `model` itself when nothing needs changing (float32, no strategy), else a
-        clone with the same layer names and weights.
-    """
-    current = {layer.dtype_policy.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)}
-    if device.strategy is None and current <= {device.precision}:
-        return model
-    output_layers = {producer(tensor).name for tensor in model.outputs}
-    policy = keras.DTypePolicy(device.precision)
-    float32 = keras.DTypePolicy("float32")
-
-    def with_policy(layer):
-        config = layer.get_config()
-        config["dtype"] = float32 if layer.name in output_layers else policy
-        return layer.__class__.from_config(config)
-
-    scope = device.strategy.scope() if device.strategy else contextlib.nullcontext()
-    with scope:
-        clone = keras.models.clone_model(model, clone_function=with_policy)
-        clone.set_weights(model.get_weights())
-    return clone

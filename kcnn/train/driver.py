@@ -1,38 +1,26 @@
-"""`fit`, `evaluate`, `predict` and `load`: training runs and their saved models."""
+"""`fit` and the phase driver it shares with `fine_tune`: a training run, resumable,
+written to its run folder."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import pathlib
-import platform
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
-import numpy as np
 
 from kcnn import data as kdata
-from kcnn.training.compile import compile_model, output_names, outputs_logits
-from kcnn.training.config import (
-    DeviceSettings,
-    TrainConfig,
-    prepare_model,
-    resolve_device,
-)
-from kcnn.training.run import (
-    METADATA_FORMAT,
-    MODEL_FILE,
-    BestModel,
-    HistoryLogger,
-    NonFiniteLossError,
-    RunFolder,
-    TerminateOnNonFinite,
-)
-
-_EPSILON = 1e-7
+from kcnn._keras_graph import reset_restored_epoch
+from kcnn.train.callbacks import BestModel, HistoryLogger, NonFiniteLossError, TerminateOnNonFinite
+from kcnn.train.compile import compile_model, output_names
+from kcnn.train.config import TrainConfig
+from kcnn.train.distribute import DeviceSettings, prepare_model, resolve_device
+from kcnn.train.inference import check_compatible, evaluate_split
+from kcnn.train.runs import RunFolder, open_run, parameter_counts, start_metadata
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,17 +104,26 @@ def fit(
         raise ValueError(f"`config` must be a kcnn.train.TrainConfig. Received: config={config!r}")
     loaded_here = not isinstance(data, kdata.Dataset)
     model, data, builder_arguments = _model_and_data(model, data, config, model_kwargs, data_options)
-    run = _open_run(output, model.name, data, config, kind="fit")
-    metadata = _start_metadata(run, model, data, config, builder_arguments, kind="fit", loaded_here=loaded_here)
-    return _train(run, metadata, model, data, [Phase(config)], callbacks=callbacks, verbose=verbose)
+    run = open_run(output, model.name, data, config, kind="fit")
+    metadata = start_metadata(run, model, data, config, builder_arguments, kind="fit", loaded_here=loaded_here)
+    return train_phases(run, metadata, model, data, [Phase(config)], callbacks=callbacks, verbose=verbose)
 
 
 # --------------------------------------------------------------------------
 # The training driver shared by fit and fine_tune.
 
 
-def _train(run, metadata, model, data, phases, *, callbacks, verbose) -> TrainResult:
-    """Runs the phases (resuming where the checkpoint says), then finishes the run."""
+def train_phases(run, metadata, model, data, phases, *, callbacks, verbose) -> TrainResult:
+    """Runs the phases (resuming where the checkpoint says), then finishes the run.
+
+    Args:
+        run: the `RunFolder` (from `open_run`).
+        metadata: its metadata (from `start_metadata`).
+        model: the model to train.
+        data: the `kcnn.data.Dataset`.
+        phases: the `Phase`s, in order (one for `fit`, two for `fine_tune`).
+        callbacks, verbose: as `fit`'s.
+    """
     config = phases[0].config
     device = resolve_device(config)
     metadata["device"] = device.to_dict()
@@ -175,9 +172,7 @@ def _train(run, metadata, model, data, phases, *, callbacks, verbose) -> TrainRe
             ]
             compile_model(model, phase.config, data.steps_per_epoch, device=device)
             metadata.setdefault("steps_per_execution", {})[str(index)] = int(model.steps_per_execution)
-            # BackupAndRestore restores the epoch into this private attribute, and
-            # Keras never clears it: a second fit() would start from it.
-            model._initial_epoch = None
+            reset_restored_epoch(model)  # Else a second phase starts at the restored epoch.
             model.fit(
                 with_targets(model, data.train),
                 validation_data=with_targets(model, data.validation),
@@ -207,7 +202,7 @@ def with_targets(model: keras.Model, dataset):
     if dataset is None or len(model.outputs) == 1:
         return dataset
     names = output_names(model)
-    return dataset.map(lambda x, y: (x, {name: y for name in names}))
+    return dataset.map(lambda x, y: (x, dict.fromkeys(names, y)))
 
 
 def _tensorboard(run):
@@ -238,11 +233,13 @@ def _finish(run, metadata, data, seconds, stopped_early) -> TrainResult:
         "monitor": metadata["monitor"],
         "train": {k: v for k, v in best_row.items() if not k.startswith("val_") and k not in ("epoch", "seconds")},
         "validation": {k[len("val_") :]: v for k, v in best_row.items() if k.startswith("val_")},
-        "test": evaluate(best_model, data) if data.test is not None else None,
+        "test": evaluate_split(best_model, data.test, label_smoothing=metadata["config"]["label_smoothing"])
+        if data.test is not None
+        else None,
     }
     seconds_total = sum(row.get("seconds", 0.0) for row in history)
     metadata["metrics"] = metrics
-    metadata["model"]["parameters"] = _parameter_counts(best_model)
+    metadata["model"]["parameters"] = parameter_counts(best_model)
     metadata["timing"] = {
         "train_seconds": round(seconds_total, 2),
         "this_session_seconds": round(seconds, 2),
@@ -312,53 +309,6 @@ def load_data(
     )
 
 
-def check_compatible(model: keras.Model, data: kdata.Dataset) -> None:
-    """Checks that `data` fits `model`'s input and output.
-
-    Raises:
-        ValueError: on a different image shape or number of classes.
-    """
-    expected = tuple(model.input_shape[1:])
-    received = tuple(data.input_shape)
-    if len(expected) != 3 or any(e is not None and e != r for e, r in zip(expected, received)):
-        raise ValueError(
-            f"The data's images do not fit `{model.name}`: it takes {expected}. "
-            f"Received: images of shape {received} (pass image_size/channels to kcnn.data.load)"
-        )
-    classes = int(model.outputs[0].shape[-1])
-    if classes != data.num_classes:
-        raise ValueError(
-            f"`{model.name}` has {classes} outputs but the data has {data.num_classes} classes; build the model "
-            f"with classes={data.num_classes} or use kcnn.train.fine_tune. Received: {data.num_classes} classes"
-        )
-
-
-def _open_run(output, model_name, data, config, *, kind) -> RunFolder:
-    """The run folder: a new one, or an unfinished one to resume (same config)."""
-    run = RunFolder(output) if output is not None else RunFolder.new(model_name, data.name or "data")
-    if run.path.exists() and any(run.path.iterdir()):
-        previous = run.read_metadata()
-        if previous is None or previous.get("format") != METADATA_FORMAT:
-            raise ValueError(f"`output` is a non-empty folder that holds no kcnn run. Received: output={os.fspath(run.path)!r}")
-        if previous.get("status") == "completed":
-            raise ValueError(
-                f"`output` holds a finished run; choose a new folder to train again. Received: output={os.fspath(run.path)!r}"
-            )
-        changed = {
-            key: (value, config.to_dict().get(key))
-            for key, value in previous.get("config", {}).items()
-            if config.to_dict().get(key) != value
-        }
-        if previous.get("kind") != kind or previous["model"]["name"] != model_name or changed:
-            raise ValueError(
-                "`output` holds an unfinished run with other settings, which cannot be resumed with these: "
-                f"{previous.get('kind')} of {previous['model']['name']!r}, changed config (old, new): {changed}. "
-                f"Received: output={os.fspath(run.path)!r}"
-            )
-    run.path.mkdir(parents=True, exist_ok=True)
-    return run
-
-
 def save_run(
     model: keras.Model,
     data: kdata.Dataset,
@@ -392,225 +342,14 @@ def save_run(
     run.path.mkdir(parents=True, exist_ok=True)
     inference = keras.Model(model.inputs, model.outputs[0], name=model.name)
     run.save_model(inference)
-    metadata = _start_metadata(run, inference, data, config, builder_arguments, kind=kind, loaded_here=False)
+    metadata = start_metadata(run, inference, data, config, builder_arguments, kind=kind, loaded_here=False)
     if metrics is None:
         metrics = {
-            "validation": evaluate(inference, data, split="validation") if data.validation is not None else None,
-            "test": evaluate(inference, data) if data.test is not None else None,
+            "validation": evaluate_split(inference, data.validation, label_smoothing=config.label_smoothing)
+            if data.validation is not None
+            else None,
+            "test": evaluate_split(inference, data.test, label_smoothing=config.label_smoothing) if data.test is not None else None,
         }
     metadata.update(status="completed", metrics=dict(metrics))
     run.write_metadata(metadata)
     return metadata
-
-
-def _start_metadata(run, model, data, config, builder_arguments, *, kind, loaded_here=True) -> dict[str, Any]:
-    from kcnn import registry
-
-    previous = run.read_metadata()
-    spec = registry.MODELS.get(model.name)
-    return {
-        "format": METADATA_FORMAT,
-        "kind": kind,
-        "status": "running",
-        "created": (previous or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
-        "model": {
-            "name": model.name,
-            "registered": spec is not None,
-            "family": spec.family if spec else None,
-            "builder_arguments": builder_arguments,
-            "input_shape": list(model.input_shape[1:]),
-            "classes": int(model.outputs[0].shape[-1]),
-            "training_outputs": output_names(model),
-            "parameters": _parameter_counts(model),
-        },
-        "dataset": {
-            "name": data.name,
-            "num_classes": data.num_classes,
-            "input_shape": list(data.input_shape),
-            "num_train": data.num_train,
-            "num_validation": data.num_validation,
-            "num_test": data.num_test,
-            "batch_size": data.batch_size,
-            # `config.augment` only applies when the run loads the data itself.
-            "augment": config.augment if loaded_here else "as loaded by the caller",
-        },
-        "class_names": list(data.class_names),
-        "preprocessing": dict(data.preprocessing),
-        "config": config.to_dict(),
-        "versions": _versions(),
-    }
-
-
-def _parameter_counts(model) -> dict[str, int]:
-    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-    total = int(model.count_params())
-    return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
-
-
-def _versions() -> dict[str, str]:
-    import tensorflow as tf
-
-    import kcnn
-
-    return {
-        "kcnn": kcnn.__version__,
-        "keras": keras.__version__,
-        "tensorflow": tf.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
-# --------------------------------------------------------------------------
-# Saved models: load, evaluate, predict.
-
-
-def load(path: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
-    """Loads a saved model and its metadata.
-
-    Args:
-        path: a run folder, or a `.keras` file (its metadata.json, if any, is the one
-            next to it).
-
-    Returns:
-        `(model, metadata)`; metadata is {} when there is no metadata.json.
-    """
-    path = pathlib.Path(path)
-    model_path = path / MODEL_FILE if path.is_dir() else path
-    if not model_path.is_file():
-        raise ValueError(
-            f"Expected a run folder holding {MODEL_FILE} or a .keras file. Received: path={os.fspath(path)!r}"
-        )
-    model = keras.saving.load_model(model_path, compile=False)
-    metadata = RunFolder(model_path.parent).read_metadata() or {}
-    return model, metadata
-
-
-def _resolve(model_or_path):
-    if isinstance(model_or_path, keras.Model):
-        return model_or_path, {}
-    if isinstance(model_or_path, (str, os.PathLike)):
-        return load(model_or_path)
-    raise ValueError(f"Expected a keras.Model, a run folder or a .keras path. Received: {model_or_path!r}")
-
-
-def load_data_for(metadata: Mapping[str, Any], source: Any = None, *, batch_size: int = 64) -> kdata.Dataset:
-    """Loads data as a saved run saw it: its preprocessing and, for the run's own
-    dataset, its split (the seed of its config).
-
-    Args:
-        metadata: a run's metadata.json contents.
-        source: a `kcnn.data.load` source; default the run's dataset.
-        batch_size: batch size of the splits.
-    """
-    if source is None:
-        source = metadata.get("dataset", {}).get("name")
-        if not source or source == "arrays":
-            raise ValueError(
-                "The run was trained on in-memory arrays, which cannot be reloaded by name: pass the data. "
-                f"Received: dataset name {source!r}"
-            )
-    preprocessing = metadata["preprocessing"]
-    data = kdata.load(
-        source,
-        image_size=tuple(preprocessing["image_size"]),
-        channels=preprocessing["channels"],
-        normalize=preprocessing["normalization"],
-        batch_size=batch_size,
-        seed=metadata.get("config", {}).get("seed", 1337),
-    )
-    if data.preprocessing.get("mean") != preprocessing.get("mean") or data.preprocessing.get("std") != preprocessing.get("std"):
-        raise ValueError(
-            "The data's standardization statistics differ from the run's, so the model would see other inputs. "
-            f"Received: mean={data.preprocessing.get('mean')}, run's mean={preprocessing.get('mean')}"
-        )
-    return data
-
-
-def evaluate(model_or_path, data: Any = None, *, split: str = "test") -> dict[str, float]:
-    """Loss and accuracy of a model on a split of a dataset.
-
-    Args:
-        model_or_path: a Keras classifier, a run folder or a `.keras` file.
-        data: a `kcnn.data.Dataset`, a `kcnn.data.load` source (loaded with the run's
-            preprocessing), or None for the run's own dataset and split.
-        split: "test", "validation" or "train".
-
-    Returns:
-        `{"loss", "accuracy", "examples"}`, plus "top5_accuracy" with more than 10
-        classes.
-    """
-    model, metadata = _resolve(model_or_path)
-    if not isinstance(data, kdata.Dataset):
-        if not metadata:
-            raise ValueError("Pass a kcnn.data.Dataset to evaluate a model without a run folder. Received: data={data!r}")
-        data = load_data_for(metadata, data)
-    if split not in ("train", "validation", "test"):
-        raise ValueError(f"`split` must be 'train', 'validation' or 'test'. Received: split={split!r}")
-    dataset = getattr(data, split)
-    if dataset is None:
-        raise ValueError(f"The data has no {split} split. Received: split={split!r}")
-    check_compatible(model, data)
-    logits = outputs_logits(model)
-    probabilities, labels = [], []
-    for images, batch_labels in dataset.as_numpy_iterator():
-        outputs = model.predict_on_batch(images)
-        outputs = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
-        probabilities.append(_softmax(outputs) if logits else np.asarray(outputs, np.float64))
-        labels.append(batch_labels)
-    probabilities = np.concatenate(probabilities)
-    labels = np.concatenate(labels).astype(np.int64)
-    picked = probabilities[np.arange(len(labels)), labels]
-    result = {
-        "loss": float(np.mean(-np.log(np.clip(picked, _EPSILON, 1.0)))),
-        "accuracy": float(np.mean(np.argmax(probabilities, axis=1) == labels)),
-        "examples": len(labels),
-    }
-    if probabilities.shape[1] > 10:
-        top5 = np.argsort(-probabilities, axis=1)[:, :5]
-        result["top5_accuracy"] = float(np.mean(np.any(top5 == labels[:, None], axis=1)))
-    return result
-
-
-def predict(model_or_path, images, top_k: int = 5, *, class_names: Sequence[str] | None = None):
-    """Classifies images.
-
-    Args:
-        model_or_path: a Keras classifier, a run folder or a `.keras` file.
-        images: image file paths (or one path), or raw images as an array / list of
-            arrays (0..255 pixels, any size: the run's preprocessing is applied). For
-            a bare model without metadata, arrays must already be preprocessed.
-        top_k: how many classes to return per image.
-        class_names: names of the classes; default the run's, else the indices.
-
-    Returns:
-        One list per image of `(class_name, probability)` pairs, most likely first.
-    """
-    model, metadata = _resolve(model_or_path)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"`top_k` must be a positive int. Received: top_k={top_k!r}")
-    preprocessing = metadata.get("preprocessing")
-    if isinstance(images, (str, os.PathLike)):
-        images = [images]
-    if isinstance(images, (list, tuple)) and images and all(isinstance(i, (str, os.PathLike)) for i in images):
-        if preprocessing is None:
-            raise ValueError("Reading image files needs the run's preprocessing: pass a run folder. Received: a bare model")
-        x = kdata.read_images(images, preprocessing)
-    elif preprocessing is not None:
-        x = kdata.preprocess_images(images, preprocessing)
-    else:
-        x = np.asarray(images, np.float32)
-    outputs = model.predict(x, verbose=0)
-    outputs = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
-    probabilities = _softmax(outputs) if outputs_logits(model) else np.asarray(outputs, np.float64)
-    names = list(class_names or metadata.get("class_names") or map(str, range(probabilities.shape[1])))
-    k = min(top_k, probabilities.shape[1])
-    order = np.argsort(-probabilities, axis=1)[:, :k]
-    return [[(names[j], float(row[j])) for j in top] for row, top in zip(probabilities, order)]
-
-
-def _softmax(x):
-    x = np.asarray(x, np.float64)
-    x = np.exp(x - x.max(axis=1, keepdims=True))
-    return x / x.sum(axis=1, keepdims=True)
-

@@ -30,9 +30,10 @@ from kcnn.models import _base
 from kcnn.models.convnet import convnet
 from kcnn.models.googlenet import googlenet
 from kcnn.models.resnet import resnet
-from kcnn.training.compile import compile_model
-from kcnn.training.config import TrainConfig, prepare_model, resolve_device
-from kcnn.tuning.config import search_train_config
+from kcnn.train.compile import compile_model
+from kcnn.train.config import TrainConfig
+from kcnn.train.distribute import prepare_model, resolve_device
+from kcnn.tune.config import search_train_config
 
 __all__ = [
     "SPACES",
@@ -203,12 +204,12 @@ class SearchSpace(keras_tuner.HyperModel):
         return compile_model(model, constant, device=self.device)
 
     def fit(self, hp, model, *args, callbacks=None, epochs=1, initial_epoch=0, **kwargs):
-        """Trains a trial's model as `kcnn.training` trains a run.
+        """Trains a trial's model as `kcnn.train` trains a run.
 
         The schedule spans the epochs of this call (`epochs - initial_epoch`; Hyperband
         continues a trial from its earlier round with a fresh optimizer).
         """
-        from kcnn.training.run import TerminateOnNonFinite
+        from kcnn.train.callbacks import TerminateOnNonFinite
 
         x = args[0] if args else kwargs.pop("x")
         steps = _steps_per_epoch(x)

@@ -7,12 +7,10 @@ import csv
 import dataclasses
 import io
 import math
-import os
-import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kcnn._jsonfiles import atomic_write
+from kcnn._files import atomic_path, atomic_write
 
 __all__ = ["TrialRecord", "format_results", "pareto_front", "plot_pareto", "write_trials_csv"]
 
@@ -167,10 +165,8 @@ def plot_pareto(path, records, objective, *, maximize=True, title=""):
     axes.set_title(f"{title}{': ' if title else ''}{len(scored)} completed, {failed} failed", fontsize=10)
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    path = pathlib.Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    figure.savefig(temporary, format="png")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
 
 
 def best_record(records: Sequence[TrialRecord], *, maximize: bool = True) -> TrialRecord | None:

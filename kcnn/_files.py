@@ -1,26 +1,42 @@
-"""Small files that must survive a kill: atomic text writes and JSON, shared by the
-trainer's run folders and the tuner's project folders."""
+"""Files that must survive a kill: every file kcnn writes goes through `atomic_path`,
+so a reader, or a writer killed midway, never sees half a file. Shared by the trainer's
+run folders and the tuner's project folders."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
+from collections.abc import Iterator
 from typing import Any
 
 
-def atomic_write(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` so that a reader, or a writer killed midway, never sees half a
-    file: a temporary file in the same folder (named per process, as chief and
-    workers of a search share folders), flushed to disk, then renamed over `path`."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
+    """A temporary path beside `path` to write to; flushed to disk and renamed over
+    `path` when the block succeeds, removed when it fails.
+
+    The temporary name is hidden, unique per process (chief and workers of a search,
+    or two runs, share folders) and keeps `path`'s extension (Keras picks its format
+    by it).
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", newline="") as file:
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield temporary
+        with open(temporary, "rb+") as file:
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike, text: str) -> None:
+    """Writes `text` to `path` atomically (see `atomic_path`)."""
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as file:
         file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
 
 
 def write_json(path: str | os.PathLike, value: Any) -> None:

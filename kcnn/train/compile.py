@@ -9,7 +9,9 @@ import math
 import keras
 from keras import ops
 
-from kcnn.training.config import DeviceSettings, TrainConfig, producer, resolve_device
+from kcnn._keras_graph import producer
+from kcnn.train.config import TrainConfig
+from kcnn.train.distribute import DeviceSettings, resolve_device
 
 #: Multiply-accumulates per `tf.function` call that "auto" steps per execution aims at
 #: (forward and backward of every step in the call, 3x the forward MACs): about
@@ -150,6 +152,30 @@ class SparseCrossentropy(keras.losses.Loss):
         }
 
 
+def make_loss(num_classes: int, label_smoothing: float = 0.0, *, from_logits: bool = False) -> keras.losses.Loss:
+    """The training loss: sparse cross-entropy, label-smoothed when `label_smoothing`.
+
+    `loss` in history.csv and in `kcnn.train.evaluate` is this quantity, so the two
+    agree; `crossentropy` (see `make_metrics`) is the plain one.
+    """
+    if label_smoothing:
+        return SparseCrossentropy(num_classes, label_smoothing, from_logits=from_logits)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+
+
+def make_metrics(num_classes: int, *, from_logits: bool = False) -> list[keras.metrics.Metric]:
+    """The metrics of every run and evaluation: `accuracy`, `crossentropy` (without
+    label smoothing, whatever the loss uses) and, with more than 10 classes,
+    `top5_accuracy`."""
+    metrics = [
+        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        keras.metrics.SparseCategoricalCrossentropy(name="crossentropy", from_logits=from_logits),
+    ]
+    if num_classes > 10:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
+    return metrics
+
+
 def output_names(model: keras.Model) -> list[str]:
     """Names of the model's outputs (the layers producing them), main output first."""
     return list(getattr(model, "output_names", None) or [producer(t).name for t in model.outputs])
@@ -205,10 +231,10 @@ def compile_model(
 ) -> keras.Model:
     """Compiles `model` for training as `config` says.
 
-    Sparse cross-entropy (with label smoothing) on every output, auxiliary outputs
-    (any after the first, e.g. GoogLeNet's) weighted by `config.aux_loss_weight`,
-    accuracy (and top-5 accuracy with more than 10 classes) on the main output, loss
-    scaling when the model computes in float16.
+    Sparse cross-entropy (with label smoothing, `make_loss`) on every output,
+    auxiliary outputs (any after the first, e.g. GoogLeNet's) weighted by
+    `config.aux_loss_weight`, `make_metrics` on the main output, loss scaling when the
+    model computes in float16.
 
     Args:
         model: the model (from `prepare_model` when precision or strategy matter).
@@ -222,16 +248,11 @@ def compile_model(
     device = device or resolve_device(config)
     num_classes = int(model.outputs[0].shape[-1])
     from_logits = outputs_logits(model)
-    if config.label_smoothing:
-        loss = SparseCrossentropy(num_classes, config.label_smoothing, from_logits=from_logits)
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
-    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    if num_classes > 10:
-        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
+    loss = make_loss(num_classes, config.label_smoothing, from_logits=from_logits)
+    metrics = make_metrics(num_classes, from_logits=from_logits)
     names = output_names(model)
     if len(names) > 1:
-        loss = {name: loss for name in names}
+        loss = dict.fromkeys(names, loss)
         loss_weights = {name: 1.0 if i == 0 else config.aux_loss_weight for i, name in enumerate(names)}
         metrics = {names[0]: metrics}
     else:

@@ -9,12 +9,12 @@ import os
 import re
 from typing import Any
 
-from kcnn.training.config import TrainConfig
+from kcnn.train.config import TrainConfig
 
 __all__ = ["SPACE_NAMES", "TUNERS", "SearchConfig", "parse_address", "search_train_config"]
 
 TUNERS = ("hyperband", "random", "bayesian", "grid")
-#: The search spaces of `kcnn.tune` (`kcnn.tuning.spaces.SPACES`), by name.
+#: The search spaces of `kcnn.tune` (`kcnn.tune.spaces.SPACES`), by name.
 SPACE_NAMES = ("convnet", "resnet", "inception")
 
 
@@ -101,7 +101,7 @@ class SearchConfig:
     max_consecutive_failed_trials: int | None = _field(20, "stop after this many failed trials in a row (none: never)")
     chief: str | None = _field(None, "HOST:PORT of the chief of a distributed search")
     worker: str | None = _field(None, "this worker's id in a distributed search")
-    train: TrainConfig = _field(None, "training settings", factory=search_train_config)
+    train: TrainConfig = _field(None, "training settings", factory=search_train_config)  # noqa: RUF009 - a field with metadata
 
     def __post_init__(self):
         if self.tuner not in TUNERS:
@@ -121,7 +121,7 @@ class SearchConfig:
                 "`objective` must be a logged metric name such as 'val_accuracy'. "
                 f"Received: objective={self.objective!r}"
             )
-        from kcnn.tuning.tuners import objective  # keras-tuner infers the direction
+        from kcnn.tune._keras_tuner import objective  # keras-tuner infers the direction
 
         objective(self.objective)
         for name in ("overwrite", "retrain"):

@@ -5,8 +5,8 @@ Every figure is a ratio of two measurements taken alternately in one process
 result holds the per-pair values of both sides, their medians, and the ratio of each
 pair with its median, minimum and maximum. Nothing here asserts a speed.
 
-    from kcnn import bench
-    result = bench.compare_models("resnet50", input_size=64, batch_size=32, steps=12)
+    import harness   # python benchmarks/bench.py ... runs these
+    result = harness.compare_models("resnet50", input_size=64, batch_size=32, steps=12)
     result["ratios"]["train_images_per_second"]   # {"median": 1.2, "min": ..., "max": ..., ...}
 
 The benchmarks:
@@ -22,7 +22,7 @@ The benchmarks:
   reached (`chip_fraction`); reports that no GPU was found elsewhere.
 
 Library code changes no process-wide state (thread pools, dtype policy, seeds); the
-`kcnn bench` command may set thread counts.
+`benchmarks/bench.py` command may set thread counts.
 """
 
 from __future__ import annotations
@@ -371,7 +371,7 @@ def _synthetic(num: int, input_shape, classes: int, seed: int = 0):
 
 def _progress(line: str) -> None:
     """Progress on stderr (stdout may be swallowed, see `_quiet`)."""
-    print(f"[kcnn.bench {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+    print(f"[bench {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -484,7 +484,7 @@ def torch_available() -> tuple[bool, str]:
     torchvision 0.29 (CUDA build, with torch 2.14) crashes the process with a
     segmentation fault while loading its operators. So once TensorFlow is loaded
     and torchvision is not, this reports the baseline as unavailable instead of
-    importing it; `kcnn bench --baseline torch` imports torchvision first.
+    importing it; `benchmarks/bench.py --baseline torch` imports torchvision first.
     """
     import importlib.util
     import sys
@@ -498,7 +498,7 @@ def torch_available() -> tuple[bool, str]:
     if "tensorflow" in sys.modules and "torchvision" not in sys.modules:
         return False, (
             "PyTorch baseline skipped: torchvision was not imported before TensorFlow, and importing it after "
-            "TensorFlow crashes the process; import torchvision first, or run `kcnn bench --baseline torch`"
+            "TensorFlow crashes the process; import torchvision first, or run `python benchmarks/bench.py --baseline torch`"
         )
     try:
         import torch  # noqa: F401
@@ -620,6 +620,8 @@ def compare_models(
     from kcnn import data as kdata
     from kcnn import registry, shapes
     from kcnn import train as ktrain
+    from kcnn.train.compile import steps_per_execution
+    from kcnn.train.distribute import resolve_device
 
     if baseline not in ("keras", "torch"):
         raise ValueError(f"`baseline` must be 'keras' or 'torch'. Received: baseline={baseline!r}")
@@ -651,7 +653,7 @@ def compare_models(
         "skip": skip,
         "classes": classes,
         "config": config.to_dict(),
-        "device": ktrain.resolve_device(config).to_dict(),
+        "device": resolve_device(config).to_dict(),
         "machine": describe_machine(),
     }
     if baseline == "torch":
@@ -682,7 +684,7 @@ def compare_models(
         result["baseline"] = f"torchvision.models.{name} (torch {torch.__version__}) + Adam loop"
     result["load_average_before"] = _load()
     with _quiet():
-        kcnn_skip = max(1, math.ceil(skip / ktrain.steps_per_execution(model, config, steps)))
+        kcnn_skip = max(1, math.ceil(skip / steps_per_execution(model, config, steps)))
         runs, result["kcnn_fit_call"] = _interleaved_fit(model, data, config, train_other, pairs, kcnn_skip)
         inference = alternate(infer, pairs, log=_progress)
     for side in runs:
@@ -754,13 +756,14 @@ def small_model(*, epochs: int = 4, pairs: int = 3, config: Any = None, data: An
     """
     from kcnn import data as kdata
     from kcnn import train as ktrain
+    from kcnn.train.driver import load_data
 
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 3:
         raise ValueError(f"`epochs` must be an int >= 3 (one warm-up and two timed epochs). Received: epochs={epochs!r}")
     config = config or ktrain.TrainConfig(epochs=epochs)
     if config.epochs != epochs:
         raise ValueError(f"`config.epochs` must equal `epochs`. Received: {config.epochs} and {epochs}")
-    loaded = ktrain.load_data(data, config, input_shape=(32, 32, 1))
+    loaded = load_data(data, config, input_shape=(32, 32, 1))
     plain = kdata.load(data, image_size=32, channels=1, batch_size=256, seed=config.seed)
     x, y = kdata.as_numpy(plain.train)
     x_test, y_test = kdata.as_numpy(plain.test)

@@ -1,0 +1,83 @@
+"""The one module that reads Keras' private structures.
+
+A functional model keeps its layer graph only in private attributes: each symbolic
+tensor's `_keras_history` names the layer that produced it, and each layer's
+`_inbound_nodes` holds its calls (`keras.src.ops.node.Node`: the layer, its input and
+output tensors, and the call's arguments). kcnn walks that graph to count MACs and
+receptive fields (`kcnn.shapes`), to find a classifier's input (`kcnn.train`) and to
+name a model's outputs. Everything it reads of Keras' internals is read here, so an
+upstream change breaks this module and its test (`tests/test_keras_graph.py`), not
+the whole package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+__all__ = ["LayerCall", "input_layer_name", "layer_call", "producer", "reset_restored_epoch"]
+
+
+def producer(tensor) -> Any:
+    """The layer (operation) that computed a functional model's tensor, or None for a
+    tensor that no layer produced."""
+    history = getattr(tensor, "_keras_history", None)
+    return None if history is None else history.operation
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LayerCall:
+    """One call of a layer in a functional graph (Keras' private `Node`).
+
+    Attributes:
+        layer: the layer (or nested model) called.
+        inputs: the symbolic tensors it was called on, flattened.
+        outputs: the tensors it returned, flattened.
+        is_input: the call is an `Input`'s placeholder, not a computation.
+        key: identifies the call (the same call gives the same key).
+    """
+
+    layer: Any
+    inputs: tuple
+    outputs: tuple
+    is_input: bool
+    key: int
+    _node: Any = dataclasses.field(repr=False)
+
+    def output_spec(self, values: dict[int, Any]) -> Any:
+        """The layer's output spec when called on `values` ({id(input tensor): new
+        tensor}) with the call's other arguments unchanged."""
+        args, kwargs = self._node.arguments.fill_in(values)
+        return self.layer.compute_output_spec(*args, **kwargs)
+
+
+def layer_call(tensor) -> LayerCall | None:
+    """The call that produced `tensor`, or None for a tensor that no layer produced."""
+    history = getattr(tensor, "_keras_history", None)
+    if history is None or history.operation is None:
+        return None
+    node = history.operation._inbound_nodes[history.node_index]
+    return LayerCall(
+        layer=node.operation,
+        inputs=tuple(node.input_tensors),
+        outputs=tuple(node.outputs),
+        is_input=bool(node.is_input),
+        key=id(node),
+        _node=node,
+    )
+
+
+def input_layer_name(tensor) -> str:
+    """The name of the `Input` layer behind a model input (the one users gave, and the
+    one `model.summary()` shows); KerasTensor names are generated."""
+    layer = producer(tensor)
+    return layer.name if layer is not None else tensor.name
+
+
+def reset_restored_epoch(model) -> None:
+    """Forgets the epoch `keras.callbacks.BackupAndRestore` restored into the model.
+
+    The callback stores it in the model's private `_initial_epoch`, which Keras never
+    clears, so a second `fit()` on the same model would start from it.
+    """
+    model._initial_epoch = None

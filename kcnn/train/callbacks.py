@@ -1,0 +1,140 @@
+"""The callbacks that write a run folder while it trains: history rows, the best
+model, and a stop on a non-finite loss."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import keras
+import numpy as np
+
+from kcnn.train.runs import RunFolder
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite: training diverged."""
+
+
+
+def normalize_logs(logs: Mapping[str, Any], main_output: str | None) -> dict[str, float]:
+    """Keras logs as floats, with the main output's metrics under plain names.
+
+    With several outputs Keras prefixes metrics by output (`predictions_accuracy`);
+    history.csv says `accuracy` for every model. Per-output losses keep their names.
+    """
+    result = {}
+    prefix = f"{main_output}_" if main_output else None
+    for key, value in logs.items():
+        name = key
+        if prefix and not key.endswith("_loss"):
+            for head in ("", "val_"):
+                if key.startswith(head + prefix):
+                    name = head + key[len(head + prefix) :]
+        result[name] = float(np.asarray(value))
+    return result
+
+
+def current_learning_rate(optimizer) -> float:
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+class TerminateOnNonFinite(keras.callbacks.Callback):
+    """Raises `NonFiniteLossError` as soon as a loss is NaN or infinite.
+
+    Unlike `keras.callbacks.TerminateOnNaN`, which lets the epoch end (and the backup
+    save the broken weights), this stops at once, so the last checkpoint stays good.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(logs, f"epoch {getattr(self, '_epoch', 0) + 1}, batch {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs, f"the end of epoch {epoch + 1}")
+
+    def _check(self, logs, where):
+        for key, value in (logs or {}).items():
+            if key.endswith("loss") and not math.isfinite(float(np.asarray(value))):
+                rate = current_learning_rate(self.model.optimizer)
+                raise NonFiniteLossError(
+                    f"Training diverged: `{key}` is {float(np.asarray(value))} at {where}. The learning rate is "
+                    f"probably too high (it was {rate:.3g}): lower it, lengthen the warm-up, or check the data "
+                    "for NaN or infinite values."
+                )
+
+
+class HistoryLogger(keras.callbacks.Callback):
+    """Appends one row per epoch to history.csv: epoch (from 1), the logs, the learning
+    rate and the epoch's wall time."""
+
+    def __init__(self, run: RunFolder, main_output: str | None):
+        super().__init__()
+        self.run = run
+        self.main_output = main_output
+        self._truncated = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._truncated:
+            # The first epoch of this fit() call is the one after the restored
+            # state: rows beyond it come from an epoch that is about to re-run.
+            self.run.truncate_history(epoch)
+            self._truncated = True
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, **normalize_logs(logs or {}, self.main_output)}
+        row["learning_rate"] = current_learning_rate(self.model.optimizer)
+        row["seconds"] = round(time.perf_counter() - self._started, 3)
+        self.run.append_history(row)
+
+
+class BestModel(keras.callbacks.Callback):
+    """Saves the inference model whenever `monitor` improves; stops early.
+
+    The best value and epoch live in the run's checkpoint state, so they survive a
+    resumption (Keras' `EarlyStopping` and `ModelCheckpoint` keep theirs in memory).
+    Early stopping counts epochs since the best one, or since the phase began.
+
+    Args:
+        run: the run folder.
+        save: `save()` writes the current weights as the run's model.keras.
+        monitor: normalized log name, e.g. "val_loss" or "val_accuracy".
+        patience: epochs without improvement before stopping; 0 never stops.
+        phase_start: the epoch (0-based) the current phase began at.
+        main_output: the main output's name (see `normalize_logs`).
+    """
+
+    def __init__(self, run: RunFolder, save: Callable[[], None], monitor: str, patience: int, phase_start: int, main_output):
+        super().__init__()
+        self.run = run
+        self.save = save
+        self.monitor = monitor
+        self.patience = patience
+        self.phase_start = phase_start
+        self.main_output = main_output
+        self.maximize = monitor.endswith("accuracy")
+        self.stopped_epoch = None
+
+    def on_train_begin(self, logs=None):
+        state = self.run.read_state()
+        self.best_value = state.get("best_value")
+        self.best_epoch = state.get("best_epoch", 0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = normalize_logs(logs or {}, self.main_output)
+        if self.monitor not in logs:
+            raise ValueError(f"`monitor` is not a logged quantity; logged: {sorted(logs)}. Received: monitor={self.monitor!r}")
+        value = logs[self.monitor]
+        better = self.best_value is None or (value > self.best_value if self.maximize else value < self.best_value)
+        if better:
+            self.save()
+            self.best_value, self.best_epoch = value, epoch + 1
+            self.run.update_state(best_value=value, best_epoch=epoch + 1, monitor=self.monitor)
+        if self.patience and (epoch + 1) - max(self.best_epoch, self.phase_start) >= self.patience:
+            self.model.stop_training = True
+            self.stopped_epoch = epoch + 1

@@ -1,0 +1,196 @@
+"""Saved models: `load`, `evaluate` and `predict`, with the run's own preprocessing."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from kcnn import data as kdata
+from kcnn.train.compile import make_loss, make_metrics, outputs_logits
+from kcnn.train.runs import MODEL_FILE, RunFolder
+
+SPLITS = ("train", "validation", "test")
+
+
+def load(path: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
+    """Loads a saved model and its metadata.
+
+    Args:
+        path: a run folder, or a `.keras` file (its metadata.json, if any, is the one
+            next to it).
+
+    Returns:
+        `(model, metadata)`; metadata is {} when there is no metadata.json.
+    """
+    import kcnn.layers  # noqa: F401  (registers kcnn's custom layers with Keras)
+
+    path = pathlib.Path(path)
+    model_path = path / MODEL_FILE if path.is_dir() else path
+    if not model_path.is_file():
+        raise ValueError(
+            f"Expected a run folder holding {MODEL_FILE} or a .keras file. Received: path={os.fspath(path)!r}"
+        )
+    model = keras.saving.load_model(model_path, compile=False)
+    metadata = RunFolder(model_path.parent).read_metadata() or {}
+    return model, metadata
+
+
+def resolve_model(model_or_path) -> tuple[keras.Model, dict[str, Any]]:
+    """`(model, metadata)` of a Keras model (no metadata) or of a saved one (`load`)."""
+    if isinstance(model_or_path, keras.Model):
+        return model_or_path, {}
+    if isinstance(model_or_path, (str, os.PathLike)):
+        return load(model_or_path)
+    raise ValueError(f"Expected a keras.Model, a run folder or a .keras path. Received: {model_or_path!r}")
+
+
+def check_compatible(model: keras.Model, data: kdata.Dataset) -> None:
+    """Checks that `data` fits `model`'s input and output.
+
+    Raises:
+        ValueError: on a different image shape or number of classes.
+    """
+    expected = tuple(model.input_shape[1:])
+    received = tuple(data.input_shape)
+    if len(expected) != 3 or any(e is not None and e != r for e, r in zip(expected, received)):
+        raise ValueError(
+            f"The data's images do not fit `{model.name}`: it takes {expected}. "
+            f"Received: images of shape {received} (pass image_size/channels to kcnn.data.load)"
+        )
+    classes = int(model.outputs[0].shape[-1])
+    if classes != data.num_classes:
+        raise ValueError(
+            f"`{model.name}` has {classes} outputs but the data has {data.num_classes} classes; build the model "
+            f"with classes={data.num_classes} or use kcnn.train.fine_tune. Received: {data.num_classes} classes"
+        )
+
+
+def load_data_for(metadata: Mapping[str, Any], source: Any = None, *, batch_size: int = 64) -> kdata.Dataset:
+    """Loads data as a saved run saw it: its preprocessing and, for the run's own
+    dataset, its split (the seed of its config).
+
+    Args:
+        metadata: a run's metadata.json contents.
+        source: a `kcnn.data.load` source; default the run's dataset.
+        batch_size: batch size of the splits.
+    """
+    if source is None:
+        source = metadata.get("dataset", {}).get("name")
+        if not source or source == "arrays":
+            raise ValueError(
+                "The run was trained on in-memory arrays, which cannot be reloaded by name: pass the data. "
+                f"Received: dataset name {source!r}"
+            )
+    preprocessing = metadata["preprocessing"]
+    data = kdata.load(
+        source,
+        image_size=tuple(preprocessing["image_size"]),
+        channels=preprocessing["channels"],
+        normalize=preprocessing["normalization"],
+        batch_size=batch_size,
+        seed=metadata.get("config", {}).get("seed", 1337),
+    )
+    if data.preprocessing.get("mean") != preprocessing.get("mean") or data.preprocessing.get("std") != preprocessing.get("std"):
+        raise ValueError(
+            "The data's standardization statistics differ from the run's, so the model would see other inputs. "
+            f"Received: mean={data.preprocessing.get('mean')}, run's mean={preprocessing.get('mean')}"
+        )
+    return data
+
+
+def evaluate(model_or_path, data: Any = None, *, split: str = "test") -> dict[str, float]:
+    """Loss and accuracy of a model on a split of a dataset, with Keras' metrics.
+
+    `loss` is the run's training loss (label-smoothed when its config says so), the
+    quantity history.csv logs as `loss` / `val_loss`; `crossentropy` is the plain
+    cross-entropy (history's `crossentropy` / `val_crossentropy`). A model without a
+    run folder has no label smoothing: both are the same.
+
+    Args:
+        model_or_path: a Keras classifier, a run folder or a `.keras` file.
+        data: a `kcnn.data.Dataset`, a `kcnn.data.load` source (loaded with the run's
+            preprocessing), or None for the run's own dataset and split.
+        split: "test", "validation" or "train".
+
+    Returns:
+        `{"loss", "crossentropy", "accuracy", "examples"}`, plus "top5_accuracy" with
+        more than 10 classes.
+    """
+    model, metadata = resolve_model(model_or_path)
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be 'train', 'validation' or 'test'. Received: split={split!r}")
+    if not isinstance(data, kdata.Dataset):
+        if not metadata:
+            raise ValueError(f"Pass a kcnn.data.Dataset to evaluate a model without a run folder. Received: data={data!r}")
+        data = load_data_for(metadata, data)
+    dataset = getattr(data, split)
+    if dataset is None:
+        raise ValueError(f"The data has no {split} split. Received: split={split!r}")
+    check_compatible(model, data)
+    return evaluate_split(model, dataset, label_smoothing=metadata.get("config", {}).get("label_smoothing", 0.0))
+
+
+def evaluate_split(model: keras.Model, dataset, *, label_smoothing: float = 0.0) -> dict[str, float]:
+    """`evaluate`'s figures for a model on one batched `(images, labels)` split, the
+    loss label-smoothed by `label_smoothing` (the run's)."""
+    from_logits = outputs_logits(model)
+    num_classes = int(model.outputs[0].shape[-1])
+    loss = make_loss(num_classes, label_smoothing, from_logits=from_logits)
+    mean_loss = keras.metrics.Mean(name="loss")
+    metrics = make_metrics(num_classes, from_logits=from_logits)
+    examples = 0
+    for images, labels in dataset:
+        outputs = model.predict_on_batch(images)
+        outputs = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+        mean_loss.update_state(loss.call(labels, outputs))
+        for metric in metrics:
+            metric.update_state(labels, outputs)
+        examples += int(labels.shape[0])
+    result = {"loss": float(mean_loss.result())}
+    result.update((metric.name, float(metric.result())) for metric in metrics)
+    result["examples"] = examples
+    return result
+
+
+def predict(model_or_path, images, top_k: int = 5, *, class_names: Sequence[str] | None = None):
+    """Classifies images.
+
+    Args:
+        model_or_path: a Keras classifier, a run folder or a `.keras` file.
+        images: image file paths (or one path), or raw images as an array / list of
+            arrays (0..255 pixels, any size: the run's preprocessing is applied). For
+            a bare model without metadata, arrays must already be preprocessed.
+        top_k: how many classes to return per image.
+        class_names: names of the classes; default the run's, else the indices.
+
+    Returns:
+        One list per image of `(class_name, probability)` pairs, most likely first.
+    """
+    model, metadata = resolve_model(model_or_path)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"`top_k` must be a positive int. Received: top_k={top_k!r}")
+    preprocessing = metadata.get("preprocessing")
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
+    if isinstance(images, (list, tuple)) and images and all(isinstance(i, (str, os.PathLike)) for i in images):
+        if preprocessing is None:
+            raise ValueError("Reading image files needs the run's preprocessing: pass a run folder. Received: a bare model")
+        x = kdata.read_images(images, preprocessing)
+    elif preprocessing is not None:
+        x = kdata.preprocess_images(images, preprocessing)
+    else:
+        x = np.asarray(images, np.float32)
+    outputs = model.predict(x, verbose=0)
+    outputs = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+    if outputs_logits(model):
+        outputs = keras.ops.softmax(outputs, axis=-1)
+    probabilities = keras.ops.convert_to_numpy(outputs).astype(np.float64)
+    names = list(class_names or metadata.get("class_names") or map(str, range(probabilities.shape[1])))
+    k = min(top_k, probabilities.shape[1])
+    order = np.argsort(-probabilities, axis=1)[:, :k]
+    return [[(names[j], float(row[j])) for j in top] for row, top in zip(probabilities, order)]

@@ -1,0 +1,47 @@
+"""Hyperparameter search over kcnn models with keras-tuner.
+
+    from kcnn import tune
+    result = tune.search("convnet", "digits")               # Hyperband, resumable
+    result.best_hyperparameters, result.path                # saved_models/tuning/convnet-digits/best/
+    print(result.table())
+
+    config = tune.SearchConfig(tuner="random", max_trials=20, max_macs=50_000_000)
+    tune.search("resnet", "cifar10", config, ranges={"stem": "small", "depth": (3, 4)})
+
+    space = tune.ConvNetSpace((32, 32, 1), 10)              # a keras_tuner.HyperModel
+    model = space.build(keras_tuner.HyperParameters())      # the default configuration
+
+Spaces call the builders (`kcnn.convnet`, `kcnn.resnet`, ...) and name their
+hyperparameters after the builder arguments; trials train as `kcnn.train.fit` does. No
+process-wide state is changed, except keras-tuner's chief/worker environment variables,
+which a distributed search sets for its duration and restores.
+
+The modules, one concept each:
+
+    config.py        SearchConfig (no TensorFlow: the command line reads it for its flags)
+    spaces.py        the search spaces
+    driver.py        search(): the tuner run, its project folder, the best model
+    report.py        trial records, trials.csv, the Pareto plot, the results table
+    _keras_tuner.py  every override of keras-tuner's internals
+"""
+
+from kcnn._lazy import lazy_exports
+
+_EXPORTS = {
+    "SearchConfig": "kcnn.tune.config",
+    "search_train_config": "kcnn.tune.config",
+    "TUNERS": "kcnn.tune.config",
+    "SearchResult": "kcnn.tune.driver",
+    "search": "kcnn.tune.driver",
+    "SPACES": "kcnn.tune.spaces",
+    "ConvNetSpace": "kcnn.tune.spaces",
+    "InceptionSpace": "kcnn.tune.spaces",
+    "ResNetSpace": "kcnn.tune.spaces",
+    "SearchSpace": "kcnn.tune.spaces",
+    "get_space": "kcnn.tune.spaces",
+    "TrialRecord": "kcnn.tune.report",
+    "pareto_front": "kcnn.tune.report",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,54 @@
+"""kcnn/_keras_graph.py reads Keras' private structures: these tests fail as soon as an
+upstream change moves what it reads, naming what moved."""
+
+import keras
+import numpy as np
+
+from kcnn._keras_graph import input_layer_name, layer_call, producer, reset_restored_epoch
+
+
+def small_model():
+    inputs = keras.Input((8, 8, 3), name="pixels")
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    left = keras.layers.ReLU(name="left")(x)
+    right = keras.layers.Activation("tanh", name="right")(x)
+    merged = keras.layers.Add(name="merge")([left, right])
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.Flatten(name="flat")(merged))
+    return keras.Model(inputs, outputs), inputs, x, merged
+
+
+def test_producer_and_layer_call_follow_the_functional_graph():
+    model, inputs, conv_out, merged = small_model()
+    assert producer(model.outputs[0]) is model.get_layer("head")
+    call = layer_call(merged)
+    assert call.layer is model.get_layer("merge") and not call.is_input
+    assert [producer(t).name for t in call.inputs] == ["left", "right"]
+    assert call.outputs == (merged,)
+    assert layer_call(merged).key == call.key  # the same call, found twice
+    assert layer_call(conv_out).inputs == (inputs,)
+    assert layer_call(inputs).is_input and input_layer_name(inputs) == "pixels"
+    assert producer(keras.KerasTensor((1, 2))) is None and layer_call(keras.KerasTensor((1, 2))) is None
+
+
+def test_output_spec_recomputes_a_call_on_other_shapes():
+    _, _, conv_out, _ = small_model()
+    call = layer_call(conv_out)
+    spec = call.output_spec({id(call.inputs[0]): keras.KerasTensor((1, 20, 30, 3))})
+    assert tuple(spec.shape) == (1, 18, 28, 4)
+
+
+def test_backup_and_restore_keeps_the_restored_epoch_where_reset_restored_epoch_clears_it(tmp_path):
+    def compiled():
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        return model
+
+    x, y = np.ones((8, 3), "float32"), np.zeros((8, 1), "float32")
+    compiled().fit(x, y, epochs=2, callbacks=[keras.callbacks.BackupAndRestore(tmp_path, delete_checkpoint=False)], verbose=0)
+    model = compiled()
+    history = model.fit(x, y, epochs=3, callbacks=[keras.callbacks.BackupAndRestore(tmp_path, delete_checkpoint=False)], verbose=0)
+    assert history.epoch == [2]  # resumed after the two backed-up epochs
+    assert model._initial_epoch == 2  # the private attribute reset_restored_epoch clears
+    assert model.fit(x, y, epochs=3, verbose=0).epoch == [2], "Keras reuses it in the next fit()"
+    reset_restored_epoch(model)
+    assert model.fit(x, y, epochs=1, verbose=0).epoch == [0]
