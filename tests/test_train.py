@@ -354,6 +354,43 @@ def test_mixed_precision_is_applied_per_layer_not_globally():
     assert prepare_model(model, float32) is model
 
 
+@pytest.mark.parametrize(
+    "device",
+    [dict(), dict(mixed_precision="mixed_bfloat16"), dict(distribution="mirrored")],
+    ids=["float32", "mixed_bfloat16", "mirrored"],
+)
+def test_fit_leaves_the_best_weights_in_the_given_model_on_every_device(device, tmp_path):
+    # The same contract whether the model itself trains (float32, no strategy) or a
+    # copy with another dtype policy or mirrored variables does.
+    from kcnn import lenet5
+
+    model = lenet5(classes=4)
+    config = train.TrainConfig(epochs=2, batch_size=16, augment=None, **device)
+    result = train.fit(model, tiny(32, 1, classes=4), config, output=tmp_path, verbose=0)
+    assert result.metadata["device"]["precision"] == device.get("mixed_precision", "float32")
+    expected_strategy = "MirroredStrategy" if device.get("distribution") == "mirrored" else None
+    assert result.metadata["device"]["strategy"] == expected_strategy
+    assert result.model is not model
+    trained = dict(zip([w.path for w in result.model.weights], result.model.get_weights()))
+    assert len(trained) == len(model.weights)
+    for weight, value in zip(model.weights, model.get_weights()):
+        np.testing.assert_array_equal(value, trained[weight.path])
+    assert model.get_layer("conv1").dtype_policy.name == "float32"  # the given model keeps its policy
+
+
+def test_loss_means_the_same_in_history_and_evaluate(tmp_path):
+    # Label smoothing makes the training loss larger than the plain cross-entropy: each
+    # name means one quantity, the same in history.csv and in evaluate().
+    config = train.TrainConfig(epochs=2, batch_size=16, augment=None, label_smoothing=0.2)
+    result = train.fit("lenet5", tiny(32, 1, classes=4), config, output=tmp_path, verbose=0)
+    best = next(row for row in result.history if row["epoch"] == result.metrics["best_epoch"])
+    validation = train.evaluate(result.path, tiny(32, 1, classes=4), split="validation")
+    assert validation["loss"] == pytest.approx(best["val_loss"], rel=1e-4)
+    assert validation["crossentropy"] == pytest.approx(best["val_crossentropy"], rel=1e-4)
+    assert validation["loss"] > validation["crossentropy"]
+    assert result.metrics["validation"]["loss"] == best["val_loss"]
+
+
 def test_auto_device_settings_on_cpu():
     device = resolve_device(train.TrainConfig())
     assert (device.precision, device.xla, device.strategy) == ("float32", False, None)

@@ -21,6 +21,7 @@ from kcnn.train.config import TrainConfig
 from kcnn.train.distribute import DeviceSettings, prepare_model, resolve_device
 from kcnn.train.inference import check_compatible, evaluate_split
 from kcnn.train.runs import RunFolder, open_run, parameter_counts, start_metadata
+from kcnn.weights import transfer_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +72,16 @@ def fit(
     checkpoint: calling `fit` again with the same `output` resumes an interrupted run
     at the epoch after the last one completed (same model architecture and config).
 
+    `model` trains in place, as with `model.fit`, on every device: when `fit` returns
+    it holds the best epoch's weights, the ones saved to model.keras and returned as
+    `result.model`. (Under mixed precision or a distribution strategy a copy with the
+    device's dtype policy or mirrored variables trains, and its weights are copied
+    back.)
+
     Models with auxiliary outputs (GoogLeNet with `aux_logits=True`) train on all of
     them, the auxiliary losses weighted by `config.aux_loss_weight`; the saved model
-    keeps the main output only.
+    keeps the main output only (the given model's auxiliary heads end at their last
+    epoch's weights).
 
     Args:
         model: a Keras classifier, or a registered name (`kcnn.list_models()`), then
@@ -127,6 +135,7 @@ def train_phases(run, metadata, model, data, phases, *, callbacks, verbose) -> T
     config = phases[0].config
     device = resolve_device(config)
     metadata["device"] = device.to_dict()
+    given = model
     model = prepare_model(model, device)
     main_output = output_names(model)[0] if len(model.outputs) > 1 else None
     # An uncompiled view sharing the layers: saves without optimizer state and,
@@ -193,7 +202,20 @@ def train_phases(run, metadata, model, data, phases, *, callbacks, verbose) -> T
         run.write_metadata(metadata)
         run.plot_curves()
         raise
-    return _finish(run, metadata, data, time.perf_counter() - started, stopped_early)
+    result = _finish(run, metadata, data, time.perf_counter() - started, stopped_early)
+    _leave_best_weights_in(given, trained=model, best=result.model)
+    return result
+
+
+def _leave_best_weights_in(given, *, trained, best):
+    """The contract of `fit` and `fine_tune` on every device: the model the caller gave
+    ends with the best epoch's weights (those of model.keras), as if it had trained in
+    place. Under mixed precision or a strategy a copy trained (`prepare_model`): its
+    weights come back first, so layers the saved model lacks (GoogLeNet's auxiliary
+    heads) end at their last epoch's values."""
+    if trained is not given:
+        given.set_weights(trained.get_weights())
+    transfer_weights(best, given)
 
 
 def with_targets(model: keras.Model, dataset):

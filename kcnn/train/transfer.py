@@ -172,8 +172,9 @@ def fine_tune(
 
     Args:
         model: a Keras model (a kcnn or keras.applications model, with or without its
-            top; its layers are shared and trained in place), or a run folder / .keras
-            file.
+            top), or a run folder / .keras file. A model's layers are shared with
+            the new one and train in place, as in `fit`: they end with the best
+            epoch's weights, on every device.
         data: a `kcnn.data.Dataset` or a `kcnn.data.load` source (loaded at the
             model's input size, with the base run's normalization if any).
         config: a `TrainConfig`; `epochs` counts both phases.
