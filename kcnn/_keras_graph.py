@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["LayerCall", "input_layer_name", "layer_call", "producer", "reset_restored_epoch"]
+import keras
+
+__all__ = ["LayerCall", "input_layer_name", "layer_call", "leaf_layers", "producer", "reset_restored_epoch"]
 
 
 def producer(tensor) -> Any:
@@ -72,6 +74,16 @@ def input_layer_name(tensor) -> str:
     one `model.summary()` shows); KerasTensor names are generated."""
     layer = producer(tensor)
     return layer.name if layer is not None else tensor.name
+
+
+def leaf_layers(model):
+    """The layers of `model` in order, nested models replaced by their own layers
+    (public API only: a keras.applications backbone inside a model is one layer)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from leaf_layers(layer)
+        else:
+            yield layer
 
 
 def reset_restored_epoch(model) -> None:

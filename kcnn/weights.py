@@ -9,19 +9,13 @@ import os
 
 import keras
 
+from kcnn._keras_graph import leaf_layers
+
 __all__ = ["load_weights", "transfer_weights"]
 
 
 def _weighted_layers(model):
-    return {layer.name: layer for layer in _flat_layers(model) if layer.weights}
-
-
-def _flat_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _flat_layers(layer)
-        else:
-            yield layer
+    return {layer.name: layer for layer in leaf_layers(model) if layer.weights}
 
 
 def transfer_weights(source, target, *, skip_mismatch=False, require_all=False):
@@ -98,4 +92,4 @@ def load_weights(model, path):
             "file must come from a model built with the same arguments (for another head, "
             f"save a `.keras` file, which loads by layer name). Received: {error}"
         ) from None
-    return [layer.name for layer in _flat_layers(model) if layer.weights]
+    return [layer.name for layer in leaf_layers(model) if layer.weights]

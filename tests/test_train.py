@@ -391,6 +391,26 @@ def test_loss_means_the_same_in_history_and_evaluate(tmp_path):
     assert result.metrics["validation"]["loss"] == best["val_loss"]
 
 
+def test_bn_momentum_sets_how_fast_the_moving_statistics_follow_the_batches(rng):
+    from kcnn.layers import FusedBatchNormalization
+    from kcnn.train.compile import compile_model
+
+    inputs = keras.Input((4, 4, 2))
+    nested = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.BatchNormalization(name="inner_bn")], name="nested")
+    x = FusedBatchNormalization(name="bn")(nested(inputs))
+    outputs = keras.layers.Dense(2, activation="softmax", name="predictions")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    config = train.TrainConfig(bn_momentum=0.25, steps_per_execution=1, schedule="constant", warmup_epochs=0)
+    compile_model(model, config, steps_per_epoch=1)
+    assert model.get_layer("bn").momentum == 0.25 and nested.get_layer("inner_bn").momentum == 0.25
+    x = rng.normal(3.0, 2.0, size=(8, 4, 4, 2)).astype("float32")
+    model.train_on_batch(x, np.array([0, 1] * 4))
+    # moving = momentum * moving + (1 - momentum) * batch mean, from moving mean 0.
+    np.testing.assert_allclose(nested.get_layer("inner_bn").moving_mean, 0.75 * x.mean(axis=(0, 1, 2)), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"Received: bn_momentum=1"):
+        train.TrainConfig(bn_momentum=1)
+
+
 def test_auto_device_settings_on_cpu():
     device = resolve_device(train.TrainConfig())
     assert (device.precision, device.xla, device.strategy) == ("float32", False, None)

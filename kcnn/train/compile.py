@@ -9,7 +9,7 @@ import math
 import keras
 from keras import ops
 
-from kcnn._keras_graph import producer
+from kcnn._keras_graph import leaf_layers, producer
 from kcnn.train.config import TrainConfig
 from kcnn.train.distribute import DeviceSettings, resolve_device
 
@@ -152,6 +152,14 @@ class SparseCrossentropy(keras.losses.Loss):
         }
 
 
+def set_bn_momentum(model: keras.Model, momentum: float) -> None:
+    """Sets the moving-average momentum of every BatchNormalization layer of `model`
+    (nested models included); read when the train step is traced, so before `fit`."""
+    for layer in leaf_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+
+
 def make_loss(num_classes: int, label_smoothing: float = 0.0, *, from_logits: bool = False) -> keras.losses.Loss:
     """The training loss: sparse cross-entropy, label-smoothed when `label_smoothing`.
 
@@ -234,7 +242,8 @@ def compile_model(
     Sparse cross-entropy (with label smoothing, `make_loss`) on every output,
     auxiliary outputs (any after the first, e.g. GoogLeNet's) weighted by
     `config.aux_loss_weight`, `make_metrics` on the main output, loss scaling when the
-    model computes in float16.
+    model computes in float16, and `config.bn_momentum` on every BatchNormalization
+    layer.
 
     Args:
         model: the model (from `prepare_model` when precision or strategy matter).
@@ -246,6 +255,8 @@ def compile_model(
         `model`, compiled.
     """
     device = device or resolve_device(config)
+    if config.bn_momentum is not None:
+        set_bn_momentum(model, config.bn_momentum)
     num_classes = int(model.outputs[0].shape[-1])
     from_logits = outputs_logits(model)
     loss = make_loss(num_classes, config.label_smoothing, from_logits=from_logits)

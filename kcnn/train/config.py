@@ -51,6 +51,13 @@ class TrainConfig:
         momentum: SGD momentum.
         label_smoothing: label smoothing of the cross-entropy.
         aux_loss_weight: loss weight of auxiliary classifiers (GoogLeNet's 0.3).
+        bn_momentum: the momentum of every BatchNormalization layer's moving
+            statistics while training, or None to keep the model's (Keras' 0.99).
+            The moving statistics, which evaluation uses, follow the batches' with a
+            time constant of 1 / (1 - momentum) steps: a run of a few hundred steps
+            needs less than 0.99 (e.g. 0.9), or its validation scores come from
+            statistics that never caught up with the training ones. The saved
+            model keeps the momentum it trained with.
         augment: training augmentation when `fit` loads the data itself: "shift",
             "flip" or None (see `kcnn.data.AUGMENT_POLICIES`); a `Dataset` passed in
             keeps its own.
@@ -87,6 +94,7 @@ class TrainConfig:
     momentum: float = _field(0.9, "SGD momentum")
     label_smoothing: float = _field(0.1, "label smoothing")
     aux_loss_weight: float = _field(0.3, "loss weight of auxiliary classifiers")
+    bn_momentum: float | None = _field(None, "BatchNorm moving-average momentum while training (default: the model's)")
     augment: str | None = _field("shift", "augmentation when the data is loaded by name", choices=(*AUGMENT, None))
     early_stopping: int = _field(0, "patience in epochs (0: off)")
     monitor: str = _field("val_loss", "quantity that picks the best epoch")
@@ -111,6 +119,10 @@ class TrainConfig:
         _check_number("learning_rate", self.learning_rate, positive=True)
         for name in ("warmup_epochs", "weight_decay", "decay_rate", "aux_loss_weight"):
             _check_number(name, getattr(self, name), positive=False)
+        if self.bn_momentum is not None:
+            _check_number("bn_momentum", self.bn_momentum, positive=False)
+            if self.bn_momentum >= 1:
+                raise ValueError(f"`bn_momentum` must be in [0, 1) or None. Received: bn_momentum={self.bn_momentum!r}")
         for name in ("momentum", "label_smoothing"):
             value = getattr(self, name)
             _check_number(name, value, positive=False)

@@ -13,7 +13,7 @@ import numpy as np
 
 from kcnn import blocks
 from kcnn import data as kdata
-from kcnn._keras_graph import producer
+from kcnn._keras_graph import leaf_layers, producer
 from kcnn.train.config import TrainConfig
 from kcnn.train.driver import Phase, TrainResult, load_data, train_phases
 from kcnn.train.inference import check_compatible, resolve_model
@@ -74,14 +74,6 @@ def replace_head(model: keras.Model, classes: int, *, dropout: float = 0.2, name
     return keras.Model(model.inputs, outputs, name=name or model.name)
 
 
-def _leaf_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
-
-
 def _containers(model):
     for layer in model.layers:
         if isinstance(layer, keras.Model):
@@ -96,7 +88,7 @@ def stage_prefix(model: keras.Model) -> str:
     Raises:
         ValueError: if no layer is named like a stage.
     """
-    names = [layer.name for layer in _leaf_layers(model) if layer.name not in HEAD_LAYERS]
+    names = [layer.name for layer in leaf_layers(model) if layer.name not in HEAD_LAYERS]
     for name in reversed(names):
         match = _STAGE.match(name)
         if match:
@@ -132,7 +124,7 @@ def set_trainable(model: keras.Model, unfreeze: Sequence[str] = (), *, train_bat
         container.trainable = True  # Resets the nested layers; the leaves decide below.
     unfrozen = False
     trainable = []
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         unfrozen = unfrozen or (bool(unfreeze) and _matches(layer.name, unfreeze))
         train = layer.name in HEAD_LAYERS or unfrozen
         if isinstance(layer, keras.layers.BatchNormalization) and not train_batch_norm:
