@@ -231,3 +231,43 @@ def test_googlenet_takes_another_table_and_a_small_stem():
         kcnn.googlenet(stages=((widths,), (widths,)), aux_logits=True)
     with pytest.raises(ValueError, match="Received: stem='tiny'"):
         kcnn.googlenet(stem="tiny")
+
+
+VGG_BN = [name for name in ALL_MODELS if name.startswith("vgg") and name.endswith("_bn")]
+
+
+@pytest.mark.parametrize("name", VGG_BN)
+def test_vgg_bn_uses_torchvision_batch_norm_epsilon(name):
+    # torchvision's BatchNorm2d default; its VGG-BN weights agree to 2e-6 with it.
+    trunk = kcnn.create_model(name, include_top=False, input_shape=(32, 32, 3))
+    epsilons = {layer.name: layer.epsilon for layer in trunk.layers if isinstance(layer, keras.layers.BatchNormalization)}
+    assert len(epsilons) == sum(registry.get_spec(name).arguments["convs_per_stage"])
+    assert set(epsilons.values()) == {1e-5}, epsilons
+
+
+def torchvision_vgg_block(x, kernel, bias, gamma, beta, mean, variance):
+    """torchvision's VGG `features` block in NumPy: Conv2d(3x3, padding=1) + bias,
+    BatchNorm2d in eval mode (epsilon 1e-5), ReLU, MaxPool2d(2)."""
+    height, width = x.shape[1:3]
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    patches = np.stack([padded[:, i : i + height, j : j + width] for i in range(3) for j in range(3)], axis=3)
+    y = np.einsum("nhwkc,kcf->nhwf", patches, kernel.reshape(9, *kernel.shape[2:])) + bias
+    y = (y - mean) / np.sqrt(variance + 1e-5) * gamma + beta
+    y = np.maximum(y, 0)
+    return y.reshape(y.shape[0], height // 2, 2, width // 2, 2, -1).max(axis=(2, 4))
+
+
+def test_vgg11_bn_first_block_is_torchvisions(rng):
+    model = kcnn.vgg11_bn(include_top=False, input_shape=(32, 32, 3))
+    block = keras.Model(model.input, model.get_layer("block1_pool").output)
+    kernel = rng.normal(scale=0.3, size=(3, 3, 3, 64))
+    bias = rng.normal(scale=0.1, size=64)
+    # Small variances make the epsilon matter: 1e-3 instead of 1e-5 moves outputs by up to 2.5%.
+    gamma, beta, mean = rng.normal(1.0, 0.2, 64), rng.normal(0.0, 0.2, 64), rng.normal(0.0, 0.2, 64)
+    variance = rng.uniform(0.02, 0.1, 64)
+    model.get_layer("block1_conv1").set_weights([kernel.astype("float32"), bias.astype("float32")])
+    model.get_layer("block1_conv1_bn").set_weights([w.astype("float32") for w in (gamma, beta, mean, variance)])
+    x = rng.normal(size=(2, 32, 32, 3))
+    expected = torchvision_vgg_block(x, kernel, bias, gamma, beta, mean, variance)
+    actual = np.asarray(block(x.astype("float32"), training=False))
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)

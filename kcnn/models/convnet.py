@@ -33,6 +33,7 @@ def conv_stages(
     pool=True,
     pool_size=2,
     batch_norm=False,
+    bn_epsilon=1e-3,
     use_bias=True,
     dropout=0.0,
 ):
@@ -48,6 +49,7 @@ def conv_stages(
             or one per stage. `strides` applies to a stage's first convolution.
         pool_size: max-pooling window and stride.
         batch_norm: BatchNorm after every convolution.
+        bn_epsilon: its epsilon (Keras' default 1e-3; VGG-BN takes torchvision's 1e-5).
         use_bias: convolution biases.
         dropout: dropout after each stage (0 = none).
     """
@@ -69,6 +71,7 @@ def conv_stages(
                 name=f"block{stage + 1}_conv{index + 1}",
                 conv_suffix="",
                 batch_norm=batch_norm,
+                bn_epsilon=bn_epsilon,
                 use_bias=use_bias,
             )
         if pool[stage]:
