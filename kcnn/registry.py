@@ -38,16 +38,21 @@ def get_spec(name):
     return MODELS[name]
 
 
-def create_model(name, **kwargs):
+def create_model(name, /, **kwargs):
     """Builds a registered model by name, e.g. `create_model("vgg16_bn", classes=10)`.
 
     Keyword arguments go to the family's builder (the builder contract plus the
-    family's own options).
+    family's own options, less those the model fixes: `stages` of `resnet50`), so
+    `create_model("resnet18", name="mine")` names the model "mine".
+
+    Raises:
+        ValueError: for an unknown model (with the close matches).
+        TypeError: for an argument the model fixes or its builder does not take.
     """
     return get_spec(name).build(**kwargs)
 
 
-def model_info(name, **kwargs):
+def model_info(name, /, **kwargs):
     """Facts about a registered model, computed by building it (a few seconds for the
     largest): name, family, year, paper, input shape, parameters (all and trainable)
     and multiply-accumulates of one forward pass.
@@ -71,7 +76,7 @@ def model_info(name, **kwargs):
     }
 
 
-def min_input_size(name, **kwargs):
+def min_input_size(name, /, **kwargs):
     """The smallest square input (in pixels) that the registered model accepts,
     computed from its layers' geometry (`kcnn.shapes.min_input_size`)."""
     from kcnn import shapes

@@ -1,5 +1,6 @@
 """Every registered model, enumerated from the registry (timm's test_models style)."""
 
+import inspect
 import math
 import re
 
@@ -271,3 +272,55 @@ def test_vgg11_bn_first_block_is_torchvisions(rng):
     expected = torchvision_vgg_block(x, kernel, bias, gamma, beta, mean, variance)
     actual = np.asarray(block(x.astype("float32"), training=False))
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+CONTRACT = ["include_top", "weights", "input_tensor", "input_shape", "pooling", "classes", "classifier_activation", "name"]
+
+
+# The models that are rows of a family table (resnet50 = resnet(stages=..., block=...));
+# the others (alexnet, convnet, ...) are their family's builder itself.
+GENERATED = [name for name in ALL_MODELS if registry.get_spec(name).arguments]
+
+
+@pytest.mark.parametrize("name", GENERATED)
+def test_named_builders_show_their_own_keyword_only_signature(name):
+    spec = registry.get_spec(name)
+    family = inspect.signature(spec.builder).parameters
+    signature = inspect.signature(getattr(kcnn, name))
+    assert list(signature.parameters) == [key for key in family if key not in spec.arguments]
+    assert {p.kind for p in signature.parameters.values()} == {inspect.Parameter.KEYWORD_ONLY}
+    assert list(signature.parameters)[-len(CONTRACT) :] == CONTRACT
+    assert signature.parameters["name"].default == name
+    for key, parameter in signature.parameters.items():
+        if key != "name":
+            assert parameter.default == family[key].default
+
+
+def test_resnet50_and_vgg16_bn_signatures():
+    assert str(inspect.signature(kcnn.resnet50)).startswith("(*, width=64, variant='v1', stem='imagenet', include_top=True,")
+    assert list(inspect.signature(kcnn.vgg16_bn).parameters)[:1] == ["dropout"]
+    assert "Takes the keyword arguments of `kcnn.models.resnet` but `stages`, `block`" in kcnn.resnet50.__doc__
+
+
+@pytest.mark.parametrize("build", [kcnn.resnet50, lambda **kwargs: kcnn.create_model("resnet50", **kwargs)])
+def test_named_builders_refuse_fixed_unknown_and_positional_arguments(build):
+    with pytest.raises(TypeError, match=r"`resnet50` fixes `stages` to \(3, 4, 6, 3\).*`kcnn.resnet\(stages=...\)`. Received: stages=\(1, 1, 1, 1\)$"):
+        build(stages=(1, 1, 1, 1))
+    with pytest.raises(TypeError, match=r"fixes `batch_norm`.*Received: batch_norm=False$"):
+        kcnn.create_model("vgg16_bn", batch_norm=False)
+    with pytest.raises(TypeError, match=r"`resnet50` has no argument `widht`. Did you mean `width`.*Received: widht=32$"):
+        build(widht=32)
+    with pytest.raises(TypeError, match=r"`resnet50` takes keyword arguments only. Received: 1 positional argument\(s\) \(1, 1, 1, 1\)$"):
+        kcnn.resnet50((1, 1, 1, 1))
+
+
+def test_create_model_takes_name_positionally_so_the_model_can_be_named():
+    assert inspect.signature(kcnn.create_model).parameters["name"].kind is inspect.Parameter.POSITIONAL_ONLY
+    assert kcnn.create_model("resnet18", name="mine", include_top=False, input_shape=(32, 32, 3)).name == "mine"
+    assert kcnn.resnet18(name=None, include_top=False, input_shape=(32, 32, 3)).name == "resnet18"
+    assert registry.min_input_size("lenet5", name="mine") == 32
+
+
+def test_family_builders_refuse_unknown_arguments_by_name():
+    with pytest.raises(TypeError, match=r"`resnet` has no argument `depth`.*Received: depth=50$"):
+        kcnn.resnet(depth=50)

@@ -2,6 +2,7 @@
 weights, and the spec-table rows that the registry is made of."""
 
 import dataclasses
+import difflib
 import functools
 import inspect
 import numbers
@@ -13,7 +14,7 @@ import keras
 
 from kcnn import blocks
 
-__all__ = ["ModelSpec", "Network", "build_model", "builder", "spec_table"]
+__all__ = ["ModelSpec", "Network", "build_model", "builder", "check_keywords", "spec_table"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,25 +29,86 @@ class ModelSpec:
     paper: str
     default_input_shape: tuple
 
+    def signature(self):
+        """The named model's signature: the family builder's parameters less the ones
+        this row fixes, all keyword-only; `name` defaults to the registry name."""
+        parameters = [
+            parameter.replace(
+                kind=inspect.Parameter.KEYWORD_ONLY, default=self.name if key == "name" else parameter.default
+            )
+            for key, parameter in inspect.signature(self.builder).parameters.items()
+            if key not in self.arguments
+        ]
+        return inspect.Signature(parameters)
+
     def build(self, **kwargs):
-        kwargs.setdefault("name", self.name)
+        """Builds the model with keyword arguments of `signature()`.
+
+        Raises:
+            TypeError: for an argument the row fixes (e.g. `stages` of `resnet50`) or
+                one the builder does not take.
+        """
+        for key in kwargs:
+            if key in self.arguments:
+                raise TypeError(
+                    f"`{self.name}` fixes `{key}` to {self.arguments[key]!r}; for another value call "
+                    f"`kcnn.{self.builder.__name__}({key}=...)`. Received: {key}={kwargs[key]!r}"
+                )
+        check_keywords(self.name, self.signature().parameters, kwargs, getattr(self.builder, "renamed", {}))
+        if kwargs.get("name") is None:
+            kwargs["name"] = self.name
         return self.builder(**{**self.arguments, **kwargs})
 
     def function(self):
         """The public builder function for this row, e.g. `kcnn.resnet50`."""
 
         @functools.wraps(self.builder, assigned=("__module__",))
-        def build(**kwargs):
+        def build(*args, **kwargs):
+            if args:
+                raise TypeError(
+                    f"`{self.name}` takes keyword arguments only. "
+                    f"Received: {len(args)} positional argument(s) {', '.join(map(repr, args))}"
+                )
             return self.build(**kwargs)
 
         arguments = ", ".join(f"{key}={value!r}" for key, value in self.arguments.items())
         build.__name__ = build.__qualname__ = self.name
+        build.__signature__ = self.signature()
         build.__doc__ = (
             f"Builds `{self.name}`: `{self.builder.__name__}({arguments})`.\n\n"
             f"Reference: {self.paper} ({self.year}).\n\n"
-            f"Takes the keyword arguments of `kcnn.models.{self.builder.__name__}`; see there."
+            f"Takes the keyword arguments of `kcnn.models.{self.builder.__name__}` but "
+            f"{', '.join(f'`{key}`' for key in self.arguments) or 'none'} (fixed here); see there."
         )
         return build
+
+
+def check_keywords(function, parameters, kwargs, renamed=MappingProxyType({})):
+    """Refuses keyword arguments that `function` does not take, naming each and, for a
+    renamed one, its new name.
+
+    Args:
+        function: the builder's name, for the message.
+        parameters: the names it takes.
+        kwargs: the keyword arguments received.
+        renamed: {old name: new name} of arguments renamed.
+
+    Raises:
+        TypeError: for the first unknown argument.
+    """
+    for key, value in kwargs.items():
+        if key in parameters:
+            continue
+        if key in renamed:
+            raise TypeError(
+                f"`{key}` is now `{renamed[key]}` (one name per concept across the builders). "
+                f"Received: {key}={value!r}"
+            )
+        close = difflib.get_close_matches(key, list(parameters), n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
+        raise TypeError(
+            f"`{function}` has no argument `{key}`.{hint} It takes: {', '.join(parameters)}. Received: {key}={value!r}"
+        )
 
 
 def spec_table(*, family, builder, year, paper, default_input_shape, rows):
@@ -230,7 +292,7 @@ class Network:
     flattens: bool = False
 
 
-def builder(*, default_input_shape, classes=1000):
+def builder(*, default_input_shape, classes=1000, renamed=None):
     """Turns an architecture function into a builder with the keras.applications
     contract.
 
@@ -243,10 +305,16 @@ def builder(*, default_input_shape, classes=1000):
     Args:
         default_input_shape: the family's default (H, W, C).
         classes: the family's default number of classes.
+        renamed: {old name: new name} of the family's renamed options: a call with an
+            old name fails with a TypeError that names the new one (the builder's
+            `renamed` attribute).
     """
     default_classes = classes
+    renamed = MappingProxyType(dict(renamed or {}))
 
     def decorate(architecture):
+        own = inspect.signature(architecture).parameters
+
         @functools.wraps(architecture)
         def build(
             *args,
@@ -260,6 +328,7 @@ def builder(*, default_input_shape, classes=1000):
             name=None,
             **options,
         ):
+            check_keywords(architecture.__name__, build.__signature__.parameters, options, renamed)
             network = architecture(*args, **options)
             return build_model(
                 name=name or architecture.__name__,
@@ -277,7 +346,7 @@ def builder(*, default_input_shape, classes=1000):
             )
 
         contract = inspect.signature(build, follow_wrapped=False).parameters
-        own = inspect.signature(architecture).parameters
+        build.renamed = renamed
         build.__signature__ = inspect.Signature(
             [
                 *own.values(),
