@@ -227,22 +227,37 @@ def classifier_head(
     pooling="avg",
     hidden_units=(),
     hidden_names=None,
-    input_dropout=0.0,
     dropout=0.0,
+    input_dropout=0.0,
     activation="relu",
     classifier_activation="softmax",
     name="",
 ):
     """The classifier on top of a feature map (or of a feature vector, `pooling=None`).
 
-    `pooling` ("avg", "max", "flatten" or None) -> dropout(`input_dropout`) -> for each
-    hidden layer: Dense + `activation` -> dropout(`dropout`) -> Dense(`classes`) with
-    `classifier_activation`.
+    `pooling` ("avg", "max", "flatten" or None) -> for each hidden layer: Dense +
+    `activation` -> dropout(`dropout`) -> Dense(`classes`) with `classifier_activation`.
+    Without hidden layers, `dropout` comes before the classifier (GoogLeNet's 0.4), so
+    `dropout` is always the classifier's dropout, whichever the layout.
 
     Layer names (with `prefix` = `name + "_"` when a name is given): `{prefix}avg_pool`
-    / `{prefix}max_pool` / `{prefix}flatten`, `{prefix}dropout`, the hidden layers'
-    names (default `{prefix}fc1`, `{prefix}fc2`, ...) each followed by
-    `{hidden}_dropout`, and `{prefix}predictions`.
+    / `{prefix}max_pool` / `{prefix}flatten`, `{prefix}dropout` (before the hidden
+    layers or the classifier), the hidden layers' names (default `{prefix}fc1`,
+    `{prefix}fc2`, ...) each followed by `{hidden}_dropout`, and `{prefix}predictions`.
+
+    Args:
+        x: the feature map (N, H, W, C), or a feature vector (N, C) with `pooling=None`.
+        classes: outputs of the classifier.
+        pooling: how the map becomes a vector.
+        hidden_units: widths of the hidden fully connected layers.
+        hidden_names: their layer names (default `fc1`, `fc2`, ...).
+        dropout: dropout after each hidden layer, or before the classifier when there
+            are none.
+        input_dropout: dropout right after pooling, before the hidden layers (where
+            there are none, the same place as `dropout`: give one of them).
+        activation: activation of the hidden layers.
+        classifier_activation: activation of the classifier.
+        name: prefix of the layer names (the auxiliary heads' `aux1`).
     """
     prefix = f"{name}_" if name else ""
     if pooling == "flatten":
@@ -254,6 +269,13 @@ def classifier_head(
             "The classifier's `pooling` must be 'avg', 'max', 'flatten', or None for a feature vector. "
             f"Received: pooling={pooling!r} on features of shape {tuple(x.shape)}"
         )
+    if not hidden_units:
+        if dropout and input_dropout:
+            raise ValueError(
+                "Without hidden layers, `dropout` and `input_dropout` are the same dropout before the "
+                f"classifier: give one. Received: dropout={dropout!r}, input_dropout={input_dropout!r}"
+            )
+        input_dropout = input_dropout or dropout
     if input_dropout:
         x = layers.Dropout(input_dropout, name=f"{prefix}dropout")(x)
     if hidden_names is None:

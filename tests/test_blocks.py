@@ -88,3 +88,11 @@ def test_bad_pooling_is_refused(pooling):
         build(lambda x: blocks.classifier_head(x, 3, pooling=pooling))
     with pytest.raises(ValueError, match="Received: pooling="):
         build(lambda x: blocks.global_pool(x, pooling))
+
+
+def test_classifier_head_dropout_precedes_the_classifier_without_hidden_layers():
+    model = build(lambda x: blocks.classifier_head(x, 3, pooling="flatten", dropout=0.3), shape=(2, 2, 1))
+    assert [layer.name for layer in model.layers[1:]] == ["flatten", "dropout", "predictions"]
+    assert model.get_layer("dropout").rate == 0.3
+    with pytest.raises(ValueError, match=r"give one. Received: dropout=0.3, input_dropout=0.2"):
+        build(lambda x: blocks.classifier_head(x, 3, dropout=0.3, input_dropout=0.2))

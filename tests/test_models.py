@@ -324,3 +324,44 @@ def test_create_model_takes_name_positionally_so_the_model_can_be_named():
 def test_family_builders_refuse_unknown_arguments_by_name():
     with pytest.raises(TypeError, match=r"`resnet` has no argument `depth`.*Received: depth=50$"):
         kcnn.resnet(depth=50)
+
+
+def dropouts(model):
+    return [(layer.name, layer.rate) for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+
+
+@pytest.mark.parametrize(
+    "build,expected",
+    [
+        (lambda: kcnn.mlp(hidden_units=(8,), dropout=0.25), [("fc1_dropout", 0.25)]),
+        (lambda: kcnn.mlp(dropout=0.25), [("dropout", 0.25)]),
+        (
+            lambda: kcnn.convnet(filters=(4, 4), hidden_units=(8,), dropout=0.25, stage_dropout=0.1),
+            [("block1_dropout", 0.1), ("block2_dropout", 0.1), ("fc1_dropout", 0.25)],
+        ),
+        (lambda: kcnn.convnet(filters=(4,), hidden_units=(), dropout=0.25), [("dropout", 0.25)]),
+        (lambda: kcnn.alexnet(dropout=0.25, input_shape=(67, 67, 3)), [("fc6_dropout", 0.25), ("fc7_dropout", 0.25)]),
+        (lambda: kcnn.vgg11(dropout=0.25, input_shape=(32, 32, 3)), [("fc1_dropout", 0.25), ("fc2_dropout", 0.25)]),
+        (lambda: kcnn.googlenet(dropout=0.25, input_shape=(32, 32, 3)), [("dropout", 0.25)]),
+    ],
+    ids=["mlp-hidden", "mlp-linear", "convnet-hidden", "convnet-none", "alexnet", "vgg11", "googlenet"],
+)
+def test_dropout_is_the_classifiers_in_every_family(build, expected):
+    """`dropout` follows each hidden fully connected layer, or precedes the classifier
+    where there are none; nothing else (convnet's stages have `stage_dropout`)."""
+    model = build()
+    assert dropouts(model) == expected
+    last = model.get_layer(expected[-1][0])
+    assert model.get_layer("predictions").input is last.output
+
+
+@pytest.mark.parametrize(
+    "old,value,new",
+    [("dense_units", (128,), "hidden_units"), ("head_dropout", 0.5, "dropout")],
+)
+def test_convnets_old_argument_names_fail_naming_the_new_ones(old, value, new):
+    message = rf"`{old}` is now `{new}`.*Received: {old}={re.escape(repr(value))}$"
+    with pytest.raises(TypeError, match=message):
+        kcnn.convnet(**{old: value})
+    with pytest.raises(TypeError, match=message):
+        kcnn.create_model("convnet", **{old: value})

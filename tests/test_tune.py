@@ -1,6 +1,7 @@
 """kcnn.tune: search spaces, their checks, and searches (tiny data, a few trials)."""
 
 import csv
+import inspect
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from keras_tuner.errors import FailedTrialError
 
+import kcnn
 from kcnn import data as kdata
 from kcnn import tune
 
@@ -44,9 +46,9 @@ EXPECTED_DEFAULTS = {
         convs_per_stage=2,
         padding="same",
         batch_norm=False,
-        dropout=0.0,
-        dense_units=(128,),
-        head_dropout=0.5,
+        stage_dropout=0.0,
+        hidden_units=(128,),
+        dropout=0.5,
     ),
     "resnet": dict(stages=(1, 1, 1), block="basic", width=16, stem="small", variant="v1"),
     "inception": dict(
@@ -88,7 +90,10 @@ def test_hyperparameters_are_named_after_builder_arguments():
     hp = keras_tuner.HyperParameters()
     tune.ConvNetSpace((32, 32, 1), 10).declare(hp)
     names = {p.name for p in hp.space}
-    assert {"depth", "filters", "batch_norm", "dropout", "dense_units", "learning_rate"} <= names
+    assert {"depth", "filters", "batch_norm", "stage_dropout", "hidden_units", "dropout", "learning_rate"} <= names
+    assert names <= set(inspect.signature(kcnn.convnet).parameters) | {"depth", "learning_rate"} | {
+        f"{arg}_{stage}" for arg in ("kernel_size", "strides", "pool") for stage in (1, 2, 3, 4)
+    }
     assert {f"{arg}_{stage}" for arg in ("kernel_size", "strides", "pool") for stage in (1, 2, 3, 4)} <= names
     # Stages beyond the smallest depth exist only at the depths that have them.
     conditional = {p.name for p in hp.space if p.conditions}
@@ -188,7 +193,7 @@ def test_impossible_geometry_records_failed_trials_and_returns_a_best_model(tmp_
     data = tiny_data(size=32)
     ranges = dict(
         depth=6, strides=2, pool=(False, True), filters=4, kernel_size=3, convs_per_stage=1,
-        batch_norm=False, dropout=0.0, dense_units=8, learning_rate=3e-3,
+        batch_norm=False, stage_dropout=0.0, hidden_units=8, learning_rate=3e-3,
     )  # fmt: skip
     result = tune.search(
         "convnet", data, tuner="grid", max_trials=4, max_epochs=1, directory=tmp_path / "geometry", ranges=ranges
@@ -250,7 +255,7 @@ def test_rejected_configurations_are_recorded_without_a_traceback(tmp_path, capf
 
 def test_retrained_best_model_is_a_kcnn_train_run(tmp_path):
     data = tiny_data(size=16, n=32)
-    ranges = dict(depth=2, filters=4, dense_units=8, convs_per_stage=1, strides=1, pool=True)
+    ranges = dict(depth=2, filters=4, hidden_units=8, convs_per_stage=1, strides=1, pool=True)
     result = tune.search("convnet", data, tuner="random", max_trials=1, max_epochs=1, retrain=True,
                          directory=tmp_path / "p", ranges=ranges)  # fmt: skip
     metadata = json.loads((result.path / "metadata.json").read_text())

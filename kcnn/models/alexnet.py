@@ -25,7 +25,7 @@ def alexnet(
     Args:
         groups: groups of conv2, conv4 and conv5 (2 = the paper's two GPUs, 1 = the
             single-GPU variant with more parameters).
-        dropout: dropout after fc6 and fc7.
+        dropout: the classifier's dropout, after fc6 and fc7.
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name: the builder contract; default input 227x227x3.
     """

@@ -35,7 +35,7 @@ def conv_stages(
     batch_norm=False,
     bn_epsilon=1e-3,
     use_bias=True,
-    dropout=0.0,
+    stage_dropout=0.0,
 ):
     """Stages of convolutions, each optionally followed by max pooling.
 
@@ -51,7 +51,7 @@ def conv_stages(
         batch_norm: BatchNorm after every convolution.
         bn_epsilon: its epsilon (Keras' default 1e-3; VGG-BN takes torchvision's 1e-5).
         use_bias: convolution biases.
-        dropout: dropout after each stage (0 = none).
+        stage_dropout: dropout after each stage (`block{s}_dropout`; 0 = none).
     """
     num_stages = len(filters)
     convs_per_stage = _per_stage("convs_per_stage", convs_per_stage, num_stages)
@@ -76,12 +76,16 @@ def conv_stages(
             )
         if pool[stage]:
             x = layers.MaxPooling2D(pool_size, name=f"block{stage + 1}_pool")(x)
-        if dropout:
-            x = layers.Dropout(dropout, name=f"block{stage + 1}_dropout")(x)
+        if stage_dropout:
+            x = layers.Dropout(stage_dropout, name=f"block{stage + 1}_dropout")(x)
     return x
 
 
-@builder(default_input_shape=(32, 32, 3), classes=10)
+@builder(
+    default_input_shape=(32, 32, 3),
+    classes=10,
+    renamed={"dense_units": "hidden_units", "head_dropout": "dropout"},
+)
 def convnet(
     filters=(32, 64, 128),
     *,
@@ -91,9 +95,9 @@ def convnet(
     padding="same",
     pool=True,
     batch_norm=False,
-    dropout=0.0,
-    dense_units=(128,),
-    head_dropout=0.5,
+    stage_dropout=0.0,
+    hidden_units=(128,),
+    dropout=0.5,
 ):
     """A plain [conv-ReLU] x N - pool ConvNet with a fully connected classifier.
 
@@ -104,9 +108,11 @@ def convnet(
         filters: width of each stage; the number of entries is the depth.
         convs_per_stage, kernel_size, strides, padding, pool: see `conv_stages`.
         batch_norm: BatchNorm after every convolution.
-        dropout: dropout after each stage.
-        dense_units: hidden fully connected layers of the classifier (`fc1`, ...).
-        head_dropout: dropout after each hidden fully connected layer.
+        stage_dropout: dropout after each stage.
+        hidden_units: widths of the classifier's hidden fully connected layers
+            (`fc1`, ...), as `mlp`'s.
+        dropout: the classifier's dropout: after each hidden layer, or before
+            `predictions` when there are none.
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name: the builder contract (see `kcnn`).
     """
@@ -125,7 +131,7 @@ def convnet(
             padding=padding,
             pool=pool,
             batch_norm=batch_norm,
-            dropout=dropout,
+            stage_dropout=stage_dropout,
         )
 
     def top(x, classes, classifier_activation):
@@ -133,8 +139,8 @@ def convnet(
             x,
             classes,
             pooling="flatten",
-            hidden_units=dense_units,
-            dropout=head_dropout,
+            hidden_units=hidden_units,
+            dropout=dropout,
             classifier_activation=classifier_activation,
         )
 

@@ -76,7 +76,8 @@ def googlenet(
             four modules); the model then has three outputs [predictions,
             aux1_predictions, aux2_predictions], trained with loss weights 1, 0.3, 0.3
             and dropped for inference (`kcnn.train` does both).
-        dropout: dropout before the classifier (the paper's 0.4).
+        dropout: the classifier's dropout, before it (the paper's 0.4; the
+            auxiliary heads keep the paper's 0.7).
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name: the builder contract (see `kcnn`).
     """
@@ -114,7 +115,7 @@ def googlenet(
     def top(features, classes, classifier_activation):
         x = features[0] if aux_logits else features
         outputs = blocks.classifier_head(
-            x, classes, pooling="avg", input_dropout=dropout, classifier_activation=classifier_activation
+            x, classes, pooling="avg", dropout=dropout, classifier_activation=classifier_activation
         )
         if not aux_logits:
             return outputs

@@ -18,13 +18,15 @@ def mlp(
 ):
     """The fully connected baseline.
 
-    Layers: `flatten`, the hidden layers `fc1`, `fc2`, ... each followed by dropout,
+    Layers: `flatten`, the hidden layers `fc1`, `fc2`, ... each followed by dropout
+    (`fc1_dropout`, ...; without hidden layers one `dropout` before the classifier),
     then `predictions`. With `include_top=False` the model is the identity on the
     image (there is no feature extractor to keep); `pooling` then pools the image.
 
     Args:
         hidden_units: widths of the hidden layers; () is the linear classifier Wx + b.
-        dropout: dropout after each hidden layer.
+        dropout: the classifier's dropout: after each hidden layer, or before
+            `predictions` when there are none.
         activation: activation of the hidden layers.
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name: the builder contract; the default input is

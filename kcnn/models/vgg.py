@@ -33,7 +33,7 @@ def vgg(
             ((1, 1, 2, 2, 2) is VGG-11, (2, 2, 3, 3, 3) VGG-16).
         batch_norm: BatchNorm after every convolution (the `_bn` models; convolutions
             keep their biases and BatchNorm has epsilon 1e-5, as torchvision's do).
-        dropout: dropout after fc1 and fc2 (the paper's 0.5).
+        dropout: the classifier's dropout, after fc1 and fc2 (the paper's 0.5).
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name: the builder contract (see `kcnn`).
     """

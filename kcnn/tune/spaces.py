@@ -267,14 +267,15 @@ class SearchSpace(keras_tuner.HyperModel):
 
 class ConvNetSpace(SearchSpace):
     """The plain ConvNet (`kcnn.convnet`): depth, per-stage kernel size, stride and
-    pooling, width, BatchNorm, dropout, dense width and learning rate.
+    pooling, width, BatchNorm, dropouts, hidden width and learning rate.
 
     Hyperparameters: `depth` (the number of stages, `len(filters)`), `filters` (the
     base width: a stage's width is `filters * 2**k` after k halvings of the map by
     strides or pools, k at most 3, as VGG doubles its width after each pool),
     `kernel_size_<i>`, `strides_<i>`, `pool_<i>` (per stage), `convs_per_stage`,
-    `batch_norm`, `dropout`, `dense_units` (one hidden layer `fc1` of that width),
-    `head_dropout` and `learning_rate` (of the `TrainConfig`).
+    `batch_norm`, `stage_dropout` (after each stage), `hidden_units` (one hidden
+    layer `fc1` of that width), `dropout` (the classifier's, after `fc1`) and
+    `learning_rate` (of the `TrainConfig`).
     """
 
     name = "convnet"
@@ -288,9 +289,9 @@ class ConvNetSpace(SearchSpace):
         "pool": (True, False),
         "convs_per_stage": (1, 2),
         "batch_norm": (False, True),
-        "dropout": (0.0, 0.1),
-        "dense_units": (64, 128, 256),
-        "head_dropout": (0.5,),
+        "stage_dropout": (0.0, 0.1),
+        "hidden_units": (64, 128, 256),
+        "dropout": (0.5,),
         "learning_rate": (1e-3, 3e-3),
         "padding": ("same",),
     }
@@ -302,9 +303,9 @@ class ConvNetSpace(SearchSpace):
         "pool": True,
         "convs_per_stage": 2,
         "batch_norm": False,
-        "dropout": 0.0,
-        "dense_units": 128,
-        "head_dropout": 0.5,
+        "stage_dropout": 0.0,
+        "hidden_units": 128,
+        "dropout": 0.5,
         "learning_rate": 3e-3,
         "padding": "same",
     }
@@ -330,9 +331,9 @@ class ConvNetSpace(SearchSpace):
             convs_per_stage=self._declare(hp, "convs_per_stage"),
             padding=self._declare(hp, "padding"),
             batch_norm=self._declare(hp, "batch_norm"),
+            stage_dropout=self._declare(hp, "stage_dropout"),
+            hidden_units=(self._declare(hp, "hidden_units"),),
             dropout=self._declare(hp, "dropout"),
-            dense_units=(self._declare(hp, "dense_units"),),
-            head_dropout=self._declare(hp, "head_dropout"),
         )
 
     def build_model(self, arguments):
