@@ -27,8 +27,6 @@ def load(path: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
     Returns:
         `(model, metadata)`; metadata is {} when there is no metadata.json.
     """
-    import kcnn.layers  # noqa: F401  (registers kcnn's custom layers with Keras)
-
     path = pathlib.Path(path)
     model_path = path / MODEL_FILE if path.is_dir() else path
     if not model_path.is_file():
