@@ -365,3 +365,18 @@ def test_convnets_old_argument_names_fail_naming_the_new_ones(old, value, new):
         kcnn.convnet(**{old: value})
     with pytest.raises(TypeError, match=message):
         kcnn.create_model("convnet", **{old: value})
+
+
+def test_a_trunk_that_empties_the_map_is_refused_with_the_smallest_size():
+    """Keras' own layers raise before a map shrinks to 0x0; a custom one (LeNet's
+    subsampling) returns it, so the builder checks what its trunk produced."""
+    from kcnn.layers import Subsampling2D
+    from kcnn.models._base import Network, builder
+
+    @builder(default_input_shape=(1, 1, 3))
+    def subsampled():
+        return Network(lambda x: Subsampling2D(2, name="pool")(x), lambda x, classes, activation: x)
+
+    with pytest.raises(ValueError, match=r"`subsampled`: its layers need at least 2x2 pixels\. Received: input_shape=\(1, 1, 3\)"):
+        subsampled(include_top=False)
+    assert subsampled(include_top=False, input_shape=(2, 2, 3)).output_shape == (None, 1, 1, 3)

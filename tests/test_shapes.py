@@ -522,3 +522,15 @@ def test_min_input_size_none_valid():
         min_input_size(model, max_size=64)
     with pytest.raises(ValueError, match="max_size"):
         min_input_size(model, max_size=0)
+
+
+def test_min_input_size_counts_a_custom_layer_that_empties_the_map():
+    # LeNet's trainable subsampling has no Keras size check of its own: at 1x1 it
+    # returns a 0x0 map, which must not pass for a shape-preserving layer.
+    from kcnn.layers import Subsampling2D
+
+    model = _chain(Subsampling2D(2))
+    assert min_input_size(model) == 2
+    with pytest.raises(ValueError, match=r"empty output \(0, 0, 3\)"):
+        trace(model, 1)
+    assert trace(model, 5).rows[-1].output_shape == (2, 2, 3)

@@ -196,6 +196,16 @@ def _too_small_error(name, trunk, shape, cause):
     )
 
 
+def _check_nonempty(name, features):
+    """Keras' convolutions and poolings refuse to produce a 0x0 map, a custom layer
+    (LeNet's Subsampling2D) may not: the trunk's outputs are checked here."""
+    for tensor in features if isinstance(features, (list, tuple)) else [features]:
+        if any(dim is not None and dim < 1 for dim in tensor.shape[1:]):
+            raise ValueError(
+                f"`{name}` would produce an empty feature map. Received: output shape {tuple(tensor.shape[1:])}"
+            )
+
+
 def build_model(
     *,
     name,
@@ -253,6 +263,7 @@ def build_model(
     inputs = input_tensor if input_tensor is not None else keras.Input(shape, name="input")
     try:
         features = trunk(inputs)
+        _check_nonempty(name, features)
     except ValueError as error:
         too_small = _too_small_error(name, trunk, shape, error)
         if too_small is None:

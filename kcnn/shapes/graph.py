@@ -486,9 +486,9 @@ def _fallback(node, in_states, prefix):
         spec = node.output_spec(values)
         shapes = [tuple(t.shape[1:]) for t in keras.tree.flatten(spec)]
         if len(shapes) != len(node.outputs) or any(
-            d is None or d < 1 for s in shapes for d in s
+            d is None for s in shapes for d in s
         ):
-            raise ValueError(f"undefined or empty output shapes {shapes}")
+            raise ValueError(f"undefined output shapes {shapes}")
     except Exception as e:
         # Custom layers that the declared graph shows as shape-preserving
         # (e.g. LocalResponseNormalization) are safe to pass through.
@@ -500,6 +500,10 @@ def _fallback(node, in_states, prefix):
             f"{_where(node, in_states, prefix)}: cannot infer its output "
             f"size ({type(e).__name__}: {e})."
         ) from e
+    # A layer that computed an empty output (LeNet's Subsampling2D at 1x1) is too
+    # small, not shape-preserving: Keras' own layers raise there, a custom one may not.
+    for shape in shapes:
+        _check_nonempty(node, in_states, prefix, shape, "as the layer computes it")
     states = []
     for shape in shapes:
         same_map = (
