@@ -434,14 +434,20 @@ class Snapshots(keras.callbacks.Callback):
         self.taken.append(weights_by_layer(self.model))
 
 
-def test_fine_tune_freezes_then_unfreezes_the_top_stage_of_a_resnet(tmp_path):
+def test_fine_tune_freezes_then_unfreezes_the_top_stage_of_a_resnet(tmp_path, caplog):
     from kcnn import resnet18
 
     base = resnet18(stem="small", input_shape=(32, 32, 3), classes=10)
     original = weights_by_layer(base)
     snapshots = Snapshots()
     config = train.TrainConfig(epochs=2, batch_size=16, augment=None, learning_rate=0.01)
-    result = train.fine_tune(base, tiny(n=32, holdout=False), config, head_epochs=1, output=tmp_path, callbacks=[snapshots], verbose=0)
+    with caplog.at_level("INFO", logger="kcnn"):
+        result = train.fine_tune(base, tiny(n=32, holdout=False), config, head_epochs=1, output=tmp_path, callbacks=[snapshots], verbose=0)
+    assert [record.getMessage() for record in caplog.records if record.name == "kcnn"] == [
+        "phase 1/2, epochs 1-1: the new classifier on the frozen backbone",
+        "phase 2/2, epochs 2-2: unfrozen from conv5 at 0.1x the learning rate",
+    ]
+    assert [phase["epochs"] for phase in result.metadata["phases"]] == [1, 1]
     start1, end1, start2, end2 = snapshots.taken
     backbone = set(original) - {"predictions"}
     assert not changed_layers({n: original[n] for n in backbone}, start1)

@@ -4,6 +4,7 @@ written to its run folder."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import pathlib
 import time
@@ -22,6 +23,8 @@ from kcnn.train.distribute import DeviceSettings, prepare_model, resolve_device
 from kcnn.train.inference import check_compatible, evaluate_split
 from kcnn.train.runs import RunFolder, open_run, parameter_counts, start_metadata
 from kcnn.weights import transfer_weights
+
+logger = logging.getLogger("kcnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +49,13 @@ class TrainResult:
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
-    """One `model.fit` call of a run: its config (optimizer, learning rate, epochs)
-    and `setup(model)`, which sets the trainable flags before compiling."""
+    """One `model.fit` call of a run: its config (optimizer, learning rate, epochs),
+    `setup(model)`, which sets the trainable flags before compiling, and what it does
+    in words (logged when it starts, recorded in metadata.json)."""
 
     config: TrainConfig
     setup: Callable[[keras.Model], None] = lambda model: None
+    description: str = "training"
 
 
 def fit(
@@ -146,6 +151,7 @@ def train_phases(run, metadata, model, data, phases, *, callbacks, verbose) -> T
     if data.validation is None and monitor.startswith("val_"):
         monitor = monitor[len("val_") :]
     metadata["monitor"] = monitor
+    metadata["phases"] = [{"description": phase.description, "epochs": phase.config.epochs} for phase in phases]
     run.write_metadata(metadata)
 
     started = time.perf_counter()
@@ -179,6 +185,11 @@ def train_phases(run, metadata, model, data, phases, *, callbacks, verbose) -> T
                 # Last: everything else of an epoch is on disk before it counts as done.
                 keras.callbacks.BackupAndRestore(run.backup_dir(index), double_checkpoint=True, delete_checkpoint=False),
             ]
+            if len(phases) > 1:
+                logger.info(
+                    "phase %d/%d, epochs %d-%d: %s",
+                    index + 1, len(phases), epoch + 1, epoch + phase.config.epochs, phase.description,
+                )
             compile_model(model, phase.config, data.steps_per_epoch, device=device)
             metadata.setdefault("steps_per_execution", {})[str(index)] = int(model.steps_per_execution)
             reset_restored_epoch(model)  # Else a second phase starts at the restored epoch.

@@ -199,12 +199,23 @@ def fine_tune(
     check_compatible(new, data)
     prefixes = [stage_prefix(new)] if unfreeze == "auto" else [unfreeze] if isinstance(unfreeze, str) else list(unfreeze)
 
-    phases = [Phase(dataclasses.replace(config, epochs=head_epochs), lambda m: set_trainable(m))]
+    head = Phase(
+        dataclasses.replace(config, epochs=head_epochs),
+        lambda m: set_trainable(m),
+        "the new classifier on the frozen backbone",
+    )
+    phases = [head]
     if config.epochs > head_epochs:
         second = dataclasses.replace(
             config, epochs=config.epochs - head_epochs, learning_rate=config.learning_rate * learning_rate_factor
         )
-        phases.append(Phase(second, lambda m: set_trainable(m, prefixes, train_batch_norm=train_batch_norm)))
+        phases.append(
+            Phase(
+                second,
+                lambda m: set_trainable(m, prefixes, train_batch_norm=train_batch_norm),
+                f"unfrozen from {', '.join(prefixes)} at {learning_rate_factor:g}x the learning rate",
+            )
+        )
     if output is None:
         output = RunFolder.new(f"{new.name}_finetuned", data.name or "data").path
     run = open_run(output, new.name, data, config, kind="fine_tune")
