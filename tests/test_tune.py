@@ -144,19 +144,48 @@ def test_every_choice_builds(name):
     assert len(seen) > 10
 
 
-def test_impossible_geometry_is_rejected_before_building(monkeypatch):
+def test_a_configuration_too_small_for_the_input_fails_with_the_builders_smallest_size():
+    # 6 stages, each a 3x3/2 convolution and a 2x2 pool: ceil(n / 2) then floor, six
+    # times, keeps at least 1x1 from 2731 pixels on.
     space = tune.ConvNetSpace((32, 32, 1), 10, depth=6, strides=2, pool=(False, True))
     hp = keras_tuner.HyperParameters()
     space.declare(hp)
     hp.values.update({f"pool_{stage}": True for stage in range(1, 7)})
-
-    def no_build(arguments):
-        raise AssertionError("a model was built")
-
-    monkeypatch.setattr(space, "build_model", no_build)
-    with pytest.raises(FailedTrialError, match=r"shrinks below 1x1 at `block3_pool` \(1x1 in"):
+    with pytest.raises(
+        FailedTrialError,
+        match=r"^The input is too small for `convnet`: its layers need at least 2731x2731 pixels\. Received: input_shape=\(32, 32, 1\)$",
+    ):
         space.build(hp)
     assert "params" not in space.last_build
+    hp.values.update({f"pool_{stage}": False for stage in range(1, 7)})
+    assert space.build(hp).get_layer("block6_conv2").output.shape[1:3] == (1, 1)
+
+
+class LeNetSpace(tune.SearchSpace):
+    """A space of the user's: only the builder call and its hyperparameters."""
+
+    name = "lenet"
+    RANGES = {"variant": ("modern", "paper"), "learning_rate": (1e-3,)}
+    DEFAULTS = {"variant": "modern", "learning_rate": 1e-3}
+
+    def builder_arguments(self, hp):
+        return dict(variant=self._declare(hp, "variant"))
+
+    def build_model(self, arguments, **contract):
+        return kcnn.lenet5(**arguments, input_shape=self.input_shape, classes=self.classes, **contract)
+
+
+def test_a_space_asks_its_builder_whether_a_configuration_fits():
+    with pytest.raises(
+        ValueError,
+        match=r"default configuration of the 'lenet' space does not fit the input: The input is too small for "
+        r"`lenet5`: its layers need at least 32x32 pixels\. Received: input_shape=\(28, 28, 1\)$",
+    ):
+        LeNetSpace((28, 28, 1), 10)
+    hp = keras_tuner.HyperParameters()
+    LeNetSpace((32, 32, 1), 10).declare(hp)
+    hp.values["variant"] = "paper"
+    assert LeNetSpace((32, 32, 1), 10).build(hp).get_layer("rbf").units == 10
 
 
 def test_budget_rejects_big_models():
@@ -172,7 +201,7 @@ def test_budget_rejects_big_models():
 def test_space_arguments_are_checked():
     with pytest.raises(ValueError, match=r"Unknown ranges for the 'convnet' space: \['kernel'\]"):
         tune.ConvNetSpace((32, 32, 1), 10, kernel=3)
-    with pytest.raises(ValueError, match=r"does not fit the input: The feature map shrinks below 1x1"):
+    with pytest.raises(ValueError, match=r"does not fit the input: The input is too small for `convnet`: its layers need at least 16x16 pixels"):
         tune.ConvNetSpace((8, 8, 1), 10, depth=4)
     with pytest.raises(ValueError, match=r"Unknown search space. Known: convnet, resnet, inception"):
         tune.get_space("vgg")
@@ -201,7 +230,10 @@ def test_impossible_geometry_records_failed_trials_and_returns_a_best_model(tmp_
     rows = read_trials(result.trials_csv)
     assert len(rows) == 4
     failed = [row for row in rows if row["status"] == "FAILED"]
-    assert failed and all("shrinks below 1x1" in row["reason"] and not row["params"] for row in failed)
+    assert failed and all(
+        row["reason"].startswith("The input is too small for `convnet`: its layers need at least") and not row["params"]
+        for row in failed
+    )
     completed = [row for row in rows if row["status"] == "COMPLETED"]
     assert completed and all(int(row["params"]) > 0 and int(row["macs"]) > 0 for row in completed)
     assert set(rows[0]) >= {"trial", "status", "val_accuracy", "params", "macs", "seconds", "pool_6", "reason"}
@@ -248,8 +280,8 @@ def test_rejected_configurations_are_recorded_without_a_traceback(tmp_path, capf
     assert "Traceback" not in captured.err + captured.out
     rows = read_trials(tmp_path / "trials.csv")
     assert [row["status"] for row in rows] == ["FAILED", "FAILED"]
-    # Rejected for the budget, or earlier for an impossible geometry: either way a reason, not a traceback.
-    assert all(("over the budget" in row["reason"] or "shrinks below 1x1" in row["reason"]) for row in rows)
+    # Rejected for the budget, or by the builder for an input too small: either way a reason, not a traceback.
+    assert all(("over the budget" in row["reason"] or "The input is too small" in row["reason"]) for row in rows)
     assert not any("Traceback" in row["reason"] for row in rows)
 
 

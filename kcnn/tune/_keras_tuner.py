@@ -56,7 +56,7 @@ class _Records:
     def _try_run_and_update_trial(self, trial, *fit_args, **fit_kwargs):
         # keras-tuner's own (1.4) prints the traceback of every failed trial while its
         # global DEBUG flag is on, which is its default. A configuration the space
-        # rejects (geometry, budget) is an expected outcome of a search: its reason goes
+        # rejects (input too small, budget) is an expected outcome of a search: its reason goes
         # to trials.csv and the progress line. Any other error is an invalid trial, as
         # keras-tuner has it, logged with its traceback (at DEBUG level) instead of printed.
         try:
@@ -96,7 +96,6 @@ class _Records:
             "tuner_id": self.tuner_id,
             "params": facts.get("params"),
             "macs": facts.get("macs"),
-            "feature_map": facts.get("feature_map"),
             "seconds": round(seconds, 3),
             "epochs": self._epochs.pop(trial.trial_id, None),
             "reason": reason,
@@ -146,7 +145,7 @@ class _HyperbandOracle(keras_tuner.oracles.HyperbandOracle):
 
     keras-tuner's Hyperband promotes from a round only once all but the promoted
     places have completed, so each failed trial would cost the bracket a promotion (a
-    failed trial of a geometry check costs nothing to replace).
+    configuration rejected before training costs little to replace).
     """
 
     @keras_tuner.synchronized

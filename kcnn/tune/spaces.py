@@ -7,8 +7,9 @@ a `_<stage>` suffix (numbered from 1, as the layer names `block1_*`, `conv2_*` a
 for per-stage values, so `kernel_size_2` is `kernel_size[1]` of the builder and the
 kernel of `block2_conv*`.
 
-Before a model is built, a sampled configuration's geometry is checked with
-`kcnn.shapes`; after it is built, its parameters and multiply-accumulates are checked
+A configuration is checked by the builder itself, which refuses an input too small
+for its layers with the smallest size that works (no space restates a builder's
+geometry); once built, the model's parameters and multiply-accumulates are checked
 against the optional budget. Either failure raises `keras_tuner.errors.FailedTrialError`,
 which keras-tuner records as a failed trial (with the message as its reason) before
 it goes on with the next one.
@@ -52,7 +53,7 @@ class SearchSpace(keras_tuner.HyperModel):
     Each range is given as a tuple of choices (a single value fixes it, and it is
     still recorded with the trial). Subclasses set `name`, `RANGES` (the default
     choices), `DEFAULTS` (the default configuration) and implement
-    `builder_arguments`, `build_model` and `geometry`.
+    `builder_arguments` and `build_model`.
 
     Args:
         input_shape: (height, width, channels) of the images.
@@ -94,18 +95,19 @@ class SearchSpace(keras_tuner.HyperModel):
         # The default configuration: the class's, except where a range is given,
         # whose first choice is then the default.
         self.defaults = {key: self.ranges[key][0] if key in ranges else self.DEFAULTS[key] for key in self.RANGES}
-        # Facts of the latest `build` (params, MACs, final feature map), read by the
-        # tuner for its trial records; one tuner runs one trial at a time.
+        # Facts of the latest `build` (params, MACs), read by the tuner for its trial
+        # records; one tuner runs one trial at a time.
         self.last_build: dict[str, Any] = {}
         self._device = None
         # A space whose default configuration cannot be built would fail keras-tuner
-        # (and every user) before the first trial: refuse it here, with the reason.
-        defaults = self.default_arguments()
+        # (and every user) before the first trial: refuse it here, with the builder's
+        # reason. Its trunk is enough (the top adds no size constraint) and cheap.
         try:
-            self.check_geometry(defaults)
-        except FailedTrialError as error:
+            self.build_model(self.default_arguments(), include_top=False)
+        except ValueError as error:
             raise ValueError(
-                f"The default configuration of the {self.name!r} space does not fit the input: {error}"
+                f"The default configuration of the {self.name!r} space does not fit the input: "
+                f"{_first_line(error)}"
             ) from None
 
     # -- what subclasses provide ----------------------------------------------
@@ -115,14 +117,11 @@ class SearchSpace(keras_tuner.HyperModel):
         builder's arguments (without input shape and classes)."""
         raise NotImplementedError
 
-    def build_model(self, arguments: Mapping[str, Any]) -> keras.Model:
-        """Calls the builder with `arguments` (plus input shape and classes)."""
-        raise NotImplementedError
-
-    def geometry(self, arguments: Mapping[str, Any]) -> list[tuple[str, int, int, Any]]:
-        """The operations that change the spatial size, in order, as
-        (layer name, kernel, stride, padding) with padding as `shapes.conv_output_size`
-        takes it."""
+    def build_model(self, arguments: Mapping[str, Any], **contract) -> keras.Model:
+        """Calls the builder with `arguments`, the space's input shape and classes, and
+        the builder-contract keywords in `contract` (`include_top=False` for the check
+        of the default configuration). The builder refuses, with a ValueError, an
+        input too small for the configuration."""
         raise NotImplementedError
 
     # -- shared ---------------------------------------------------------------
@@ -142,29 +141,6 @@ class SearchSpace(keras_tuner.HyperModel):
             changes["learning_rate"] = float(hp.values["learning_rate"])
         return dataclasses.replace(self.train, **changes)
 
-    def check_geometry(self, arguments: Mapping[str, Any]) -> tuple[int, int]:
-        """Follows the spatial size through `geometry(arguments)` with
-        `kcnn.shapes.conv_output_size`, without building anything.
-
-        Returns:
-            The final feature map's (height, width).
-
-        Raises:
-            FailedTrialError: if it would shrink below 1x1; the message names the layer.
-        """
-        height, width = self.input_shape[:2]
-        for layer, kernel, stride, padding in self.geometry(arguments):
-            try:
-                height = shapes.conv_output_size(height, kernel, stride, padding)
-                width = shapes.conv_output_size(width, kernel, stride, padding)
-            except ValueError:
-                raise FailedTrialError(
-                    f"The feature map shrinks below 1x1 at `{layer}` ({height}x{width} in, "
-                    f"{kernel}x{kernel}/{stride} {padding!r}). Received: input_shape={self.input_shape}, "
-                    f"{_describe(arguments)}"
-                ) from None
-        return height, width
-
     def check_budget(self, params: int, macs: int) -> None:
         """Raises `FailedTrialError` when the model is over `max_params` or `max_macs`."""
         if self.max_params is not None and params > self.max_params:
@@ -180,18 +156,17 @@ class SearchSpace(keras_tuner.HyperModel):
         """Builds and compiles the model of one configuration.
 
         Raises:
-            FailedTrialError: for a geometry that does not fit the input, a
-                configuration the builder refuses, or one over the budget.
+            FailedTrialError: for a configuration the builder refuses (an input too
+                small for it: the message names the smallest size), or one over the
+                budget.
         """
         self.last_build = {}
         arguments = self.declare(hp)
-        height, width = self.check_geometry(arguments)
-        self.last_build["feature_map"] = f"{height}x{width}"
         try:
             model = self.build_model(arguments)
         except ValueError as error:
-            # The builder's own checks are the last word on what is buildable.
-            raise FailedTrialError(str(error).splitlines()[0]) from error
+            # The builder's own checks are the one word on what is buildable.
+            raise FailedTrialError(_first_line(error)) from error
         params = int(model.count_params())
         macs = int(shapes.count_macs(model))
         self.last_build.update(params=params, macs=macs)
@@ -336,18 +311,8 @@ class ConvNetSpace(SearchSpace):
             dropout=self._declare(hp, "dropout"),
         )
 
-    def build_model(self, arguments):
-        return convnet(**arguments, input_shape=self.input_shape, classes=self.classes)
-
-    def geometry(self, arguments):
-        steps = []
-        for stage, kernel in enumerate(arguments["kernel_size"]):
-            for index in range(arguments["convs_per_stage"]):
-                stride = arguments["strides"][stage] if index == 0 else 1
-                steps.append((f"block{stage + 1}_conv{index + 1}", kernel, stride, arguments["padding"]))
-            if arguments["pool"][stage]:
-                steps.append((f"block{stage + 1}_pool", 2, 2, "valid"))  # MaxPooling2D(2)
-        return steps
+    def build_model(self, arguments, **contract):
+        return convnet(**arguments, input_shape=self.input_shape, classes=self.classes, **contract)
 
 
 class ResNetSpace(SearchSpace):
@@ -391,19 +356,8 @@ class ResNetSpace(SearchSpace):
             variant=self._declare(hp, "variant"),
         )
 
-    def build_model(self, arguments):
-        return resnet(**arguments, input_shape=self.input_shape, classes=self.classes)
-
-    def geometry(self, arguments):
-        if arguments["stem"] == "imagenet":
-            steps = [("conv1_conv", 7, 2, 3), ("pool1_pool", 3, 2, 1)]
-        else:
-            steps = [("conv1_conv", 3, 1, "same")]
-        # Every stage after the first halves the map in its first block (a padded
-        # 3x3/2, or a 1x1/2 for the v1 bottleneck: both ceil(n / 2)).
-        for stage in range(1, len(arguments["stages"])):
-            steps.append((f"conv{stage + 2}_block1", 3, 2, 1))
-        return steps
+    def build_model(self, arguments, **contract):
+        return resnet(**arguments, input_shape=self.input_shape, classes=self.classes, **contract)
 
 
 class InceptionSpace(SearchSpace):
@@ -465,14 +419,10 @@ class InceptionSpace(SearchSpace):
             dropout=self._declare(hp, "dropout"),
         )
 
-    def build_model(self, arguments):
-        return googlenet(**arguments, input_shape=self.input_shape, classes=self.classes, name="inception")
-
-    def geometry(self, arguments):
-        steps = [("conv1", 3, 1, "same")]
-        for stage in range(1, len(arguments["stages"])):
-            steps.append((f"pool{stage + 2}", 3, 2, "same"))
-        return steps
+    def build_model(self, arguments, **contract):
+        return googlenet(
+            **arguments, input_shape=self.input_shape, classes=self.classes, name="inception", **contract
+        )
 
 
 SPACES: Mapping[str, type[SearchSpace]] = {space.name: space for space in (ConvNetSpace, ResNetSpace, InceptionSpace)}
@@ -515,5 +465,5 @@ def _steps_per_epoch(dataset) -> int | None:
     return steps if steps > 0 else None
 
 
-def _describe(arguments: Mapping[str, Any]) -> str:
-    return ", ".join(f"{key}={value!r}" for key, value in arguments.items())
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0]
