@@ -337,7 +337,7 @@ def test_search_killed_mid_trial_resumes_without_rerunning_finished_trials(tmp_p
             first.wait()
     before = events()
     finished_before = [e["trial"] for e in before if e["event"] == "end"]
-    assert finished_before == ["0", "1"]
+    assert finished_before == ["0000", "0001"]
 
     second = subprocess.run(
         [sys.executable, script, str(project), str(log), "0"], env=env, capture_output=True, timeout=300
@@ -346,8 +346,8 @@ def test_search_killed_mid_trial_resumes_without_rerunning_finished_trials(tmp_p
     after = events()[len(before) :]
     started_after = [e["trial"] for e in after if e["event"] == "start"]
     finished_after = [e["trial"] for e in after if e["event"] == "end"]
-    assert started_after == finished_after == ["2", "3"]  # The killed trial again, then the last.
+    assert started_after == finished_after == ["0002", "0003"]  # The killed trial again, then the last.
     rows = read_trials(project / "trials.csv")
-    assert [row["trial"] for row in rows] == ["0", "1", "2", "3"]
+    assert [row["trial"] for row in rows] == ["0000", "0001", "0002", "0003"]
     assert all(row["status"] in ("COMPLETED", "FAILED") for row in rows)
     assert (project / "best" / "model.keras").is_file()

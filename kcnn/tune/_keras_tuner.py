@@ -3,8 +3,10 @@ rejected configurations, and a Hyperband that replaces failed trials.
 
 This is the one module that overrides keras-tuner's private methods
 (`Tuner._populate_initial_space`, `Tuner._try_run_and_update_trial`,
-`HyperbandOracle._brackets`); `tests/test_keras_tuner.py` checks that they still exist
-in the installed keras-tuner, whose version `pyproject.toml` pins below its next minor.
+`HyperbandOracle._brackets`) and copies one of its methods (`Oracle.create_trial`, for
+the trial ids); `tests/test_keras_tuner.py` checks that they still exist, and that the
+copy is still upstream's, in the installed keras-tuner, whose version `pyproject.toml`
+pins below its next minor.
 """
 
 from __future__ import annotations
@@ -20,23 +22,39 @@ from typing import Any
 
 import keras
 import keras_tuner
+from keras_tuner.engine import trial as trial_module
 
 from kcnn._files import read_json, write_json
 from kcnn.tune import report
 from kcnn.tune.report import RECORD_FILE, TrialRecord
 
-__all__ = ["collect_trials", "make_tuner", "objective", "public_values"]
+__all__ = ["TRIAL_ID_DIGITS", "collect_trials", "format_trial_id", "make_tuner", "objective", "public_values"]
 
 logger = logging.getLogger("kcnn")
 
 # Random and Bayesian searches need a trial budget; this is theirs unless given.
 DEFAULT_MAX_TRIALS = 10
 
+#: Trial ids are the trial's index from 0 in this many digits ("0006") in every tuner.
+#: keras-tuner pads to the digits of `max_trials` ("06" of 10, "6" of 4, and "0006"
+#: for Hyperband, whose `max_trials` is None), so the ids of one project changed with
+#: the tuner and with the budget of a resumed search.
+TRIAL_ID_DIGITS = 4
+
+
+def format_trial_id(index: int) -> str:
+    """The id of the trial with this index (from 0): "0006"."""
+    return f"{index:0{TRIAL_ID_DIGITS}d}"
+
 
 class _Records:
     """What kcnn adds to a keras-tuner tuner: no model built to declare the space,
     a record per trial (written by the process that ran it), a progress callback, and
     failed trials recorded without a traceback on stderr."""
+
+    def __init__(self, oracle, hypermodel=None, **kwargs):
+        # keras_tuner.Tuner's, past the subclass' __init__ that would make its own oracle.
+        keras_tuner.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
 
     def follow(self, on_trial, planned):
         """Sets the progress callback and the number of trials planned."""
@@ -139,7 +157,73 @@ class _Records:
         )
 
 
-class _HyperbandOracle(keras_tuner.oracles.HyperbandOracle):
+class _TrialIds:
+    """An oracle whose trial ids are `format_trial_id`'s, whatever its `max_trials`."""
+
+    @keras_tuner.synchronized
+    def create_trial(self, tuner_id):
+        # keras-tuner 1.4's `Oracle.create_trial` (Apache License 2.0) but for the one
+        # line that makes the id: keras-tuner has no hook for it.
+        # tests/test_keras_tuner.py checks that upstream's is this code but for that line.
+        if tuner_id in self.ongoing_trials:
+            return self.ongoing_trials[tuner_id]
+
+        self.tuner_ids.add(tuner_id)
+
+        if len(self._retry_queue) > 0:
+            trial = self.trials[self._retry_queue.pop()]
+            trial.status = trial_module.TrialStatus.RUNNING
+            self.ongoing_trials[tuner_id] = trial
+            self.save()
+            self._display.on_trial_begin(trial)
+            return trial
+
+        trial_id = format_trial_id(len(self.trials))
+
+        if self.max_trials and len(self.trials) >= self.max_trials:
+            status = trial_module.TrialStatus.STOPPED
+            values = None
+        else:
+            response = self.populate_space(trial_id)
+            status = response["status"]
+            values = response["values"] if "values" in response else None  # noqa: SIM401 (upstream, verbatim)
+
+        hyperparameters = self.hyperparameters.copy()
+        hyperparameters.values = values or {}
+
+        trial = trial_module.Trial(
+            hyperparameters=hyperparameters, trial_id=trial_id, status=status
+        )
+
+        if status == trial_module.TrialStatus.RUNNING:
+            self._record_values(trial)
+
+            self.ongoing_trials[tuner_id] = trial
+            self.trials[trial_id] = trial
+            self.start_order.append(trial_id)
+            self._save_trial(trial)
+            self.save()
+            self._display.on_trial_begin(trial)
+
+        if status == trial_module.TrialStatus.STOPPED:
+            self.tuner_ids.remove(tuner_id)
+
+        return trial
+
+
+class _RandomSearchOracle(_TrialIds, keras_tuner.oracles.RandomSearchOracle):
+    pass
+
+
+class _BayesianOptimizationOracle(_TrialIds, keras_tuner.oracles.BayesianOptimizationOracle):
+    pass
+
+
+class _GridSearchOracle(_TrialIds, keras_tuner.oracles.GridSearchOracle):
+    pass
+
+
+class _HyperbandOracle(_TrialIds, keras_tuner.oracles.HyperbandOracle):
     """Hyperband whose failed first-round trials give their place in the bracket to a
     new configuration.
 
@@ -166,28 +250,7 @@ class _HyperbandOracle(keras_tuner.oracles.HyperbandOracle):
 
 
 class _Hyperband(_Records, keras_tuner.Hyperband):
-    def __init__(
-        self,
-        hypermodel=None,
-        objective=None,
-        max_epochs=100,
-        factor=3,
-        hyperband_iterations=1,
-        seed=None,
-        max_consecutive_failed_trials=3,
-        **kwargs,
-    ):
-        oracle = _HyperbandOracle(
-            objective,
-            max_epochs=max_epochs,
-            factor=factor,
-            hyperband_iterations=hyperband_iterations,
-            seed=seed,
-            max_consecutive_failed_trials=max_consecutive_failed_trials,
-        )
-        # keras_tuner.Hyperband's own __init__ would make its own oracle; its trial
-        # methods (epochs per round, weights of the promoted trial) are inherited.
-        keras_tuner.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
+    pass
 
 
 class _RandomSearch(_Records, keras_tuner.RandomSearch):
@@ -202,15 +265,44 @@ class _GridSearch(_Records, keras_tuner.GridSearch):
     pass
 
 
+# By `config.tuner`: the tuner and its oracle. keras-tuner's tuners make their oracle in
+# their __init__ (all it does, but for Hyperband, whose trial methods are inherited);
+# kcnn gives them its own oracles and calls `keras_tuner.Tuner.__init__`.
+_TUNERS = {
+    "hyperband": (_Hyperband, _HyperbandOracle),
+    "random": (_RandomSearch, _RandomSearchOracle),
+    "bayesian": (_BayesianOptimization, _BayesianOptimizationOracle),
+    "grid": (_GridSearch, _GridSearchOracle),
+}
+
+
 def make_tuner(space, config, project_dir, role, on_trial):
     """The keras-tuner tuner of `config.tuner` over `space`, in `project_dir`
     (reloaded from there unless `config.overwrite`)."""
-    common = dict(
-        hypermodel=space,
+    tuner_class, oracle_class = _TUNERS[config.tuner]
+    options = dict(
         objective=objective(config.objective),
         seed=config.seed,
-        executions_per_trial=config.executions_per_trial,
         max_consecutive_failed_trials=config.max_consecutive_failed_trials,
+    )
+    if config.tuner == "hyperband":
+        oracle = oracle_class(
+            max_epochs=config.max_epochs,
+            factor=config.hyperband_factor,
+            hyperband_iterations=config.hyperband_iterations,
+            **options,
+        )
+        planned = _hyperband_trials(config)
+    elif config.tuner == "grid":
+        oracle = oracle_class(max_trials=config.max_trials, **options)
+        planned = config.max_trials
+    else:
+        planned = config.max_trials or DEFAULT_MAX_TRIALS
+        oracle = oracle_class(max_trials=planned, **options)
+    tuner = tuner_class(
+        oracle,
+        hypermodel=space,
+        executions_per_trial=config.executions_per_trial,
         distribution_strategy=space.device.strategy,
         directory=os.fspath(project_dir.parent),
         project_name=project_dir.name,
@@ -218,23 +310,9 @@ def make_tuner(space, config, project_dir, role, on_trial):
         overwrite=config.overwrite and role != "worker",
     )
     if config.tuner == "hyperband":
-        tuner = _Hyperband(
-            max_epochs=config.max_epochs,
-            factor=config.hyperband_factor,
-            hyperband_iterations=config.hyperband_iterations,
-            **common,
-        )
         # keras-tuner's Hyperband has no trial budget of its own; the oracle's
         # `max_trials` is what every other oracle stops at.
         tuner.oracle.max_trials = config.max_trials
-        planned = _hyperband_trials(config)
-    elif config.tuner == "grid":
-        tuner = _GridSearch(max_trials=config.max_trials, **common)
-        planned = config.max_trials
-    else:
-        cls = _RandomSearch if config.tuner == "random" else _BayesianOptimization
-        planned = config.max_trials or DEFAULT_MAX_TRIALS
-        tuner = cls(max_trials=planned, **common)
     tuner.follow(on_trial, planned)
     return tuner
 
@@ -261,7 +339,8 @@ def collect_trials(tuner, project_dir) -> list[TrialRecord]:
     if trials is None:  # A worker's proxy to the chief: only its own trials.
         trials = {trial_id: oracle.get_trial(trial_id) for trial_id in tuner.ran}
     records = []
-    for trial_id in sorted(trials):
+    # By number: a project begun before the ids had one format may mix "06" and "0007".
+    for trial_id in sorted(trials, key=int):
         trial = trials[trial_id]
         try:
             facts = read_json(pathlib.Path(project_dir) / f"trial_{trial_id}" / RECORD_FILE) or {}

@@ -26,7 +26,8 @@ class TrialRecord:
     """One trial of a search, as trials.csv and the live progress lines show it.
 
     Attributes:
-        trial_id: keras-tuner's trial id ("00", "01", ...).
+        trial_id: the trial's id, its index from 0 in four digits ("0000", "0001",
+            ...; `kcnn.tune._keras_tuner.format_trial_id`).
         number: the trial's number from 1.
         total: trials planned for the search (None when unknown).
         status: "RUNNING" (started; a trial of an interrupted search that will
