@@ -1,5 +1,6 @@
 """Tests for kcnn.data: every source, the split policy and preprocessing reuse."""
 
+import inspect
 import json
 import os
 import warnings
@@ -256,8 +257,95 @@ def test_unknown_name_lists_known_names(tfds):
 
 
 def test_unprepared_tfds_dataset_is_a_clear_error(tfds, tmp_path):
-    with pytest.raises(ValueError, match="not prepared.*download=True"):
+    with pytest.raises(ValueError, match="not prepared.*download=True") as info:
         data.load("mnist", data_dir=tmp_path)
+    assert_ways_out(str(info.value), "mnist", tmp_path)
+    assert str(info.value).endswith(f"Received: source='mnist', download=False, data_dir={str(tmp_path)!r}")
+
+
+def assert_ways_out(message, name, folder):
+    """The TFDS errors name the dataset, the folder looked in, and every way out."""
+    assert repr(name) in message and repr(str(folder)) in message
+    assert "`--download --data-dir DIR`" in message
+    assert "`data_options={'download': True, 'data_dir': DIR}`" in message
+    assert f"kcnn.data.load({name!r}, download=True, data_dir=DIR)" in message
+    assert f"copy its folder ~/tensorflow_datasets/{name} into" in message
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network in this process: name lookups and connections fail at once.
+    Returns the (host, port) pairs something tried to reach."""
+    import socket
+
+    tried = []
+
+    def lookup(host, port, *args, **kwargs):
+        tried.append((host, port))
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known (network disabled by the test)")
+
+    def connect(address, *args, **kwargs):
+        return lookup(*address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    monkeypatch.setattr(socket, "create_connection", connect)
+    return tried
+
+
+def test_offline_download_fails_fast_with_the_ways_out(tfds, tmp_path, offline, monkeypatch):
+    # TFDS would retry each file for minutes: its download must not even start.
+    started = []
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", lambda self, *a, **k: started.append(self.name))
+    with pytest.raises(ValueError, match="Cannot download the TFDS dataset 'mnist': its download host cannot be reached") as info:
+        data.load("mnist", data_dir=tmp_path, download=True)
+    assert started == []
+    assert offline == [("storage.googleapis.com", 443)]  # One short look at mnist's host, no retries.
+    message = str(info.value)
+    assert "storage.googleapis.com:443: " in message and "network disabled by the test" in message
+    assert_ways_out(message, "mnist", tmp_path)
+
+
+def test_download_goes_through_tfds_download_manager(tfds, tmp_path, monkeypatch):
+    # tensorflow-datasets 4.9.10 imports `importlib_resources` (declared by kcnn, as
+    # TFDS declares it for Python < 3.9 only) when it makes its download manager:
+    # the download must get as far as fetching files. Fetching fails here, offline,
+    # and that failure is reported with the ways out.
+    import requests
+
+    monkeypatch.setattr(sources, "_unreachable", lambda endpoints, timeout=None: None)
+    fetched = []
+
+    def fetch(self, urls):
+        fetched.append(urls)
+        raise requests.exceptions.ConnectionError("no network in the test")
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", fetch)
+    with pytest.raises(ValueError, match="Could not download and prepare the TFDS dataset 'mnist'.*no network in the test") as info:
+        data.load("mnist", data_dir=tmp_path, download=True)
+    assert len(fetched) == 1 and "train_data" in fetched[0]
+    assert_ways_out(str(info.value), "mnist", tmp_path)
+
+
+def test_download_endpoints_are_the_dataset_hosts_or_the_proxy(tfds, monkeypatch):
+    for variable in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+    assert sources._download_endpoints(tfds.builder("mnist")) == [("storage.googleapis.com", 443)]
+    assert sources._download_endpoints(tfds.builder("tf_flowers")) == [("download.tensorflow.org", 80)]
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    monkeypatch.setenv("http_proxy", "http://proxy.example:3128")
+    assert sources._download_endpoints(tfds.builder("mnist")) == [("proxy.example", 3128)]
+
+
+def test_a_reachable_host_is_reported_reachable():
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert sources._unreachable([("127.0.0.1", port)], timeout=5) is None
+    # The port is closed now: refused at once.
+    assert sources._unreachable([("127.0.0.1", port)], timeout=5).startswith(f"127.0.0.1:{port}: ")
 
 
 # --------------------------------------------------------------------------
@@ -273,7 +361,7 @@ def save(path, array):
 def image_folder(tmp_path):
     rng = np.random.default_rng(0)
     root = tmp_path / "pets"
-    # "cat/a.png" sorts first: its 10x12 size becomes the default size.
+    # Mostly 8x8, one 10x12 and one 16x16: the median size, 8x8, is the default.
     save(root / "cat" / "a.png", rng.integers(0, 256, (10, 12), dtype=np.uint8))
     for i in range(1, 5):
         save(root / "cat" / f"c{i}.png", rng.integers(0, 256, (8, 8), dtype=np.uint8))
@@ -288,14 +376,17 @@ def image_folder(tmp_path):
 
 
 def test_image_folder_skips_corrupt_files(image_folder):
-    with pytest.warns(UserWarning, match=r"Skipped 1 unreadable image file\(s\).*broken\.jpeg"):
+    with (
+        pytest.warns(UserWarning, match=r"Skipped 1 unreadable image file\(s\).*broken\.jpeg"),
+        pytest.warns(UserWarning, match=r"differ in size: 3 sizes .*: 8x8 \(9\), 10x12 \(1\), 16x16 \(1\)"),
+    ):
         ds = data.load(str(image_folder), validation_split=0, test_split=0, shuffle=False, batch_size=64)
     assert ds.class_names == ["cat", "dog"]
     assert ds.num_classes == 2
-    assert ds.input_shape == (10, 12, 3)  # First image's size; RGB as one image is in colour.
+    assert ds.input_shape == (8, 8, 3)  # The median size; RGB as one image is in colour.
     assert ds.num_train == 11
     x, y = data.as_numpy(ds.train)
-    assert x.shape == (11, 10, 12, 3)
+    assert x.shape == (11, 8, 8, 3)
     np.testing.assert_array_equal(y, [0] * 6 + [1] * 5)
     assert x.min() >= 0.0 and x.max() <= 1.0
 
@@ -476,3 +567,228 @@ def test_invalid_arrays():
         data.load({"images": x, "labels": y})
     with pytest.raises(ValueError, match=r"Received: x with shape \(10, 2, 3, 5, 1\)"):
         data.load((np.zeros((10, 2, 3, 5, 1)), y))
+
+
+# --------------------------------------------------------------------------
+# mixed-size folders
+
+
+def test_folder_of_mixed_sizes_warns_and_takes_the_median_size(tmp_path):
+    for i in range(3):
+        save(tmp_path / "a" / f"{i}.png", np.full((28, 28), 10 * i, np.uint8))
+    save(tmp_path / "b" / "0.png", np.zeros((28, 28), np.uint8))
+    save(tmp_path / "b" / "photo.png", np.zeros((480, 640, 3), np.uint8))  # The stray photo.
+    with pytest.warns(UserWarning) as record:
+        ds = data.load(tmp_path, validation_split=0, test_split=0)
+    message = "\n".join(str(w.message) for w in record)
+    assert f"The images under {str(tmp_path)!r} differ in size: 2 sizes (height x width (images)): 28x28 (4), 480x640 (1)." in message
+    assert "All are resized to 28x28" in message
+    assert ds.input_shape == (28, 28, 3)
+    assert ds.input_statistics["source_size"] == [28, 28]
+    assert ds.input_statistics["source_aspect"] == 1.0
+    # One size: no warning.
+    (tmp_path / "b" / "photo.png").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data.load(tmp_path, validation_split=0, test_split=0)
+
+
+# --------------------------------------------------------------------------
+# input statistics
+
+
+def framed_images(n=10, size=16, value=200):
+    """Black images with a `value` square inside a 4-pixel black frame."""
+    x = np.zeros((n, size, size), np.uint8)
+    x[:, 4:-4, 4:-4] = value
+    return x, np.arange(n) % 2
+
+
+def test_input_statistics_of_arrays_are_exact():
+    x, y = framed_images()
+    ds = data.load((x, y), validation_split=0, test_split=0, augment="shift", normalize="symmetric")
+    # 64 of 256 pixels are 200; the 1-pixel border (1/16 of 16) is black.
+    assert ds.input_statistics == {
+        "version": 1,
+        "images": 10,
+        "mean": [50.0],
+        "std": [round(float(np.sqrt(200**2 * 0.25 - 50**2)), 2)],
+        "border_mean": [0.0],
+        "border": 1,
+        "source_size": [16, 16],
+        "source_aspect": 1.0,
+    }
+    assert json.loads(json.dumps(ds.input_statistics)) == ds.input_statistics
+    # Of the stored images (after resizing and channel adaptation), not the source's.
+    resized = data.load((x, y), image_size=(32, 48), channels=3, validation_split=0, test_split=0)
+    stats = resized.input_statistics
+    assert stats["source_size"] == [16, 16] and stats["border"] == 2 and len(stats["mean"]) == 3
+    assert stats["border_mean"] == [0.0, 0.0, 0.0]
+
+
+def test_image_statistics_of_new_images_match_the_dataset(digits):
+    raw = data.load("digits", normalize=False, validation_split=0.1, test_split=0.2, shuffle=False, batch_size=2000)
+    x_train, _ = data.as_numpy(raw.train)
+    assert data.image_statistics(x_train.astype(np.uint8)) == {
+        key: digits.input_statistics[key] for key in ("images", "mean", "std", "border_mean", "border")
+    }
+    assert digits.input_statistics["source_size"] == [8, 8]
+    single = data.image_statistics(np.full((32, 32, 1), 255, np.uint8))
+    assert single == {"images": 1, "mean": [255.0], "std": [0.0], "border_mean": [255.0], "border": 2}
+    with pytest.raises(ValueError, match=r"Received: images with shape \(5,\)"):
+        data.image_statistics(np.zeros(5))
+
+
+def test_input_statistics_of_a_tfds_source_come_from_a_sample(tfds):
+    with tfds.testing.mock_data(num_examples=20):
+        ds = data.load("mnist", image_size=32)
+        stats = ds.input_statistics
+        assert stats["images"] == 20 and stats["source_size"] == [28, 28] and stats["border"] == 2
+        x, _ = data.as_numpy(data.load("mnist", image_size=32, normalize=False, shuffle=False, batch_size=64).train)
+        np.testing.assert_allclose(stats["mean"], [x.mean()], atol=0.01)
+        flowers = data.load("tf_flowers", batch_size=3).input_statistics
+        assert len(flowers["mean"]) == 3 and len(flowers["source_size"]) == 2
+
+
+# --------------------------------------------------------------------------
+# few-shot selection
+
+
+def test_few_shot_takes_per_class_images_of_the_chosen_classes(digits):
+    target = data.few_shot("digits", classes=[5, 6, 7, 8, 9], per_class=3, validation_per_class=20, batch_size=5)
+    assert target.class_names == ["5", "6", "7", "8", "9"]
+    assert (target.num_train, target.num_validation) == (15, 100)
+    assert target.batch_size == 5 and target.input_shape == (32, 32, 1)
+    _, y_train = data.as_numpy(target.train)
+    _, y_val = data.as_numpy(target.validation)
+    np.testing.assert_array_equal(np.bincount(y_train), [3] * 5)
+    np.testing.assert_array_equal(np.bincount(y_val), [20] * 5)
+    # The test split is the source's (same seed and test_split), restricted and relabelled.
+    x_test, y_test = data.as_numpy(target.test)
+    x_all, y_all = data.as_numpy(digits.test)
+    keep = y_all >= 5
+    np.testing.assert_array_equal(y_test, y_all[keep] - 5)
+    np.testing.assert_array_equal(x_test, x_all[keep])
+    assert target.input_statistics["images"] == 15 and target.input_statistics["source_size"] == [8, 8]
+
+    # Validation images are drawn first: more training images leave them as they are.
+    more = data.few_shot("digits", classes=["5", "6", "7", "8", "9"], per_class=10, validation_per_class=20, batch_size=5)
+    np.testing.assert_array_equal(data.as_numpy(more.validation)[0], data.as_numpy(target.validation)[0])
+    train_small = {x.tobytes() for x in data.as_numpy(target.train)[0]}
+    train_more = {x.tobytes() for x in data.as_numpy(more.train)[0]}
+    assert train_small <= train_more and len(train_more) == 50
+    # Another seed, another draw.
+    other = data.few_shot("digits", classes=[5, 6, 7, 8, 9], per_class=3, validation_per_class=20, seed=7)
+    assert {x.tobytes() for x in data.as_numpy(other.train)[0]} != train_small
+
+
+def test_few_shot_of_a_dataset_keeps_its_settings(digits):
+    loaded = data.load("digits", normalize="symmetric", batch_size=7)
+    picked = data.few_shot(loaded, classes=[1, 0], per_class=4)
+    assert picked.class_names == ["1", "0"] and picked.num_train == 8 and picked.validation is None
+    assert picked.batch_size == 7 and picked.preprocessing["normalization"] == "symmetric"
+    x, _ = data.as_numpy(picked.train)
+    assert x.min() >= -1.0 and x.min() < 0  # symmetric: [-1, 1]
+    with pytest.raises(ValueError, match=r"takes no `load` arguments with it. Received: \['image_size'\]"):
+        data.few_shot(loaded, classes=[0], per_class=1, image_size=8)
+
+
+def test_few_shot_class_selection_keeps_every_image():
+    x, y = labelled_images(n=60)
+    ds = data.few_shot((x, y), classes=[2], per_class=None, validation_per_class=2, test_split=0)
+    assert (ds.num_train, ds.num_validation, ds.num_test) == (18, 2, 0)
+    xs, ys = data.as_numpy(ds.train)
+    assert set(ys) == {0} and np.allclose(xs, 40 / 255)  # Class 2's images, relabelled 0.
+
+
+def test_few_shot_names_every_class_that_is_short():
+    x, y = labelled_images(n=60)
+    y = np.where(np.arange(60) < 3, 1, y)  # 19, 22 and 19 images of classes 0, 1, 2
+    with pytest.raises(ValueError) as info:
+        data.few_shot((x, y), per_class=19, validation_per_class=1, test_split=0)
+    assert str(info.value) == (
+        "`few_shot` needs 20 images of each class (per_class=19 + validation_per_class=1) in the training pool "
+        "of 'arrays'; these classes have fewer: '0' (label 0): 19, '2' (label 2): 19. "
+        "Received: per_class=19, validation_per_class=1"
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, received",
+    [
+        ({"classes": [0, 0], "per_class": 1}, "Class '0' is chosen twice"),
+        ({"classes": [5], "per_class": 1}, r"Received: 5 in classes=\[5\]"),
+        ({"classes": ["cat"], "per_class": 1}, "Unknown class name 'cat'"),
+        ({"classes": "01", "per_class": 1}, "Received: classes='01'"),
+        ({"per_class": 0}, "Received: per_class=0"),
+        ({"per_class": 1, "validation_per_class": -1}, "Received: validation_per_class=-1"),
+        ({"per_class": 1, "augment_policy": "x"}, r"Unknown arguments \['augment_policy'\]"),
+    ],
+)
+def test_few_shot_argument_errors(kwargs, received):
+    x, y = labelled_images(n=30)
+    with pytest.raises(ValueError, match=received):
+        data.few_shot((x, y), **kwargs)
+
+
+def test_few_shot_draws_the_same_images_streamed_or_in_memory():
+    import tensorflow as tf
+
+    from kcnn.data import selection
+    from kcnn.data.pipeline import _MemorySplit, _TFDSSplit
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (700, 4, 4, 1), dtype=np.uint8)
+    y = rng.integers(0, 5, 700)
+    relabel = np.array([-1, 0, -1, 1, 2])
+    memory = selection._draw([_MemorySplit(x, y)], relabel, 9, seed=11)
+    streamed = selection._draw([_TFDSSplit(tf.data.Dataset.from_tensor_slices((x, y)), 700)], relabel, 9, seed=11)
+    for (keys_m, images_m), (keys_s, images_s), label in zip(memory, streamed, (1, 3, 4)):
+        np.testing.assert_array_equal(keys_m, keys_s)
+        np.testing.assert_array_equal(images_m, images_s)
+        assert len(images_m) == 9
+        pool = {image.tobytes() for image in x[y == label]}
+        assert {image.tobytes() for image in images_m} <= pool
+
+
+def test_few_shot_of_a_tfds_source(tfds):
+    with tfds.testing.mock_data(num_examples=20):
+        counts = np.bincount(data.as_numpy(data.load("mnist", shuffle=False, validation_split=0).train)[1], minlength=10)
+        classes = [int(c) for c in np.flatnonzero(counts >= 2)[:2]]
+        ds = data.few_shot("mnist", classes=classes, per_class=1, validation_per_class=1)
+        assert ds.class_names == [str(c) for c in classes]
+        assert (ds.num_train, ds.num_validation) == (2, 2)
+        _, y_test = data.as_numpy(ds.test)
+        assert set(y_test) <= {0, 1}
+
+
+# --------------------------------------------------------------------------
+# data_options and image files
+
+
+def test_check_data_options():
+    assert data.check_data_options(None) == {}
+    assert data.check_data_options({"image_size": 28, "download": True}) == {"image_size": (28, 28), "download": True}
+    with pytest.raises(ValueError, match=r"Unknown `data_options` keys \['size'\].*Received: data_options=\{'size': 3\}"):
+        data.check_data_options({"size": 3})
+    with pytest.raises(ValueError, match=r"cannot set \['batch_size'\]: the TrainConfig does \(config.batch_size\)"):
+        data.check_data_options({"batch_size": 3})
+    with pytest.raises(ValueError, match=r"Received: image_size=\(0, 3\)"):
+        data.check_data_options({"image_size": (0, 3)})
+    with pytest.raises(ValueError, match="Received: channels=2"):
+        data.check_data_options({"channels": 2})
+    assert set(data.DATA_OPTIONS) <= set(inspect.signature(data.load).parameters)
+
+
+def test_image_files_of_a_folder(tmp_path):
+    for name in ("b.png", "a.JPG", ".hidden.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.png").write_bytes(b"")
+    assert data.image_files(tmp_path) == [str(tmp_path / "a.JPG"), str(tmp_path / "b.png")]
+    assert data.image_files(tmp_path / "notes.txt") == [str(tmp_path / "notes.txt")]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"Received: path=.*empty', which holds none"):
+        data.image_files(tmp_path / "empty")
+    with pytest.raises(ValueError, match="no such file or folder"):
+        data.image_files(tmp_path / "missing")

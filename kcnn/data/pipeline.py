@@ -88,11 +88,13 @@ class _MemorySplit:
 
 
 class _TFDSSplit:
-    """A split read from TFDS as adapted, cached `(uint8 image, int32 label)` elements."""
+    """A split read from TFDS as adapted, cached `(uint8 image, int32 label)` elements;
+    `uncached` reads the same elements without filling the cache (for one pass)."""
 
-    def __init__(self, ds: tf.data.Dataset, size: int):
+    def __init__(self, ds: tf.data.Dataset, size: int, uncached: tf.data.Dataset | None = None):
         self.ds = ds
         self.size = size
+        self.uncached = ds if uncached is None else uncached
 
 
 def _pipeline(

@@ -116,6 +116,38 @@ def read_images(paths: Sequence[str | os.PathLike], preprocessing: Mapping[str, 
     return preprocess_images([load_image(path) for path in paths], preprocessing)
 
 
+def image_files(path: str | os.PathLike) -> list[str]:
+    """The image files a path names: the file itself, or the image files directly
+    in a folder (by extension, `IMAGE_EXTENSIONS`; hidden files and sub-folders
+    skipped), sorted by name.
+
+    Args:
+        path: an image file or a folder of image files.
+
+    Returns:
+        The file paths, as strings.
+
+    Raises:
+        ValueError: if the path does not exist, or the folder holds no image file.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise ValueError(f"Expected an image file or a folder of images. Received: path={path!r} (no such file or folder)")
+    files = sorted(
+        entry.path
+        for entry in os.scandir(path)
+        if entry.is_file() and not entry.name.startswith(".") and entry.name.lower().endswith(IMAGE_EXTENSIONS)
+    )
+    if not files:
+        raise ValueError(
+            f"Expected image files ({', '.join(IMAGE_EXTENSIONS)}) directly in the folder (sub-folders are not read). "
+            f"Received: path={path!r}, which holds none"
+        )
+    return files
+
+
 def _parse_image_size(image_size: Any) -> tuple[int, int] | None:
     if image_size is None:
         return None

@@ -3,8 +3,13 @@ image folders, and TFDS datasets."""
 
 from __future__ import annotations
 
+import collections
 import difflib
 import os
+import socket
+import threading
+import urllib.parse
+import urllib.request
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,6 +28,7 @@ from kcnn.data.preprocessing import (
     _decode_file,
     _finish_stats,
 )
+from kcnn.data.statistics import TFDS_SAMPLE, _input_statistics, _memory_sample
 
 DIGITS_IMAGE_SIZE = (32, 32)
 
@@ -45,6 +51,10 @@ _POPULAR_TFDS = (
 
 
 _VALIDATION_SPLIT_NAMES = ("validation", "val", "valid", "dev")
+
+
+# The EXIF tag of the orientation a decoder applies (`PIL.ImageOps.exif_transpose`).
+_EXIF_ORIENTATION = 0x0112
 
 
 def _stratified_split(y: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
@@ -94,7 +104,7 @@ def _memory_splits(
     }
 
 
-def _finish_memory(splits: dict, *, class_names, image_size, channels, name) -> dict:
+def _finish_memory(splits: dict, *, class_names, image_size, channels, name, source_sizes) -> dict:
     train = splits["train"]
     return {
         **splits,
@@ -103,6 +113,7 @@ def _finish_memory(splits: dict, *, class_names, image_size, channels, name) -> 
         "channels": channels,
         "name": name,
         "stats": lambda: _channel_stats(train.x),
+        "statistics": _input_statistics(_memory_sample(train.x), source_sizes),
     }
 
 
@@ -121,7 +132,9 @@ def _load_digits(*, image_size, channels, validation_split, test_split, seed) ->
     splits = _memory_splits(
         x, y, None, None, validation_split=validation_split, test_split=test_split, seed=seed
     )
-    return _finish_memory(splits, class_names=range(10), image_size=size, channels=channels, name="digits")
+    return _finish_memory(
+        splits, class_names=range(10), image_size=size, channels=channels, name="digits", source_sizes=[(8, 8)]
+    )
 
 
 def _prepare_x(x: Any, what: str) -> np.ndarray:
@@ -204,7 +217,8 @@ def _load_arrays(source: Any, *, name, image_size, channels, validation_split, t
             f"Received: {len(class_names)} class_names"
         )
 
-    size = image_size or (int(x.shape[1]), int(x.shape[2]))
+    native_size = (int(x.shape[1]), int(x.shape[2]))
+    size = image_size or native_size
     native = 1 if x.shape[-1] == 1 else 3
     channels = channels or native
     x = _adapt_array(x, size, channels)
@@ -215,7 +229,9 @@ def _load_arrays(source: Any, *, name, image_size, channels, validation_split, t
     splits = _memory_splits(
         x, y, x_test, y_test, validation_split=validation_split, test_split=test_split, seed=seed
     )
-    return _finish_memory(splits, class_names=class_names, image_size=size, channels=channels, name=name)
+    return _finish_memory(
+        splits, class_names=class_names, image_size=size, channels=channels, name=name, source_sizes=[native_size]
+    )
 
 
 def _list_class_folders(root: str) -> tuple[list[str], list[list[str]]]:
@@ -247,6 +263,32 @@ def _list_class_folders(root: str) -> tuple[list[str], list[list[str]]]:
     return class_names, files
 
 
+def _median_size(sizes: Sequence[tuple[int, int]]) -> tuple[int, int] | None:
+    if not sizes:
+        return None
+    heights, widths = np.median(np.asarray(sizes, np.float64), axis=0)
+    return int(round(heights)), int(round(widths))
+
+
+def _warn_mixed_sizes(root: str, sizes: Sequence[tuple[int, int]], size: tuple[int, int]) -> None:
+    """Warns when a folder's images are not all of one size: every image is resized
+    to `size`, which stretches those of another aspect ratio and can hide a stray
+    image (one 640x480 photo among 28x28 digits)."""
+    counts = collections.Counter(sizes)
+    if len(counts) < 2:
+        return
+    common = counts.most_common(5)
+    shown = ", ".join(f"{h}x{w} ({n})" for (h, w), n in common)
+    if len(counts) > len(common):
+        shown += f" and {len(counts) - len(common)} other sizes ({sum(counts.values()) - sum(n for _, n in common)})"
+    warnings.warn(
+        f"The images under {root!r} differ in size: {len(counts)} sizes (height x width (images)): {shown}. "
+        f"All are resized to {size[0]}x{size[1]}; pass image_size (--image-size) to choose the size.",
+        UserWarning,
+        stacklevel=5,  # The caller of `kcnn.data.load`.
+    )
+
+
 def _load_folder(root: str, *, image_size, channels, validation_split, test_split, seed) -> dict:
     from PIL import Image
 
@@ -256,22 +298,26 @@ def _load_folder(root: str, *, image_size, channels, validation_split, test_spli
     bad: list[str] = []
     readable: list[list[str]] = []
     any_color = False
-    first_size = None
+    sizes: list[tuple[int, int]] = []
     for paths in files:
         ok = []
         for path in paths:
             try:
                 with Image.open(path) as image:
                     mode, (width, height) = image.mode, image.size
+                    # Decoding applies the EXIF orientation; 5..8 turn the image sideways.
+                    if image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                        width, height = height, width
             except _DECODE_ERRORS:
                 bad.append(path)
                 continue
             any_color = any_color or mode not in _GRAY_MODES
-            first_size = first_size or (height, width)
+            sizes.append((height, width))
             ok.append(path)
         readable.append(ok)
-    size = image_size or first_size or DEFAULT_VARIABLE_IMAGE_SIZE
+    size = image_size or _median_size(sizes) or DEFAULT_VARIABLE_IMAGE_SIZE
     channels = channels or (3 if any_color else 1)
+    _warn_mixed_sizes(root, sizes, size)
 
     images, labels = [], []
     for label, (name, paths) in enumerate(zip(class_names, readable, strict=True)):
@@ -295,14 +341,16 @@ def _load_folder(root: str, *, image_size, channels, validation_split, test_spli
         warnings.warn(
             f"Skipped {len(bad)} unreadable image file(s) under {root!r}: {shown}",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,  # The caller of `kcnn.data.load`.
         )
     x = np.stack(images)
     y = np.asarray(labels, np.int32)
     splits = _memory_splits(
         x, y, None, None, validation_split=validation_split, test_split=test_split, seed=seed
     )
-    return _finish_memory(splits, class_names=class_names, image_size=size, channels=channels, name=root)
+    return _finish_memory(
+        splits, class_names=class_names, image_size=size, channels=channels, name=root, source_sizes=sizes
+    )
 
 
 # --------------------------------------------------------------------------
@@ -359,8 +407,25 @@ def _load_tfds(
         raise _unknown_name_error(name, tfds.list_builders()) from None
     except ValueError as error:  # Not even a valid TFDS name (e.g. a missing path).
         raise _unknown_name_error(name, tfds.list_builders(), reason=str(error).splitlines()[0]) from None
-    if download:
-        builder.download_and_prepare()
+    folder = os.fspath(builder.data_dir_root)
+    received = f"Received: source={name!r}, download={download!r}, data_dir={data_dir!r}"
+    if download and not builder.is_prepared():
+        # Offline, TFDS retries every file for minutes before it fails; one short
+        # connection attempt to the download host says the same at once.
+        unreachable = _unreachable(_download_endpoints(builder))
+        if unreachable:
+            raise ValueError(
+                f"Cannot download the TFDS dataset {name!r}: its download host cannot be reached ({unreachable}), "
+                f"and it is not prepared in {folder!r}. {_tfds_ways_out(name, folder)} {received}"
+            )
+        try:
+            builder.download_and_prepare()
+        except OSError as error:  # requests' ConnectionError and HTTPError are OSErrors too.
+            raise ValueError(
+                f"Could not download and prepare the TFDS dataset {name!r} into {folder!r}: "
+                f"{str(error).splitlines()[0] if str(error) else type(error).__name__}. "
+                f"{_tfds_ways_out(name, folder)} {received}"
+            ) from error
     info = builder.info
     keys = info.supervised_keys
     if not keys or len(keys) < 2 or not all(isinstance(k, str) for k in keys[:2]):
@@ -403,8 +468,8 @@ def _load_tfds(
         loaded = builder.as_dataset(split=list(wanted.values()), as_supervised=True, shuffle_files=False)
     except AssertionError as error:  # TFDS's way of saying "not prepared".
         raise ValueError(
-            f"TFDS dataset {name!r} is not prepared in data_dir={data_dir!r}; pass download=True "
-            f"(needs network) or point data_dir at a prepared copy. Received: download={download!r}"
+            f"The TFDS dataset {name!r} is not prepared in {folder!r} (data_dir; TFDS's default is "
+            f"~/tensorflow_datasets) and downloading is off. {_tfds_ways_out(name, folder)} {received}"
         ) from error
 
     size = image_size or (image_shape[:2] if None not in image_shape[:2] else DEFAULT_VARIABLE_IMAGE_SIZE)
@@ -418,15 +483,28 @@ def _load_tfds(
         return image, tf.cast(label, tf.int32)
 
     splits: dict[str, Any] = {"train": None, "validation": None, "test": None}
-    for split, ds in zip(wanted, loaded, strict=True):
-        ds = ds.map(adapt, num_parallel_calls=AUTOTUNE)
+    for split, raw in zip(wanted, loaded, strict=True):
+        uncached = ds = raw.map(adapt, num_parallel_calls=AUTOTUNE)
         if cache:
             # Decoded and resized once; later epochs read uint8 from the cache.
             ds = ds.cache() if cache is True else ds.cache(os.fspath(cache) + f".{split}")
         count = int(ds.cardinality())
         if count < 0:
-            count = int(ds.reduce(np.int64(0), lambda n, _: n + 1))
-        splits[split] = _TFDSSplit(ds, count)
+            count = int(uncached.reduce(np.int64(0), lambda n, _: n + 1))
+        splits[split] = _TFDSSplit(ds, count, uncached)
+
+    # The input statistics: a bounded sample of the first training images, read
+    # apart from the cache (a partly read cache would be thrown away).
+    def sample_element(image, label):
+        del label
+        return adapt(image, 0)[0], tf.shape(image)[:2]
+
+    first = loaded[0].take(TFDS_SAMPLE).map(sample_element, num_parallel_calls=AUTOTUNE).batch(TFDS_SAMPLE)
+    batch = next(first.as_numpy_iterator(), None)
+    if batch is None:
+        raise ValueError(f"Not enough examples to leave a training split. Received: {name!r} with split {train_spec!r} empty")
+    sample, shapes = batch
+    source_sizes = [image_shape[:2]] if None not in image_shape[:2] else [tuple(s) for s in shapes]
 
     def stats():
         # One pass over the (cached) training split; fills the cache as a
@@ -448,4 +526,70 @@ def _load_tfds(
         "channels": channels,
         "name": name,
         "stats": stats,
+        "statistics": _input_statistics(_memory_sample(sample), source_sizes),
     }
+
+
+def _tfds_ways_out(name: str, folder: str) -> str:
+    """The ways to get a TFDS dataset that is not prepared, as the error says them."""
+    return (
+        "Ways out: on the command line, add `--download --data-dir DIR` (needs network access); in Python, pass "
+        "`data_options={'download': True, 'data_dir': DIR}` to kcnn.train.fit, kcnn.train.fine_tune or "
+        f"kcnn.tune.search, or call kcnn.data.load({name!r}, download=True, data_dir=DIR); or prepare it on a "
+        f"machine with network access (kcnn.data.load({name!r}, download=True)) and copy its folder "
+        f"~/tensorflow_datasets/{name} into {os.path.join(folder, name)!r} (or into DIR and pass data_dir=DIR)."
+    )
+
+
+# Seconds a download host has to accept a connection before it counts as unreachable.
+_REACHABILITY_TIMEOUT = 5.0
+# TFDS's own host, checked for datasets that list no download URLs.
+_FALLBACK_DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+
+
+def _download_endpoints(builder, limit: int = 3) -> list[tuple[str, int]]:
+    """The (host, port) pairs a download of `builder` connects to first: the hosts
+    of its registered download URLs, or the proxy that `urllib` (and so `requests`,
+    which TFDS downloads with) would use for them."""
+    try:
+        urls = list(builder.url_infos or ())
+    except Exception:  # A dataset without a checksums file: its URLs are in its code.
+        urls = []
+    proxies = urllib.request.getproxies()
+    endpoints: list[tuple[str, int]] = []
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            continue
+        proxy = proxies.get(parts.scheme)
+        if proxy and not urllib.request.proxy_bypass(parts.hostname):
+            parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        endpoint = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        if parts.hostname and endpoint not in endpoints:
+            endpoints.append(endpoint)
+    return endpoints[:limit] or [_FALLBACK_DOWNLOAD_HOST]
+
+
+def _unreachable(endpoints: Sequence[tuple[str, int]], timeout: float = _REACHABILITY_TIMEOUT) -> str | None:
+    """None when one of `endpoints` accepts a TCP connection within `timeout`
+    seconds, else why none did ("host:port: reason; ...")."""
+    reasons = []
+    for host, port in endpoints:
+        outcome: dict[str, Any] = {}
+
+        def probe(host=host, port=port, outcome=outcome):
+            try:
+                with socket.create_connection((host, port), timeout=timeout):
+                    outcome["ok"] = True
+            except OSError as error:
+                outcome["error"] = error
+
+        # In a thread: the name lookup inside create_connection ignores `timeout`
+        # (an unreachable DNS server holds it for the resolver's own retries).
+        thread = threading.Thread(target=probe, name="kcnn-download-check", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if outcome.get("ok"):
+            return None
+        reasons.append(f"{host}:{port}: {outcome.get('error') or f'no answer within {timeout:g} s'}")
+    return "; ".join(reasons)

@@ -1,0 +1,367 @@
+"""`Dataset` and `load()`: any source as batched, preprocessed `tf.data` splits
+(see `kcnn.data` for the sources, the preprocessing and the split policy)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from kcnn.data.pipeline import (
+    _check_batch_size,
+    _make_augmenter,
+    _parse_augment,
+    _pipeline,
+)
+from kcnn.data.preprocessing import (
+    PREPROCESSING_VERSION,
+    _parse_image_size,
+    _parse_normalize,
+)
+from kcnn.data.sources import _load_arrays, _load_digits, _load_folder, _load_tfds
+
+#: The `kcnn.data.load` arguments a `data_options` mapping may hold (`kcnn.train.fit`,
+#: `kcnn.train.fine_tune`, `kcnn.tune.search`; the `--data-dir`, `--download`,
+#: `--image-size` and `--channels` flags of `kcnn train`, `fine-tune` and `tune`).
+DATA_OPTIONS = (
+    "image_size",
+    "channels",
+    "data_dir",
+    "download",
+    "validation_split",
+    "test_split",
+    "normalize",
+    "cache",
+    "shuffle",
+)
+
+# `load` arguments that a training run sets from its TrainConfig.
+_TRAINING_OWNS = {"batch_size": "config.batch_size", "seed": "config.seed", "augment": "config.augment"}
+
+
+def check_data_options(data_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Checks a `data_options` mapping: the `kcnn.data.load` arguments that
+    `kcnn.train.fit`, `kcnn.train.fine_tune` and `kcnn.tune.search` pass on when
+    they load the data themselves.
+
+    Args:
+        data_options: None or a mapping with keys of `DATA_OPTIONS`, e.g.
+            `{"data_dir": "/data/tfds", "download": True, "image_size": 64}`.
+
+    Returns:
+        A new dict; `image_size`, when given, as a `(height, width)` tuple.
+
+    Raises:
+        ValueError: for a key that is not in `DATA_OPTIONS` (batch size, seed and
+            augmentation come from the `TrainConfig`), an invalid `image_size`
+            or `channels`.
+    """
+    if data_options is None:
+        return {}
+    if not isinstance(data_options, Mapping):
+        raise ValueError(
+            f"`data_options` must be a mapping of kcnn.data.load arguments. Received: data_options={data_options!r}"
+        )
+    options = dict(data_options)
+    owned = sorted(set(options) & set(_TRAINING_OWNS))
+    if owned:
+        raise ValueError(
+            f"`data_options` cannot set {owned}: the TrainConfig does "
+            f"({', '.join(_TRAINING_OWNS[key] for key in owned)}). Received: data_options={data_options!r}"
+        )
+    unknown = sorted(set(options) - set(DATA_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"Unknown `data_options` keys {unknown}; expected kcnn.data.load arguments among {list(DATA_OPTIONS)}. "
+            f"Received: data_options={data_options!r}"
+        )
+    if options.get("image_size") is not None:
+        options["image_size"] = _parse_image_size(options["image_size"])
+    channels = options.get("channels")
+    if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
+        raise ValueError(f"`channels` must be 1 (grey), 3 (RGB) or None (the source's own). Received: channels={channels!r}")
+    return options
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A loaded dataset: batched `tf.data` splits plus what describes them.
+
+    Attributes:
+        train: batched `(images, labels)` training split: images float32 NHWC,
+            labels int32 class indices. Shuffled (seeded, reshuffled every
+            epoch) and augmented when requested.
+        validation: batched validation split, or None when
+            `validation_split=0` and the source has none.
+        test: batched test split, or None when `test_split=0` and the source
+            has none.
+        num_classes: number of classes.
+        class_names: class names, indexed by label.
+        input_shape: `(height, width, channels)` of the images.
+        num_train: number of training examples.
+        num_validation: number of validation examples (0 when None).
+        num_test: number of test examples (0 when None).
+        preprocessing: JSON-serializable dict for `preprocess_images()`:
+            `{"version": 1, "image_size": [h, w], "channels": c,
+            "normalization": "unit", "mean": None or [c floats],
+            "std": None or [c floats], "resize": "bilinear",
+            "antialias": True}`; mean/std are on the 0..255 scale and only set
+            for "standardize".
+        batch_size: the batch size of the three splits.
+        name: the source, for display and metadata ("digits", "mnist", the
+            folder or .npz path, or "arrays").
+        input_statistics: JSON-serializable facts about the training images
+            that say what input the model expects (see
+            `kcnn.data.image_statistics`, which computes the same for new
+            images): `{"version": 1, "images": n, "mean": [c], "std": [c],
+            "border_mean": [c], "border": b, "source_size": [h, w],
+            "source_aspect": w / h}`. Means are per channel on the 0..255 scale,
+            of the images as stored for training (resized, channel-adapted,
+            before normalization and augmentation), from `n` of them (at most
+            `statistics.MEMORY_SAMPLE` evenly spaced ones, for TFDS the first
+            `statistics.TFDS_SAMPLE`); `border_mean` is over the pixels within
+            `b` of the edge (dark for white-on-black digits). `source_size`
+            and `source_aspect` are the median height/width and width/height
+            of the source images before resizing (arrays and fixed-size TFDS
+            datasets: their native size).
+    """
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset | None
+    test: tf.data.Dataset | None
+    num_classes: int
+    class_names: list[str]
+    input_shape: tuple[int, int, int]
+    num_train: int
+    num_validation: int
+    num_test: int
+    preprocessing: dict[str, Any]
+    batch_size: int = 32
+    name: str = ""
+    input_statistics: dict[str, Any] | None = None
+    # Rebuilds the pipelines from the already decoded/cached data.
+    _rebuild: Callable[[int], Dataset] | None = dataclasses.field(default=None, repr=False, compare=False)
+    # The decoded splits and how they were loaded, for `few_shot` on a Dataset.
+    _source: dict[str, Any] | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Number of training batches per epoch."""
+        return math.ceil(self.num_train / self.batch_size)
+
+    def with_batch_size(self, batch_size: int) -> Dataset:
+        """Returns the same data batched differently, without decoding again.
+
+        Args:
+            batch_size: the new batch size (positive int).
+
+        Returns:
+            A new `Dataset` (self when the batch size is unchanged).
+        """
+        _check_batch_size(batch_size)
+        if batch_size == self.batch_size:
+            return self
+        if self._rebuild is None:
+            raise ValueError("This Dataset was not created by `kcnn.data.load()` and cannot be re-batched.")
+        return self._rebuild(batch_size)
+
+
+def load(
+    source: Any = "digits",
+    *,
+    image_size: int | Sequence[int] | None = None,
+    channels: int | None = None,
+    batch_size: int = 32,
+    validation_split: float = 0.1,
+    test_split: float = 0.2,
+    seed: int = 1337,
+    augment: bool | str | Callable | None = False,
+    normalize: bool | str | None = True,
+    cache: bool | str = True,
+    shuffle: bool = True,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+) -> Dataset:
+    """Loads an image classification dataset as batched `tf.data` pipelines.
+
+    Args:
+        source: `"digits"` (default), a TFDS dataset name, a directory of
+            class sub-directories, a path to an `.npz` file, `(x, y)`,
+            `((x, y), (x_test, y_test))`, or a dict with `x`/`y` or
+            `x_train`/`y_train`(/`x_test`/`y_test`) arrays (an optional
+            `class_names` entry names the classes). Arrays are NHW (grey) or
+            NHWC, uint8 0..255 or float (0..1 if the maximum is <= 1, else
+            0..255); labels are integer class indices of shape (N,) or (N, 1).
+        image_size: target `(height, width)` or an int for square images.
+            Default: 32x32 for digits, the native size for arrays and
+            fixed-size TFDS datasets, 224x224 for variable-size TFDS datasets,
+            and the median height and width of the images for folders (a
+            folder whose images differ in size gets a warning naming the
+            sizes).
+        channels: 1 (grey) or 3 (RGB). Default: the source's own (folders: 3
+            if any image is in colour, else 1).
+        batch_size: batch size of all splits.
+        validation_split: fraction carved out of the training pool for
+            validation when the source has no validation split. 0 -> none.
+        test_split: fraction carved out for testing when the source has no
+            test split. 0 -> none.
+        seed: seeds the split, the shuffling and the augmentation. The same
+            seed gives the same split and the same batch order.
+        augment: False/None (none), True (= "shift"), one of
+            `AUGMENT_POLICIES`, or a callable (e.g. a Keras layer, called with
+            `training=True`) taking a float32 NHWC batch on the 0..255 pixel
+            scale. Applied to the training split only.
+        normalize: True (= "unit"), False/None (= "none") or one of
+            `NORMALIZATIONS`.
+        cache: TFDS sources only (other sources live in memory already):
+            True caches the decoded, resized images in memory, a string caches
+            them in that file, False re-reads them every epoch.
+        shuffle: shuffle the training split (seeded, reshuffled each epoch).
+        data_dir: TFDS data directory (default: TFDS's own).
+        download: let TFDS download and prepare the dataset if needed.
+
+    Returns:
+        A `Dataset`.
+
+    Raises:
+        ValueError: on invalid arguments, an unknown dataset name, an empty
+            image folder or class folder, or a TFDS dataset not prepared in
+            `data_dir` while `download=False`.
+    """
+    _check_batch_size(batch_size)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"`seed` must be an int. Received: seed={seed!r}")
+    normalization = _parse_normalize(normalize)
+    policy = _parse_augment(augment)
+    splits = _load_splits(
+        source,
+        image_size=image_size,
+        channels=channels,
+        validation_split=validation_split,
+        test_split=test_split,
+        seed=seed,
+        cache=cache,
+        data_dir=data_dir,
+        download=download,
+    )
+    return _build(
+        splits, normalization=normalization, augment=policy, shuffle=shuffle, seed=int(seed), batch_size=batch_size
+    )
+
+
+def _load_splits(
+    source, *, image_size, channels, validation_split, test_split, seed, cache, data_dir, download
+) -> dict[str, Any]:
+    """Checks the source's arguments and reads it: the splits of adapted uint8
+    images plus what describes them (class names, size, channels, name, statistics)."""
+    image_size = _parse_image_size(image_size)
+    if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
+        raise ValueError(
+            "`channels` must be 1 (grey), 3 (RGB) or None (the source's own). "
+            f"Received: channels={channels!r}"
+        )
+    for arg, value in (("validation_split", validation_split), ("test_split", test_split)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ValueError(f"`{arg}` must be a fraction in [0, 1). Received: {arg}={value!r}")
+    if validation_split + test_split >= 1:
+        raise ValueError(
+            "`validation_split + test_split` must leave some training data (< 1). "
+            f"Received: validation_split={validation_split!r}, test_split={test_split!r}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"`seed` must be an int. Received: seed={seed!r}")
+    seed = int(seed)
+    if not isinstance(cache, (bool, str, os.PathLike)):
+        raise ValueError(f"`cache` must be a bool or a file path. Received: cache={cache!r}")
+
+    common = dict(
+        image_size=image_size,
+        channels=channels,
+        validation_split=float(validation_split),
+        test_split=float(test_split),
+        seed=seed,
+    )
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if path == "digits":
+            splits = _load_digits(**common)
+        elif os.path.isdir(path):
+            splits = _load_folder(path, **common)
+        elif path.lower().endswith(".npz"):
+            if not os.path.isfile(path):
+                raise ValueError(f"Expected an existing .npz file. Received: source={path!r} (no such file)")
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files}
+            splits = _load_arrays(arrays, name=path, **common)
+        else:
+            splits = _load_tfds(path, data_dir=data_dir, download=download, cache=cache, **common)
+    elif isinstance(source, (tuple, list, Mapping)):
+        splits = _load_arrays(source, name="arrays", **common)
+    else:
+        raise ValueError(
+            "Expected `source` to be 'digits', a TFDS name, a directory, an .npz path, (x, y) arrays "
+            f"or a dict of arrays. Received: source of type {type(source).__name__}"
+        )
+
+    return splits
+
+
+def _build(splits, *, normalization, augment, shuffle, seed, batch_size) -> Dataset:
+    """The `Dataset` of loaded splits: its preprocessing dict and pipelines."""
+    preprocessing = {
+        "version": PREPROCESSING_VERSION,
+        "image_size": [int(splits["image_size"][0]), int(splits["image_size"][1])],
+        "channels": int(splits["channels"]),
+        "normalization": normalization,
+        "mean": None,
+        "std": None,
+        "resize": "bilinear",
+        "antialias": True,
+    }
+    if normalization == "standardize":
+        mean, std = splits["stats"]()
+        preprocessing["mean"] = [float(v) for v in mean]
+        preprocessing["std"] = [float(v) for v in std]
+    augmenter = _make_augmenter(augment, seed)
+
+    def build(batch: int) -> Dataset:
+        pipelines = {}
+        for split in ("train", "validation", "test"):
+            base = splits[split]
+            if base is None:
+                pipelines[split] = None
+                continue
+            is_train = split == "train"
+            pipelines[split] = _pipeline(
+                base,
+                batch_size=batch,
+                shuffle=shuffle and is_train,
+                seed=seed,
+                preprocessing=preprocessing,
+                augmenter=augmenter if is_train else None,
+            )
+        return Dataset(
+            train=pipelines["train"],
+            validation=pipelines["validation"],
+            test=pipelines["test"],
+            num_classes=len(splits["class_names"]),
+            class_names=list(splits["class_names"]),
+            input_shape=(*preprocessing["image_size"], preprocessing["channels"]),
+            num_train=splits["train"].size,
+            num_validation=0 if splits["validation"] is None else splits["validation"].size,
+            num_test=0 if splits["test"] is None else splits["test"].size,
+            preprocessing=dict(preprocessing),
+            batch_size=batch,
+            name=splits["name"],
+            input_statistics=copy.deepcopy(splits["statistics"]),
+            _rebuild=build,
+            _source={"splits": splits, "normalization": normalization, "augment": augment, "shuffle": shuffle, "seed": seed},
+        )
+
+    return build(batch_size)
