@@ -37,7 +37,7 @@ def test_train_prints_test_accuracy_and_folder(tmp_path, capsys):
     arrays = tmp_path / "tiny.npz"
     rng = np.random.default_rng(0)
     np.savez(arrays, x=rng.integers(0, 256, (40, 16, 16, 1), dtype=np.uint8), y=np.arange(40) % 2)
-    code = main(["train", "convnet", "--dataset", str(arrays), "--model-arg", "filters=(4,)", "--model-arg", "dense_units=()",
+    code = main(["train", "convnet", "--dataset", str(arrays), "--model-arg", "filters=(4,)", "--model-arg", "hidden_units=()",
                  "--epochs", "1", "--batch-size", "8", "--output", str(output), "--verbose", "0"])
     assert code == 0
     out = capsys.readouterr().out
@@ -117,3 +117,142 @@ def test_steps_per_execution_flag_takes_a_number_or_auto():
         args = parser.parse_args(["train", "--steps-per-execution", text])
         assert _config(args).steps_per_execution == value
     assert main(["train", "--steps-per-execution", "often"]) == 2
+
+
+def test_no_run_folder_is_announced_when_loading_fails(tmp_path, capsys):
+    output = tmp_path / "run"
+    code = main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--epochs", "1", "--output", str(output)])
+    assert code == 2
+    assert "run folder:" not in capsys.readouterr().out
+    assert not output.exists()
+
+
+def test_interrupting_before_training_says_there_is_nothing_to_resume(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data, "load", interrupted)
+    assert main(["train", "--epochs", "1", "--output", str(tmp_path / "run")]) == 130
+    captured = capsys.readouterr()
+    assert "run folder:" not in captured.out
+    assert "interrupted: before training began, nothing to resume" in captured.err
+
+
+def test_predict_takes_a_folder_of_images(trained, tmp_path, capsys):
+    for name in ("b.png", "a.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8), mode="L").save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert main(["predict", str(trained), str(tmp_path), "--top-k", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(": ")[0] for line in lines] == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+
+
+def test_lenet5_trains_on_28x28_arrays_at_its_own_32x32(tmp_path, capsys):
+    arrays = tmp_path / "mnist_like.npz"
+    rng = np.random.default_rng(2)
+    np.savez(arrays, x=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), y=np.arange(40) % 2)
+    output = tmp_path / "run"
+    code = main(["train", "lenet5", "--dataset", str(arrays), "--epochs", "1", "--batch-size", "8", "--output", str(output), "--verbose", "0"])
+    assert code == 0, capsys.readouterr().err
+    metadata = json.loads((output / "metadata.json").read_text())
+    assert metadata["model"]["builder_arguments"]["input_shape"] == [32, 32, 1]
+
+
+class _Stop(Exception):
+    """Raised instead of training: the model and data are built, nothing trains."""
+
+
+@pytest.fixture
+def built(monkeypatch):
+    """`kcnn train` / `fine-tune` stop where training would start; the model and data
+    they would train are recorded."""
+    from kcnn.train import driver, transfer
+
+    seen = {}
+
+    def record(run, metadata, model, data, phases, **kwargs):
+        seen.update(model=model, data=data)
+        raise _Stop
+
+    monkeypatch.setattr(driver, "train_phases", record)
+    monkeypatch.setattr(transfer, "train_phases", record)
+    return seen
+
+
+@pytest.fixture
+def npz16(tmp_path):
+    path = tmp_path / "sixteen.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.integers(0, 256, (30, 16, 16, 1), dtype=np.uint8), y=np.arange(30) % 3)
+    return str(path)
+
+
+def test_image_size_and_channels_flags_set_the_model_input(built, npz16, tmp_path):
+    with pytest.raises(_Stop):
+        main(["train", "convnet", "--dataset", npz16, "--image-size", "24x20", "--channels", "3", "--output", str(tmp_path / "r")])
+    assert built["data"].input_shape == (24, 20, 3)
+    assert built["model"].input_shape == (None, 24, 20, 3)
+
+
+def test_a_model_whose_top_flattens_gets_its_own_size(built, npz16, tmp_path):
+    with pytest.raises(_Stop):
+        main(["train", "mlp", "--dataset", npz16, "--output", str(tmp_path / "r")])
+    assert built["model"].input_shape == (None, 32, 32, 1)  # mlp's own 32x32, the source's one channel
+
+
+def test_other_models_take_the_source_size_or_their_own_for_folders(built, tmp_path):
+    arrays = tmp_path / "forty.npz"
+    np.savez(arrays, x=np.zeros((12, 40, 40, 3), np.uint8), y=np.arange(12) % 2)
+    with pytest.raises(_Stop):
+        main(["train", "resnet18", "--dataset", str(arrays), "--output", str(tmp_path / "r1")])
+    assert built["model"].input_shape == (None, 40, 40, 3)
+    for label in ("a", "b"):
+        for i in range(3):
+            (tmp_path / "folder" / label).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.zeros((50, 60), np.uint8), mode="L").save(tmp_path / "folder" / label / f"{i}.png")
+    with pytest.raises(_Stop):
+        main(["train", "resnet18", "--dataset", str(tmp_path / "folder"), "--output", str(tmp_path / "r2")])
+    assert built["model"].input_shape == (None, 224, 224, 1)
+
+
+def test_lenet5_on_a_folder_with_a_stray_photo(built, tmp_path):
+    # One 640x480 photo among 28x28 digits: warned about, and LeNet-5 stays LeNet-5.
+    for label in ("3", "7"):
+        for i in range(3):
+            (tmp_path / "digits" / label).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.zeros((28, 28), np.uint8), mode="L").save(tmp_path / "digits" / label / f"{i}.png")
+    Image.fromarray(np.zeros((480, 640, 3), np.uint8)).save(tmp_path / "digits" / "7" / "photo.jpg")
+    with (
+        pytest.warns(UserWarning, match=r"differ in size: 2 sizes .*: 28x28 \(6\), 480x640 \(1\)\. All are resized to 32x32"),
+        pytest.raises(_Stop),
+    ):
+        main(["train", "lenet5", "--dataset", str(tmp_path / "digits"), "--output", str(tmp_path / "r")])
+    assert built["model"].input_shape == (None, 32, 32, 3)
+    assert built["model"].count_params() < 70_000
+
+
+def test_fine_tune_refuses_a_size_its_model_does_not_take(trained, npz16, tmp_path, capsys):
+    code = main(["fine-tune", str(trained), "--dataset", npz16, "--image-size", "16", "--output", str(tmp_path / "r")])
+    assert code == 2
+    assert "contradicts the model: the model takes 32x32 images. Received: image_size=(16, 16)" in capsys.readouterr().err
+
+
+def test_fine_tune_data_flags_reach_the_loader(built, trained, npz16, tmp_path):
+    with pytest.raises(_Stop):
+        main(["fine-tune", str(trained), "--dataset", npz16, "--channels", "1", "--output", str(tmp_path / "r")])
+    assert built["data"].input_shape == (32, 32, 1)
+
+
+def test_data_options_are_for_data_loaded_by_name():
+    with pytest.raises(ValueError, match=r"a kcnn.data.Dataset is loaded already .*Received: data_options=\{'download': True\}"):
+        train.fit("lenet5", data.load("digits"), data_options={"download": True})
+
+
+def test_image_size_flag_parsing(capsys):
+    parser = build_parser()
+    assert parser.parse_args(["train", "--image-size", "28"]).data_image_size == 28
+    assert parser.parse_args(["train", "--image-size", "224x160"]).data_image_size == (224, 160)
+    for bad in ("0", "axb", "3x"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["train", "--image-size", bad])
+        assert f"expected N or HxW with positive sizes, e.g. 32 or 224x224. Received: {bad!r}" in capsys.readouterr().err

@@ -19,7 +19,7 @@ TINY = [
     "--range",
     "filters=4,8",
     "--range",
-    "dense_units=8",
+    "hidden_units=8",
     "--range",
     "convs_per_stage=1",
     "--range",
@@ -61,6 +61,57 @@ def test_tune_flags_map_onto_the_configs(capsys):
     assert "--epochs" not in text.replace("--max-epochs", "")
 
 
+def test_tune_help_shows_each_default_once():
+    from kcnn.cli import build_parser
+
+    tune = build_parser()._subparsers._group_actions[0].choices["tune"]
+    for action in tune._actions:
+        assert (action.help or "").count("default") <= 1, action.help
+    assert tune._option_string_actions["--max-trials"].help == (
+        "most trials (default: the tuner's own budget; 10 for random/bayesian)"
+    )
+    assert tune._option_string_actions["--tuner"].help == "search algorithm (default: hyperband)"
+
+
+class _Stop(Exception):
+    """Raised where the search would start: the data is loaded, nothing is searched."""
+
+
+def test_tune_data_flags_reach_the_loader(npz, monkeypatch):
+    from kcnn.tune import driver
+
+    seen = {}
+
+    def record(space, data, config, ranges):
+        seen["data"] = data
+        raise _Stop
+
+    monkeypatch.setattr(driver, "_make_space", record)
+    with pytest.raises(_Stop):
+        main(["tune", "--dataset", npz, "--image-size", "8x12", "--channels", "3"])
+    assert seen["data"].input_shape == (8, 12, 3)
+    with pytest.raises(_Stop):
+        main(["tune", "--dataset", npz])
+    assert seen["data"].input_shape == (16, 16, 1)  # The source's own size
+
+
+def test_tune_download_offline_fails_fast_with_the_ways_out(tmp_path, monkeypatch, capsys):
+    tried = []
+
+    def lookup(host, port, *args, **kwargs):
+        tried.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "network disabled by the test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: lookup(*address))
+    code = main(["tune", "--dataset", "mnist", "--download", "--data-dir", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert tried == ["storage.googleapis.com"]
+    assert "kcnn tune: error: Cannot download the TFDS dataset 'mnist'" in err
+    assert repr(str(tmp_path)) in err and "`--download --data-dir DIR`" in err
+
+
 def test_tune_prints_a_line_per_trial_and_a_results_table(npz, tmp_path, capsys):
     code = main(
         [
@@ -84,11 +135,11 @@ def test_tune_prints_a_line_per_trial_and_a_results_table(npz, tmp_path, capsys)
     out = capsys.readouterr().out
     assert code == 0, out
     assert re.search(
-        r"^trial 1/2 \(0\)  val_accuracy \d\.\d{4}  best \d\.\d{4}  [\d.]+[KM]? params  [\d.]+[KM]? MACs  [\d.]+s$",
+        r"^trial 1/2 \(0+\)  val_accuracy \d\.\d{4}  best \d\.\d{4}  [\d.]+[KM]? params  [\d.]+[KM]? MACs  [\d.]+s$",
         out,
         re.M,
     )
-    assert re.search(r"^trial 2/2 \(1\)  ", out, re.M)
+    assert re.search(r"^trial 2/2 \(0*1\)  ", out, re.M)
     assert re.search(r"^trial +val_accuracy +params +MACs +seconds  hyperparameters$", out, re.M)
     assert f"best model saved to {tmp_path / 'project' / 'best'}" in out
     assert (tmp_path / "project" / "best" / "model.keras").is_file()
@@ -144,10 +195,11 @@ def test_distributed_search_runs_every_trial_exactly_once(npz, tmp_path):
         assert match, output[worker][-3000:]
         ran[worker] = [t for t in match.group(1).split(", ") if t and t != "none"]
     every = sorted(ran["w1"] + ran["w2"])
-    assert every == ["0", "1", "2", "3"], ran  # Each trial once, by one worker.
+    # Each trial once, by one worker (ids are the trial's index, zero-padded).
+    assert [int(t) for t in every] == [0, 1, 2, 3], ran
     with open(project / "trials.csv", newline="") as file:
         rows = list(csv.DictReader(file))
-    assert [row["trial"] for row in rows] == ["0", "1", "2", "3"]
+    assert [int(row["trial"]) for row in rows] == [0, 1, 2, 3]
     assert all(row["status"] == "COMPLETED" for row in rows)
     assert {row["trial"]: row["tuner"] for row in rows} == {t: w for w, ts in ran.items() for t in ts}
     assert "best model saved to" in output["chief"]

@@ -27,7 +27,9 @@ def add_dataclass_flags(group, cls, *, dest, defaults=None, skip=()):
             continue
         flag = f"--{field.name.replace('_', '-')}"
         shown = field.default if defaults is None else defaults[field.name]
-        help = f"{field.metadata['help']} (default: {shown})"
+        help = field.metadata["help"]
+        if "default" not in help:  # Some helps say their default in words already.
+            help = f"{help} (default: {shown})"
         if hints[field.name] is bool:
             group.add_argument(flag, dest=dest + field.name, action="store_true", default=argparse.SUPPRESS, help=help)
             continue
@@ -47,6 +49,71 @@ def add_dataclass_flags(group, cls, *, dest, defaults=None, skip=()):
             default=argparse.SUPPRESS,
             help=help,
         )
+
+
+_DATA_DEST = "data_"
+
+
+def add_data_flags(parser, *, size_default, channels_default="the source's own"):
+    """Adds the flags of a source's `kcnn.data.load` options, the same for `kcnn train`,
+    `fine-tune` and `tune`: `--data-dir`, `--download`, `--image-size`, `--channels`.
+    `data_options(args)` gives the ones set, as the `data_options` mapping of
+    `kcnn.train.fit`, `kcnn.train.fine_tune` and `kcnn.tune.search`.
+
+    Args:
+        parser: the command's parser.
+        size_default, channels_default: what the help says the size and channels
+            are when not given (the library decides; the command line has no
+            default of its own).
+    """
+    group = parser.add_argument_group("data (kcnn.data.load options; `data_options` in Python)")
+    group.add_argument(
+        "--data-dir",
+        dest=_DATA_DEST + "data_dir",
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help="where TFDS datasets are kept and prepared (default: TFDS's own, ~/tensorflow_datasets)",
+    )
+    group.add_argument(
+        "--download",
+        dest=_DATA_DEST + "download",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="let TFDS download and prepare a dataset that is not in the data folder (needs network access)",
+    )
+    group.add_argument(
+        "--image-size",
+        dest=_DATA_DEST + "image_size",
+        type=image_size,
+        default=argparse.SUPPRESS,
+        metavar="N|HxW",
+        help=f"size the images are resized to, e.g. 32 or 224x224 (default: {size_default})",
+    )
+    group.add_argument(
+        "--channels",
+        dest=_DATA_DEST + "channels",
+        type=int,
+        choices=(1, 3),
+        default=argparse.SUPPRESS,
+        help=f"1 (grey) or 3 (RGB) (default: {channels_default})",
+    )
+
+
+def data_options(args):
+    """The data flags that were given, as a `data_options` mapping."""
+    return collect(args, _DATA_DEST)
+
+
+def image_size(text):
+    """`--image-size`: N (square) or HxW."""
+    height, sep, width = text.lower().partition("x")
+    try:
+        size = (_number(height), _number(width)) if sep else _number(text)
+    except ValueError:
+        size = None
+    if size is None or min(size if sep else (size,)) < 1:
+        raise argparse.ArgumentTypeError(f"expected N or HxW with positive sizes, e.g. 32 or 224x224. Received: {text!r}")
+    return size
 
 
 def collect(args, dest):

@@ -3,7 +3,7 @@
 
 import sys
 
-from kcnn.cli._flags import add_dataclass_flags, collect, literal
+from kcnn.cli._flags import add_data_flags, add_dataclass_flags, collect, data_options, literal
 from kcnn.train.config import TrainConfig
 
 _CONFIG_DEST = "config_"
@@ -25,7 +25,11 @@ def register(subparsers):
         metavar="KEY=VALUE",
         help="builder argument (a Python literal or a word), e.g. --model-arg stem=small; repeatable",
     )
-    _add_run_flags(train)
+    _add_run_flags(
+        train,
+        size_default="the model's own input size when its top flattens (mlp, convnet, lenet5, alexnet, vgg*); "
+        "else the source's size, or the model's default size for an image folder",
+    )
     train.set_defaults(handler=_train)
 
     evaluate = subparsers.add_parser("evaluate", help="loss and accuracy of a saved model")
@@ -36,7 +40,9 @@ def register(subparsers):
 
     predict = subparsers.add_parser("predict", help="classify image files with a saved model")
     predict.add_argument("path", help="a run folder or a .keras file")
-    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument(
+        "images", nargs="+", help="image files, or folders: every image file directly in one, sorted by name"
+    )
     predict.add_argument("--top-k", type=int, default=3, help="classes shown per image")
     predict.set_defaults(handler=_predict)
 
@@ -54,25 +60,21 @@ def register(subparsers):
         "--unfreeze", action="append", default=None, metavar="PREFIX", help="layer-name prefix to unfreeze from, e.g. conv5 (default: the last stage); repeatable"
     )
     finetune.add_argument("--lr-factor", type=float, default=0.1, help="second phase's learning rate relative to the first")
-    _add_run_flags(finetune)
+    _add_run_flags(
+        finetune,
+        size_default="the saved model's input size; give it for a model that takes any size",
+        channels_default="the saved model's",
+    )
     finetune.set_defaults(handler=_finetune)
 
 
-def _add_run_flags(parser):
+def _add_run_flags(parser, *, size_default, channels_default="the source's own"):
     parser.add_argument("--output", default=None, help="the run folder; an unfinished run there is resumed")
-    parser.add_argument("--data-dir", default=None, help="where TFDS datasets are kept (TFDS' default if unset)")
-    parser.add_argument("--download", action="store_true", help="let TFDS download and prepare the dataset")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
+    add_data_flags(parser, size_default=size_default, channels_default=channels_default)
     add_dataclass_flags(
         parser.add_argument_group("training settings (kcnn.train.TrainConfig)"), TrainConfig, dest=_CONFIG_DEST
     )
-
-
-def _data_options(args):
-    options = {"download": True} if args.download else {}
-    if args.data_dir:
-        options["data_dir"] = args.data_dir
-    return options
 
 
 def _config(args):
@@ -98,16 +100,28 @@ def _seed(config):
 
 
 def _run(start, output, describe):
+    """Runs `start(callbacks)`, announcing the run folder once training has begun:
+    only then does the folder exist, with a checkpoint to resume from."""
+    import keras
+
     from kcnn.train import NonFiniteLossError
 
-    print(f"run folder: {output} (interrupted? run the same command with --output {output} to resume)", flush=True)
+    started = []
+
+    class Announce(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            if not started:  # fine-tune begins training twice, once per phase
+                started.append(True)
+                print(f"run folder: {output} (interrupted? run the same command with --output {output} to resume)", flush=True)
+
     try:
-        result = start()
+        result = start([Announce()])
     except NonFiniteLossError as error:
         print(f"kcnn: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\ninterrupted: resume with --output {output}", file=sys.stderr)
+        hint = f"resume with --output {output}" if started else "before training began, nothing to resume"
+        print(f"\ninterrupted: {hint}", file=sys.stderr)
         return 130
     test = result.metrics.get("test")
     if test:
@@ -125,13 +139,14 @@ def _train(args):
     _seed(config)
     output = args.output or RunFolder.new(args.model, args.dataset).path
     return _run(
-        lambda: train.fit(
+        lambda callbacks: train.fit(
             args.model,
             args.dataset,
             config,
             output=output,
             model_kwargs=model_kwargs,
-            data_options=_data_options(args),
+            data_options=data_options(args),
+            callbacks=callbacks,
             verbose=args.verbose,
         ),
         output,
@@ -149,7 +164,7 @@ def _finetune(args):
     base = metadata.get("model", {}).get("name", "model")
     output = args.output or RunFolder.new(f"{base}_finetuned", args.dataset).path
     return _run(
-        lambda: train.fine_tune(
+        lambda callbacks: train.fine_tune(
             args.path,
             args.dataset,
             config,
@@ -157,7 +172,8 @@ def _finetune(args):
             unfreeze=args.unfreeze or "auto",
             learning_rate_factor=args.lr_factor,
             output=output,
-            data_options=_data_options(args),
+            data_options=data_options(args),
+            callbacks=callbacks,
             verbose=args.verbose,
         ),
         output,
@@ -175,9 +191,10 @@ def _evaluate(args):
 
 
 def _predict(args):
-    from kcnn import train
+    from kcnn import data, train
 
-    for image, top in zip(args.images, train.predict(args.path, args.images, top_k=args.top_k)):
+    images = [path for given in args.images for path in data.image_files(given)]
+    for image, top in zip(images, train.predict(args.path, images, top_k=args.top_k)):
         ranked = ", ".join(f"{name} ({probability:.1%})" for name, probability in top)
         print(f"{image}: {ranked}")
     return 0

@@ -3,7 +3,7 @@ from `SearchConfig`'s fields, the training flags from `TrainConfig`'s."""
 
 import dataclasses
 
-from kcnn.cli._flags import add_dataclass_flags, collect, literal
+from kcnn.cli._flags import add_data_flags, add_dataclass_flags, collect, data_options, literal
 
 _SEARCH_DEST = "search_"
 _TRAIN_DEST = "train_"
@@ -37,6 +37,7 @@ def register(subparsers):
         "--range kernel_size=3; repeatable",
     )
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras progress output of each trial")
+    add_data_flags(parser, size_default="the source's own size; for an image folder the median size of its images")
     add_dataclass_flags(
         parser.add_argument_group("search settings (kcnn.tune.SearchConfig)"),
         SearchConfig,
@@ -89,7 +90,13 @@ def _tune(args):
             print(record.progress_line(config.objective), flush=True)
 
     result = tune.search(
-        args.space, args.dataset, config, ranges=_ranges(args.range), on_trial=progress, verbose=args.verbose
+        args.space,
+        args.dataset,
+        config,
+        ranges=_ranges(args.range),
+        data_options=data_options(args),
+        on_trial=progress,
+        verbose=args.verbose,
     )
     if result.role == "worker":
         print(f"worker {config.worker}: ran trials {', '.join(r.trial_id for r in result.trials) or 'none'}")

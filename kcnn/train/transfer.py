@@ -177,7 +177,9 @@ def fine_tune(
         dropout: dropout before the new classifier.
         train_batch_norm: let BatchNormalization layers of unfrozen stages train.
         output: the run folder; an unfinished run there is resumed.
-        data_options: more `kcnn.data.load` arguments when `data` is loaded here.
+        data_options: more `kcnn.data.load` arguments when `data` is loaded here
+            (`kcnn.data.DATA_OPTIONS`, e.g. `{"data_dir": DIR, "download": True}`);
+            the size and channels are the model's.
         callbacks: extra Keras callbacks.
         verbose: `model.fit` verbosity.
 
@@ -193,8 +195,10 @@ def fine_tune(
     if not 0 < learning_rate_factor <= 1:
         raise ValueError(f"`learning_rate_factor` must be in (0, 1]. Received: learning_rate_factor={learning_rate_factor!r}")
     loaded_here = not isinstance(data, kdata.Dataset)
-    normalize = base_metadata.get("preprocessing", {}).get("normalization", "unit")
-    data = load_data(data, config, input_shape=base.input_shape[1:], normalize=normalize, **(data_options or {}))
+    # The base run's normalization, which its features expect; a model without run
+    # metadata takes data_options["normalize"] or "unit".
+    normalize = base_metadata.get("preprocessing", {}).get("normalization")
+    data = load_data(data, config, input_shape=base.input_shape[1:], normalize=normalize, data_options=data_options)
     new = replace_head(base, data.num_classes, dropout=dropout)
     check_compatible(new, data)
     prefixes = [stage_prefix(new)] if unfreeze == "auto" else [unfreeze] if isinstance(unfreeze, str) else list(unfreeze)

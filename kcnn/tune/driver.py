@@ -90,6 +90,7 @@ def search(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     on_trial: Callable[[TrialRecord], None] | None = None,
     ranges: Mapping[str, Any] | None = None,
+    data_options: Mapping[str, Any] | None = None,
     verbose: int = 0,
     **options,
 ) -> SearchResult:
@@ -117,6 +118,9 @@ def search(
             "RUNNING") and when it ends, in the process that runs it.
         ranges: choices for the space's ranges when `space` is a name, e.g.
             `{"depth": (2, 3), "kernel_size": 3}`.
+        data_options: more `kcnn.data.load` arguments when `data` is loaded here
+            (`kcnn.data.DATA_OPTIONS`), e.g. `{"data_dir": DIR, "download": True,
+            "image_size": 32}`; the images are the source's size by default.
         verbose: Keras progress output of each trial's training.
         **options: `SearchConfig` fields, overriding `config`'s.
 
@@ -136,7 +140,7 @@ def search(
     if unknown:
         raise ValueError(f"Unknown search options {unknown}; see kcnn.tune.SearchConfig. Received: {options!r}")
     config = dataclasses.replace(config, **options)
-    data = load_data(data, config.train)
+    data = load_data(data, config.train, data_options=data_options)
     if config.objective.startswith("val_") and data.validation is None:
         raise ValueError(
             f"The objective {config.objective!r} needs a validation split, and the data has none. "
