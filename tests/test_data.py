@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from kcnn import data
-from kcnn.data import sources
+from kcnn.data import tfds_source
 
 
 @pytest.fixture(scope="module")
@@ -240,9 +240,9 @@ def test_tfds_variable_size_defaults_to_224(tfds):
 
 
 def test_tfds_slices():
-    assert sources._slices(1000, (0.1, 0.2)) == ["train[:700]", "train[700:800]", "train[800:1000]"]
-    assert sources._slices(None, (0.1, 0.0)) == ["train[:90%]", "train[90%:100%]", None]
-    assert sources._slices(5, (0.05, 0.2)) == ["train[:4]", None, "train[4:5]"]
+    assert tfds_source._slices(1000, (0.1, 0.2)) == ["train[:700]", "train[700:800]", "train[800:1000]"]
+    assert tfds_source._slices(None, (0.1, 0.0)) == ["train[:90%]", "train[90%:100%]", None]
+    assert tfds_source._slices(5, (0.05, 0.2)) == ["train[:4]", None, "train[4:5]"]
 
 
 def test_unknown_name_lists_known_names(tfds):
@@ -312,7 +312,7 @@ def test_download_goes_through_tfds_download_manager(tfds, tmp_path, monkeypatch
     # and that failure is reported with the ways out.
     import requests
 
-    monkeypatch.setattr(sources, "_unreachable", lambda endpoints, timeout=None: None)
+    monkeypatch.setattr(tfds_source, "_unreachable", lambda endpoints, timeout=None: None)
     fetched = []
 
     def fetch(self, urls):
@@ -329,11 +329,11 @@ def test_download_goes_through_tfds_download_manager(tfds, tmp_path, monkeypatch
 def test_download_endpoints_are_the_dataset_hosts_or_the_proxy(tfds, monkeypatch):
     for variable in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(variable, raising=False)
-    assert sources._download_endpoints(tfds.builder("mnist")) == [("storage.googleapis.com", 443)]
-    assert sources._download_endpoints(tfds.builder("tf_flowers")) == [("download.tensorflow.org", 80)]
+    assert tfds_source._download_endpoints(tfds.builder("mnist")) == [("storage.googleapis.com", 443)]
+    assert tfds_source._download_endpoints(tfds.builder("tf_flowers")) == [("download.tensorflow.org", 80)]
     monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
     monkeypatch.setenv("http_proxy", "http://proxy.example:3128")
-    assert sources._download_endpoints(tfds.builder("mnist")) == [("proxy.example", 3128)]
+    assert tfds_source._download_endpoints(tfds.builder("mnist")) == [("proxy.example", 3128)]
 
 
 def test_a_reachable_host_is_reported_reachable():
@@ -343,9 +343,9 @@ def test_a_reachable_host_is_reported_reachable():
         server.bind(("127.0.0.1", 0))
         server.listen()
         port = server.getsockname()[1]
-        assert sources._unreachable([("127.0.0.1", port)], timeout=5) is None
+        assert tfds_source._unreachable([("127.0.0.1", port)], timeout=5) is None
     # The port is closed now: refused at once.
-    assert sources._unreachable([("127.0.0.1", port)], timeout=5).startswith(f"127.0.0.1:{port}: ")
+    assert tfds_source._unreachable([("127.0.0.1", port)], timeout=5).startswith(f"127.0.0.1:{port}: ")
 
 
 # --------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from kcnn.data.preprocessing import (
     _parse_image_size,
     _parse_normalize,
 )
-from kcnn.data.sources import _load_arrays, _load_digits, _load_folder, _load_tfds
+from kcnn.data.sources import _load_arrays, _load_digits, _load_folder
+from kcnn.data.tfds_source import _load_tfds
 
 #: The `kcnn.data.load` arguments a `data_options` mapping may hold (`kcnn.train.fit`,
 #: `kcnn.train.fine_tune`, `kcnn.tune.search`; the `--data-dir`, `--download`,
