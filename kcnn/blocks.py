@@ -228,7 +228,6 @@ def classifier_head(
     hidden_units=(),
     hidden_names=None,
     dropout=0.0,
-    input_dropout=0.0,
     activation="relu",
     classifier_activation="softmax",
     name="",
@@ -241,8 +240,8 @@ def classifier_head(
     `dropout` is always the classifier's dropout, whichever the layout.
 
     Layer names (with `prefix` = `name + "_"` when a name is given): `{prefix}avg_pool`
-    / `{prefix}max_pool` / `{prefix}flatten`, `{prefix}dropout` (before the hidden
-    layers or the classifier), the hidden layers' names (default `{prefix}fc1`,
+    / `{prefix}max_pool` / `{prefix}flatten`, `{prefix}dropout` (before the classifier,
+    without hidden layers), the hidden layers' names (default `{prefix}fc1`,
     `{prefix}fc2`, ...) each followed by `{hidden}_dropout`, and `{prefix}predictions`.
 
     Args:
@@ -253,8 +252,6 @@ def classifier_head(
         hidden_names: their layer names (default `fc1`, `fc2`, ...).
         dropout: dropout after each hidden layer, or before the classifier when there
             are none.
-        input_dropout: dropout right after pooling, before the hidden layers (where
-            there are none, the same place as `dropout`: give one of them).
         activation: activation of the hidden layers.
         classifier_activation: activation of the classifier.
         name: prefix of the layer names (the auxiliary heads' `aux1`).
@@ -269,15 +266,8 @@ def classifier_head(
             "The classifier's `pooling` must be 'avg', 'max', 'flatten', or None for a feature vector. "
             f"Received: pooling={pooling!r} on features of shape {tuple(x.shape)}"
         )
-    if not hidden_units:
-        if dropout and input_dropout:
-            raise ValueError(
-                "Without hidden layers, `dropout` and `input_dropout` are the same dropout before the "
-                f"classifier: give one. Received: dropout={dropout!r}, input_dropout={input_dropout!r}"
-            )
-        input_dropout = input_dropout or dropout
-    if input_dropout:
-        x = layers.Dropout(input_dropout, name=f"{prefix}dropout")(x)
+    if dropout and not hidden_units:
+        x = layers.Dropout(dropout, name=f"{prefix}dropout")(x)
     if hidden_names is None:
         hidden_names = [f"{prefix}fc{i + 1}" for i in range(len(hidden_units))]
     for units, hidden_name in zip(hidden_units, hidden_names, strict=True):

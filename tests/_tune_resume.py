@@ -53,7 +53,7 @@ tune.search(
     max_epochs=2,
     seed=7,
     directory=project,
-    ranges=dict(filters=(4, 8), dense_units=8, convs_per_stage=1, depth=(2, 3), strides=1),
+    ranges=dict(filters=(4, 8), hidden_units=8, convs_per_stage=1, depth=(2, 3), strides=1),
     callbacks=[Hang()],
     on_trial=on_trial,
 )

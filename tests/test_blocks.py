@@ -94,5 +94,5 @@ def test_classifier_head_dropout_precedes_the_classifier_without_hidden_layers()
     model = build(lambda x: blocks.classifier_head(x, 3, pooling="flatten", dropout=0.3), shape=(2, 2, 1))
     assert [layer.name for layer in model.layers[1:]] == ["flatten", "dropout", "predictions"]
     assert model.get_layer("dropout").rate == 0.3
-    with pytest.raises(ValueError, match=r"give one. Received: dropout=0.3, input_dropout=0.2"):
-        build(lambda x: blocks.classifier_head(x, 3, dropout=0.3, input_dropout=0.2))
+    with_hidden = build(lambda x: blocks.classifier_head(x, 3, pooling="flatten", hidden_units=(4,), dropout=0.3), shape=(2, 2, 1))
+    assert [layer.name for layer in with_hidden.layers[1:]] == ["flatten", "fc1", "fc1_dropout", "predictions"]

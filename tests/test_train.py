@@ -309,7 +309,7 @@ def test_fine_tune_resumes_in_its_second_phase(tmp_path):
     from kcnn import convnet
 
     def base():
-        return convnet(filters=(4, 8), dense_units=(), input_shape=(16, 16, 1), classes=5)
+        return convnet(filters=(4, 8), hidden_units=(), input_shape=(16, 16, 1), classes=5)
 
     dataset = tiny(16, 1, n=32, holdout=False)
     config = train.TrainConfig(epochs=4, batch_size=16, augment=None)

@@ -69,7 +69,7 @@ def replace_head(model: keras.Model, classes: int, *, dropout: float = 0.2, name
     if len(features.shape) not in (2, 4):
         raise ValueError(f"Expected features of rank 2 or 4 (a vector or a feature map). Received: shape {features.shape}")
     outputs = blocks.classifier_head(
-        features, classes, pooling="avg" if len(features.shape) == 4 else None, input_dropout=dropout
+        features, classes, pooling="avg" if len(features.shape) == 4 else None, dropout=dropout
     )
     return keras.Model(model.inputs, outputs, name=name or model.name)
 
