@@ -88,7 +88,8 @@ def _load_tfds(
         raise _unknown_name_error(name, tfds.list_builders(), reason=str(error).splitlines()[0]) from None
     folder = os.fspath(builder.data_dir_root)
     received = f"Received: source={name!r}, download={download!r}, data_dir={data_dir!r}"
-    if download and not builder.is_prepared():
+    # `download_and_prepare` reuses an existing variant folder and only then needs no network.
+    if download and not builder.data_path.exists():
         # Offline, TFDS retries every file for minutes before it fails; one short
         # connection attempt to the download host says the same at once.
         unreachable = _unreachable(_download_endpoints(builder))
