@@ -56,11 +56,24 @@ def test_predict_prints_the_class_of_a_digit_image(trained, tmp_path, capsys):
     assert line.startswith(f"{path}: {labels[index]} (") and line.count("%") == 2
 
 
+def test_predict_warns_in_one_line_about_an_inverted_image(trained, tmp_path, capsys):
+    raw, _ = data.as_numpy(data.load("digits", normalize=False).test)
+    path = tmp_path / "black-on-white.png"
+    Image.fromarray(255 - raw[0, ..., 0].astype(np.uint8), mode="L").save(path)
+    assert main(["predict", str(trained), str(path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{path}: ")
+    assert captured.err.startswith(f"kcnn: warning: {path} looks inverted") and "UserWarning" not in captured.err
+
+
 def test_evaluate_prints_accuracy(trained, capsys):
     assert main(["evaluate", str(trained)]) == 0
     out = capsys.readouterr().out
     metrics = json.loads((trained / "metadata.json").read_text())["metrics"]["test"]
     assert out.startswith(f"test accuracy: {metrics['accuracy']:.2%}") and "(359 images)" in out
+    # The run trained with label smoothing 0.1: both losses, named apart.
+    assert f"loss {metrics['loss']:.4f} (label-smoothed, as in training), cross-entropy {metrics['crossentropy']:.4f}" in out
+    assert metrics["loss"] > metrics["crossentropy"]
 
 
 def test_finetune_replaces_the_head(trained, tmp_path, capsys):
@@ -87,6 +100,10 @@ def test_bad_flags_are_reported(capsys):
     assert "Received: epochs=0" in capsys.readouterr().err
     assert main(["train", "--model-arg", "oops"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+    # A builder's TypeError for a keyword it does not take is reported like a ValueError.
+    assert main(["train", "convnet", "--model-arg", "dense_units=(8,)", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "`dense_units` is now `hidden_units`" in err and "Traceback" not in err
     with pytest.raises(SystemExit):
         main(["train", "--optimizer", "rmsprop"])
 

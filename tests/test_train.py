@@ -9,6 +9,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -207,6 +208,28 @@ def test_evaluate_and_predict_use_the_run_metadata(lenet_run):
     assert sum(p for _, p in train.predict(lenet_run.path, images[:1], top_k=10)[0]) == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ValueError, match="Received: top_k=0"):
         train.predict(lenet_run.path, images[:1], top_k=0)
+
+
+def test_predict_warns_on_images_unlike_the_training_images(tmp_path):
+    # The digits are white on black: a dark border around brighter strokes.
+    from kcnn import lenet5
+
+    digits = data.load("digits", batch_size=64)
+    save_run(lenet5(), digits, train.TrainConfig(**FAST), tmp_path / "run")
+    statistics = json.loads((tmp_path / "run" / "metadata.json").read_text())["input_statistics"]
+    assert statistics == digits.input_statistics and statistics["source_size"] == [8, 8]
+    raw, _ = data.as_numpy(data.load("digits", normalize=False, batch_size=64).test)
+    seven = raw[0].astype(np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train.predict(tmp_path / "run", [seven, seven[::2, ::2]], top_k=1)  # as trained: no warning
+    with pytest.warns(UserWarning, match=r"image 1 looks inverted: the model was trained on images with a dark background") as caught:
+        top = train.predict(tmp_path / "run", [seven, 255 - seven], top_k=1)
+    assert len(top) == 2 and len(caught) == 1  # predicted all the same
+    photo = np.full((480, 640, 1), 200, np.uint8)
+    photo[:, :, 0] = np.linspace(0, 255, 640).astype(np.uint8)
+    with pytest.warns(UserWarning, match=r"image 0 is 480x640 pixels; the model was trained on images of about 8x8"):
+        train.predict(tmp_path / "run", [photo], top_k=1)
 
 
 def test_save_run_writes_a_model_trained_elsewhere(tmp_path):

@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 
 import kcnn
 
@@ -62,6 +63,11 @@ def _native_stderr_silenced():
         os.close(saved)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    # A user of the command line reads what kcnn warns about, not where in its code.
+    print(f"kcnn: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
@@ -69,6 +75,7 @@ def main(argv=None):
         parser.print_help()
         return 2
     logging.basicConfig(format="kcnn: %(message)s", level=logging.INFO)
+    warnings.showwarning = _show_warning
     if getattr(args, "needs_tensorflow", True):
         load_tensorflow_quietly()
     try:

@@ -125,7 +125,7 @@ def _run(start, output, describe):
         return 130
     test = result.metrics.get("test")
     if test:
-        print(f"test accuracy: {test['accuracy']:.2%} ({test['examples']} images, loss {test['loss']:.4f})")
+        print(f"test accuracy: {test['accuracy']:.2%} ({test['examples']} images, {_losses(test)})")
     print(f"{describe} saved to {result.path}")
     return 0
 
@@ -181,12 +181,20 @@ def _finetune(args):
     )
 
 
+def _losses(metrics):
+    """`loss` is the training loss (label-smoothed when the run was), as history.csv's
+    val_loss; `crossentropy` the plain one: both, named apart."""
+    if abs(metrics["loss"] - metrics["crossentropy"]) < 5e-5:
+        return f"loss {metrics['loss']:.4f}"
+    return f"loss {metrics['loss']:.4f} (label-smoothed, as in training), cross-entropy {metrics['crossentropy']:.4f}"
+
+
 def _evaluate(args):
     from kcnn import train
 
     metrics = train.evaluate(args.path, args.dataset, split=args.split)
     extra = f", top-5 accuracy {metrics['top5_accuracy']:.2%}" if "top5_accuracy" in metrics else ""
-    print(f"{args.split} accuracy: {metrics['accuracy']:.2%}{extra}, loss {metrics['loss']:.4f} ({metrics['examples']} images)")
+    print(f"{args.split} accuracy: {metrics['accuracy']:.2%}{extra}, {_losses(metrics)} ({metrics['examples']} images)")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -158,11 +159,19 @@ def evaluate_split(model: keras.Model, dataset, *, label_smoothing: float = 0.0)
 def predict(model_or_path, images, top_k: int = 5, *, class_names: Sequence[str] | None = None):
     """Classifies images.
 
+    With a run folder, each image goes through the run's preprocessing and is checked
+    against the run's training images (`metadata.json`'s "input_statistics"): a
+    warning names an image that is obviously unlike them, with inverted polarity (a
+    light background where the training images had a dark one, as a digit drawn in
+    black on white paper for a model of white-on-black digits) or a very different
+    size or shape before resizing. The prediction is made all the same.
+
     Args:
         model_or_path: a Keras classifier, a run folder or a `.keras` file.
-        images: image file paths (or one path), or raw images as an array / list of
-            arrays (0..255 pixels, any size: the run's preprocessing is applied). For
-            a bare model without metadata, arrays must already be preprocessed.
+        images: image file paths (or one path, or a folder of images), or raw images
+            as an array / list of arrays (0..255 pixels, any size: the run's
+            preprocessing is applied). For a bare model without metadata, arrays must
+            already be preprocessed.
         top_k: how many classes to return per image.
         class_names: names of the classes; default the run's, else the indices.
 
@@ -174,13 +183,16 @@ def predict(model_or_path, images, top_k: int = 5, *, class_names: Sequence[str]
         raise ValueError(f"`top_k` must be a positive int. Received: top_k={top_k!r}")
     preprocessing = metadata.get("preprocessing")
     if isinstance(images, (str, os.PathLike)):
-        images = [images]
+        images = kdata.image_files(images) if os.path.isdir(images) else [images]
+    paths = None
     if isinstance(images, (list, tuple)) and images and all(isinstance(i, (str, os.PathLike)) for i in images):
         if preprocessing is None:
             raise ValueError("Reading image files needs the run's preprocessing: pass a run folder. Received: a bare model")
-        x = kdata.read_images(images, preprocessing)
-    elif preprocessing is not None:
+        paths, images = [os.fspath(i) for i in images], [kdata.load_image(i) for i in images]
+    if preprocessing is not None:
         x = kdata.preprocess_images(images, preprocessing)
+        for warning in input_warnings(images, metadata, names=paths):
+            warnings.warn(warning, UserWarning, stacklevel=2)
     else:
         x = np.asarray(images, np.float32)
     outputs = model.predict(x, verbose=0)
@@ -192,3 +204,58 @@ def predict(model_or_path, images, top_k: int = 5, *, class_names: Sequence[str]
     k = min(top_k, probabilities.shape[1])
     order = np.argsort(-probabilities, axis=1)[:, :k]
     return [[(names[j], float(row[j])) for j in top] for row, top in zip(probabilities, order)]
+
+
+#: An image's border is "inverted" when its contrast with the rest of the image (mean
+#: minus border mean, 0..255 scale) has the other sign than the training images' and is
+#: at least this large; a clear digit on paper is 50-150 grey levels.
+POLARITY_MARGIN = 20.0
+#: A source image is "very different" in shape when its aspect ratio is this many times
+#: the training images' (or its inverse), and in size when a side is this many times
+#: larger or smaller than theirs (an 8x8 digit against a 640x480 photo: 60x).
+ASPECT_FACTOR = 1.5
+SIZE_FACTOR = 8.0
+
+
+def input_warnings(images, metadata: Mapping[str, Any], *, names: Sequence[str] | None = None) -> list[str]:
+    """What is obviously unlike the run's training images in raw images (0..255,
+    any size): inverted polarity, very different size or shape. One message per
+    finding, naming the image (its file name, else its index) and what was expected.
+
+    Args:
+        images: the raw images, an NHWC / NHW array or a list of HWC / HW arrays.
+        metadata: the run's metadata.json contents (its "preprocessing" and
+            "input_statistics"; without statistics there is nothing to compare).
+        names: how to name the images in the messages (default "image 0", ...).
+    """
+    expected = metadata.get("input_statistics")
+    if not expected:
+        return []
+    arrays = list(images) if isinstance(images, (list, tuple)) else list(np.asarray(images))
+    unscaled = {**metadata["preprocessing"], "normalization": "none"}
+    adapted = kdata.preprocess_images(arrays, unscaled)
+    train_contrast = float(np.mean(expected["mean"]) - np.mean(expected["border_mean"]))
+    train_height, train_width = expected["source_size"]
+    messages = []
+    for index, (raw, image) in enumerate(zip(arrays, adapted)):
+        name = names[index] if names else f"image {index}"
+        stats = kdata.image_statistics(image)
+        contrast = float(np.mean(stats["mean"]) - np.mean(stats["border_mean"]))
+        if abs(contrast) >= POLARITY_MARGIN and abs(train_contrast) >= POLARITY_MARGIN and contrast * train_contrast < 0:
+            background = "dark" if train_contrast > 0 else "light"
+            messages.append(
+                f"{name} looks inverted: the model was trained on images with a {background} background "
+                f"(border mean {np.mean(expected['border_mean']):.0f}, image mean {np.mean(expected['mean']):.0f} on 0..255), "
+                f"this one has border mean {np.mean(stats['border_mean']):.0f} and image mean {np.mean(stats['mean']):.0f}. "
+                "Invert it (255 - pixels) if it is drawn dark on light."
+            )
+        height, width = np.shape(raw)[:2]
+        aspect = (width / height) / expected["source_aspect"]
+        scale = max(height / train_height, width / train_width, train_height / height, train_width / width)
+        if max(aspect, 1 / aspect) >= ASPECT_FACTOR or scale >= SIZE_FACTOR:
+            messages.append(
+                f"{name} is {height}x{width} pixels; the model was trained on images of about "
+                f"{train_height}x{train_width} (both are resized to {'x'.join(map(str, metadata['preprocessing']['image_size']))}): "
+                "expect less accurate predictions on images of another size or shape."
+            )
+    return messages

@@ -251,6 +251,8 @@ def start_metadata(run, model, data, config, builder_arguments, *, kind, loaded_
         },
         "class_names": list(data.class_names),
         "preprocessing": dict(data.preprocessing),
+        # What the model expects to see: `kcnn.train.predict` warns on images far from it.
+        "input_statistics": data.input_statistics,
         "config": config.to_dict(),
         "versions": versions(),
     }
