@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -60,10 +61,12 @@ def test_predict_warns_in_one_line_about_an_inverted_image(trained, tmp_path, ca
     raw, _ = data.as_numpy(data.load("digits", normalize=False).test)
     path = tmp_path / "black-on-white.png"
     Image.fromarray(255 - raw[0, ..., 0].astype(np.uint8), mode="L").save(path)
-    assert main(["predict", str(trained), str(path)]) == 0
-    captured = capsys.readouterr()
-    assert captured.out.startswith(f"{path}: ")
-    assert captured.err.startswith(f"kcnn: warning: {path} looks inverted") and "UserWarning" not in captured.err
+    with pytest.warns(UserWarning, match="looks inverted") as caught:
+        assert main(["predict", str(trained), str(path)]) == 0
+    assert capsys.readouterr().out.startswith(f"{path}: ")  # predicted all the same
+    # Shown as one line, without the warning's class and place in kcnn's code.
+    shown = warnings.formatwarning(caught[0].message, UserWarning, "inference.py", 1)
+    assert shown.startswith(f"kcnn: warning: {path} looks inverted") and "UserWarning" not in shown
 
 
 def test_evaluate_prints_accuracy(trained, capsys):
