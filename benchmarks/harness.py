@@ -756,7 +756,7 @@ def small_model(*, epochs: int = 4, pairs: int = 3, config: Any = None, data: An
     """
     from kcnn import data as kdata
     from kcnn import train as ktrain
-    from kcnn.train.driver import load_data
+    from kcnn.train.inputs import load_data
 
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 3:
         raise ValueError(f"`epochs` must be an int >= 3 (one warm-up and two timed epochs). Received: epochs={epochs!r}")

@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     from kcnn import data as kdata
     from kcnn import train
     from kcnn._files import write_json
-    from kcnn.train.driver import load_data
+    from kcnn.train.inputs import load_data
 
     plain = kdata.load("digits", batch_size=256)
     x, y = kdata.as_numpy(plain.train)

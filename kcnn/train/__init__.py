@@ -20,6 +20,7 @@ The modules, one concept each:
     compile.py     optimizer, schedule, loss, metrics, compile (shared with the tuner)
     runs.py        the run folder and its metadata
     callbacks.py   the callbacks that write a run folder while it trains
+    inputs.py      the model and the data of a run, fitted to each other
     driver.py      fit and the phase driver it shares with fine_tune
     inference.py   load, evaluate, predict
     transfer.py    fine_tune, replace_head, feature_extractor, nearest_neighbours

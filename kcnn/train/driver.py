@@ -20,7 +20,8 @@ from kcnn.train.callbacks import BestModel, HistoryLogger, NonFiniteLossError, T
 from kcnn.train.compile import compile_model, output_names
 from kcnn.train.config import TrainConfig
 from kcnn.train.distribute import DeviceSettings, prepare_model, resolve_device
-from kcnn.train.inference import check_compatible, evaluate_split
+from kcnn.train.inference import evaluate_split
+from kcnn.train.inputs import model_and_data
 from kcnn.train.runs import RunFolder, open_run, parameter_counts, start_metadata
 from kcnn.weights import transfer_weights
 
@@ -116,7 +117,7 @@ def fit(
     if not isinstance(config, TrainConfig):
         raise ValueError(f"`config` must be a kcnn.train.TrainConfig. Received: config={config!r}")
     loaded_here = not isinstance(data, kdata.Dataset)
-    model, data, builder_arguments = _model_and_data(model, data, config, model_kwargs, data_options)
+    model, data, builder_arguments = model_and_data(model, data, config, model_kwargs, data_options)
     run = open_run(output, model.name, data, config, kind="fit")
     metadata = start_metadata(run, model, data, config, builder_arguments, kind="fit", loaded_here=loaded_here)
     return train_phases(run, metadata, model, data, [Phase(config)], callbacks=callbacks, verbose=verbose)
@@ -284,130 +285,6 @@ def _finish(run, metadata, data, seconds, stopped_early) -> TrainResult:
     run.write_metadata(metadata)
     run.remove_checkpoint()
     return TrainResult(model=best_model, path=run.path, history=history, metrics=metrics, metadata=metadata)
-
-
-# --------------------------------------------------------------------------
-# Model, data and run folder.
-
-
-# Families whose top flattens the last feature map: the input size fixes the width
-# of the first dense layer, so they are trained at their own input size by default
-# (LeNet-5 at 32x32 whatever the source; a 640x480 folder would make it a network of
-# 174 million parameters).
-_FIXED_SIZE_FAMILIES = ("mlp", "convnet", "lenet", "alexnet", "vgg")
-
-
-def _model_and_data(model, data, config, model_kwargs, data_options=None):
-    """Builds the model from a name and loads the data, each fitted to the other.
-
-    A registered name is built for the data: at `model_kwargs["input_shape"]` if
-    given, else at `data_options["image_size"]` if given, else at the family's own
-    input size when its top flattens (`_FIXED_SIZE_FAMILIES`), else at the source's
-    native size (arrays, TFDS) or the family's default size (image folders, whose
-    images rarely share one size). Channels are the source's own unless given. A
-    built model takes the data at its input shape.
-    """
-    from kcnn import registry
-
-    if isinstance(model, str):
-        spec = registry.get_spec(model)
-        kwargs = dict(model_kwargs or {})
-        shape = kwargs.get("input_shape")
-        default_size = None
-        if spec.family in _FIXED_SIZE_FAMILIES or _is_folder(data):
-            default_size = tuple(spec.default_input_shape[:2])
-        data = load_data(
-            data, config, input_shape=shape, data_options=data_options, default_image_size=default_size
-        )
-        kwargs.setdefault("input_shape", tuple(data.input_shape))
-        kwargs.setdefault("classes", data.num_classes)
-        model = spec.build(**kwargs)
-        builder_arguments = {**spec.arguments, **kwargs, "input_shape": list(kwargs["input_shape"])}
-    elif isinstance(model, keras.Model):
-        if model_kwargs:
-            raise ValueError(f"`model_kwargs` only apply when `model` is a registered name. Received: model_kwargs={model_kwargs!r}")
-        data = load_data(data, config, input_shape=model.input_shape[1:], data_options=data_options)
-        builder_arguments = None  # A built model does not record them.
-    else:
-        raise ValueError(f"`model` must be a keras.Model or a registered model name. Received: model={model!r}")
-    check_compatible(model, data)
-    return model, data, builder_arguments
-
-
-def _is_folder(data) -> bool:
-    return isinstance(data, (str, os.PathLike)) and os.path.isdir(data)
-
-
-def load_data(
-    data: Any,
-    config: TrainConfig,
-    *,
-    input_shape=None,
-    normalize: str | None = None,
-    data_options: Mapping[str, Any] | None = None,
-    default_image_size=None,
-) -> kdata.Dataset:
-    """The data of a run, batched by `config.batch_size`.
-
-    The size and channels come from the model where it fixes them (`input_shape`),
-    else from `data_options`, else `default_image_size` (size only), else the
-    source's own. `data_options` that contradict the model are refused.
-
-    Args:
-        data: a `kcnn.data.Dataset` (re-batched, otherwise used as is) or a
-            `kcnn.data.load` source, loaded with the config's batch size,
-            augmentation and seed.
-        config: a `TrainConfig`.
-        input_shape: the model's `(height, width, channels)` (None entries: free),
-            to load images at the model's size.
-        normalize: the normalization the model needs (a fine-tuned model's base
-            run's); None: `data_options["normalize"]`, else "unit".
-        data_options: more `kcnn.data.load` arguments (`kcnn.data.DATA_OPTIONS`:
-            `data_dir`, `download`, `image_size`, `channels`, ...), applied when
-            `data` is loaded here.
-        default_image_size: `(height, width)` when neither the model nor
-            `data_options` sets the size (a model family's own size).
-
-    Raises:
-        ValueError: for invalid `data_options`, options that contradict the model,
-            or `data_options` with a `Dataset` (already loaded).
-    """
-    options = kdata.check_data_options(data_options)
-    if isinstance(data, kdata.Dataset):
-        if options:
-            raise ValueError(
-                "`data_options` apply when the data is loaded by name; a kcnn.data.Dataset is loaded already "
-                f"(pass them to kcnn.data.load). Received: data_options={dict(data_options)!r}"
-            )
-        return data.with_batch_size(config.batch_size)
-    height, width, channels = tuple(input_shape) if input_shape is not None else (None, None, None)
-    if height and width:
-        size = (int(height), int(width))
-        _check_agrees("image_size", options.get("image_size"), size, "the model takes {0[0]}x{0[1]} images")
-        options["image_size"] = size
-    elif options.get("image_size") is None:
-        options["image_size"] = default_image_size
-    if channels:
-        _check_agrees("channels", options.get("channels"), int(channels), "the model takes {0}-channel images")
-        options["channels"] = int(channels)
-    if normalize is not None:
-        _check_agrees("normalize", options.get("normalize"), normalize, "the model was trained with normalize={0!r}")
-        options["normalize"] = normalize
-    options.setdefault("normalize", "unit")
-    return kdata.load(
-        data,
-        batch_size=config.batch_size,
-        augment=config.augment or False,
-        seed=config.seed,
-        **options,
-    )
-
-
-def _check_agrees(key, given, required, why):
-    if given is not None and given != required:
-        raise ValueError(
-            f"`data_options[{key!r}]` contradicts the model: {why.format(required)}. Received: {key}={given!r}"
-        )
 
 
 def save_run(

@@ -15,8 +15,9 @@ from kcnn import blocks
 from kcnn import data as kdata
 from kcnn._keras_graph import leaf_layers, producer
 from kcnn.train.config import TrainConfig
-from kcnn.train.driver import Phase, TrainResult, load_data, train_phases
+from kcnn.train.driver import Phase, TrainResult, train_phases
 from kcnn.train.inference import check_compatible, resolve_model
+from kcnn.train.inputs import load_data
 from kcnn.train.runs import RunFolder, open_run, start_metadata
 
 # Names of the layers `replace_head` adds.

@@ -131,7 +131,7 @@ def search(
         ValueError: on invalid settings, a project holding a search with other
             settings, or a search in which no trial completed.
     """
-    from kcnn.train.driver import load_data
+    from kcnn.train.inputs import load_data
 
     config = config or SearchConfig()
     if not isinstance(config, SearchConfig):
