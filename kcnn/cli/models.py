@@ -10,7 +10,7 @@ def register(subparsers):
         description="Prints the pinned model table (kcnn.catalog) without building any model.",
     )
     listing.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'resnet*'")
-    listing.add_argument("--names-only", action="store_true", help="print the registered names only")
+    listing.add_argument("--names", "--names-only", dest="names_only", action="store_true", help="print the registered names only")
     listing.add_argument("--markdown", action="store_true", help="print the table in Markdown (the README's)")
     listing.set_defaults(handler=_list, needs_tensorflow=False)
 

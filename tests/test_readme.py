@@ -1,0 +1,106 @@
+"""The README as a new user follows it: every Python block runs as written, in order, in
+a fresh interpreter (each block in its own namespace, so each must import what it uses),
+and every `kcnn` command line it shows is one the command line accepts.
+
+Only the training is shortened, by a shim the blocks do not see: at most two epochs per
+run and a two-trial, one-epoch search, so the README's full-length examples run in a
+minute. Everything else, downloads excepted, is what a user's copy-paste does.
+"""
+
+import os
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from kcnn.cli import build_parser
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+TIMEOUT = 600
+
+SHIM = textwrap.dedent(
+    '''
+    import dataclasses
+
+    import kcnn.train
+    import kcnn.tune
+    from kcnn.train.config import TrainConfig
+
+    _fit, _fine_tune, _search = kcnn.train.fit, kcnn.train.fine_tune, kcnn.tune.search
+
+
+    def _short(config):
+        config = config or TrainConfig()
+        return dataclasses.replace(config, epochs=min(config.epochs, 2))
+
+
+    def fit(model, data="digits", config=None, **options):
+        return _fit(model, data, _short(config), **options)
+
+
+    def fine_tune(model, data, config=None, **options):
+        return _fine_tune(model, data, _short(config), **options)
+
+
+    def search(space="convnet", data="digits", config=None, **options):
+        return _search(space, data, config, **{**options, "max_trials": 2, "max_epochs": 1})
+
+
+    kcnn.train.fit, kcnn.train.fine_tune, kcnn.tune.search = fit, fine_tune, search
+    '''
+)
+
+RUNNER = textwrap.dedent(
+    '''
+    import json
+    import sys
+
+    blocks = json.loads(sys.argv[1])
+    for number, block in enumerate(blocks, 1):
+        print(f"--- README python block {number}", flush=True)
+        exec(compile(block, f"README.md python block {number}", "exec"), {"__name__": "__main__"})
+    print("--- all blocks ran", flush=True)
+    '''
+)
+
+
+def python_blocks():
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def command_lines():
+    """The `kcnn ...` lines of the README's shell examples (fenced or indented),
+    continuation lines joined."""
+    text = README.read_text().replace("\\\n", " ")
+    lines = []
+    for line in text.splitlines():
+        words = shlex.split(line.strip(), comments=True) if line.strip().startswith("kcnn ") else []
+        if words:
+            lines.append(words)
+    return lines
+
+
+def test_the_readme_has_blocks_to_run():
+    assert len(python_blocks()) >= 6 and len(command_lines()) >= 10
+
+
+def test_every_python_block_runs_as_written(tmp_path):
+    import json
+
+    completed = subprocess.run(
+        [sys.executable, "-c", SHIM + RUNNER, json.dumps(python_blocks())],
+        capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
+    assert completed.stdout.rstrip().endswith("--- all blocks ran")
+
+
+@pytest.mark.parametrize("words", command_lines(), ids=lambda words: " ".join(words)[:60])
+def test_every_command_line_parses(words):
+    assert words[0] == "kcnn"
+    build_parser().parse_args(words[1:])
