@@ -220,7 +220,7 @@ def failure_reason(message: str | None) -> str | None:
     last = lines[-1]
     head, sep, rest = last.partition(": ")
     if sep and " " not in head:
-        # "keras_tuner.src.errors.FailedTrialError: ..." -> "...", other errors keep their class name.
+        # "<module path>.FailedTrialError: ..." -> "...", other errors keep their class name.
         kind = head.rsplit(".", 1)[-1]
         return rest if kind == "FailedTrialError" else f"{kind}: {rest}"
     return last
