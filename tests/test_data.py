@@ -695,10 +695,13 @@ def test_few_shot_of_a_dataset_keeps_its_settings(digits):
 
 def test_few_shot_class_selection_keeps_every_image():
     x, y = labelled_images(n=60)
-    ds = data.few_shot((x, y), classes=[2], per_class=None, validation_per_class=2, test_split=0)
-    assert (ds.num_train, ds.num_validation, ds.num_test) == (18, 2, 0)
+    ds = data.few_shot((x, y), classes=[2, 0], per_class=None, validation_per_class=2, test_split=0)
+    assert (ds.num_train, ds.num_validation, ds.num_test) == (36, 4, 0)
     xs, ys = data.as_numpy(ds.train)
-    assert set(ys) == {0} and np.allclose(xs, 40 / 255)  # Class 2's images, relabelled 0.
+    np.testing.assert_allclose(xs[ys == 0], 40 / 255)  # Class 2's images, relabelled 0.
+    np.testing.assert_allclose(xs[ys == 1], 0.0)
+    with pytest.raises(ValueError, match=r"at least 2 classes. Received: classes=\[2\]$"):
+        data.few_shot((x, y), classes=[2], per_class=None)
 
 
 def test_few_shot_names_every_class_that_is_short():
@@ -792,3 +795,197 @@ def test_image_files_of_a_folder(tmp_path):
         data.image_files(tmp_path / "empty")
     with pytest.raises(ValueError, match="no such file or folder"):
         data.image_files(tmp_path / "missing")
+
+
+# --------------------------------------------------------------------------
+# nothing lost, nothing silent: bad pixels, labels and files are refused or named
+
+
+def test_non_finite_pixels_are_refused_naming_how_many_and_where(tmp_path):
+    x, y = labelled_images(dtype=np.float32, scale=1 / 255.0)  # [0, 1] floats
+    x[3, 1, 2] = np.nan
+    x[7, 0, 5] = np.inf
+    x[7, 4, 4] = -np.inf
+    expected = (
+        r"`x` holds 3 NaN or infinite pixel values, in 2 images: image 3 at \(row 1, column 2, channel 0\), "
+        r"image 7 at \(row 0, column 5, channel 0\), image 7 at \(row 4, column 4, channel 0\)\..*"
+        r"Received: x with 3 non-finite values$"
+    )
+    with pytest.raises(ValueError, match=expected):
+        data.load((x, y))
+    path = tmp_path / "bad.npz"
+    np.savez(path, x_train=labelled_images()[0], y_train=y, x_test=x[:8], y_test=y[:8])
+    with pytest.raises(ValueError, match=r"`x_test` holds 3 NaN or infinite pixel values.*Received: x_test with 3"):
+        data.load(str(path))
+    preprocessing = data.load("digits").preprocessing
+    with pytest.raises(ValueError, match=r"`images` holds 3 NaN.*Received: images with 3 non-finite values$"):
+        data.preprocess_images(x[..., None], preprocessing)
+    with pytest.raises(ValueError, match=r"image 1 at \(row 1, column 2, channel 0\).*Received: images\[1\] with 1"):
+        data.preprocess_images([x[0], x[3]], preprocessing)
+
+
+def test_the_clean_part_of_a_float_array_keeps_its_unit_scale():
+    # The regression behind the NaN check: one NaN made np.max NaN, so [0, 1] floats
+    # were read as 0..255 (every image black). Finite [0, 1] floats are still scaled.
+    x, y = labelled_images(dtype=np.float32, scale=1 / 255.0)
+    xs, ys = data.as_numpy(data.load((x, y), normalize=False, shuffle=False).test)
+    np.testing.assert_allclose(xs, np.broadcast_to((20.0 * ys)[:, None, None, None], xs.shape), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "dtype, value, received",
+    [
+        (np.int32, 999, r"Received: x with dtype int32, minimum 0, maximum 999$"),
+        (np.uint16, 65535, r"16-bit pixels: divide them by 257.*Received: x with dtype uint16, minimum 0, maximum 65535$"),
+        (np.float32, -1.5, r"Received: x with dtype float32, minimum -1.5, maximum 40.0$"),
+        (np.float64, 300.0, r"Received: x with dtype float64, minimum 0.0, maximum 300.0$"),
+    ],
+)
+def test_pixels_outside_0_255_are_refused(dtype, value, received):
+    x, y = labelled_images(dtype=dtype)
+    x[5, 2, 3] = value
+    with pytest.raises(ValueError, match=r"Expected pixel values on the 0\.\.255 scale.*image 5 at \(row 2, column 3"):
+        data.load((x, y))
+    with pytest.raises(ValueError, match=received):
+        data.load((x, y))
+    with pytest.raises(ValueError, match=received.replace("x with", "images with")):
+        data.preprocess_images(x, data.load("digits").preprocessing)
+
+
+def test_sixteen_bit_pngs_are_scaled_not_clipped(tmp_path):
+    levels = np.arange(0, 256, dtype=np.uint16).reshape(16, 16)
+    Image.fromarray(levels * 257).save(tmp_path / "wide.png")  # 0..65535, PIL mode I;16
+    with Image.open(tmp_path / "wide.png") as image:
+        assert image.mode == "I;16"
+    decoded = data.load_image(tmp_path / "wide.png")
+    assert decoded.dtype == np.uint8 and decoded.shape == (16, 16, 1)
+    np.testing.assert_array_equal(decoded[..., 0], levels)  # 71% of them used to read 255
+    # Mode I (32-bit integers holding 16-bit values) the same.
+    Image.fromarray((levels * 257).astype(np.int32)).save(tmp_path / "int.tiff")
+    with Image.open(tmp_path / "int.tiff") as image:
+        assert image.mode == "I"
+    np.testing.assert_array_equal(data.load_image(tmp_path / "int.tiff")[..., 0], levels)
+    for name in ("a", "b"):
+        save(tmp_path / "folder" / name / "0.png", levels * 257)
+        save(tmp_path / "folder" / name / "1.png", levels[::-1] * 257)
+    ds = data.load(tmp_path / "folder", validation_split=0, test_split=0, shuffle=False, normalize=False)
+    x, _ = data.as_numpy(ds.train)
+    np.testing.assert_array_equal(x[0, ..., 0], levels)
+
+
+def split_folder(root, splits=("train", "test"), classes=("cat", "dog"), counts=None):
+    """root/<split>/<class>/<i>.png; every image filled with 10 * (split index * 10 + class index + 1)."""
+    counts = counts or {"train": 6, "test": 3, "val": 2, "validation": 2}
+    for s, split in enumerate(splits):
+        for c, name in enumerate(classes):
+            for i in range(counts[split]):
+                save(root / split / name / f"{i}.png", np.full((6, 6), 10 * (s * 10 + c + 1), np.uint8))
+
+
+def test_a_folder_of_train_and_test_folders_gives_the_splits(tmp_path):
+    split_folder(tmp_path)
+    ds = data.load(tmp_path, validation_split=0.5, normalize=False, shuffle=False, batch_size=64)
+    assert ds.class_names == ["cat", "dog"]  # Not ["test", "train"].
+    assert (ds.num_train, ds.num_validation, ds.num_test) == (6, 6, 6)  # test/ as is; validation from train/
+    x, y = data.as_numpy(ds.test)
+    np.testing.assert_array_equal(y, [0, 0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(x[:, 0, 0, 0], [110, 110, 110, 120, 120, 120])  # test/'s images
+    for split in (ds.train, ds.validation):
+        x, y = data.as_numpy(split)
+        np.testing.assert_array_equal(x[:, 0, 0, 0], 10 * (y + 1))  # train/'s images only
+
+    # val/ (or validation/) is the validation split: nothing is carved out.
+    other = tmp_path / "three"
+    split_folder(other, splits=("train", "val", "test"))
+    ds = data.load(other, normalize=False, shuffle=False)
+    assert (ds.num_train, ds.num_validation, ds.num_test) == (12, 4, 6)
+    x, y = data.as_numpy(ds.validation)
+    np.testing.assert_array_equal(x[:, 0, 0, 0], 10 * (10 + y + 1))
+
+
+def test_a_split_layout_whose_splits_disagree_is_refused(tmp_path):
+    split_folder(tmp_path / "a")
+    save(tmp_path / "a" / "test" / "bird" / "0.png", np.zeros((6, 6), np.uint8))
+    with pytest.raises(ValueError, match=r"same class folders: 'test' has \['bird'\] that 'train' has not.*Received: source="):
+        data.load(tmp_path / "a")
+    split_folder(tmp_path / "b")
+    save(tmp_path / "b" / "extra" / "0.png", np.zeros((6, 6), np.uint8))
+    with pytest.raises(ValueError, match=r"split folders \['test', 'train'\] next to other folders \['extra'\]"):
+        data.load(tmp_path / "b")
+    split_folder(tmp_path / "c", splits=("val", "test"))
+    with pytest.raises(ValueError, match=r"no train/ folder.*Received: source="):
+        data.load(tmp_path / "c")
+
+
+def test_one_outlier_cannot_set_the_folder_size(tmp_path):
+    save(tmp_path / "a" / "0.png", np.zeros((28, 28), np.uint8))
+    save(tmp_path / "b" / "0.png", np.zeros((600, 600), np.uint8))  # The outlier: half the images.
+    with pytest.warns(UserWarning, match="differ in size"):
+        ds = data.load(tmp_path, validation_split=0, test_split=0)
+    assert ds.input_shape == (28, 28, 1)
+    save(tmp_path / "a" / "1.png", np.zeros((28, 28), np.uint8))
+    save(tmp_path / "b" / "1.png", np.zeros((30, 26), np.uint8))
+    with pytest.warns(UserWarning, match="differ in size"):
+        ds = data.load(tmp_path, validation_split=0, test_split=0)
+    assert ds.input_shape == (28, 28, 1)  # (28, 28, 30, 600) -> 28; (26, 28, 28, 600) -> 28
+
+
+def test_decompression_bombs_are_skipped_and_named(tmp_path, monkeypatch):
+    for name in ("a", "b"):
+        for i in range(3):
+            save(tmp_path / name / f"{i}.png", np.zeros((8, 8), np.uint8))
+    save(tmp_path / "a" / "warned.png", np.zeros((40, 40), np.uint8))  # over the limit: PIL warns
+    save(tmp_path / "b" / "refused.png", np.zeros((60, 60), np.uint8))  # over twice the limit: PIL raises
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.warns(UserWarning, match=r"Skipped 2 unreadable image file\(s\).*warned\.png.*refused\.png"):
+        ds = data.load(tmp_path, validation_split=0, test_split=0)
+    assert ds.num_train == 6 and ds.input_shape == (8, 8, 1)
+    assert [(os.path.basename(s["path"]), "MAX_IMAGE_PIXELS" in s["reason"]) for s in ds.skipped_files] == [
+        ("warned.png", True),
+        ("refused.png", True),
+    ]
+    with pytest.raises(ValueError, match=r"3600 pixels.*MAX_IMAGE_PIXELS = 1,000.*Received: path="):
+        data.load_image(tmp_path / "b" / "refused.png")
+
+
+def test_skipped_files_are_recorded_on_the_dataset(image_folder, digits):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ds = data.load(image_folder, validation_split=0, test_split=0)
+    assert len(ds.skipped_files) == 1
+    assert ds.skipped_files[0]["path"] == str(image_folder / "dog" / "broken.jpeg")
+    assert ds.skipped_files[0]["reason"].startswith("UnidentifiedImageError: cannot identify image file")
+    assert json.loads(json.dumps(ds.skipped_files)) == ds.skipped_files
+    assert data.few_shot(ds, per_class=2).skipped_files == ds.skipped_files
+    assert ds.with_batch_size(3).skipped_files == ds.skipped_files
+    assert digits.skipped_files == []
+
+
+def test_labels_with_gaps_are_refused_with_the_labels_found():
+    x, y = labelled_images(n=60, classes=9)
+    y[10] = 999
+    with pytest.raises(ValueError) as info:
+        data.load((x, y))
+    assert str(info.value) == (
+        "Expected class labels 0..k-1: the labels found are [0, 1, 2, 3, 4, 5, 6, 7, 8, 999] (10 classes), "
+        "which would make a 1000-class model. Relabel them 0..9, or pass one class name per label index up to 999 "
+        "(`class_names`, a dict/.npz entry, of 1000 names) if that is intended. Received: labels up to 999"
+    )
+    # The names make it intended.
+    names = [f"c{i}" for i in range(1000)]
+    assert data.load({"x": x, "y": y, "class_names": names}).num_classes == 1000
+
+
+def test_a_single_class_is_refused(tmp_path):
+    x, _ = labelled_images(n=20)
+    with pytest.raises(ValueError, match=r"at least 2 classes.*Received: labels \[0\]$"):
+        data.load((x, np.zeros(20, int)))
+    save(tmp_path / "only" / "0.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"at least 2 classes.*Received: source=.* with the class folders \['only'\]$"):
+        data.load(tmp_path)
+
+
+def test_test_classes_unseen_in_training_are_refused():
+    x, y = labelled_images(n=30)  # classes 0, 1, 2
+    with pytest.raises(ValueError, match=r"`y_test` holds classes the training labels have not: \[3\].*Received: y_test"):
+        data.load(((x, y), (x[:4], np.array([0, 1, 2, 3]))))

@@ -6,9 +6,15 @@ train/validation/test `tf.data.Dataset`s of `(images, labels)`:
 * `"digits"`: scikit-learn's bundled 8x8 handwritten digits (1,797 images, no
   network needed), resized to 32x32x1 by default. The offline default.
 * any TFDS name (`"mnist"`, `"cifar10"`, `"tf_flowers"`, ...).
-* a directory with one sub-directory of images per class.
+* a directory with one sub-directory of images per class, or with `train/` and
+  `test/` (and/or `val/`, `validation/`, `valid/`) folders that each hold the same
+  class sub-directories: the source's own splits. Unreadable files (corrupt,
+  truncated, over Pillow's decompression-bomb limit) are skipped with a warning
+  that names them, and listed in `Dataset.skipped_files`.
 * NumPy arrays: `(x, y)`, `((x, y), (x_test, y_test))`, a dict with `x`/`y`
   (or `x_train`/`y_train`/`x_test`/`y_test`) keys, or a path to such an `.npz`.
+  Labels are class indices 0..k-1 (gaps need `class_names`), at least two
+  classes, and every test class is a training class.
 
 Every source goes through the same preprocessing, described by a small
 JSON-serializable dict (`Dataset.preprocessing`) that `preprocess_images()` and
@@ -18,14 +24,16 @@ training images (mean pixel, border brightness, source image size) that
 `image_statistics()` computes for new images too:
 
 1. raw pixels on a 0..255 scale (uint8 as is; floats whose maximum is <= 1 are
-   taken to be in [0, 1] and multiplied by 255; an alpha channel is dropped);
+   taken to be in [0, 1] and multiplied by 255; 16-bit grey image files are
+   divided by 257; an alpha channel is dropped). NaN or infinite pixels and
+   values outside 0..255 are refused, with how many and where, never clipped;
 2. bilinear resize (antialiased) to `image_size`, when the size differs;
 3. channel adaptation to `channels` (1 -> 3 repeats the grey level, 3 -> 1
    uses the ITU-R 601 luma weights of `tf.image.rgb_to_grayscale`);
 4. rounding to uint8 (this is what the training pipeline stores in memory);
 5. normalization (see `NORMALIZATIONS`).
 
-Split policy: sources with their own test split keep it; otherwise a test split
+Split policy: sources with their own test split (TFDS, `x_test`, a `test/` folder) keep it; otherwise a test split
 of `test_split` (default 20%) is carved out. Sources with their own validation
 split keep it; otherwise `validation_split` (default 10%) is carved out of the
 training pool. Each fraction is of the pool it is carved from, so `"digits"`
@@ -44,15 +52,9 @@ and validation images per class. `kcnn.train.fit`, `kcnn.train.fine_tune` and
 
 
 from kcnn.data.dataset import DATA_OPTIONS, Dataset, check_data_options, load
+from kcnn.data.files import IMAGE_EXTENSIONS, image_files, load_image, read_images
 from kcnn.data.pipeline import AUGMENT_POLICIES, as_numpy
-from kcnn.data.preprocessing import (
-    IMAGE_EXTENSIONS,
-    NORMALIZATIONS,
-    image_files,
-    load_image,
-    preprocess_images,
-    read_images,
-)
+from kcnn.data.preprocessing import NORMALIZATIONS, preprocess_images
 from kcnn.data.selection import few_shot
 from kcnn.data.statistics import image_statistics
 

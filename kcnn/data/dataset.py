@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from kcnn.data.folder_source import _load_folder
 from kcnn.data.pipeline import (
     _check_batch_size,
     _make_augmenter,
@@ -24,7 +25,7 @@ from kcnn.data.preprocessing import (
     _parse_image_size,
     _parse_normalize,
 )
-from kcnn.data.sources import _load_arrays, _load_digits, _load_folder
+from kcnn.data.sources import _load_arrays, _load_digits
 from kcnn.data.tfds_source import _load_tfds
 
 #: The `kcnn.data.load` arguments a `data_options` mapping may hold (`kcnn.train.fit`,
@@ -131,6 +132,11 @@ class Dataset:
             and `source_aspect` are the median height/width and width/height
             of the source images before resizing (arrays and fixed-size TFDS
             datasets: their native size).
+        skipped_files: the image files of a folder source that were not read, in
+            the order met, as JSON-serializable `{"path": str, "reason": str}`
+            dicts (the reason is the error, e.g. `"UnidentifiedImageError: cannot
+            identify image file ..."` or Pillow's decompression-bomb limit); a
+            warning names them at load time. Empty for other sources.
     """
 
     train: tf.data.Dataset
@@ -146,6 +152,7 @@ class Dataset:
     batch_size: int = 32
     name: str = ""
     input_statistics: dict[str, Any] | None = None
+    skipped_files: list[dict[str, str]] = dataclasses.field(default_factory=list)
     # Rebuilds the pipelines from the already decoded/cached data.
     _rebuild: Callable[[int], Dataset] | None = dataclasses.field(default=None, repr=False, compare=False)
     # The decoded splits and how they were loaded, for `few_shot` on a Dataset.
@@ -193,16 +200,20 @@ def load(
 
     Args:
         source: `"digits"` (default), a TFDS dataset name, a directory of
-            class sub-directories, a path to an `.npz` file, `(x, y)`,
+            class sub-directories (or of `train/`, `test/`, `val/` folders of
+            them: its own splits), a path to an `.npz` file, `(x, y)`,
             `((x, y), (x_test, y_test))`, or a dict with `x`/`y` or
             `x_train`/`y_train`(/`x_test`/`y_test`) arrays (an optional
             `class_names` entry names the classes). Arrays are NHW (grey) or
-            NHWC, uint8 0..255 or float (0..1 if the maximum is <= 1, else
-            0..255); labels are integer class indices of shape (N,) or (N, 1).
+            NHWC, uint8 0..255, integers within 0..255 or float (0..1 if the
+            maximum is <= 1, else 0..255), finite; labels are integer class
+            indices 0..k-1 of shape (N,) or (N, 1), of at least 2 classes
+            (labels with gaps need `class_names`: one name per index).
         image_size: target `(height, width)` or an int for square images.
             Default: 32x32 for digits, the native size for arrays and
             fixed-size TFDS datasets, 224x224 for variable-size TFDS datasets,
-            and the median height and width of the images for folders (a
+            and the median height and width of the images for folders (of an
+            even count the lower middle one, so one outlier never sets it; a
             folder whose images differ in size gets a warning naming the
             sizes).
         channels: 1 (grey) or 3 (RGB). Default: the source's own (folders: 3
@@ -232,8 +243,11 @@ def load(
 
     Raises:
         ValueError: on invalid arguments, an unknown dataset name, an empty
-            image folder or class folder, or a TFDS dataset not prepared in
-            `data_dir` while `download=False`.
+            image folder or class folder, split folders that disagree on the
+            classes, NaN/infinite pixels or pixels outside 0..255, labels that
+            are not 0..k-1 (without `class_names`), a single class, test classes
+            absent from training, or a TFDS dataset not prepared in `data_dir`
+            while `download=False`.
     """
     _check_batch_size(batch_size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -361,6 +375,7 @@ def _build(splits, *, normalization, augment, shuffle, seed, batch_size) -> Data
             batch_size=batch,
             name=splits["name"],
             input_statistics=copy.deepcopy(splits["statistics"]),
+            skipped_files=copy.deepcopy(splits.get("skipped", [])),
             _rebuild=build,
             _source={"splits": splits, "normalization": normalization, "augment": augment, "shuffle": shuffle, "seed": seed},
         )

@@ -1,9 +1,9 @@
 """The preprocessing every source goes through, and its application to new images:
-0..255 pixels, resize, channel adaptation, normalization (see `kcnn.data`)."""
+0..255 pixels (checked: finite, within 0..255), resize, channel adaptation,
+normalization (see `kcnn.data`)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,15 +17,7 @@ import tensorflow as tf
 NORMALIZATIONS = ("unit", "symmetric", "standardize", "none")
 
 
-#: File extensions (case-insensitive) read from image folders.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-
-
 PREPROCESSING_VERSION = 1
-
-
-# PIL modes that hold a single grey channel.
-_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 
 # Images resized per eager call when preparing in-memory arrays, to bound the
@@ -38,19 +30,27 @@ def preprocess_images(images: Any, preprocessing: Mapping[str, Any]) -> np.ndarr
 
     Args:
         images: a batch as one array, NHWC or NHW (grey), or a list of HWC/HW
-            arrays, possibly of different sizes. Pixels are uint8 0..255, or
-            float (0..1 if the maximum over the call is <= 1, else 0..255).
-            A single image must be wrapped in a list.
+            arrays, possibly of different sizes. Pixels are on the 0..255 scale:
+            uint8, other integers within 0..255, or floats (0..1 if the maximum
+            over the call is <= 1, else 0..255). A single image must be wrapped
+            in a list.
         preprocessing: `Dataset.preprocessing` (or its JSON round trip).
 
     Returns:
         float32 NumPy array of shape `(N, height, width, channels)`.
+
+    Raises:
+        ValueError: for an invalid preprocessing dict, images of another shape, or
+            pixels that are NaN, infinite or outside 0..255 (the message says how
+            many and where).
     """
     size, channels = _check_preprocessing(preprocessing)
     if isinstance(images, (list, tuple)):
         if not images:
             raise ValueError("Expected at least one image. Received: images=[]")
         arrays = [_as_hwc(np.asarray(image)) for image in images]
+        for index, array in enumerate(arrays):
+            _check_pixels(array[None], f"images[{index}]", first_index=index)
         # One scale decision for the whole call, as for a training array.
         scale = _pixel_scale(arrays)
         adapted = np.concatenate(
@@ -70,82 +70,9 @@ def preprocess_images(images: Any, preprocessing: Mapping[str, Any]) -> np.ndarr
                 "Expected a batch of images as an NHWC or NHW array, or a list of images. "
                 f"Received: images with shape {array.shape}"
             )
+        _check_pixels(array, "images")
         adapted = _adapt_array(array, size, channels)
     return _normalize(tf.convert_to_tensor(adapted), preprocessing).numpy()
-
-
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Decodes an image file to a uint8 `(height, width, channels)` array.
-
-    Grey images (PIL modes 1, L, LA, I, F) give one channel, anything else
-    three (RGB; alpha is dropped). JPEG EXIF orientation is applied.
-
-    Args:
-        path: image file (any format Pillow reads).
-
-    Returns:
-        uint8 NumPy array of shape `(height, width, 1 or 3)`.
-
-    Raises:
-        ValueError: if the file cannot be read or decoded.
-    """
-    try:
-        return _decode_file(path)
-    except _DECODE_ERRORS as error:
-        raise ValueError(
-            f"Could not read an image from {os.fspath(path)!r}: {error}. Received: path={os.fspath(path)!r}"
-        ) from error
-
-
-def read_images(paths: Sequence[str | os.PathLike], preprocessing: Mapping[str, Any]) -> np.ndarray:
-    """Reads image files and applies a dataset's preprocessing.
-
-    Args:
-        paths: image files.
-        preprocessing: `Dataset.preprocessing`.
-
-    Returns:
-        float32 NumPy array of shape `(len(paths), height, width, channels)`.
-
-    Raises:
-        ValueError: if a file cannot be decoded (a predictor should hear about
-            it, unlike training, which skips such files).
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    return preprocess_images([load_image(path) for path in paths], preprocessing)
-
-
-def image_files(path: str | os.PathLike) -> list[str]:
-    """The image files a path names: the file itself, or the image files directly
-    in a folder (by extension, `IMAGE_EXTENSIONS`; hidden files and sub-folders
-    skipped), sorted by name.
-
-    Args:
-        path: an image file or a folder of image files.
-
-    Returns:
-        The file paths, as strings.
-
-    Raises:
-        ValueError: if the path does not exist, or the folder holds no image file.
-    """
-    path = os.fspath(path)
-    if os.path.isfile(path):
-        return [path]
-    if not os.path.isdir(path):
-        raise ValueError(f"Expected an image file or a folder of images. Received: path={path!r} (no such file or folder)")
-    files = sorted(
-        entry.path
-        for entry in os.scandir(path)
-        if entry.is_file() and not entry.name.startswith(".") and entry.name.lower().endswith(IMAGE_EXTENSIONS)
-    )
-    if not files:
-        raise ValueError(
-            f"Expected image files ({', '.join(IMAGE_EXTENSIONS)}) directly in the folder (sub-folders are not read). "
-            f"Received: path={path!r}, which holds none"
-        )
-    return files
 
 
 def _parse_image_size(image_size: Any) -> tuple[int, int] | None:
@@ -218,12 +145,94 @@ def _pixel_scale(arrays: Sequence[np.ndarray]) -> float:
     """Factor bringing non-uint8 pixels to the 0..255 scale, decided once per call.
 
     Floats whose maximum is <= 1 are the common "already scaled" convention;
-    booleans are masks. Other integers are taken as 0..255 already.
+    booleans are masks. Other integers are taken as 0..255 already. The pixels
+    must have passed `_check_pixels`: one NaN would make the maximum NaN and
+    the decision wrong for every image.
     """
     floats = [a for a in arrays if np.issubdtype(a.dtype, np.floating) and a.size]
     if floats:
         return 255.0 if max(float(np.max(a)) for a in floats) <= 1.0 else 1.0
     return 255.0 if any(a.dtype == np.bool_ for a in arrays) else 1.0
+
+
+# How many bad pixels an error message locates.
+_SHOWN_PIXELS = 3
+
+
+def _check_pixels(x: np.ndarray, what: str, *, first_index: int = 0) -> None:
+    """Refuses NaN or infinite pixels and pixels outside 0..255, naming how many
+    and where (image index, row, column, channel of the first few).
+
+    One NaN makes the pixel-scale decision (`_pixel_scale`) and every gradient
+    NaN; values outside 0..255 would be clipped without a word (16-bit data,
+    already normalized data).
+
+    Args:
+        x: NHWC array (uint8 and bool arrays pass without a look).
+        what: the argument's name for the message (`x`, `x_test`, `images`).
+        first_index: the image index of `x[0]` in the message.
+    """
+    if x.dtype in (np.uint8, np.bool_) or not x.size:
+        return
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise ValueError(f"Expected `{what}` to hold real pixel values (integers or floats). Received: dtype={x.dtype}")
+    floating = np.issubdtype(x.dtype, np.floating)
+    count = 0
+    places: list[tuple[int, ...]] = []
+    images: set[int] = set()
+    low = high = None
+    # In chunks: a boolean mask of a whole training array can be hundreds of MB.
+    for start in range(0, len(x), _CHUNK):
+        chunk = x[start : start + _CHUNK]
+        if floating:
+            bad = ~np.isfinite(chunk)
+            if bad.any():
+                count += int(bad.sum())
+                found = np.argwhere(bad)
+                images.update((found[:, 0] + start + first_index).tolist())
+                places.extend(
+                    (int(i) + start + first_index, *map(int, rest)) for i, *rest in found[: _SHOWN_PIXELS - len(places)]
+                )
+                continue
+        if count:
+            continue
+        chunk_low, chunk_high = chunk.min(), chunk.max()
+        low = chunk_low if low is None else min(low, chunk_low)
+        high = chunk_high if high is None else max(high, chunk_high)
+    if count:
+        raise ValueError(
+            f"`{what}` holds {count} NaN or infinite pixel value{'s' if count > 1 else ''}, "
+            f"in {len(images)} image{'s' if len(images) > 1 else ''}: {_where(places, count)}. "
+            "One such pixel spoils the pixel scale of the whole array and every gradient; "
+            f"repair or drop those images. Received: {what} with {count} non-finite value{'s' if count > 1 else ''}"
+        )
+    if low >= 0 and high <= 255:
+        return
+    outside = 0
+    for start in range(0, len(x), _CHUNK):
+        chunk = x[start : start + _CHUNK]
+        bad = (chunk < 0) | (chunk > 255)
+        if bad.any():
+            outside += int(bad.sum())
+            found = np.argwhere(bad)[: _SHOWN_PIXELS - len(places)]
+            places.extend((int(i) + start + first_index, *map(int, rest)) for i, *rest in found)
+    if not floating and low >= 0 and high <= 65535:
+        hint = " These look like 16-bit pixels: divide them by 257 (rounding) for the 0..255 scale."
+    elif low < 0:
+        hint = " Normalized pixels cannot be told apart from dark ones: pass the raw pixels."
+    else:
+        hint = ""
+    raise ValueError(
+        "Expected pixel values on the 0..255 scale (uint8, integers within 0..255, or floats in [0, 1] "
+        f"or [0, 255]); values outside it would be clipped. `{what}` holds {outside} "
+        f"pixel value{'s' if outside > 1 else ''} outside 0..255: {_where(places, outside)}.{hint} "
+        f"Received: {what} with dtype {x.dtype}, minimum {low}, maximum {high}"
+    )
+
+
+def _where(places: Sequence[tuple[int, ...]], count: int) -> str:
+    shown = ", ".join(f"image {i} at (row {r}, column {c}, channel {ch})" for i, r, c, ch in places)
+    return shown + (f" and {count - len(places)} more" if count > len(places) else "")
 
 
 def _as_hwc(image: np.ndarray) -> np.ndarray:
@@ -309,20 +318,3 @@ def _finish_stats(total: np.ndarray, total_sq: np.ndarray, count: int) -> tuple[
     var = np.maximum(total_sq / max(count, 1) - np.square(mean), 0.0)
     # A constant channel would divide by zero; 1 grey level is a safe floor.
     return mean, np.maximum(np.sqrt(var), 1.0)
-
-
-# --------------------------------------------------------------------------
-# Pipelines.
-
-
-# Decoding failures of a single (corrupt, truncated, unsupported) file.
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, MemoryError)
-
-
-def _decode_file(path: str | os.PathLike) -> np.ndarray:
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        array = np.asarray(image.convert("L" if image.mode in _GRAY_MODES else "RGB"))
-    return array[..., None] if array.ndim == 2 else array

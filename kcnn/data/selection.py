@@ -56,8 +56,8 @@ def few_shot(
     Args:
         source: a `Dataset` made by `load` (its decoded images are reused), or
             anything `load` accepts.
-        classes: the classes to keep, as class indices of the source or class
-            names, in the order of their new labels. None: every class.
+        classes: the classes to keep (at least 2), as class indices of the source
+            or class names, in the order of their new labels. None: every class.
         per_class: training images per class; None keeps every image of the class
             that is not drawn for validation (a class selection, not few-shot).
         validation_per_class: validation images per class (0: no validation split).
@@ -166,6 +166,7 @@ def few_shot(
         "name": splits["name"],
         "stats": lambda: _channel_stats(x_train),
         "statistics": statistics,
+        "skipped": splits.get("skipped", []),
     }
     return _build(
         selected,
@@ -197,8 +198,9 @@ def _resolve_classes(classes, names) -> list[int]:
         if index in chosen:
             raise ValueError(f"Class {names[index]!r} is chosen twice. Received: classes={list(classes)!r}")
         chosen.append(index)
-    if not chosen:
-        raise ValueError("Expected at least one class. Received: classes=[]")
+    if len(chosen) < 2:
+        # One class makes a "classifier" that is always right and learns nothing.
+        raise ValueError(f"A classifier needs at least 2 classes. Received: classes={list(classes)!r}")
     return chosen
 
 

@@ -1,26 +1,16 @@
 """The in-memory sources `load()` reads: the bundled digits, NumPy arrays and `.npz`
-files, and image folders (TFDS datasets are `tfds_source`'s)."""
+files, and what they share with image folders (`folder_source`): the stratified
+split and the checks of pixels and labels (TFDS datasets are `tfds_source`'s)."""
 
 from __future__ import annotations
 
-import collections
-import os
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from kcnn.data.pipeline import _MemorySplit
-from kcnn.data.preprocessing import (
-    _DECODE_ERRORS,
-    _GRAY_MODES,
-    IMAGE_EXTENSIONS,
-    _adapt_array,
-    _adapt_images,
-    _channel_stats,
-    _decode_file,
-)
+from kcnn.data.preprocessing import _adapt_array, _channel_stats, _check_pixels
 from kcnn.data.statistics import _input_statistics, _memory_sample
 
 DIGITS_IMAGE_SIZE = (32, 32)
@@ -29,10 +19,6 @@ DIGITS_IMAGE_SIZE = (32, 32)
 #: Used for TFDS datasets whose images have no fixed size (e.g. tf_flowers), and for
 #: a folder without a readable image (which is refused later).
 DEFAULT_VARIABLE_IMAGE_SIZE = (224, 224)
-
-
-# The EXIF tag of the orientation a decoder applies (`PIL.ImageOps.exif_transpose`).
-_EXIF_ORIENTATION = 0x0112
 
 
 def _stratified_split(y: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
@@ -64,25 +50,36 @@ def _memory_splits(
     validation_split: float,
     test_split: float,
     seed: int,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
 ) -> dict[str, _MemorySplit | None]:
-    """Carves test (if none given) then validation, stratified by class."""
-    if x_test is None:
+    """Carves test (if none given) then validation (if none given), stratified by class.
+
+    The test split is drawn first from each class, so it never depends on
+    `validation_split`."""
+    if x_test is None and x_val is None:
         test_idx, val_idx, train_idx = _stratified_split(y, (test_split, validation_split), seed)
-        test = _MemorySplit(x[test_idx], y[test_idx]) if len(test_idx) else None
-    else:
+    elif x_test is None:
+        test_idx, train_idx = _stratified_split(y, (test_split,), seed)
+    elif x_val is None:
         val_idx, train_idx = _stratified_split(y, (validation_split,), seed)
-        test = _MemorySplit(x_test, y_test)
+    else:
+        train_idx = np.arange(len(y))
     if len(train_idx) == 0:
         raise ValueError(f"Not enough examples to leave a training split. Received: {len(x)} examples")
-    return {
-        "train": _MemorySplit(x[train_idx], y[train_idx]),
-        # A fraction too small to take one example per class gives no split.
-        "validation": _MemorySplit(x[val_idx], y[val_idx]) if len(val_idx) else None,
-        "test": test,
-    }
+    # A fraction too small to take one example per class gives no split.
+    if x_test is None:
+        test = _MemorySplit(x[test_idx], y[test_idx]) if len(test_idx) else None
+    else:
+        test = _MemorySplit(x_test, y_test)
+    if x_val is None:
+        validation = _MemorySplit(x[val_idx], y[val_idx]) if len(val_idx) else None
+    else:
+        validation = _MemorySplit(x_val, y_val)
+    return {"train": _MemorySplit(x[train_idx], y[train_idx]), "validation": validation, "test": test}
 
 
-def _finish_memory(splits: dict, *, class_names, image_size, channels, name, source_sizes) -> dict:
+def _finish_memory(splits: dict, *, class_names, image_size, channels, name, source_sizes, skipped=()) -> dict:
     train = splits["train"]
     return {
         **splits,
@@ -92,7 +89,18 @@ def _finish_memory(splits: dict, *, class_names, image_size, channels, name, sou
         "name": name,
         "stats": lambda: _channel_stats(train.x),
         "statistics": _input_statistics(_memory_sample(train.x), source_sizes),
+        "skipped": [dict(entry) for entry in skipped],
     }
+
+
+def _check_classes(labels: np.ndarray) -> None:
+    """A classifier needs two classes in its training labels."""
+    found = np.unique(labels)
+    if len(found) < 2:
+        raise ValueError(
+            "A classifier needs at least 2 classes; the training images have one. "
+            f"Received: labels {found.tolist()}"
+        )
 
 
 def _load_digits(*, image_size, channels, validation_split, test_split, seed) -> dict:
@@ -126,6 +134,7 @@ def _prepare_x(x: Any, what: str) -> np.ndarray:
         )
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise ValueError(f"Expected `{what}` to be numeric. Received: dtype={x.dtype}")
+    _check_pixels(x, what)
     return x
 
 
@@ -186,8 +195,25 @@ def _load_arrays(source: Any, *, name, image_size, channels, validation_split, t
                 f"Expected `x_test` images of the training size {x.shape[1:3]} (or pass image_size). "
                 f"Received: x_test with shape {x_test.shape}"
             )
-    num_classes = int(max(y.max(), -1 if y_test is None else y_test.max())) + 1
+    _check_classes(y)
+    if y_test is not None:
+        unseen = sorted(set(np.unique(y_test).tolist()) - set(np.unique(y).tolist()))
+        if unseen:
+            raise ValueError(
+                f"`y_test` holds classes the training labels have not: {unseen}; a model cannot learn them, "
+                "and their test images would count as errors. "
+                f"Received: y_test with labels {np.unique(y_test).tolist()}, y with labels {np.unique(y).tolist()}"
+            )
+    num_classes = int(y.max()) + 1
     if class_names is None:
+        found = np.unique(y).tolist()
+        if len(found) != num_classes:
+            raise ValueError(
+                f"Expected class labels 0..k-1: the labels found are {found} ({len(found)} classes), "
+                f"which would make a {num_classes}-class model. Relabel them 0..{len(found) - 1}, or pass one "
+                f"class name per label index up to {num_classes - 1} (`class_names`, a dict/.npz entry, of "
+                f"{num_classes} names) if that is intended. Received: labels up to {num_classes - 1}"
+            )
         class_names = [str(i) for i in range(num_classes)]
     elif len(class_names) < num_classes:
         raise ValueError(
@@ -209,123 +235,4 @@ def _load_arrays(source: Any, *, name, image_size, channels, validation_split, t
     )
     return _finish_memory(
         splits, class_names=class_names, image_size=size, channels=channels, name=name, source_sizes=[native_size]
-    )
-
-
-def _list_class_folders(root: str) -> tuple[list[str], list[list[str]]]:
-    class_names = sorted(
-        entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
-    )
-    if not class_names:
-        raise ValueError(
-            "Expected a directory with one sub-directory of images per class. "
-            f"Received: source={root!r}, which has no sub-directories"
-        )
-    files = []
-    for name in class_names:
-        folder = os.path.join(root, name)
-        found = []
-        for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            found.extend(
-                os.path.join(dirpath, f)
-                for f in sorted(filenames)
-                if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
-            )
-        if not found:
-            raise ValueError(
-                f"Expected every class folder to contain images ({', '.join(IMAGE_EXTENSIONS)}). "
-                f"Received: class folder {folder!r} with no images"
-            )
-        files.append(found)
-    return class_names, files
-
-
-def _median_size(sizes: Sequence[tuple[int, int]]) -> tuple[int, int] | None:
-    if not sizes:
-        return None
-    heights, widths = np.median(np.asarray(sizes, np.float64), axis=0)
-    return int(round(heights)), int(round(widths))
-
-
-def _warn_mixed_sizes(root: str, sizes: Sequence[tuple[int, int]], size: tuple[int, int]) -> None:
-    """Warns when a folder's images are not all of one size: every image is resized
-    to `size`, which stretches those of another aspect ratio and can hide a stray
-    image (one 640x480 photo among 28x28 digits)."""
-    counts = collections.Counter(sizes)
-    if len(counts) < 2:
-        return
-    common = counts.most_common(5)
-    shown = ", ".join(f"{h}x{w} ({n})" for (h, w), n in common)
-    if len(counts) > len(common):
-        shown += f" and {len(counts) - len(common)} other sizes ({sum(counts.values()) - sum(n for _, n in common)})"
-    warnings.warn(
-        f"The images under {root!r} differ in size: {len(counts)} sizes (height x width (images)): {shown}. "
-        f"All are resized to {size[0]}x{size[1]}; pass image_size (--image-size) to choose the size.",
-        UserWarning,
-        stacklevel=5,  # The caller of `kcnn.data.load`.
-    )
-
-
-def _load_folder(root: str, *, image_size, channels, validation_split, test_split, seed) -> dict:
-    from PIL import Image
-
-    class_names, files = _list_class_folders(root)
-    # Headers first (cheap, no pixel decoding): the default size and channel
-    # count must be known before decoding so every image is adapted once.
-    bad: list[str] = []
-    readable: list[list[str]] = []
-    any_color = False
-    sizes: list[tuple[int, int]] = []
-    for paths in files:
-        ok = []
-        for path in paths:
-            try:
-                with Image.open(path) as image:
-                    mode, (width, height) = image.mode, image.size
-                    # Decoding applies the EXIF orientation; 5..8 turn the image sideways.
-                    if image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
-                        width, height = height, width
-            except _DECODE_ERRORS:
-                bad.append(path)
-                continue
-            any_color = any_color or mode not in _GRAY_MODES
-            sizes.append((height, width))
-            ok.append(path)
-        readable.append(ok)
-    size = image_size or _median_size(sizes) or DEFAULT_VARIABLE_IMAGE_SIZE
-    channels = channels or (3 if any_color else 1)
-    _warn_mixed_sizes(root, sizes, size)
-
-    images, labels = [], []
-    for label, (name, paths) in enumerate(zip(class_names, readable, strict=True)):
-        count = 0
-        for path in paths:
-            try:
-                image = _decode_file(path)
-            except _DECODE_ERRORS:  # Truncated data behind a valid header.
-                bad.append(path)
-                continue
-            images.append(_adapt_images(image[None], size, channels).numpy()[0])
-            labels.append(label)
-            count += 1
-        if count == 0:
-            raise ValueError(
-                f"Expected every class folder to contain readable images. "
-                f"Received: class folder {os.path.join(root, name)!r} whose images all failed to decode"
-            )
-    if bad:
-        shown = ", ".join(repr(p) for p in bad[:5]) + (", ..." if len(bad) > 5 else "")
-        warnings.warn(
-            f"Skipped {len(bad)} unreadable image file(s) under {root!r}: {shown}",
-            UserWarning,
-            stacklevel=4,  # The caller of `kcnn.data.load`.
-        )
-    x = np.stack(images)
-    y = np.asarray(labels, np.int32)
-    splits = _memory_splits(
-        x, y, None, None, validation_split=validation_split, test_split=test_split, seed=seed
-    )
-    return _finish_memory(
-        splits, class_names=class_names, image_size=size, channels=channels, name=root, source_sizes=sizes
     )
