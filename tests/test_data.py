@@ -187,6 +187,89 @@ def test_augmentation_only_touches_training_images(digits, augment):
         )
 
 
+def epochs(dataset, count=2):
+    """The training split's first `count` epochs (one iteration each), as arrays."""
+    return [data.as_numpy(dataset.train) for _ in range(count)]
+
+
+@pytest.mark.parametrize("augment", ["shift", "flip"])
+def test_seeded_augmentation_is_the_same_for_the_same_seed_and_epoch(augment):
+    first = epochs(data.load("digits", augment=augment, seed=7, shuffle=False))
+    again = epochs(data.load("digits", augment=augment, seed=7, shuffle=False))
+    for (x1, y1), (x2, y2) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    # Same images in the same order (no shuffling), moved otherwise in the next epoch.
+    np.testing.assert_array_equal(first[0][1], first[1][1])
+    assert not np.array_equal(first[0][0], first[1][0])
+    other = data.load("digits", augment=augment, seed=8, shuffle=False)
+    assert not np.array_equal(data.as_numpy(other.train)[0], first[0][0])
+    # Shuffled, the same: the order and the shifts depend on the seed and the epoch only.
+    shuffled = [epochs(data.load("digits", augment=augment, seed=7)) for _ in range(2)]
+    for (x1, _), (x2, _) in zip(*shuffled, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+
+
+def test_seeded_augmentation_is_the_same_in_a_new_process():
+    import hashlib
+    import subprocess
+    import sys
+
+    import tensorflow as tf
+
+    script = (
+        "import hashlib, sys, tensorflow as tf\n"
+        "from kcnn import data\n"
+        "tf.random.set_seed(3)\n"
+        "ds = data.load('digits', augment='flip', seed=7)\n"
+        "digest = hashlib.sha256()\n"
+        "for _ in range(2):\n"
+        "    x, y = data.as_numpy(ds.train)\n"
+        "    digest.update(x.tobytes()); digest.update(y.tobytes())\n"
+        "print(digest.hexdigest())\n"
+    )
+    # The shuffle and the augmentation keys follow TensorFlow's global seed when one is set.
+    tf.random.set_seed(3)
+    ds = data.load("digits", augment="flip", seed=7)
+    digest = hashlib.sha256()
+    for x, y in epochs(ds):
+        digest.update(x.tobytes())
+        digest.update(y.tobytes())
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == digest.hexdigest()
+
+
+def test_shift_moves_whole_images_by_at_most_an_eighth_with_zero_fill():
+    # Pixel (r, c) holds (r + 1, c + 1, 1) * 7: a pixel's value tells where it came from.
+    n, size = 64, 32
+    grid = np.stack(np.meshgrid(np.arange(size), np.arange(size), indexing="ij"), -1) + 1
+    image = np.concatenate([grid, np.ones((size, size, 1), int)], -1) * 7
+    x, y = np.repeat(image[None], n, 0).astype(np.uint8), np.arange(n) % 2
+    for augment in ("shift", "flip"):
+        ds = data.load((x, y), augment=augment, normalize=False, validation_split=0, test_split=0, batch_size=16)
+        moved, _ = data.as_numpy(ds.train)
+        shifts = set()
+        flips = 0
+        for out in moved.astype(int):
+            filled = out[..., 2] == 7
+            rows, cols = np.flatnonzero(filled.any(1)), np.flatnonzero(filled.any(0))
+            # The image content is one rectangle; everything outside it is zero.
+            assert filled[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].all()
+            assert not out[~filled].any()
+            dy = rows[0] - (out[rows[0], cols[0], 0] // 7 - 1)
+            source_col = out[rows[0], cols, 1] // 7 - 1
+            flipped = source_col[0] > source_col[-1]
+            flips += flipped
+            dx = cols[0] - (size - 1 - source_col[0] if flipped else source_col[0])
+            shifts.add((int(dy), int(dx)))
+            assert abs(dy) <= 4 and abs(dx) <= 4  # 12.5% of 32
+            np.testing.assert_array_equal(np.abs(np.diff(source_col)), 1)  # nearest: whole pixels
+        assert len(shifts) > 20  # every image its own shift
+        assert (flips > 10) if augment == "flip" else (flips == 0)
+
+
 def test_custom_augmentation_callable_sees_pixels(digits):
     aug = data.load("digits", augment=lambda x: 255.0 - x)
     x_plain, _ = first_batch(data.load("digits").train)

@@ -224,11 +224,16 @@ def load(
         test_split: fraction carved out for testing when the source has no
             test split. 0 -> none.
         seed: seeds the split, the shuffling and the augmentation. The same
-            seed gives the same split and the same batch order.
+            seed gives the same split, and the same batch order and built-in
+            augmentation for each epoch (each iteration of the training split
+            is the next epoch), in any process with the same TensorFlow global
+            seed (or none): the shuffle and the augmentation keys are tf.data's
+            seeded streams, which include that seed.
         augment: False/None (none), True (= "shift"), one of
-            `AUGMENT_POLICIES`, or a callable (e.g. a Keras layer, called with
-            `training=True`) taking a float32 NHWC batch on the 0..255 pixel
-            scale. Applied to the training split only.
+            `AUGMENT_POLICIES` (deterministic for a seed, epoch and batch), or a
+            callable (e.g. a Keras layer, called with `training=True`) taking a
+            float32 NHWC batch on the 0..255 pixel scale (its randomness is its
+            own). Applied to the training split only.
         normalize: True (= "unit"), False/None (= "none") or one of
             `NORMALIZATIONS`.
         cache: TFDS sources only (other sources live in memory already):

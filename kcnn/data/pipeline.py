@@ -16,11 +16,16 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 
 #: Built-in augmentation policies, applied to training batches only.
-#: "shift": random translation by up to 12.5% of the height/width (4 px on a
-#: 32x32 image, the classic pad-4-and-crop), zero (black) fill; safe for
-#: digits and text. "flip": "shift" plus random horizontal flips, for natural
-#: images (CIFAR, flowers). `augment=True` means "shift".
+#: "shift": random translation of each image by a whole number of pixels, up to
+#: 12.5% of the height/width (4 px on a 32x32 image, the classic pad-4-and-crop),
+#: zero (black) fill; safe for digits and text. "flip": "shift" plus random
+#: horizontal flips (half the images), for natural images (CIFAR, flowers).
+#: `augment=True` means "shift". Both are deterministic: the same seed gives the
+#: same shifts and flips for the same epoch and batch, in any process.
 AUGMENT_POLICIES = ("shift", "flip")
+
+# The largest shift, as a fraction of the height/width.
+_SHIFT_FRACTION = 0.125
 
 
 # Element-wise shuffle buffer for TFDS sources; in-memory sources always get
@@ -124,38 +129,75 @@ def _pipeline(
             )
         ds = ds.batch(batch_size)
 
-    def finish(x, y):
+    def finish(x, y, key=None):
         x = tf.cast(x, tf.float32)
-        if augmenter is not None:
+        if isinstance(augmenter, _Policy):
+            x = augmenter(x, key)
+        elif augmenter is not None:
             x = augmenter(x, training=True) if isinstance(augmenter, keras.layers.Layer) else augmenter(x)
             # A global mixed-precision policy would make layers return float16.
             x = tf.cast(x, tf.float32)
         return _normalize(x, preprocessing), y
 
-    ds = ds.map(finish, num_parallel_calls=AUTOTUNE)
+    if isinstance(augmenter, _Policy):
+        # One stateless key per batch, from a stream that tf.data draws afresh (and
+        # reproducibly) at every iteration of the split, as it reshuffles: the
+        # augmentation is a function of (seed, epoch, batch), whatever order the
+        # parallel map runs the batches in. Random layers drawing from a shared
+        # state in that map gave each run other shifts.
+        keys = tf.data.Dataset.random(seed=augmenter.stream_seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, keys).map(lambda batch, key: finish(*batch, key), num_parallel_calls=AUTOTUNE)
+    else:
+        ds = ds.map(finish, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
+
+
+class _Policy:
+    """A built-in augmentation policy (`AUGMENT_POLICIES`): `policy(x, key)` moves
+    (and for "flip" mirrors) each image of a float32 NHWC batch, drawing with
+    stateless random ops from the batch's `key` (two int64)."""
+
+    def __init__(self, policy: str, seed: int):
+        self.policy = policy
+        # The key stream's own seed, apart from the shuffle's (same seed, same
+        # Philox stream otherwise).
+        self.stream_seed = int(np.random.SeedSequence([seed % 2**32, 0xA06]).generate_state(1)[0])
+
+    def __call__(self, x: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
+        shift_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+        x = _shift(x, shift_key, _SHIFT_FRACTION)
+        if self.policy == "flip":
+            flip = tf.random.stateless_uniform(tf.shape(x)[:1], flip_key) < 0.5
+            x = tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
+        return x
+
+
+def _shift(x: tf.Tensor, key: tf.Tensor, fraction: float) -> tf.Tensor:
+    """Translates each image of an NHWC batch by its own whole number of pixels,
+    uniform in [-m, m] with m = floor(fraction * size) per axis, zero fill."""
+    shape = tf.shape(x)
+    n = shape[0]
+    offsets = []
+    for axis, axis_key in zip((1, 2), tf.unstack(tf.random.experimental.stateless_split(key, 2)), strict=True):
+        most = tf.cast(tf.floor(fraction * tf.cast(shape[axis], tf.float32)), tf.int32)
+        offsets.append(
+            tf.cast(tf.random.stateless_uniform([n], axis_key, minval=-most, maxval=most + 1, dtype=tf.int32), tf.float32)
+        )
+    dy, dx = offsets
+    ones, zeros = tf.ones([n]), tf.zeros([n])
+    # Output pixel (r, c) reads input pixel (r - dy, c - dx); outside the image: 0.
+    transforms = tf.stack([ones, zeros, -dx, zeros, ones, -dy, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=x,
+        transforms=transforms,
+        output_shape=shape[1:3],
+        fill_value=0.0,
+        interpolation="NEAREST",
+        fill_mode="CONSTANT",
+    )
 
 
 def _make_augmenter(policy: str | Callable | None, seed: int) -> Callable | None:
     if policy is None or callable(policy):
         return policy
-    # Explicit float32 so a global mixed-precision policy cannot leak in.
-    layers = [
-        keras.layers.RandomTranslation(
-            0.125,
-            0.125,
-            fill_mode="constant",
-            fill_value=0.0,
-            # Nearest keeps whole-pixel shifts, like padding and cropping.
-            interpolation="nearest",
-            seed=seed,
-            dtype="float32",
-        )
-    ]
-    if policy == "flip":
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 1, dtype="float32"))
-    return keras.Sequential(layers, name=f"augment_{policy}")
-
-
-# --------------------------------------------------------------------------
-# In-memory sources: digits, arrays, folders.
+    return _Policy(policy, seed)
