@@ -201,7 +201,7 @@ def inception_block(x, widths, *, name, batch_norm=False):
 
 
 def check_pooling(pooling):
-    if pooling not in _POOLINGS:
+    if not (pooling is None or (isinstance(pooling, str) and pooling in _POOLINGS)):
         raise ValueError(
             f"`pooling` must be one of None, 'avg' or 'max'. Received: pooling={pooling!r}"
         )

@@ -206,6 +206,17 @@ def test_resnet_generic_custom_depth_and_small_stem():
         (lambda: kcnn.resnet18(weights="/nonexistent.keras"), r"does not exist"),
         (lambda: kcnn.resnet(stages=(), block="basic"), r"Received: stages=\(\)"),
         (lambda: kcnn.resnet(block="bottle"), r"Received: block='bottle'"),
+        # Once accepted silently: a ConvNet without convolutions, "yes" taken as True,
+        # a string aux_logits reported as an input too small.
+        (lambda: kcnn.convnet(convs_per_stage=0), r"`convs_per_stage` must be a positive integer\. Received: convs_per_stage=0$"),
+        (lambda: kcnn.convnet(batch_norm="yes"), r"`batch_norm` must be True or False\. Received: batch_norm='yes'$"),
+        (lambda: kcnn.googlenet(aux_logits="yes"), r"`aux_logits` must be True or False\. Received: aux_logits='yes'$"),
+        (lambda: kcnn.vgg(convs_per_stage=(2, 2)), r"one per stage \(5\)\. Received: convs_per_stage=\(2, 2\)$"),
+        (lambda: kcnn.convnet(pool=(True, "no", True)), r"True or False in each stage\. Received: pool=\(True, 'no', True\)$"),
+        (lambda: kcnn.alexnet(groups=3), r"one of \[1, 2, 4, 8, 16, 32\]\. Received: groups=3$"),
+        (lambda: kcnn.resnet(stages=(True, 2)), r"Received: stages=\(True, 2\)$"),
+        (lambda: kcnn.mlp(dropout=1.0), r"`dropout` must be a number in \[0, 1\)\. Received: dropout=1.0$"),
+        (lambda: kcnn.lenet5(classifier_activation="softmx"), r"Received: classifier_activation='softmx'$"),
     ],
 )
 def test_bad_arguments_say_what_was_expected_and_received(call, match):

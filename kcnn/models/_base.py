@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 import keras
+import numpy as np
 
 from kcnn import blocks
 
@@ -129,15 +130,101 @@ def spec_table(*, family, builder, year, paper, default_input_shape, rows):
     )
 
 
+# Checks of the builders' arguments, called at each builder's entry so that a wrong
+# value is refused before any layer is built (a VGG or ResNet takes seconds to build,
+# and a value Keras takes without a word, such as batch_norm="no", is never checked
+# there). Each returns the value normalized (NumPy scalars to Python ones, sequences
+# to tuples), as Keras' layers refuse some NumPy scalars.
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def check_choice(argument, value, choices):
-    if value not in choices:
+    if not isinstance(value, (str, type(None))) or value not in choices:
         expected = ", ".join(repr(choice) for choice in choices)
         raise ValueError(f"`{argument}` must be one of {expected}. Received: {argument}={value!r}")
+    return value
 
 
 def check_positive_int(argument, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if not _is_int(value) or value < 1:
         raise ValueError(f"`{argument}` must be a positive integer. Received: {argument}={value!r}")
+    return int(value)
+
+
+def check_bool(argument, value):
+    """True or False (a string such as "no" would be taken as True)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{argument}` must be True or False. Received: {argument}={value!r}")
+    return bool(value)
+
+
+def check_fraction(argument, value):
+    """A dropout rate: a number in [0, 1)."""
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, numbers.Real)
+        or not 0 <= value < 1  # NaN fails this too
+    ):
+        raise ValueError(f"`{argument}` must be a number in [0, 1). Received: {argument}={value!r}")
+    return float(value)
+
+
+def check_positive_ints(argument, value, *, allow_empty=False):
+    """A list or tuple of positive integers (layer widths, blocks per stage)."""
+    if not isinstance(value, (list, tuple)) or (not value and not allow_empty) or not all(
+        _is_int(item) and item >= 1 for item in value
+    ):
+        what = "a list or tuple of positive integers" + ("" if allow_empty else ", not empty")
+        raise ValueError(f"`{argument}` must be {what}. Received: {argument}={value!r}")
+    return tuple(int(item) for item in value)
+
+
+def check_activation(argument, value):
+    """None (linear), the name of a Keras activation, or a callable."""
+    if value is None or (callable(value) and not isinstance(value, str)):
+        return value
+    if isinstance(value, str):
+        try:
+            keras.activations.get(value)
+        except ValueError:
+            pass
+        else:
+            return value
+    raise ValueError(
+        f"`{argument}` must be None, the name of a Keras activation (e.g. 'relu', 'softmax') or a callable. "
+        f"Received: {argument}={value!r}"
+    )
+
+
+def check_name(value):
+    if not isinstance(value, str) or not value or "/" in value:
+        raise ValueError(f"`name` must be None or a non-empty string without '/'. Received: name={value!r}")
+    return value
+
+
+def per_stage(argument, value, num_stages, check):
+    """One value for every stage, or a list/tuple of one per stage, each checked by
+    `check(argument, item)`; returns the tuple of `num_stages` checked values."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != num_stages:
+            raise ValueError(
+                f"`{argument}` must be one value for every stage or a sequence of one per stage ({num_stages}). "
+                f"Received: {argument}={value!r}"
+            )
+        items = tuple(value)
+    else:
+        items = (value,) * num_stages
+    try:
+        return tuple(check(argument, item) for item in items)
+    except ValueError as error:
+        if items == (value,) * num_stages:
+            raise
+        # Name the whole sequence, not only the item.
+        expected = str(error).split(" Received:")[0].rstrip(".")
+        raise ValueError(f"{expected} in each stage. Received: {argument}={value!r}") from None
 
 
 def resolve_input_shape(input_shape, input_tensor, default, *, allow_unknown_size):
@@ -228,18 +315,20 @@ def build_model(
         trunk: `trunk(inputs) -> outputs`: the feature extractor; `outputs` is the final
             feature map, or a list whose first item is (auxiliary tensors follow, whose
             spatial sizes count in the input-size check).
-        top: `top(outputs) -> outputs`: the classifier, given what `trunk` returned;
-            returns one output tensor or a list.
+        top: `top(features, classes, classifier_activation) -> outputs`: the
+            classifier, given what `trunk` returned; returns one output tensor or a
+            list.
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation: the builder contract (as keras.applications).
         default_input_shape: the family's default (H, W, C).
         flattens: the top flattens a fixed-size feature map (VGG, AlexNet, LeNet), so
             the input size must be known when `include_top`.
     """
-    check_positive_int("classes", classes)
+    check_name(name)
+    classes = check_positive_int("classes", classes)
+    check_activation("classifier_activation", classifier_activation)
     blocks.check_pooling(pooling)
-    if not isinstance(include_top, bool):
-        raise ValueError(f"`include_top` must be True or False. Received: include_top={include_top!r}")
+    include_top = check_bool("include_top", include_top)
     if weights is not None and not (isinstance(weights, (str, os.PathLike))):
         raise ValueError(
             "`weights` must be None or the path of a `.weights.h5` or `.keras` file. "
@@ -270,7 +359,7 @@ def build_model(
             raise
         raise too_small from None
     if include_top:
-        outputs = top(features)
+        outputs = top(features, classes, classifier_activation)
     else:
         feature_map = features[0] if isinstance(features, (list, tuple)) else features
         outputs = blocks.global_pool(feature_map, pooling)
@@ -324,7 +413,7 @@ def builder(*, default_input_shape, classes=1000, renamed=None):
     renamed = MappingProxyType(dict(renamed or {}))
 
     def decorate(architecture):
-        own = inspect.signature(architecture).parameters
+        own = inspect.signature(architecture)
 
         @functools.wraps(architecture)
         def build(
@@ -340,11 +429,21 @@ def builder(*, default_input_shape, classes=1000, renamed=None):
             **options,
         ):
             check_keywords(architecture.__name__, build.__signature__.parameters, options, renamed)
+            try:
+                own.bind(*args, **options)
+            except TypeError as error:
+                positional = [key for key, p in own.parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
+                raise TypeError(
+                    f"`{architecture.__name__}` takes at most {len(positional)} positional argument(s) "
+                    f"({', '.join(positional) or 'none'}), each given once ({error}). "
+                    f"Received: {len(args)} positional argument(s) {', '.join(map(repr, args))}"
+                    + (f" and keywords {', '.join(options)}" if options else "")
+                ) from None
             network = architecture(*args, **options)
             return build_model(
-                name=name or architecture.__name__,
+                name=architecture.__name__ if name is None else name,
                 trunk=network.trunk,
-                top=lambda features: network.top(features, classes, classifier_activation),
+                top=network.top,
                 include_top=include_top,
                 weights=weights,
                 input_tensor=input_tensor,
@@ -360,7 +459,7 @@ def builder(*, default_input_shape, classes=1000, renamed=None):
         build.renamed = renamed
         build.__signature__ = inspect.Signature(
             [
-                *own.values(),
+                *own.parameters.values(),
                 *(contract[key] for key in contract if key not in ("args", "options")),
             ]
         )

@@ -10,7 +10,11 @@ from keras import layers
 
 from kcnn import blocks
 from kcnn.layers import LocalResponseNormalization
-from kcnn.models._base import Network, builder, spec_table
+from kcnn.models._base import Network, builder, check_fraction, check_positive_int, spec_table
+
+# The input and output channels of the grouped convolutions (conv2: 96 -> 256, conv4:
+# 384 -> 384, conv5: 384 -> 256), which `groups` must divide.
+_GROUPED_CHANNELS = (96, 256, 384)
 
 
 @builder(default_input_shape=(227, 227, 3))
@@ -29,6 +33,14 @@ def alexnet(
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name: the builder contract; default input 227x227x3.
     """
+    groups = check_positive_int("groups", groups)
+    if any(channels % groups for channels in _GROUPED_CHANNELS):
+        divisors = [g for g in range(1, 97) if not any(channels % g for channels in _GROUPED_CHANNELS)]
+        raise ValueError(
+            f"`groups` must divide the channels of conv2, conv4 and conv5 {_GROUPED_CHANNELS}: one of {divisors}. "
+            f"Received: groups={groups!r}"
+        )
+    dropout = check_fraction("dropout", dropout)
 
     def conv(x, filters, kernel_size, strides=1, padding="same", *, groups=1, name):
         return layers.Conv2D(

@@ -7,19 +7,31 @@ padding, widths and depth (`kcnn.tune`); VGG is this stack with a fixed table.
 from keras import layers
 
 from kcnn import blocks
-from kcnn.models._base import Network, builder, check_choice, check_positive_int, spec_table
+from kcnn.models._base import (
+    Network,
+    builder,
+    check_bool,
+    check_choice,
+    check_fraction,
+    check_positive_int,
+    check_positive_ints,
+    per_stage,
+    spec_table,
+)
+
+_PADDINGS = ("same", "valid")
 
 
-def _per_stage(argument, value, num_stages):
-    """An int/bool/str for every stage, or a sequence with one value per stage."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != num_stages:
-            raise ValueError(
-                f"`{argument}` must have one value per stage ({num_stages}). "
-                f"Received: {argument}={value!r}"
-            )
-        return tuple(value)
-    return (value,) * num_stages
+def stage_options(num_stages, *, convs_per_stage, kernel_size, strides, padding, pool):
+    """The per-stage options of `conv_stages`, checked: one tuple of `num_stages`
+    values each (a single value stands for every stage)."""
+    return dict(
+        convs_per_stage=per_stage("convs_per_stage", convs_per_stage, num_stages, check_positive_int),
+        kernel_size=per_stage("kernel_size", kernel_size, num_stages, check_positive_int),
+        strides=per_stage("strides", strides, num_stages, check_positive_int),
+        padding=per_stage("padding", padding, num_stages, lambda argument, value: check_choice(argument, value, _PADDINGS)),
+        pool=per_stage("pool", pool, num_stages, check_bool),
+    )
 
 
 def conv_stages(
@@ -46,21 +58,25 @@ def conv_stages(
         x: input tensor.
         filters: width of each stage; its length is the depth in stages.
         convs_per_stage, kernel_size, strides, padding, pool: a value for every stage
-            or one per stage. `strides` applies to a stage's first convolution.
+            or a list/tuple of one per stage: positive ints (`strides` applies to a
+            stage's first convolution), "same" or "valid", True or False.
         pool_size: max-pooling window and stride.
         batch_norm: BatchNorm after every convolution.
         bn_epsilon: its epsilon (Keras' default 1e-3; VGG-BN takes torchvision's 1e-5).
         use_bias: convolution biases.
         stage_dropout: dropout after each stage (`block{s}_dropout`; 0 = none).
     """
+    filters = check_positive_ints("filters", filters)
     num_stages = len(filters)
-    convs_per_stage = _per_stage("convs_per_stage", convs_per_stage, num_stages)
-    kernel_size = _per_stage("kernel_size", kernel_size, num_stages)
-    strides = _per_stage("strides", strides, num_stages)
-    padding = _per_stage("padding", padding, num_stages)
-    pool = _per_stage("pool", pool, num_stages)
+    options = stage_options(
+        num_stages, convs_per_stage=convs_per_stage, kernel_size=kernel_size, strides=strides, padding=padding, pool=pool
+    )
+    convs_per_stage, kernel_size, strides, padding, pool = (
+        options[key] for key in ("convs_per_stage", "kernel_size", "strides", "padding", "pool")
+    )
+    batch_norm = check_bool("batch_norm", batch_norm)
+    stage_dropout = check_fraction("stage_dropout", stage_dropout)
     for stage in range(num_stages):
-        check_choice("padding", padding[stage], ("same", "valid"))
         for index in range(convs_per_stage[stage]):
             x = blocks.conv_bn_act(
                 x,
@@ -116,23 +132,17 @@ def convnet(
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name: the builder contract (see `kcnn`).
     """
-    if not filters:
-        raise ValueError(f"`filters` must name at least one stage. Received: filters={filters!r}")
-    for width in filters:
-        check_positive_int("filters", width)
+    filters = check_positive_ints("filters", filters)
+    options = stage_options(
+        len(filters), convs_per_stage=convs_per_stage, kernel_size=kernel_size, strides=strides, padding=padding, pool=pool
+    )
+    batch_norm = check_bool("batch_norm", batch_norm)
+    stage_dropout = check_fraction("stage_dropout", stage_dropout)
+    hidden_units = check_positive_ints("hidden_units", hidden_units, allow_empty=True)
+    dropout = check_fraction("dropout", dropout)
 
     def trunk(x):
-        return conv_stages(
-            x,
-            filters,
-            convs_per_stage=convs_per_stage,
-            kernel_size=kernel_size,
-            strides=strides,
-            padding=padding,
-            pool=pool,
-            batch_norm=batch_norm,
-            stage_dropout=stage_dropout,
-        )
+        return conv_stages(x, filters, **options, batch_norm=batch_norm, stage_dropout=stage_dropout)
 
     def top(x, classes, classifier_activation):
         return blocks.classifier_head(

@@ -9,7 +9,16 @@ from keras import layers
 
 from kcnn import blocks
 from kcnn.layers import LocalResponseNormalization
-from kcnn.models._base import Network, builder, check_choice, spec_table
+from kcnn.models._base import (
+    Network,
+    builder,
+    check_bool,
+    check_choice,
+    check_fraction,
+    check_positive_int,
+    check_positive_ints,
+    spec_table,
+)
 
 # Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) of each module,
 # by stage (3a-3b, 4a-4e, 5a-5b); a 3x3/2 max pool follows every stage but the last.
@@ -82,8 +91,11 @@ def googlenet(
             classifier_activation, name: the builder contract (see `kcnn`).
     """
     check_choice("stem", stem, _STEMS)
-    if not stages or not all(stages):
-        raise ValueError(f"`stages` must hold at least one module per stage. Received: stages={stages!r}")
+    stages = _check_stages(stages)
+    stem_width = check_positive_int("stem_width", stem_width)
+    batch_norm = check_bool("batch_norm", batch_norm)
+    aux_logits = check_bool("aux_logits", aux_logits)
+    dropout = check_fraction("dropout", dropout)
     names = {_module_name(stage, index) for stage, modules in enumerate(stages) for index in range(len(modules))}
     if aux_logits and not {f"inception{module}" for module in _AUXILIARY_AFTER} <= names:
         raise ValueError(
@@ -126,6 +138,31 @@ def googlenet(
         return [outputs, *auxiliary]
 
     return Network(trunk, top)
+
+
+def _check_stages(stages):
+    """Stages of modules of six positive widths, as tuples."""
+    expected = (
+        "`stages` must be a non-empty sequence of stages, each a non-empty sequence of inception modules, "
+        "each 6 positive widths (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj)"
+    )
+    if not isinstance(stages, (list, tuple)) or not stages:
+        raise ValueError(f"{expected}. Received: stages={stages!r}")
+    checked = []
+    for stage in stages:
+        if not isinstance(stage, (list, tuple)) or not stage:
+            raise ValueError(f"{expected}. Received: stages={stages!r}")
+        modules = []
+        for widths in stage:
+            try:
+                widths = check_positive_ints("widths", widths)
+            except ValueError:
+                widths = ()
+            if len(widths) != 6:
+                raise ValueError(f"{expected}. Received: stages={stages!r}")
+            modules.append(widths)
+        checked.append(tuple(modules))
+    return tuple(checked)
 
 
 def _auxiliary_head(pooled, classes, classifier_activation, name):

@@ -6,7 +6,7 @@ spatial structure away, which is what the convolutional layer keeps.
 """
 
 from kcnn import blocks
-from kcnn.models._base import Network, builder, spec_table
+from kcnn.models._base import Network, builder, check_activation, check_fraction, check_positive_ints, spec_table
 
 
 @builder(default_input_shape=(32, 32, 3), classes=10)
@@ -32,6 +32,9 @@ def mlp(
             classifier_activation, name: the builder contract; the default input is
             32x32x3 (CIFAR-10, 3072 inputs) with 10 classes.
     """
+    hidden_units = check_positive_ints("hidden_units", hidden_units, allow_empty=True)
+    dropout = check_fraction("dropout", dropout)
+    check_activation("activation", activation)
 
     def top(x, classes, classifier_activation):
         return blocks.classifier_head(

@@ -7,7 +7,7 @@ CVPR 2016 (arXiv 2015), table 1.
 from keras import layers
 
 from kcnn import blocks
-from kcnn.models._base import Network, builder, check_choice, check_positive_int, spec_table
+from kcnn.models._base import Network, builder, check_choice, check_positive_int, check_positive_ints, spec_table
 
 _BLOCKS = {"basic": blocks.basic_block, "bottleneck": blocks.bottleneck_block}
 _STEMS = ("imagenet", "small")
@@ -59,11 +59,8 @@ def resnet(
     check_choice("block", block, tuple(_BLOCKS))
     check_choice("variant", variant, ("v1", "v1.5"))
     check_choice("stem", stem, _STEMS)
-    check_positive_int("width", width)
-    if not stages or not all(isinstance(n, int) and n > 0 for n in stages):
-        raise ValueError(
-            f"`stages` must be a non-empty sequence of positive block counts. Received: stages={stages!r}"
-        )
+    width = check_positive_int("width", width)
+    stages = check_positive_ints("stages", stages)
     block_fn = _BLOCKS[block]
     options = blocks.residual_conv_options(variant)
 

@@ -5,7 +5,7 @@ Image Recognition", ICLR 2015 (arXiv 2014), table 1 (configurations A, B, D, E).
 """
 
 from kcnn import blocks
-from kcnn.models._base import Network, builder, spec_table
+from kcnn.models._base import Network, builder, check_bool, check_fraction, check_positive_int, per_stage, spec_table
 from kcnn.models.convnet import conv_stages
 
 # Convolutions per stage; the widths are always 64, 128, 256, 512, 512.
@@ -29,14 +29,18 @@ def vgg(
     `fc1`, `fc2`, `predictions`), so its VGG16/VGG19 weights load by name.
 
     Args:
-        convs_per_stage: 3x3 convolutions in each of the five stages
-            ((1, 1, 2, 2, 2) is VGG-11, (2, 2, 3, 3, 3) VGG-16).
+        convs_per_stage: 3x3 convolutions in each of the five stages, at least one
+            ((1, 1, 2, 2, 2) is VGG-11, (2, 2, 3, 3, 3) VGG-16; one int: the same
+            in every stage).
         batch_norm: BatchNorm after every convolution (the `_bn` models; convolutions
             keep their biases and BatchNorm has epsilon 1e-5, as torchvision's do).
         dropout: the classifier's dropout, after fc1 and fc2 (the paper's 0.5).
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name: the builder contract (see `kcnn`).
     """
+    convs_per_stage = per_stage("convs_per_stage", convs_per_stage, len(_WIDTHS), check_positive_int)
+    batch_norm = check_bool("batch_norm", batch_norm)
+    dropout = check_fraction("dropout", dropout)
 
     def trunk(x):
         # 224x224x3 -> 7x7x512
