@@ -276,3 +276,11 @@ def test_image_size_flag_parsing(capsys):
         with pytest.raises(SystemExit):
             parser.parse_args(["train", "--image-size", bad])
         assert f"expected N or HxW with positive sizes, e.g. 32 or 224x224. Received: {bad!r}" in capsys.readouterr().err
+
+
+def test_model_args_take_shell_style_booleans():
+    from kcnn.cli._flags import literal
+
+    assert [literal(text) for text in ("true", "False", "NONE", "True", "(1, 2)", "small", "3e-3")] == [
+        True, False, None, True, (1, 2), "small", 3e-3
+    ]

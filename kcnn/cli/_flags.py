@@ -121,8 +121,14 @@ def collect(args, dest):
     return {key[len(dest) :]: value for key, value in vars(args).items() if key.startswith(dest)}
 
 
+_BOOLEANS = {"true": True, "false": False, "none": None}
+
+
 def literal(text):
-    """A Python literal (`3`, `(1, 2)`, `True`), or the text itself for a bare word."""
+    """A Python literal (`3`, `(1, 2)`, `True`), a shell-style `true` / `false` / `none`
+    in any case, or the text itself for another bare word."""
+    if text.strip().lower() in _BOOLEANS:
+        return _BOOLEANS[text.strip().lower()]
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
