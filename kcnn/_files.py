@@ -5,11 +5,22 @@ run folders and the tuner's project folders."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pathlib
 from collections.abc import Iterator
 from typing import Any
+
+# Suffixes Keras picks a format by, kept whole on temporary names.
+_KEPT_SUFFIXES = (".weights.h5", ".weights.json")
+#: Where a temporary name ends: `.<stem>.<pid>.tmp<suffix>` (see `atomic_path`).
+TEMPORARY_MARK = ".tmp"
+
+
+class CorruptFileError(ValueError):
+    """A file kcnn wrote cannot be read back: truncated, emptied or damaged. The
+    message names the file."""
 
 
 @contextlib.contextmanager
@@ -19,18 +30,41 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
 
     The temporary name is hidden, unique per process (chief and workers of a search,
     or two runs, share folders) and keeps `path`'s extension (Keras picks its format
-    by it).
+    by it: `.keras`, `.weights.h5`).
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    suffix = next((s for s in _KEPT_SUFFIXES if path.name.endswith(s)), path.suffix)
+    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+    temporary = path.with_name(f".{stem}.{os.getpid()}{TEMPORARY_MARK}{suffix}")
     try:
         yield temporary
         with open(temporary, "rb+") as file:
             os.fsync(file.fileno())
         os.replace(temporary, path)
+        sync_folder(path.parent)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether `path` is one of `atomic_path`'s temporary names (left by a killed writer)."""
+    name = pathlib.Path(path).name
+    return name.startswith(".") and TEMPORARY_MARK in name
+
+
+def sync_folder(folder: str | os.PathLike) -> None:
+    """Flushes a folder's entries (a rename in it) to disk, where the OS allows it."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows, which cannot open a folder
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def atomic_write(path: str | os.PathLike, text: str) -> None:
@@ -48,15 +82,45 @@ def read_json(path: str | os.PathLike) -> Any:
     """The JSON in `path`, or None when there is no such file.
 
     Raises:
-        ValueError: the file is not valid JSON (the message names it).
+        CorruptFileError: the file is not valid JSON, e.g. truncated or empty (the
+            message names it).
     """
     try:
-        with open(path) as file:
-            return json.load(file)
+        with open(path, "rb") as file:
+            content = file.read()
     except FileNotFoundError:
         return None
-    except ValueError as error:
-        raise ValueError(f"{os.fspath(path)} is not valid JSON ({error}); delete or repair it") from error
+    try:
+        return json.loads(content)
+    except ValueError as error:  # UnicodeDecodeError included
+        problem = "is empty" if not content else f"is not valid JSON ({error})"
+        raise CorruptFileError(f"{os.fspath(path)} {problem}") from error
+
+
+def file_digest(path: str | os.PathLike) -> dict[str, Any]:
+    """`{"size", "sha256"}` of a file: what a checkpoint record keeps of the files it
+    names, to tell a complete file from a truncated or damaged one."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def check_digest(path: str | os.PathLike, expected: dict[str, Any]) -> str | None:
+    """Why `path` is not the file `expected` (`file_digest`'s) describes, or None
+    when it is."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        return f"{path.name} is missing"
+    size = path.stat().st_size
+    if size != expected.get("size"):
+        return f"{path.name} has {size:,} bytes where {expected.get('size', 0):,} were written"
+    if file_digest(path)["sha256"] != expected.get("sha256"):
+        return f"{path.name} is damaged (its SHA-256 differs from the one recorded)"
+    return None
 
 
 def _json_default(value):

@@ -41,3 +41,36 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
     with atomic_path(path) as temporary:
         temporary.write_text("new")
     assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+def test_temporary_names_keep_the_suffix_keras_picks_its_format_by(tmp_path):
+    from kcnn._files import atomic_path, is_temporary
+
+    for name, suffix in (("epoch-0003.weights.h5", ".weights.h5"), ("model.keras", ".keras"), ("oracle.json", ".json")):
+        with atomic_path(tmp_path / name) as temporary:
+            assert temporary.name.endswith(suffix) and is_temporary(temporary) and not is_temporary(tmp_path / name)
+            temporary.write_bytes(b"x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-0003.weights.h5", "model.keras", "oracle.json"]
+
+
+def test_an_empty_json_file_is_reported_as_empty(tmp_path):
+    from kcnn._files import CorruptFileError
+
+    (tmp_path / "oracle.json").write_text("")
+    with pytest.raises(CorruptFileError, match=r"oracle\.json is empty$"):
+        read_json(tmp_path / "oracle.json")
+
+
+def test_a_digest_tells_a_complete_file_from_a_truncated_or_damaged_one(tmp_path):
+    from kcnn._files import check_digest, file_digest
+
+    path = tmp_path / "weights.h5"
+    path.write_bytes(b"0123456789" * 1000)
+    digest = file_digest(path)
+    assert digest["size"] == 10_000 and check_digest(path, digest) is None
+    path.write_bytes(b"0123456789" * 999)
+    assert check_digest(path, digest) == "weights.h5 has 9,990 bytes where 10,000 were written"
+    path.write_bytes(b"1123456789" + b"0123456789" * 999)
+    assert check_digest(path, digest) == "weights.h5 is damaged (its SHA-256 differs from the one recorded)"
+    path.unlink()
+    assert check_digest(path, digest) == "weights.h5 is missing"
