@@ -17,7 +17,7 @@ from typing import Any
 
 import keras
 
-__all__ = ["LayerCall", "input_layer_name", "layer_call", "leaf_layers", "producer", "reset_restored_epoch"]
+__all__ = ["LayerCall", "input_layer_name", "layer_call", "leaf_layers", "producer"]
 
 
 def producer(tensor) -> Any:
@@ -85,11 +85,3 @@ def leaf_layers(model):
         else:
             yield layer
 
-
-def reset_restored_epoch(model) -> None:
-    """Forgets the epoch `keras.callbacks.BackupAndRestore` restored into the model.
-
-    The callback stores it in the model's private `_initial_epoch`, which Keras never
-    clears, so a second `fit()` on the same model would start from it.
-    """
-    model._initial_epoch = None

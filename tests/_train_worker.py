@@ -3,12 +3,16 @@
     python tests/_train_worker.py OUTPUT --epochs 4 [--kill-at-epoch 3]
 
 With --kill-at-epoch N the process SIGKILLs itself in the middle of epoch N (after its
-second batch), like a machine that loses power: no Python cleanup runs.
+second batch), like a machine that loses power: no Python cleanup runs. With
+--hold-at-epoch N MARKER it writes the file MARKER at the end of epoch N and sleeps
+there (holding the run folder) until it is killed.
 """
 
 import argparse
 import os
+import pathlib
 import signal
+import time
 
 import keras
 import numpy as np
@@ -33,6 +37,18 @@ class KillMidEpoch(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class HoldAtEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch, marker):
+        super().__init__()
+        self.hold_epoch = epoch
+        self.marker = pathlib.Path(marker)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.hold_epoch:
+            self.marker.write_text(str(os.getpid()))
+            time.sleep(600)
+
+
 def tiny_digits():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(64, 32, 32, 1), dtype=np.uint8)
@@ -45,9 +61,12 @@ def main():
     parser.add_argument("output")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--kill-at-epoch", type=int, default=None)
+    parser.add_argument("--hold-at-epoch", nargs=2, default=None, metavar=("EPOCH", "MARKER"))
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
     callbacks = [KillMidEpoch(args.kill_at_epoch)] if args.kill_at_epoch else []
+    if args.hold_at_epoch:
+        callbacks.append(HoldAtEpoch(int(args.hold_at_epoch[0]), args.hold_at_epoch[1]))
     config = train.TrainConfig(epochs=args.epochs, **CONFIG)
     train.fit("lenet5", tiny_digits(), config, output=args.output, callbacks=callbacks, verbose=0)
 

@@ -2,9 +2,8 @@
 upstream change moves what it reads, naming what moved."""
 
 import keras
-import numpy as np
 
-from kcnn._keras_graph import input_layer_name, layer_call, producer, reset_restored_epoch
+from kcnn._keras_graph import input_layer_name, layer_call, producer
 
 
 def small_model():
@@ -36,19 +35,3 @@ def test_output_spec_recomputes_a_call_on_other_shapes():
     spec = call.output_spec({id(call.inputs[0]): keras.KerasTensor((1, 20, 30, 3))})
     assert tuple(spec.shape) == (1, 18, 28, 4)
 
-
-def test_backup_and_restore_keeps_the_restored_epoch_where_reset_restored_epoch_clears_it(tmp_path):
-    def compiled():
-        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-        model.compile(optimizer="sgd", loss="mse")
-        return model
-
-    x, y = np.ones((8, 3), "float32"), np.zeros((8, 1), "float32")
-    compiled().fit(x, y, epochs=2, callbacks=[keras.callbacks.BackupAndRestore(tmp_path, delete_checkpoint=False)], verbose=0)
-    model = compiled()
-    history = model.fit(x, y, epochs=3, callbacks=[keras.callbacks.BackupAndRestore(tmp_path, delete_checkpoint=False)], verbose=0)
-    assert history.epoch == [2]  # resumed after the two backed-up epochs
-    assert model._initial_epoch == 2  # the private attribute reset_restored_epoch clears
-    assert model.fit(x, y, epochs=3, verbose=0).epoch == [2], "Keras reuses it in the next fit()"
-    reset_restored_epoch(model)
-    assert model.fit(x, y, epochs=1, verbose=0).epoch == [0]

@@ -291,16 +291,6 @@ def test_a_killed_run_resumes_without_losing_an_epoch(tmp_path):
         assert row["learning_rate"] == pytest.approx(float(schedule(row["epoch"] * steps)), rel=1e-5)
 
 
-def test_history_is_cut_back_to_the_restored_epoch(tmp_path):
-    run = RunFolder(tmp_path)
-    for epoch in (1, 2, 3):
-        run.append_history({"epoch": epoch, "loss": 1.0 / epoch})
-    run.truncate_history(2)
-    assert [row["epoch"] for row in run.read_history()] == [1, 2]
-    run.append_history({"epoch": 3, "loss": 0.25})
-    assert [row["loss"] for row in run.read_history()] == [1.0, 0.5, 0.25]
-
-
 def test_resuming_with_another_config_is_refused(tmp_path):
     run = RunFolder(tmp_path)
     run.write_metadata({"format": "kcnn.run/1", "kind": "fit", "status": "running", "model": {"name": "lenet5"}, "config": train.TrainConfig(**FAST).to_dict()})

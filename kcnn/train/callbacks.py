@@ -70,20 +70,22 @@ class TerminateOnNonFinite(keras.callbacks.Callback):
 
 class HistoryLogger(keras.callbacks.Callback):
     """Appends one row per epoch to history.csv: epoch (from 1), the logs, the learning
-    rate and the epoch's wall time."""
+    rate and the epoch's wall time.
 
-    def __init__(self, run: RunFolder, main_output: str | None):
+    Args:
+        run: the run folder.
+        main_output: the main output's name (see `normalize_logs`).
+        rows: the rows of the epochs before this `fit` call (the restored checkpoint's),
+            which history.csv holds when it starts; `rows` keeps growing with each epoch.
+    """
+
+    def __init__(self, run: RunFolder, main_output: str | None, rows=()):
         super().__init__()
         self.run = run
         self.main_output = main_output
-        self._truncated = False
+        self.rows = [dict(row) for row in rows]
 
     def on_epoch_begin(self, epoch, logs=None):
-        if not self._truncated:
-            # The first epoch of this fit() call is the one after the restored
-            # state: rows beyond it come from an epoch that is about to re-run.
-            self.run.truncate_history(epoch)
-            self._truncated = True
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -91,39 +93,48 @@ class HistoryLogger(keras.callbacks.Callback):
         row["learning_rate"] = current_learning_rate(self.model.optimizer)
         row["seconds"] = round(time.perf_counter() - self._started, 3)
         self.run.append_history(row)
+        self.rows.append(row)
 
 
 class BestModel(keras.callbacks.Callback):
     """Saves the inference model whenever `monitor` improves; stops early.
 
-    The best value and epoch live in the run's checkpoint state, so they survive a
-    resumption (Keras' `EarlyStopping` and `ModelCheckpoint` keep theirs in memory).
-    Early stopping counts epochs since the best one, or since the phase began.
+    The best value and epoch go into each epoch's checkpoint record, so they survive a
+    resumption exactly (Keras' `EarlyStopping` and `ModelCheckpoint` keep theirs in
+    memory). Early stopping counts epochs since the best one, or since the phase began.
 
     Args:
-        run: the run folder.
-        save: `save()` writes the current weights as the run's model.keras.
+        save: `save(epoch)` writes the current weights as the best model of `epoch`
+            (1-based); the checkpoint makes it the run's model.keras once the epoch
+            is committed.
         monitor: normalized log name, e.g. "val_loss" or "val_accuracy".
         patience: epochs without improvement before stopping; 0 never stops.
         phase_start: the epoch (0-based) the current phase began at.
         main_output: the main output's name (see `normalize_logs`).
+        best_value, best_epoch: the best so far (from the restored checkpoint), or None.
     """
 
-    def __init__(self, run: RunFolder, save: Callable[[], None], monitor: str, patience: int, phase_start: int, main_output):
+    def __init__(
+        self,
+        save: Callable[[int], None],
+        monitor: str,
+        patience: int,
+        phase_start: int,
+        main_output,
+        *,
+        best_value: float | None = None,
+        best_epoch: int | None = None,
+    ):
         super().__init__()
-        self.run = run
         self.save = save
         self.monitor = monitor
         self.patience = patience
         self.phase_start = phase_start
         self.main_output = main_output
         self.maximize = monitor.endswith("accuracy")
+        self.best_value = best_value
+        self.best_epoch = best_epoch
         self.stopped_epoch = None
-
-    def on_train_begin(self, logs=None):
-        state = self.run.read_state()
-        self.best_value = state.get("best_value")
-        self.best_epoch = state.get("best_epoch", 0)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = normalize_logs(logs or {}, self.main_output)
@@ -132,9 +143,37 @@ class BestModel(keras.callbacks.Callback):
         value = logs[self.monitor]
         better = self.best_value is None or (value > self.best_value if self.maximize else value < self.best_value)
         if better:
-            self.save()
+            self.save(epoch + 1)
             self.best_value, self.best_epoch = value, epoch + 1
-            self.run.update_state(best_value=value, best_epoch=epoch + 1, monitor=self.monitor)
-        if self.patience and (epoch + 1) - max(self.best_epoch, self.phase_start) >= self.patience:
+        if self.patience and (epoch + 1) - max(self.best_epoch or 0, self.phase_start) >= self.patience:
             self.model.stop_training = True
             self.stopped_epoch = epoch + 1
+
+
+def logged_quantities(model: keras.Model, *, validation: bool) -> list[str]:
+    """The names history.csv and `monitor` know for a model compiled by
+    `kcnn.train.compile_model`: the loss, the metrics of `make_metrics` (under plain
+    names, see `normalize_logs`), each output's loss when there are several, and each
+    with `val_` when there is validation data."""
+    from kcnn.train.compile import make_metrics, output_names
+
+    names = ["loss"] + [metric.name for metric in make_metrics(int(model.outputs[0].shape[-1]))]
+    outputs = output_names(model)
+    if len(outputs) > 1:
+        names += [f"{name}_loss" for name in outputs]
+    return names + ([f"val_{name}" for name in names] if validation else [])
+
+
+def check_monitor(monitor: str, model: keras.Model, *, validation: bool) -> None:
+    """Refuses, before anything trains, a `monitor` the model will never log.
+
+    Raises:
+        ValueError: naming the quantities that will be logged.
+    """
+    known = logged_quantities(model, validation=validation)
+    if monitor not in known:
+        hint = " (the data has no validation split)" if not validation else ""
+        raise ValueError(
+            f"`monitor` must be a quantity the model logs{hint}: one of {', '.join(known)}. "
+            f"Received: monitor={monitor!r}"
+        )

@@ -15,8 +15,17 @@ from typing import Any
 import keras
 
 from kcnn import data as kdata
-from kcnn._keras_graph import reset_restored_epoch
-from kcnn.train.callbacks import BestModel, HistoryLogger, NonFiniteLossError, TerminateOnNonFinite
+from kcnn._lock import check_free
+from kcnn.train.callbacks import BestModel, HistoryLogger, NonFiniteLossError, TerminateOnNonFinite, check_monitor
+from kcnn.train.checkpoint import (
+    EpochCheckpoint,
+    best_file_name,
+    cleanup_leftovers,
+    is_current,
+    load_weights,
+    make_current,
+    restore_training_state,
+)
 from kcnn.train.compile import compile_model, output_names
 from kcnn.train.config import TrainConfig
 from kcnn.train.distribute import DeviceSettings, prepare_model, resolve_device
@@ -110,12 +119,16 @@ def fit(
     Raises:
         NonFiniteLossError: the loss became NaN or infinite (the run is marked
             "diverged"; its checkpoint keeps the last good epoch).
-        ValueError: on incompatible model and data, or an `output` folder that holds
-            a finished or different run.
+        ValueError: on incompatible model and data, a `monitor` the model does not
+            log, or an `output` folder that holds a finished or different run.
+        kcnn._lock.FolderInUseError: another process trains in `output` (a
+            `ValueError`; the message names the process).
     """
     config = config or TrainConfig()
     if not isinstance(config, TrainConfig):
         raise ValueError(f"`config` must be a kcnn.train.TrainConfig. Received: config={config!r}")
+    if output is not None:  # Refused at once, before loading anything, if another process trains there.
+        check_free(output, "kcnn training run")
     loaded_here = not isinstance(data, kdata.Dataset)
     model, data, builder_arguments = model_and_data(model, data, config, model_kwargs, data_options)
     run = open_run(output, model.name, data, config, kind="fit")
@@ -129,6 +142,9 @@ def fit(
 
 def train_phases(run, metadata, model, data, phases, *, callbacks, verbose) -> TrainResult:
     """Runs the phases (resuming where the checkpoint says), then finishes the run.
+
+    The run folder is locked for the duration: another process training there is
+    refused at once.
 
     Args:
         run: the `RunFolder` (from `open_run`).
@@ -144,79 +160,155 @@ def train_phases(run, metadata, model, data, phases, *, callbacks, verbose) -> T
     given = model
     model = prepare_model(model, device)
     main_output = output_names(model)[0] if len(model.outputs) > 1 else None
-    # An uncompiled view sharing the layers: saves without optimizer state and,
-    # for GoogLeNet, without the auxiliary heads.
-    inference = keras.Model(model.inputs, model.outputs[0], name=model.name)
-    everything = keras.Model(model.inputs, model.outputs, name=model.name)
     monitor = config.monitor
     if data.validation is None and monitor.startswith("val_"):
         monitor = monitor[len("val_") :]
-    metadata["monitor"] = monitor
-    metadata["phases"] = [{"description": phase.description, "epochs": phase.config.epochs} for phase in phases]
-    run.write_metadata(metadata)
+    check_monitor(monitor, model, validation=data.validation is not None)  # Before anything is written.
+    with run.lock():
+        # Again under the lock: another process may have changed the folder since `open_run`.
+        run.check_resumable(metadata["kind"], metadata["model"]["name"], metadata["config"], probe_lock=False)
+        metadata["monitor"] = monitor
+        metadata["phases"] = [{"description": p.description, "epochs": p.config.epochs} for p in phases]
+        run.write_metadata(metadata)
+        started = time.perf_counter()
+        progress = _run_phases(run, metadata, model, data, phases, device, main_output, monitor, callbacks, verbose)
+        result = _finish(run, metadata, data, time.perf_counter() - started, progress)
+    _leave_best_weights_in(given, trained=model, best=result.model)
+    return result
 
-    started = time.perf_counter()
-    state = run.read_state()
-    done = state.get("phases_done", 0)
-    epoch = state.get("next_epoch", 0)
-    stopped_early = state.get("stopped_early", False)
+
+@dataclasses.dataclass
+class _Progress:
+    """Where the run stands: epochs finished, the best epoch, the history rows."""
+
+    epoch: int = 0
+    best_value: float | None = None
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    history: list = dataclasses.field(default_factory=list)
+
+
+def _restore(run, checkpoint):
+    """The newest usable checkpoint (`Restored`) or None, warning about what was
+    unusable; history.csv and model.keras made those of the restored epoch."""
+    cleanup_leftovers(run.path)
+    cleanup_leftovers(checkpoint.directory)
+    restored, problems = checkpoint.restore_point()
+    if restored is not None:
+        if problems:
+            warnings.warn(
+                f"The newest checkpoint of {run.path} is unusable: {'; '.join(problems)}. The run resumes from "
+                f"the previous one, {restored.record.name} (after epoch {restored.epoch}); the epochs after it "
+                "run again.",
+                stacklevel=4,
+            )
+        checkpoint.prune()  # Drops the unusable files, and those of epochs never committed.
+        if restored.best_model is not None and not is_current(restored.best_model, run.model_path):
+            make_current(restored.best_model, run.model_path)
+        run.write_history(restored.history)
+        return restored
+    if problems:
+        warnings.warn(
+            f"The checkpoint of {run.path} has nothing usable: {'; '.join(problems)}. The run starts again "
+            "from its beginning (epoch 1).",
+            stacklevel=4,
+        )
+        checkpoint.clear()
+    run.write_history([])
+    return None
+
+
+def _run_phases(run, metadata, model, data, phases, device, main_output, monitor, callbacks, verbose) -> _Progress:
+    # Uncompiled views sharing the layers: `inference` saves without optimizer state
+    # and, for GoogLeNet, without the auxiliary heads; `everything` carries a phase's
+    # end weights to the next phase.
+    inference = keras.Model(model.inputs, model.outputs[0], name=model.name)
+    everything = keras.Model(model.inputs, model.outputs, name=model.name)
+    checkpoint = run.checkpoint
+    restored = _restore(run, checkpoint)
+    progress = _Progress()
+    phases_done = 0
+    if restored is not None:
+        progress = _Progress(
+            restored.epoch, restored.best_value, restored.best_epoch, restored.stopped_early, restored.history
+        )
+        phases_done = restored.phases_done
+    identity = {key: metadata[key] for key in ("kind", "model", "config")}
     try:
         for index, phase in enumerate(phases):
             phase.setup(model)
-            if index < done:
-                # The last finished phase's end state, for the next phase to start
-                # from (when every phase is done, model.keras is all that is needed).
-                if index == done - 1 and done < len(phases):
-                    everything.load_weights(run.phase_weights_path(index))
+            if index < phases_done:
+                # Restored at a phase's end: its weights, for the next phase to start
+                # from (when every phase is done, model.keras is all that is needed;
+                # restored within a later phase, that phase's checkpoint has them).
+                if restored.phase_done and index == restored.phase and phases_done < len(phases):
+                    load_weights(everything, restored.model_weights)
                 continue
+            resuming = restored is not None and restored.phase == index and not restored.phase_done
+            phase_start = restored.phase_start if resuming else progress.epoch
+            history = HistoryLogger(run, main_output, progress.history)
             best = BestModel(
-                run,
-                lambda: run.save_model(inference),
+                lambda epoch: run.save_model(inference, checkpoint.directory / best_file_name(epoch)),
                 monitor,
                 phase.config.early_stopping,
-                phase_start=epoch,
+                phase_start=phase_start,
                 main_output=main_output,
+                best_value=progress.best_value,
+                best_epoch=progress.best_epoch,
             )
             phase_callbacks = [
                 TerminateOnNonFinite(),
-                HistoryLogger(run, main_output),
+                history,
                 best,
                 *_tensorboard(run),
                 *callbacks,
                 # Last: everything else of an epoch is on disk before it counts as done.
-                keras.callbacks.BackupAndRestore(run.backup_dir(index), double_checkpoint=True, delete_checkpoint=False),
+                EpochCheckpoint(
+                    checkpoint,
+                    run.model_path,
+                    phase=index,
+                    phase_start=phase_start,
+                    phase_end=phase_start + phase.config.epochs,
+                    more_phases=index + 1 < len(phases),
+                    model_only=everything,
+                    best=best,
+                    history=lambda history=history: history.rows,
+                    stopped_early=progress.stopped_early,
+                    run=identity,
+                ),
             ]
             if len(phases) > 1:
                 logger.info(
                     "phase %d/%d, epochs %d-%d: %s",
-                    index + 1, len(phases), epoch + 1, epoch + phase.config.epochs, phase.description,
+                    index + 1, len(phases), phase_start + 1, phase_start + phase.config.epochs, phase.description,
                 )
             compile_model(model, phase.config, data.steps_per_epoch, device=device)
             metadata.setdefault("steps_per_execution", {})[str(index)] = int(model.steps_per_execution)
-            reset_restored_epoch(model)  # Else a second phase starts at the restored epoch.
+            run.write_metadata(metadata)
+            if resuming:
+                restore_training_state(model, restored.weights, device.strategy)
             model.fit(
                 with_targets(model, data.train),
                 validation_data=with_targets(model, data.validation),
-                epochs=epoch + phase.config.epochs,
-                initial_epoch=epoch,
+                epochs=phase_start + phase.config.epochs,
+                initial_epoch=progress.epoch,
                 callbacks=phase_callbacks,
                 verbose=verbose,
                 shuffle=False,  # The pipeline shuffles (seeded, every epoch).
             )
-            history = run.read_history()
-            epoch = history[-1]["epoch"] if history else epoch
-            stopped_early = stopped_early or best.stopped_epoch is not None
-            if index + 1 < len(phases):  # The next phase starts from these weights.
-                everything.save_weights(run.phase_weights_path(index))
-            run.update_state(phases_done=index + 1, next_epoch=epoch, stopped_early=stopped_early)
+            progress = _Progress(
+                history.rows[-1]["epoch"] if history.rows else progress.epoch,
+                best.best_value,
+                best.best_epoch,
+                progress.stopped_early or best.stopped_epoch is not None,
+                history.rows,
+            )
     except NonFiniteLossError as error:
         metadata.update(status="diverged", error=str(error))
         run.write_metadata(metadata)
         run.plot_curves()
         raise
-    result = _finish(run, metadata, data, time.perf_counter() - started, stopped_early)
-    _leave_best_weights_in(given, trained=model, best=result.model)
-    return result
+    return progress
 
 
 def _leave_best_weights_in(given, *, trained, best):
@@ -249,7 +341,7 @@ def _tensorboard(run):
     return [keras.callbacks.TensorBoard(run.logs_dir, write_graph=False)]
 
 
-def _finish(run, metadata, data, seconds, stopped_early) -> TrainResult:
+def _finish(run, metadata, data, seconds, progress) -> TrainResult:
     best_model = keras.saving.load_model(run.model_path, compile=False)
     if metadata["device"]["precision"] != "float32":
         # The saved model is for inference on any device: float32 everywhere (the
@@ -257,8 +349,8 @@ def _finish(run, metadata, data, seconds, stopped_early) -> TrainResult:
         best_model = prepare_model(best_model, DeviceSettings("float32", xla=False, strategy=None, devices=()))
         run.save_model(best_model)
     history = run.read_history()
-    state = run.read_state()
-    best_epoch = state.get("best_epoch")
+    best_epoch = progress.best_epoch
+    stopped_early = progress.stopped_early
     best_row = next((row for row in history if row["epoch"] == best_epoch), {})
     metrics = {
         "best_epoch": best_epoch,

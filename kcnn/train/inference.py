@@ -34,8 +34,28 @@ def load(path: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
         raise ValueError(
             f"Expected a run folder holding {MODEL_FILE} or a .keras file. Received: path={os.fspath(path)!r}"
         )
-    model = keras.saving.load_model(model_path, compile=False)
-    metadata = RunFolder(model_path.parent).read_metadata() or {}
+    try:
+        model = keras.saving.load_model(model_path, compile=False)
+    except ValueError as error:
+        # Keras says "File not found" of any file that is no zip archive.
+        import zipfile
+
+        if zipfile.is_zipfile(model_path):
+            raise
+        raise ValueError(
+            f"{os.fspath(model_path)} is not a readable .keras model: it is no zip archive "
+            f"({model_path.stat().st_size:,} bytes), so it is truncated, emptied or damaged. Use a copy of it or "
+            "train the model again (a run whose checkpoint/ folder is still there resumes with `kcnn train "
+            f"--output FOLDER`, `fit(output=...)`, and writes it anew). Received: path={os.fspath(path)!r}"
+        ) from error
+    try:
+        metadata = RunFolder(model_path.parent).read_metadata() or {}
+    except ValueError as error:  # kcnn._files.CorruptFileError, naming the file
+        raise ValueError(
+            f"{error}. It holds the run's preprocessing and class names, without which images would be "
+            "misread: restore it from a copy, or load the model alone with keras.saving.load_model and "
+            f"preprocess the images yourself. Received: path={os.fspath(path)!r}"
+        ) from error
     return model, metadata
 
 

@@ -8,12 +8,14 @@ A run folder (`saved_models/<model>-<dataset>-<time>/`) holds:
     curves.png      loss and accuracy per epoch
     logs/           TensorBoard event files
     checkpoint/     the resumable state while the run is unfinished (removed at the end)
+    kcnn.lock       while a process trains in the folder (see `kcnn._lock`)
 
-Resumption rests on `keras.callbacks.BackupAndRestore` (model and optimizer state at the
-end of each epoch). The other per-epoch writes come *before* the backup in callback
-order, so a run killed between them re-runs that epoch and overwrites the row it had
-written, instead of losing one; `history.csv` is cut back to the restored epoch when an
-epoch begins.
+Resumption rests on kcnn's own epoch-end checkpoint (`kcnn.train.checkpoint`): the
+model's and the optimizer's state, the best epoch and the history rows, committed by a
+record written last, the previous checkpoint kept until the next is complete. The
+other per-epoch writes come *before* the checkpoint in callback order, so a run killed
+between them re-runs that epoch; history.csv is rewritten from the restored record.
+One process at a time trains in a folder: the others are refused, naming it.
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ import os
 import pathlib
 import platform
 import re
-import shutil
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import keras
 import numpy as np
 
-from kcnn._files import atomic_path, atomic_write, read_json, write_json
+from kcnn._files import CorruptFileError, atomic_path, atomic_write, is_temporary, read_json, write_json
+from kcnn._lock import LOCK_FILE, FolderLock
+from kcnn.train.checkpoint import Checkpoint
 from kcnn.train.compile import output_names
 
 MODEL_FILE = "model.keras"
@@ -70,12 +74,67 @@ class RunFolder:
     logs_dir = property(lambda self: self.path / LOGS_DIR)
     checkpoint_dir = property(lambda self: self.path / CHECKPOINT_DIR)
 
-    def backup_dir(self, phase: int) -> pathlib.Path:
-        """`BackupAndRestore`'s folder for a phase (each phase has its own optimizer)."""
-        return self.checkpoint_dir / f"phase{phase + 1}"
+    @property
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.checkpoint_dir)
 
-    def phase_weights_path(self, phase: int) -> pathlib.Path:
-        return self.checkpoint_dir / f"phase{phase + 1}_end.weights.h5"
+    def lock(self) -> FolderLock:
+        """The folder's lock (`with run.lock():` trains alone in it)."""
+        return FolderLock(self.path, "kcnn training run")
+
+    # -- resuming ------------------------------------------------------------
+
+    def check_resumable(self, kind: str, model_name: str, config: Mapping[str, Any], *, probe_lock=True) -> None:
+        """Refuses a folder that holds something else than an unfinished run of the same
+        kind, model and config, or (with `probe_lock`, when this process does not hold
+        the lock) that another process trains in.
+
+        Raises:
+            ValueError: naming what the folder holds and the way out.
+            kcnn._lock.FolderInUseError: another process holds the folder's lock.
+        """
+        if probe_lock and self.path.is_dir():
+            with self.lock():  # Refused at once, naming the holder, if another process trains here.
+                pass
+        output = os.fspath(self.path)
+        if not self.path.is_dir() or not [p for p in self.path.iterdir() if p.name != LOCK_FILE and not is_temporary(p)]:
+            return
+        previous = self.previous_run()
+        if previous is None or previous.get("format") != METADATA_FORMAT:
+            raise ValueError(f"`output` is a non-empty folder that holds no kcnn run. Received: output={output!r}")
+        if previous.get("status") == "completed":
+            raise ValueError(f"`output` holds a finished run; choose a new folder to train again. Received: output={output!r}")
+        changed = {key: (value, config.get(key)) for key, value in previous.get("config", {}).items() if config.get(key) != value}
+        if previous.get("kind") != kind or previous["model"]["name"] != model_name or changed:
+            raise ValueError(
+                "`output` holds an unfinished run with other settings, which cannot be resumed with these: "
+                f"{previous.get('kind')} of {previous['model']['name']!r}, changed config (old, new): {changed}. "
+                f"Received: output={output!r}"
+            )
+
+    def previous_run(self) -> dict[str, Any] | None:
+        """The metadata of the run in the folder; when metadata.json is unreadable, what
+        the newest checkpoint record says of the run (with a warning), if any.
+
+        Raises:
+            ValueError: metadata.json is unreadable and no checkpoint tells what the folder holds.
+        """
+        try:
+            return self.read_metadata()
+        except CorruptFileError as error:
+            restored, _ = self.checkpoint.restore_point()
+            if restored is None or not restored.run:
+                raise ValueError(
+                    f"{error}, and no checkpoint in the folder tells which run it holds, so it can be neither resumed "
+                    "nor overwritten safely. Move out what you want to keep and delete the folder, or choose another "
+                    f"output. Received: output={os.fspath(self.path)!r}"
+                ) from error
+            warnings.warn(
+                f"{error}; the checkpoint {restored.record.name} names the unfinished run, which resumes "
+                "(metadata.json is written anew).",
+                stacklevel=4,
+            )
+            return {"format": METADATA_FORMAT, "status": "running", **restored.run}
 
     # -- JSON ----------------------------------------------------------------
 
@@ -86,11 +145,10 @@ class RunFolder:
         write_json(self.metadata_path, metadata)
 
     def read_state(self) -> dict[str, Any]:
-        """Progress across phases and the best epoch so far (`checkpoint/state.json`)."""
-        return read_json(self.checkpoint_dir / "state.json") or {}
-
-    def update_state(self, **values) -> None:
-        write_json(self.checkpoint_dir / "state.json", {**self.read_state(), **values})
+        """Progress across phases and the best epoch so far, from the newest usable
+        checkpoint record (`Restored.state`); {} when there is none."""
+        restored, _ = self.checkpoint.restore_point()
+        return restored.state() if restored is not None else {}
 
     # -- history -------------------------------------------------------------
 
@@ -104,17 +162,16 @@ class RunFolder:
             {key: int(value) if key == "epoch" else _to_float(value) for key, value in row.items()} for row in rows
         ]
 
-    def truncate_history(self, epochs: int) -> None:
-        """Keeps the rows of epochs 1..`epochs`: the ones the restored state has seen."""
-        if not self.history_path.exists():
+    def write_history(self, rows) -> None:
+        """Replaces history.csv by `rows` (atomically): the rows of the epochs the
+        restored checkpoint has seen; no file when there are none."""
+        if not rows:
+            self.history_path.unlink(missing_ok=True)
             return
-        with open(self.history_path, newline="") as file:
-            reader = csv.reader(file)
-            header = next(reader, None)
-            rows = [row for row in reader if row and int(row[0]) <= epochs]
-        if header is None:
-            return
-        atomic_write(self.history_path, _csv_text(header, rows))
+        header = list(dict.fromkeys(key for row in rows for key in row))
+        atomic_write(
+            self.history_path, _csv_text(header, [[_format_value(row.get(key, "")) for key in header] for row in rows])
+        )
 
     def append_history(self, row: Mapping[str, Any]) -> None:
         """Appends one epoch's row, flushed so it survives a killed process."""
@@ -134,9 +191,10 @@ class RunFolder:
 
     # -- model and curves ----------------------------------------------------
 
-    def save_model(self, model: keras.Model) -> None:
-        """Saves `model` to model.keras atomically (a reader never sees half a file)."""
-        with atomic_path(self.model_path) as temporary:
+    def save_model(self, model: keras.Model, path: str | os.PathLike | None = None) -> None:
+        """Saves `model` to model.keras (or `path`) atomically: a reader never sees
+        half a file."""
+        with atomic_path(path or self.model_path) as temporary:
             model.save(temporary)
 
     def plot_curves(self) -> None:
@@ -167,7 +225,7 @@ class RunFolder:
             figure.savefig(temporary, format="png")
 
     def remove_checkpoint(self) -> None:
-        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        self.checkpoint.clear()
 
 
 # --------------------------------------------------------------------------
@@ -180,31 +238,12 @@ def open_run(output, model_name, data, config, *, kind) -> RunFolder:
     Raises:
         ValueError: `output` holds something else than an unfinished run of the same
             kind, model and config.
+        kcnn._lock.FolderInUseError: another process trains in `output`.
     """
     run = RunFolder(output) if output is not None else RunFolder.new(model_name, data.name or "data")
-    if run.path.exists() and any(run.path.iterdir()):
-        previous = run.read_metadata()
-        if previous is None or previous.get("format") != METADATA_FORMAT:
-            raise ValueError(f"`output` is a non-empty folder that holds no kcnn run. Received: output={os.fspath(run.path)!r}")
-        if previous.get("status") == "completed":
-            raise ValueError(
-                f"`output` holds a finished run; choose a new folder to train again. Received: output={os.fspath(run.path)!r}"
-            )
-        changed = {
-            key: (value, config.to_dict().get(key))
-            for key, value in previous.get("config", {}).items()
-            if config.to_dict().get(key) != value
-        }
-        if previous.get("kind") != kind or previous["model"]["name"] != model_name or changed:
-            raise ValueError(
-                "`output` holds an unfinished run with other settings, which cannot be resumed with these: "
-                f"{previous.get('kind')} of {previous['model']['name']!r}, changed config (old, new): {changed}. "
-                f"Received: output={os.fspath(run.path)!r}"
-            )
+    run.check_resumable(kind, model_name, config.to_dict())
     run.path.mkdir(parents=True, exist_ok=True)
     return run
-
-
 
 
 def start_metadata(run, model, data, config, builder_arguments, *, kind, loaded_here=True) -> dict[str, Any]:
@@ -221,7 +260,10 @@ def start_metadata(run, model, data, config, builder_arguments, *, kind, loaded_
     """
     from kcnn import registry
 
-    previous = run.read_metadata()
+    try:
+        previous = run.read_metadata()
+    except CorruptFileError:  # Reported by open_run; the creation time is lost.
+        previous = None
     spec = registry.MODELS.get(model.name)
     return {
         "format": METADATA_FORMAT,
