@@ -3,6 +3,7 @@ soon as the installed keras-tuner no longer has what it overrides."""
 
 import ast
 import inspect
+import json
 import pathlib
 import tomllib
 
@@ -108,3 +109,200 @@ def test_the_tuner_classes_add_nothing_kcnn_skips_but_their_oracle():
     for tuner in (keras_tuner.RandomSearch, keras_tuner.BayesianOptimization, keras_tuner.GridSearch):
         assert {key for key in vars(tuner) if not key.startswith("_")} == set()
     assert {key for key in vars(keras_tuner.Hyperband) if not key.startswith("__")} >= {"run_trial", "_build_hypermodel"}
+
+
+# --------------------------------------------------------------------------
+# The search state: written atomically, reloaded from what is left.
+
+
+@pytest.mark.parametrize(
+    "owner,method,parameters",
+    [
+        (keras_tuner.Oracle, "save", ["self"]),
+        (keras_tuner.Oracle, "reload", ["self"]),
+        (keras_tuner.Oracle, "_save_trial", ["self", "trial"]),
+        (keras_tuner.Oracle, "_get_oracle_fname", ["self"]),
+        (keras_tuner.Oracle, "_get_trial_dir", ["self", "trial_id"]),
+        (keras_tuner.Oracle, "_compute_values_hash", ["self", "values"]),
+        (keras_tuner.Oracle, "_record_values", ["self", "trial"]),
+        (keras_tuner.Tuner, "save", ["self"]),
+        (keras_tuner.Tuner, "reload", ["self"]),
+        (keras_tuner.Tuner, "_get_tuner_fname", ["self"]),
+        (keras_tuner.Tuner, "_get_checkpoint_fname", ["self", "trial_id"]),
+        (keras_tuner.Tuner, "_get_build_config_fname", ["self", "trial_id"]),
+        (keras_tuner.Tuner, "_is_worker", ["self"]),
+        (keras_tuner.Hyperband, "_build_hypermodel", ["self", "hp"]),
+        (keras_tuner.oracles.HyperbandOracle, "_get_size", ["self", "bracket_num", "round_num"]),
+        (keras_tuner.oracles.HyperbandOracle, "_get_epochs", ["self", "bracket_num", "round_num"]),
+        (keras_tuner.oracles.HyperbandOracle, "_get_num_brackets", ["self"]),
+        (keras_tuner.oracles.HyperbandOracle, "_increment_bracket_num", ["self"]),
+        (keras_tuner.oracles.HyperbandOracle, "_start_new_bracket", ["self"]),
+    ],
+)
+def test_the_state_methods_kcnn_overrides_or_calls_exist(owner, method, parameters):
+    assert list(inspect.signature(getattr(owner, method)).parameters) == parameters
+
+
+def test_the_oracle_state_has_the_keys_kcnn_rebuilds():
+    oracle = keras_tuner.oracles.RandomSearchOracle(keras_tuner.Objective("val_accuracy", "max"), max_trials=2)
+    assert set(oracle.get_state()) == {
+        "ongoing_trials", "hyperparameters", "start_order", "end_order", "run_times", "retry_queue",
+        "seed", "seed_state", "tried_so_far", "id_to_hash", "display",
+    }  # fmt: skip
+    hyperband = keras_tuner.oracles.HyperbandOracle(keras_tuner.Objective("val_accuracy", "max"), max_epochs=3)
+    assert set(hyperband.get_state()) - set(oracle.get_state()) == {
+        "hyperband_iterations", "max_epochs", "min_epochs", "factor", "brackets", "current_bracket", "current_iteration",
+    }  # fmt: skip
+    assert set(oracle._display.get_state()) == {"search_start", "trial_start", "trial_number"}
+
+
+def test_hyperbands_checkpoint_loading_is_the_one_kcnn_guards():
+    from keras_tuner.src.tuners import hyperband
+
+    upstream = _function_node(inspect.getsource(hyperband), "_build_hypermodel", "Hyperband")
+    expected = ast.parse(
+        """
+def _build_hypermodel(self, hp):
+    model = super()._build_hypermodel(hp)
+    if "tuner/trial_id" in hp.values:
+        trial_id = hp.values["tuner/trial_id"]
+        if backend.config.multi_backend():
+            model.build_from_config(utils.load_json(self._get_build_config_fname(trial_id)))
+        model.load_weights(self._get_checkpoint_fname(trial_id))
+    return model
+"""
+    ).body[0]
+    assert ast.dump(upstream) == ast.dump(expected)
+
+
+OBJECTIVE = keras_tuner.Objective("val_accuracy", "max")
+ORACLES = {
+    "random": lambda: _keras_tuner._RandomSearchOracle(OBJECTIVE, max_trials=12, seed=3),
+    "bayesian": lambda: _keras_tuner._BayesianOptimizationOracle(OBJECTIVE, max_trials=12, seed=3, num_initial_points=3),
+    "hyperband": lambda: _keras_tuner._HyperbandOracle(OBJECTIVE, max_epochs=9, factor=3, seed=3),
+    "hyperband2": lambda: _keras_tuner._HyperbandOracle(OBJECTIVE, max_epochs=9, factor=3, hyperband_iterations=2, seed=3),
+}
+
+
+def _score(trial):
+    values = trial.hyperparameters.values
+    return (values["units"] * 7 + values["depth"] * 3) % 11 / 10
+
+
+def _drive(oracle, project, trials, *, fail=(), leave_running=False):
+    """Runs `trials` trials through the oracle, scored without training; trials in
+    `fail` fail; with `leave_running` one more is created and left running."""
+    oracle._set_project_dir(str(project.parent), project.name)
+    hp = keras_tuner.HyperParameters()
+    hp.Int("units", 1, 40)
+    hp.Int("depth", 1, 6)
+    oracle.update_space(hp)
+    for _ in range(trials):
+        trial = oracle.create_trial("tuner0")
+        assert trial.status == "RUNNING"
+        if trial.trial_id in fail:
+            trial.status, trial.message = "FAILED", "FailedTrialError: too small"
+        else:
+            oracle.update_trial(trial.trial_id, {"val_accuracy": _score(trial)})
+            trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    if leave_running:
+        oracle.create_trial("tuner0")
+    return oracle
+
+
+def _progress(oracle):
+    state = oracle.get_state()
+    if hasattr(oracle, "_brackets"):
+        oracle._remove_completed_brackets()
+        state = oracle.get_state()
+    skip = {"display", "hyperparameters"}
+    return {key: sorted(value) if key == "tried_so_far" else value for key, value in state.items() if key not in skip}
+
+
+def _reloaded(kind, project):
+    oracle = ORACLES[kind]()
+    oracle._set_project_dir(str(project.parent), project.name)
+    return oracle
+
+
+@pytest.mark.parametrize("kind", sorted(ORACLES))
+@pytest.mark.parametrize("damage", ["truncated", "emptied", "removed"])
+def test_an_unreadable_oracle_json_is_rebuilt_from_the_trials_exactly(tmp_path, kind, damage):
+    project = tmp_path / "project"
+    # Hyperband over 2 iterations of its 3 brackets (23 trials each): promotions,
+    # new brackets and a new iteration, failed first-round trials replaced.
+    trials, fail = (30, ("0002", "0014", "0019", "0024")) if kind == "hyperband2" else (9, ("0002",))
+    original = _drive(ORACLES[kind](), project, trials, fail=fail, leave_running=True)
+    expected = _reloaded(kind, project)
+    expected.reload()  # upstream's way: the running trial goes to the retry queue
+    path = project / "oracle.json"
+    if damage == "removed":
+        path.unlink()
+    else:
+        path.write_text(path.read_text()[:200] if damage == "truncated" else "")
+    rebuilt = _reloaded(kind, project)
+    completed = trials - len(fail)
+    with pytest.warns(UserWarning, match=rf"oracle\.json (is not valid JSON|is empty|is missing).*the search state is rebuilt from the {trials + 1} trials .*\({completed} completed, kept and not run again\)"):
+        assert rebuilt.reload() is True
+    rebuilt.update_space(original.get_space())  # what the tuner declares again
+    assert _progress(rebuilt) == _progress(expected)
+    # And the search goes on as it would have: the same next trials.
+    for _ in range(3):
+        ours, theirs = rebuilt.create_trial("tuner0"), expected.create_trial("tuner0")
+        assert (ours.trial_id, ours.status, ours.hyperparameters.values) == (theirs.trial_id, theirs.status, theirs.hyperparameters.values)
+        for oracle, trial in ((rebuilt, ours), (expected, theirs)):
+            if trial.status == "RUNNING":
+                oracle.update_trial(trial.trial_id, {"val_accuracy": _score(trial)})
+                trial.status = "COMPLETED"
+                oracle.end_trial(trial)
+    assert original.get_state()["seed"] == rebuilt.get_state()["seed"]
+
+
+def test_a_trial_whose_end_oracle_json_missed_is_not_run_again(tmp_path):
+    # keras-tuner writes a trial's end to trial.json, then oracle.json: a kill between
+    # left the trial running in oracle.json, and reloading ran it again.
+    project = tmp_path / "project"
+    oracle = _drive(ORACLES["random"](), project, 2, leave_running=True)
+    while_running = (project / "oracle.json").read_text()
+    trial = oracle.trials["0002"]
+    oracle.update_trial("0002", {"val_accuracy": 0.5})
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)
+    (project / "oracle.json").write_text(while_running)  # as if killed before it was written
+    assert json.loads((project / "trial_0002" / "trial.json").read_text())["status"] == "COMPLETED"
+    reloaded = _reloaded("random", project)
+    assert reloaded.reload() is False
+    assert reloaded._retry_queue == [] and reloaded.end_order == ["0000", "0001", "0002"]
+    assert reloaded.create_trial("tuner0").trial_id == "0003"
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_an_unreadable_trial_json_is_restored_from_its_copy_or_counted_failed(tmp_path, copy):
+    project = tmp_path / "project"
+    oracle = _drive(ORACLES["random"](), project, 3)
+    finished = oracle.trials["0001"].get_state()
+    if copy:
+        (project / "trial_0001" / "kcnn_trial.json").write_text(json.dumps({"trial_id": "0001", "trial": finished}))
+    (project / "trial_0001" / "trial.json").write_text('{"trial_id": "00')
+    reloaded = _reloaded("random", project)
+    expected = "; trial 0001 is restored from the copy in kcnn_trial.json \\(COMPLETED\\)" if copy else ", and no copy of it was kept: trial 0001 counts as failed"
+    with pytest.warns(UserWarning, match=rf"trial_0001/trial\.json is not valid JSON \(.*\){expected}"):
+        reloaded.reload()
+    trial = reloaded.trials["0001"]
+    if copy:
+        assert trial.get_state() == finished
+    else:
+        assert trial.status == "FAILED" and trial.hyperparameters.values == {} and "trial.json is not valid JSON" in trial.message
+    assert json.loads((project / "trial_0001" / "trial.json").read_text())["status"] == trial.status  # written anew
+    assert sorted(reloaded.trials) == ["0000", "0001", "0002"] and reloaded.create_trial("tuner0").trial_id == "0003"
+
+
+def test_the_state_files_are_written_atomically(tmp_path, monkeypatch):
+    import kcnn._files
+
+    written = []
+    real = kcnn._files.os.replace
+    monkeypatch.setattr(kcnn._files.os, "replace", lambda source, target: (written.append(pathlib.Path(target).name), real(source, target)))
+    _drive(ORACLES["random"](), tmp_path / "project", 1)
+    assert {"oracle.json", "trial.json"} <= set(written)

@@ -351,3 +351,51 @@ def test_search_killed_mid_trial_resumes_without_rerunning_finished_trials(tmp_p
     assert [row["trial"] for row in rows] == ["0000", "0001", "0002", "0003"]
     assert all(row["status"] in ("COMPLETED", "FAILED") for row in rows)
     assert (project / "best" / "model.keras").is_file()
+
+
+# --------------------------------------------------------------------------
+# A project whose state files are damaged resumes from what is left.
+
+SMALL = dict(depth=2, filters=4, hidden_units=8, convs_per_stage=1, strides=1, pool=True)
+
+
+def test_a_search_with_damaged_state_files_resumes_keeping_its_finished_trials(tmp_path):
+    data, project = tiny_data(size=16, n=32), tmp_path / "project"
+    ranges = {**SMALL, "learning_rate": (1e-3, 3e-3, 1e-2)}
+    first = tune.search("convnet", data, tuner="random", max_trials=2, max_epochs=1, seed=5, directory=project, ranges=ranges)
+    scores = {record.trial_id: record.score for record in first.trials}
+    (project / "oracle.json").write_text((project / "oracle.json").read_text()[:100])  # a kill inside keras-tuner's write
+    (project / "tuner0.json").write_text("")
+    (project / "trial_0000" / "trial.json").write_text('{"trial_id": "0000", "hyper')
+    started = []
+    with pytest.warns(UserWarning) as caught:
+        second = tune.search(
+            "convnet", data, tuner="random", max_trials=3, max_epochs=1, seed=5, directory=project, ranges=ranges,
+            on_trial=lambda record: started.append(record.trial_id) if record.status == "RUNNING" else None,
+        )  # fmt: skip
+    messages = "\n".join(str(w.message) for w in caught)
+    assert re.search(r"trial_0000/trial\.json is not valid JSON .*; trial 0000 is restored from the copy in kcnn_trial\.json \(COMPLETED\)", messages)
+    assert re.search(r"oracle\.json is not valid JSON .*; the search state is rebuilt from the 2 trials .*\(2 completed, kept and not run again\)", messages)
+    assert re.search(r"tuner0\.json is empty; it holds nothing the search needs", messages)
+    assert started == ["0002"]  # the finished trials were not run again
+    rows = read_trials(second.trials_csv)
+    assert [row["trial"] for row in rows] == ["0000", "0001", "0002"]
+    assert {record.trial_id: record.score for record in second.trials if record.trial_id in scores} == scores
+    assert json.loads((project / "oracle.json").read_text())["end_order"] == ["0000", "0001", "0002"]
+
+
+def test_a_hyperband_trial_whose_checkpoint_is_unreadable_trains_from_scratch(tmp_path):
+    data, project = tiny_data(size=16, n=32), tmp_path / "project"
+    # max_epochs 3, factor 3: a first bracket of 3 one-epoch trials, then the best
+    # continued for 3 epochs in trial 0003.
+    options = dict(tuner="hyperband", max_epochs=3, hyperband_factor=3, seed=2, directory=project, ranges=SMALL)
+    tune.search("convnet", data, max_trials=3, **options)
+    for trial in ("0000", "0001", "0002"):
+        checkpoint = project / f"trial_{trial}" / "checkpoint.weights.h5"
+        checkpoint.write_bytes(checkpoint.read_bytes()[:300])
+    with pytest.warns(UserWarning, match=r"Trial 0003: the checkpoint of trial 000\d it continues cannot be read \(.*checkpoint\.weights\.h5: .*\); it trains from scratch for its 3 epochs\."):
+        result = tune.search("convnet", data, max_trials=4, **options)
+    last = next(record for record in result.trials if record.trial_id == "0003")
+    assert last.status == "COMPLETED" and last.epochs == 3
+    values = json.loads((project / "trial_0003" / "trial.json").read_text())["hyperparameters"]["values"]
+    assert values["tuner/initial_epoch"] == 0 and "tuner/trial_id" not in values and values["tuner/round"] == 1

@@ -1,16 +1,26 @@
 """keras-tuner's tuners with what kcnn adds: trial records, progress callbacks, quiet
-rejected configurations, and a Hyperband that replaces failed trials.
+rejected configurations, a Hyperband that replaces failed trials, and a search state
+that survives a kill at any point.
+
+keras-tuner writes its state (oracle.json, tuner0.json, trial_*/trial.json) in place
+and cannot reload a project whose file a kill cut short. Here every one is written
+atomically, and a project whose oracle.json or trial.json is unreadable anyway (a
+project of an older version, a damaged disk) is reloaded from what is left: a warning
+names the file, the finished trials are kept, not run again, and the search goes on.
 
 This is the one module that overrides keras-tuner's private methods
 (`Tuner._populate_initial_space`, `Tuner._try_run_and_update_trial`,
-`HyperbandOracle._brackets`) and copies one of its methods (`Oracle.create_trial`, for
-the trial ids); `tests/test_keras_tuner.py` checks that they still exist, and that the
-copy is still upstream's, in the installed keras-tuner, whose version `pyproject.toml`
-pins below its next minor.
+`Tuner._build_hypermodel` of Hyperband, `Oracle._save_trial`, `Oracle.save` and
+`reload`, `BaseTuner.save` and `reload`) and state (`Oracle.get_state`'s keys,
+`HyperbandOracle._brackets`), and copies one of its methods (`Oracle.create_trial`,
+for the trial ids); `tests/test_keras_tuner.py` checks that they still exist, and that
+the copy is still upstream's, in the installed keras-tuner, whose version
+`pyproject.toml` pins below its next minor.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 import math
 import os
@@ -24,11 +34,11 @@ import keras
 import keras_tuner
 from keras_tuner.engine import trial as trial_module
 
-from kcnn._files import read_json, write_json
+from kcnn._files import CorruptFileError, read_json, write_json
 from kcnn.tune import report
 from kcnn.tune.report import RECORD_FILE, TrialRecord
 
-__all__ = ["TRIAL_ID_DIGITS", "collect_trials", "format_trial_id", "make_tuner", "objective", "public_values"]
+__all__ = ["TRIAL_ID_DIGITS", "checkpoint_path", "collect_trials", "format_trial_id", "make_tuner", "objective", "public_values"]
 
 logger = logging.getLogger("kcnn")
 
@@ -53,8 +63,33 @@ class _Records:
     failed trials recorded without a traceback on stderr."""
 
     def __init__(self, oracle, hypermodel=None, **kwargs):
+        # keras-tuner reloads a project only when this tuner's own file (tuner0.json,
+        # chief.json) is there, and otherwise starts afresh, writing its trials over
+        # the ones on disk: a project with any state is reloaded.
+        if not kwargs.get("overwrite"):
+            project = pathlib.Path(kwargs.get("directory") or ".") / (kwargs.get("project_name") or "untitled_project")
+            own = project / f"{os.environ.get('KERASTUNER_TUNER_ID', 'tuner0')}.json"
+            if not own.exists() and _has_state(project):
+                write_json(own, {})
         # keras_tuner.Tuner's, past the subclass' __init__ that would make its own oracle.
         keras_tuner.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
+
+    def save(self):
+        # keras-tuner's BaseTuner.save, atomically.
+        if not self._is_worker():
+            self.oracle.save()
+        write_json(self._get_tuner_fname(), self.get_state())
+
+    def reload(self):
+        # keras-tuner's BaseTuner.reload, which a damaged file does not stop.
+        if not self._is_worker() and self.oracle.reload():
+            self._populate_initial_space()  # The space was in the oracle.json lost.
+        try:
+            state = read_json(self._get_tuner_fname()) or {}
+        except CorruptFileError as error:
+            warnings.warn(f"{error}; it holds nothing the search needs and is written anew.", stacklevel=2)
+            state = {}
+        self.set_state(state)
 
     def follow(self, on_trial, planned):
         """Sets the progress callback and the number of trials planned."""
@@ -118,11 +153,14 @@ class _Records:
             "epochs": self._epochs.pop(trial.trial_id, None),
             "reason": reason,
         }
-        write_json(pathlib.Path(self.get_trial_dir(trial.trial_id)) / RECORD_FILE, record)
+        path = pathlib.Path(self.get_trial_dir(trial.trial_id)) / RECORD_FILE
+        write_json(path, record)
         super().on_trial_end(trial)  # Reports to the oracle (the chief's, when distributed).
+        ended = self.oracle.get_trial(trial.trial_id)
+        # With a copy of the ended trial, from which its trial.json can be made again.
+        write_json(path, {**record, "trial": ended.get_state()})
         self.ran.append(trial.trial_id)
         if self._on_trial is not None:
-            ended = self.oracle.get_trial(trial.trial_id)
             self._notify(ended, ended.status, score=ended.score, record=record)
         # No clear_session here: keras-tuner clears the session (and collects garbage)
         # before it builds each trial's model, and a full collection costs ~0.2 s.
@@ -211,19 +249,196 @@ class _TrialIds:
         return trial
 
 
-class _RandomSearchOracle(_TrialIds, keras_tuner.oracles.RandomSearchOracle):
+_ENDED = ("COMPLETED", "FAILED")
+TRIAL_FILE = "trial.json"
+ORACLE_FILE = "oracle.json"
+
+
+def _has_state(project: pathlib.Path) -> bool:
+    """Whether a project folder holds a search's state (its oracle or any trial)."""
+    return (project / ORACLE_FILE).exists() or any(project.glob(f"trial_*/{TRIAL_FILE}"))
+
+
+class _Durable:
+    """An oracle whose state survives a kill at any point.
+
+    keras-tuner writes oracle.json and each trial.json in place (a kill inside a write
+    leaves a file that no reload can read), and writes a trial's end to trial.json
+    before oracle.json (a kill between reruns a finished trial). Here each file is
+    written atomically, and `reload` reads what it can: a trial.json that cannot be
+    read is made again from the copy in the trial's kcnn_trial.json (or the trial is
+    marked failed, its id kept); an oracle.json that cannot be read is rebuilt from
+    the trials; a trial whose end oracle.json missed is ended, not run again.
+    """
+
+    def save(self):
+        # keras-tuner's Oracle.save, atomically.
+        write_json(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial):
+        # keras-tuner's Oracle._save_trial, atomically.
+        write_json(os.path.join(self._get_trial_dir(trial.trial_id), TRIAL_FILE), trial.get_state())
+
+    def reload(self):
+        """keras-tuner's `Oracle.reload`, which a damaged file does not stop.
+
+        Returns:
+            Whether the state was rebuilt from the trials (the space must then be
+            declared again).
+        """
+        project = pathlib.Path(self._project_dir)
+        try:
+            state = read_json(self._get_oracle_fname())
+            if state is None:
+                raise CorruptFileError(f"{self._get_oracle_fname()} is missing")
+        except CorruptFileError as error:
+            problem, state = str(error), None
+        referenced = set(state.get("start_order", ())) if isinstance(state, dict) else set()
+        self.trials = self._load_trials(project, referenced)
+        rebuilt = state is None
+        if state is not None:
+            try:
+                self.set_state(state)
+            except (KeyError, TypeError, ValueError) as error:  # A file cut at a valid JSON boundary, or edited.
+                problem, rebuilt = f"{self._get_oracle_fname()} is not a keras-tuner oracle state ({error!r})", True
+        if rebuilt:
+            finished = sum(t.status == "COMPLETED" for t in self.trials.values())
+            warnings.warn(
+                f"{problem}; the search state is rebuilt from the {len(self.trials)} trials in {project} "
+                f"({finished} completed, kept and not run again) and the search goes on.",
+                stacklevel=2,
+            )
+            self._rebuild_state()
+        else:
+            self._reconcile()
+        # Upstream: the trials that were running are run again.
+        for trial in self.ongoing_trials.values():
+            self._retry_queue.append(trial.trial_id)
+        self.ongoing_trials = {}
+        return rebuilt
+
+    def _load_trials(self, project, referenced):
+        """Every trial of the project, each from its trial.json, else from the copy in
+        its kcnn_trial.json, else as a failed trial of unknown configuration."""
+        ids = {pathlib.Path(p).parent.name[len("trial_") :] for p in glob.glob(os.fspath(project / f"trial_*/{TRIAL_FILE}"))}
+        ids |= {pathlib.Path(p).parent.name[len("trial_") :] for p in glob.glob(os.fspath(project / f"trial_*/{RECORD_FILE}"))}
+        ids |= referenced
+        trials = {}
+        for trial_id in sorted(ids, key=_trial_order):
+            folder = project / f"trial_{trial_id}"
+            try:
+                state = read_json(folder / TRIAL_FILE)
+                if state is None:
+                    raise CorruptFileError(f"{folder / TRIAL_FILE} is missing")
+                trials[trial_id] = trial_module.Trial.from_state(state)
+                continue
+            except (KeyError, TypeError, ValueError) as error:
+                problem = str(error) if isinstance(error, CorruptFileError) else f"{folder / TRIAL_FILE} is not a trial ({error!r})"
+            try:
+                copy = (read_json(folder / RECORD_FILE) or {}).get("trial")
+                trial = trial_module.Trial.from_state(copy) if copy else None
+            except (KeyError, TypeError, ValueError, AttributeError):
+                trial = None
+            if trial is not None:
+                warnings.warn(f"{problem}; trial {trial_id} is restored from the copy in {RECORD_FILE} ({trial.status}).", stacklevel=3)
+                self._save_trial(trial)
+            else:
+                warnings.warn(
+                    f"{problem}, and no copy of it was kept: trial {trial_id} counts as failed, its configuration unknown.",
+                    stacklevel=3,
+                )
+                hyperparameters = self.hyperparameters.copy()
+                hyperparameters.values = {}
+                trial = trial_module.Trial(
+                    hyperparameters, trial_id=trial_id, status=trial_module.TrialStatus.FAILED, message=problem
+                )
+                self._save_trial(trial)
+            trials[trial_id] = trial
+        return trials
+
+    def _reconcile(self):
+        """Brings a reloaded oracle.json up to the trials: a trial created or ended
+        after its last write (a kill between the two files) is started or ended."""
+        unknown = [i for i in sorted(self.trials, key=_trial_order) if i not in self.start_order]
+        self.start_order.extend(unknown)
+        for trial_id in unknown:
+            if self.trials[trial_id].status not in _ENDED:
+                self._retry_queue.append(trial_id)
+        for tuner_id, trial in list(self.ongoing_trials.items()):
+            if self.trials[trial.trial_id].status in _ENDED:
+                del self.ongoing_trials[tuner_id]
+        for trial_id in sorted(self.trials, key=_trial_order):
+            trial = self.trials[trial_id]
+            if trial.status in _ENDED and trial_id not in self.end_order:
+                self.end_order.append(trial_id)
+                self._run_times[trial_id] = max(self._run_times[trial_id], 1)
+            if trial.hyperparameters.values and self._id_to_hash[trial_id] is None:
+                self._record_values(trial)
+        if unknown and hasattr(self, "_brackets"):
+            self._rebuild_brackets()
+
+    def _rebuild_state(self):
+        """The oracle's state, made from its trials (oracle.json lost): the order they
+        started and ended in (their ids'), the configurations tried, the interrupted
+        ones to run again, where the random draws resume, Hyperband's brackets."""
+        ids = sorted(self.trials, key=_trial_order)
+        ended = [i for i in ids if self.trials[i].status in _ENDED]
+        known = [i for i in ids if self.trials[i].hyperparameters.values]
+        hashes = {i: self._compute_values_hash(self.trials[i].hyperparameters.values) for i in known}
+        state = self.get_state()  # The constructor's settings, and no progress.
+        state.update(
+            ongoing_trials={},
+            start_order=ids,
+            end_order=ended,
+            run_times=dict.fromkeys(ended, 1),
+            retry_queue=[i for i in ids if i not in ended],
+            tried_so_far=sorted(set(hashes.values())),
+            id_to_hash=hashes,
+            display={**state["display"], "trial_number": {i: n + 1 for n, i in enumerate(ids)}},
+        )
+        self.set_state(state)
+        for trial in self.trials.values():
+            self.update_space(trial.hyperparameters)
+        # The random draws go on where they were: each configuration drawn at random
+        # drew one value per active hyperparameter.
+        self._seed_state = self.seed + sum(
+            len([key for key in self.trials[i].hyperparameters.values if not key.startswith("tuner/")])
+            for i in self._drawn_at_random(known)
+        )
+        if hasattr(self, "_brackets"):
+            self._rebuild_brackets()
+
+    def _drawn_at_random(self, ids):
+        """Which of the trials (in creation order) had their values drawn at random."""
+        return ids
+
+
+def _trial_order(trial_id: str) -> tuple:
+    return (0, int(trial_id), "") if trial_id.isdigit() else (1, 0, trial_id)
+
+
+class _RandomSearchOracle(_Durable, _TrialIds, keras_tuner.oracles.RandomSearchOracle):
     pass
 
 
-class _BayesianOptimizationOracle(_TrialIds, keras_tuner.oracles.BayesianOptimizationOracle):
+class _BayesianOptimizationOracle(_Durable, _TrialIds, keras_tuner.oracles.BayesianOptimizationOracle):
+    def _drawn_at_random(self, ids):
+        # keras-tuner's `populate_space`: at random while fewer trials than its initial
+        # points have completed, then from the Gaussian process.
+        initial = self.num_initial_points or max(3 * len(self.hyperparameters.space), 3)
+        drawn, completed = [], 0
+        for trial_id in ids:
+            if completed < initial:
+                drawn.append(trial_id)
+            completed += self.trials[trial_id].status == "COMPLETED"
+        return drawn
+
+
+class _GridSearchOracle(_Durable, _TrialIds, keras_tuner.oracles.GridSearchOracle):
     pass
 
 
-class _GridSearchOracle(_TrialIds, keras_tuner.oracles.GridSearchOracle):
-    pass
-
-
-class _HyperbandOracle(_TrialIds, keras_tuner.oracles.HyperbandOracle):
+class _HyperbandOracle(_Durable, _TrialIds, keras_tuner.oracles.HyperbandOracle):
     """Hyperband whose failed first-round trials give their place in the bracket to a
     new configuration.
 
@@ -241,6 +456,66 @@ class _HyperbandOracle(_TrialIds, keras_tuner.oracles.HyperbandOracle):
                 bracket["rounds"][0] = [info for info in first if info["id"] != trial.trial_id]
             self.save()
 
+    def _drawn_at_random(self, ids):
+        # The first round's configurations; later rounds continue one of them.
+        return [i for i in ids if not self.trials[i].hyperparameters.values.get("tuner/round")]
+
+    def _rebuild_brackets(self):
+        """The brackets as keras-tuner made them, replayed from the trials in the order
+        they were created: a first-round trial joins the first open bracket whose
+        first-round epochs it has (starting brackets in keras-tuner's order as
+        needed), a later-round one the bracket of the trial it continues; failed
+        first-round trials gave their place up (`end_trial`)."""
+        # A fresh oracle of the same settings holds the brackets as they begin.
+        brackets = keras_tuner.oracles.HyperbandOracle(self.objective, max_epochs=self.max_epochs, factor=self.factor)
+        brackets.hyperband_iterations = self.hyperband_iterations
+        by_epochs = {self._get_epochs(b, 0): b for b in range(self._get_num_brackets())}
+
+        def complete(bracket):
+            last = len(bracket["rounds"]) - 1
+            return len(bracket["rounds"][last]) == self._get_size(bracket["bracket_num"], last)
+
+        for trial_id in sorted(self.trials, key=_trial_order):
+            trial = self.trials[trial_id]
+            values = trial.hyperparameters.values
+            round_ = values.get("tuner/round")
+            if round_ is None:  # A trial of unknown configuration.
+                continue
+            if round_ == 0:
+                number = by_epochs.get(values.get("tuner/epochs"))
+                if number is None:
+                    continue
+                target = None
+                for _ in range(2 * self._get_num_brackets() + 1):
+                    target = next(
+                        (
+                            b
+                            for b in brackets._brackets
+                            if b["bracket_num"] == number
+                            and not complete(b)
+                            and len(b["rounds"][0]) < self._get_size(number, 0)
+                        ),
+                        None,
+                    )
+                    if target is not None:
+                        break
+                    brackets._increment_bracket_num()
+                    brackets._start_new_bracket()
+                if target is None:
+                    continue
+                if trial.status != "FAILED":
+                    target["rounds"][0].append({"past_id": None, "id": trial_id})
+            else:
+                past = values.get("tuner/trial_id")
+                for bracket in brackets._brackets:
+                    rounds = bracket["rounds"]
+                    if round_ < len(rounds) and any(info["id"] == past for info in rounds[round_ - 1]):
+                        rounds[round_].append({"past_id": past, "id": trial_id})
+                        break
+        self._brackets = brackets._brackets
+        self._current_bracket = brackets._current_bracket
+        self._current_iteration = brackets._current_iteration
+
     @property
     def replaced(self) -> int:
         """How many failed first-round trials were replaced."""
@@ -249,8 +524,43 @@ class _HyperbandOracle(_TrialIds, keras_tuner.oracles.HyperbandOracle):
         )
 
 
+class _UnusableCheckpoint(Exception):
+    """The checkpoint a Hyperband trial continues from cannot be read."""
+
+
 class _Hyperband(_Records, keras_tuner.Hyperband):
-    pass
+    """Hyperband whose trial that continues an earlier one (a later round) trains from
+    scratch, for all its epochs and with a warning, when the earlier trial's
+    checkpoint cannot be read, instead of failing."""
+
+    def _build_hypermodel(self, hp):
+        # keras-tuner's Hyperband._build_hypermodel, the reading of the checkpoint guarded.
+        model = keras_tuner.Tuner._build_hypermodel(self, hp)
+        if "tuner/trial_id" in hp.values:
+            trial_id = hp.values["tuner/trial_id"]
+            files = [self._get_build_config_fname(trial_id), self._get_checkpoint_fname(trial_id)]
+            try:
+                model.build_from_config(read_json(files[0]) or {})
+                model.load_weights(files[1])
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                raise _UnusableCheckpoint(
+                    f"the checkpoint of trial {trial_id} it continues cannot be read ({' and '.join(files)}: "
+                    f"{type(error).__name__}: {error})"
+                ) from error
+        return model
+
+    def run_trial(self, trial, *fit_args, **fit_kwargs):
+        try:
+            return super().run_trial(trial, *fit_args, **fit_kwargs)
+        except _UnusableCheckpoint as error:
+            values = trial.hyperparameters.values
+            warnings.warn(
+                f"Trial {trial.trial_id}: {error}; it trains from scratch for its {values['tuner/epochs']} epochs.",
+                stacklevel=2,
+            )
+            values.pop("tuner/trial_id")
+            values["tuner/initial_epoch"] = 0
+            return super().run_trial(trial, *fit_args, **fit_kwargs)
 
 
 class _RandomSearch(_Records, keras_tuner.RandomSearch):
@@ -369,6 +679,11 @@ def collect_trials(tuner, project_dir) -> list[TrialRecord]:
             )
         )
     return records
+
+
+def checkpoint_path(tuner, trial_id) -> str:
+    """The file of a trial's best-epoch weights."""
+    return tuner._get_checkpoint_fname(trial_id)
 
 
 def objective(name):

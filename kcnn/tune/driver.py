@@ -9,6 +9,11 @@ resumed search reloads), and what kcnn adds:
     trials.csv        every trial: hyperparameters, score, params, MACs, seconds, status, reason
     pareto.png        score against MACs, Pareto front marked
     best/             the best model, saved as a `kcnn.train` run: model.keras + metadata.json
+    kcnn.lock         while a local search or the chief of a distributed one runs
+
+Every state file is written atomically, and a project whose oracle.json or a
+trial.json is unreadable anyway resumes from what is left, with a warning (see
+`kcnn.tune._keras_tuner`).
 """
 
 from __future__ import annotations
@@ -27,9 +32,10 @@ from typing import Any
 
 import keras
 
-from kcnn._files import read_json, write_json
+from kcnn._files import CorruptFileError, read_json, write_json
+from kcnn._lock import LOCK_FILE, FolderLock
 from kcnn.tune import report
-from kcnn.tune._keras_tuner import collect_trials, make_tuner, objective, public_values
+from kcnn.tune._keras_tuner import checkpoint_path, collect_trials, make_tuner, objective, public_values
 from kcnn.tune.config import SearchConfig, parse_address
 from kcnn.tune.report import TrialRecord
 from kcnn.tune.spaces import SearchSpace, get_space
@@ -130,6 +136,8 @@ def search(
     Raises:
         ValueError: on invalid settings, a project holding a search with other
             settings, or a search in which no trial completed.
+        kcnn._lock.FolderInUseError: another local search or chief runs in the
+            project (a `ValueError`; the message names the process).
     """
     from kcnn.train.inputs import load_data
 
@@ -149,10 +157,17 @@ def search(
     space = _make_space(space, data, config, ranges)
     project_dir = _project_dir(config, space, data)
     settings = _settings(space, config, data)
-    with _distributed_env(config):
+    with _distributed_env(config), contextlib.ExitStack() as stack:
         role = _role()
-        if role != "worker" and not config.overwrite:
-            _check_settings(project_dir, settings)  # Before keras-tuner reloads the project.
+        if role != "worker":
+            # The chief (or a local search) alone writes the project's state: another
+            # such process in the same project is refused at once. Workers share it.
+            stack.enter_context(FolderLock(project_dir, "kcnn search"))
+            if config.overwrite:
+                _clear_project(project_dir)  # Here, not by keras-tuner, which would remove the lock.
+                config = dataclasses.replace(config, overwrite=False)
+            else:
+                _check_settings(project_dir, settings)  # Before keras-tuner reloads the project.
         tuner = make_tuner(space, config, project_dir, role, on_trial)
         if role != "worker":
             write_json(project_dir / SETTINGS_FILE, settings)
@@ -245,7 +260,8 @@ def _save_best(tuner, space, data, config, project_dir, best):
                 warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
                 model = tuner.load_model(best)
         except (OSError, ValueError) as error:  # e.g. a chief without the worker's checkpoint
-            logger.warning("Cannot restore trial %s (%s); retraining it", best.trial_id, error)
+            checkpoint = checkpoint_path(tuner, best.trial_id)
+            logger.warning("Cannot restore trial %s from %s (%s: %s); retraining it", best.trial_id, checkpoint, type(error).__name__, error)
     restored = model is not None
     if restored:
         metadata = save_run(
@@ -334,7 +350,15 @@ def _settings(space, config, data) -> dict[str, Any]:
 def _check_settings(project_dir, settings):
     """Refuses a project that holds a search with other settings: resuming it would
     mix two searches (or fail inside keras-tuner)."""
-    previous = read_json(project_dir / SETTINGS_FILE)
+    try:
+        previous = read_json(project_dir / SETTINGS_FILE)
+    except CorruptFileError as error:
+        warnings.warn(
+            f"{error}; the settings of the search in the project cannot be checked against these, with which "
+            "it resumes (search.json is written anew).",
+            stacklevel=3,
+        )
+        previous = None
     if previous is not None:
         changed = {key: (previous.get(key), value) for key, value in settings.items() if previous.get(key) != value}
         if changed:
@@ -343,6 +367,18 @@ def _check_settings(project_dir, settings):
                 f"overwrite=True (--overwrite) or another project. Changed (old, new): {changed}. "
                 f"Received: directory={os.fspath(project_dir)!r}"
             )
+
+
+def _clear_project(project_dir) -> None:
+    """Removes everything in the project folder but its lock (`overwrite`)."""
+    if project_dir.is_dir():
+        for path in project_dir.iterdir():
+            if path.name == LOCK_FILE:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 @contextlib.contextmanager
