@@ -1,0 +1,134 @@
+"""kcnn._lock: one process at a time in a run folder or a tuning project, refused at
+once with the holder named; a killed holder blocks nothing. Tested with real processes,
+each with a timeout and SIGKILLed at the end."""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kcnn._lock import LOCK_FILE, FolderInUseError, FolderLock, check_free
+
+TESTS = pathlib.Path(__file__).parent
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+def wait_for(path, process, seconds=240):
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, process.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+def stop(process):
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def test_a_second_lock_is_refused_naming_the_holder_and_released_with_its_file(tmp_path):
+    with FolderLock(tmp_path, "kcnn training run"):
+        holder = json.loads((tmp_path / LOCK_FILE).read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        # Another open file of the same process is refused too (two runs in threads).
+        with pytest.raises(FolderInUseError) as refused:
+            FolderLock(tmp_path, "kcnn training run").acquire()
+        message = str(refused.value)
+        assert f"is in use by process {os.getpid()} on {socket.gethostname()}, running since {holder['started']}" in message
+        assert "(kcnn training run: " in message and message.endswith(f"Received: {os.fspath(tmp_path)!r}")
+        with pytest.raises(FolderInUseError):
+            check_free(tmp_path, "kcnn training run")
+    assert not (tmp_path / LOCK_FILE).exists()
+    check_free(tmp_path, "kcnn training run")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_lock_file_of_a_dead_process_blocks_nothing(tmp_path):
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 999999, "host": socket.gethostname(), "started": "yesterday"}))
+    with FolderLock(tmp_path, "search") as lock:
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid() and lock.held
+
+
+def test_a_lock_file_removed_by_a_releasing_holder_is_not_locked_twice(tmp_path):
+    # Between our open() and flock(), the holder released and removed the file, and a
+    # third process made a new one: the lock must be on the file at the path.
+    first = FolderLock(tmp_path, "a").acquire()
+    stale = os.open(tmp_path / LOCK_FILE, os.O_RDWR)
+    first.release()
+    second = FolderLock(tmp_path, "b").acquire()
+    import fcntl
+
+    fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the removed inode: free, and useless
+    os.close(stale)
+    with pytest.raises(FolderInUseError):
+        FolderLock(tmp_path, "c").acquire()
+    second.release()
+
+
+def test_two_trainings_in_one_folder_the_second_refused_then_the_killed_holder_resumed(tmp_path):
+    sys.path.insert(0, str(TESTS))
+    import _train_worker as worker
+
+    output, marker = tmp_path / "run", tmp_path / "holding"
+    command = [sys.executable, str(TESTS / "_train_worker.py"), str(output)]
+    holder = subprocess.Popen([*command, "--hold-at-epoch", "2", str(marker)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(marker, holder)
+        second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+        assert second.returncode != 0
+        assert f"FolderInUseError: {output} is in use by process {holder.pid} on {socket.gethostname()}" in second.stderr
+        history = (output / "history.csv").read_text().splitlines()
+        assert [line.split(",")[0] for line in history[1:]] == ["1", "2"]  # nothing of the second process
+    finally:
+        stop(holder)
+    assert holder.returncode == -signal.SIGKILL
+    third = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stderr[-3000:]
+    rows = (output / "history.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == [str(epoch) for epoch in range(1, worker.EPOCHS + 1)]
+    metadata = json.loads((output / "metadata.json").read_text())
+    assert metadata["status"] == "completed" and metadata["metrics"]["epochs"] == worker.EPOCHS
+    assert not (output / LOCK_FILE).exists()
+
+
+HOLD = """
+import sys, time
+from kcnn._lock import FolderLock
+FolderLock(sys.argv[1], "kcnn search").acquire()
+open(sys.argv[2], "w").close()
+time.sleep(600)
+"""
+
+
+def test_a_search_is_refused_while_another_process_holds_its_project(tmp_path):
+    import numpy as np
+
+    from kcnn import data as kdata
+    from kcnn import tune
+
+    project, marker = tmp_path / "project", tmp_path / "holding"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(project), str(marker)], env=ENV, stderr=subprocess.PIPE)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (32, 16, 16, 1), dtype=np.uint8)
+    dataset = kdata.load((x, np.arange(32) % 4), batch_size=16, validation_split=0.25, test_split=0.0)
+    ranges = dict(depth=2, filters=4, hidden_units=8, convs_per_stage=1, strides=1, pool=True)
+
+    def search():
+        return tune.search("convnet", dataset, tuner="random", max_trials=1, max_epochs=1, directory=project, ranges=ranges)
+
+    try:
+        wait_for(marker, holder, seconds=60)
+        with pytest.raises(FolderInUseError, match=rf"is in use by process {holder.pid} on {socket.gethostname()}, .*\(kcnn search: "):
+            search()
+        assert sorted(p.name for p in project.iterdir()) == [LOCK_FILE]  # nothing written
+    finally:
+        stop(holder)
+    result = search()
+    assert [r.status for r in result.trials] == ["COMPLETED"] and not (project / LOCK_FILE).exists()
