@@ -27,7 +27,10 @@ _BUILDERS = (
 )
 _REGISTRY = ("MODELS", "create_model", "get_spec", "list_models", "min_input_size", "model_info")
 
-_SUBMODULES = ("blocks", "data", "layers", "models", "registry", "shapes", "train", "tune", "weights")
+_SUBMODULES = (
+    "blocks", "data", "explain", "export", "layers", "models", "registry", "serving", "shapes", "train", "tune",
+    "visualize", "weights",
+)
 
 __all__ = [*_BUILDERS, *_REGISTRY]
 __getattr__, __dir__ = lazy_exports(
