@@ -163,7 +163,7 @@ def activation_maps(model_or_run, layer: str, image, *, columns: int | None = No
         layer: a layer with a feature-map output, e.g. "conv1", "conv5_block3_out".
         image: an image file, or one image (raw 0..255 pixels for a run; preprocessed
             for a bare model).
-        columns: maps per row (default: about twice as many columns as rows).
+        columns: maps per row (default: up to 8 in a row, more for many maps).
         max_maps: at most this many maps are drawn.
         figure: a Matplotlib Figure or SubFigure to draw into; default a new Figure.
 
@@ -178,7 +178,11 @@ def activation_maps(model_or_run, layer: str, image, *, columns: int | None = No
     _, pictures = model_input(images, metadata.get("preprocessing"))
     channels = maps.shape[-1]
     shown = np.moveaxis(maps[..., :max_maps], -1, 0)
-    figure = figure if figure is not None else Figure(figsize=(8, 3.2), layout="constrained")
+    if figure is None:
+        columns = columns or _columns(len(shown))
+        rows = math.ceil(len(shown) / columns)
+        # The maps take 4/5 of 8 inches: square maps, a line of title above.
+        figure = Figure(figsize=(8, max(1.8, rows * 6.4 / columns + 0.5)), layout="constrained")
     left, right = figure.subfigures(1, 2, width_ratios=[1, 4])
     ax = left.add_subplot()
     _show(ax, pictures[0] / 255.0)
@@ -283,7 +287,7 @@ def _show(ax, picture: np.ndarray) -> None:
 def _grid(images: np.ndarray, columns: int | None, figure, *, titles: Sequence[str] | None, colormap: str, size: float | None):
     count = len(images)
     if columns is None:
-        columns = min(count, 16) if titles is not None else max(1, math.ceil(math.sqrt(2 * count)))
+        columns = min(count, 16) if titles is not None else _columns(count)
     rows = math.ceil(count / columns)
     if figure is None:
         figure = Figure(figsize=(max(size * columns, 3.0), size * rows + 0.5), layout="constrained")
@@ -299,3 +303,8 @@ def _grid(images: np.ndarray, columns: int | None, figure, *, titles: Sequence[s
         if titles is not None:
             ax.set_title(titles[index], fontsize=7)
     return figure
+
+
+def _columns(count: int) -> int:
+    """Maps per row: up to 8 in one row, about twice as many columns as rows beyond."""
+    return min(count, max(8, math.ceil(math.sqrt(2 * count))))
