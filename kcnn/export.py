@@ -258,9 +258,10 @@ def _staged(output: pathlib.Path, *, folder: bool, overwrite: bool) -> Iterator[
 
 @contextlib.contextmanager
 def _quiet():
-    """Keeps tf2onnx's INFO lines and NumPy's warnings about Keras' tf2onnx patch off the
-    terminal for the call (the loggers' levels are restored after it)."""
-    loggers = [logging.getLogger(name) for name in ("tf2onnx", "absl")]
+    """Keeps tf2onnx's and TensorFlow's INFO lines ("Assets written to ...") and NumPy's
+    warnings about Keras' tf2onnx patch off the terminal for the call (the loggers'
+    levels are restored after it)."""
+    loggers = [logging.getLogger(name) for name in ("tf2onnx", "absl", "tensorflow")]
     levels = [logger.level for logger in loggers]
     try:
         for logger in loggers:
