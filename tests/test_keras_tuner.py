@@ -1,4 +1,4 @@
-"""kcnn/tune/_keras_tuner.py overrides keras-tuner's private methods: these tests fail as
+"""kcnn/tune/_keras_tuner/ overrides keras-tuner's private methods: these tests fail as
 soon as the installed keras-tuner no longer has what it overrides."""
 
 import ast
@@ -68,7 +68,7 @@ def test_create_trial_is_upstreams_but_for_the_trial_id():
     from keras_tuner.src.engine import oracle as oracle_module
 
     upstream = _function_node(inspect.getsource(oracle_module), "create_trial", "Oracle")
-    ours = _function_node(inspect.getsource(_keras_tuner), "create_trial", "_TrialIds")
+    ours = _function_node(inspect.getsource(_keras_tuner.oracles), "create_trial", "_TrialIds")
     # Upstream's id: two statements assigning `trial_id` (a format of max_trials' digits).
     ids = [i for i, node in enumerate(upstream.body) if isinstance(node, ast.Assign) and ast.unparse(node.targets) == "trial_id"]
     assert len(ids) == 2 and ids[1] == ids[0] + 1 and "self.max_trials" in ast.unparse(upstream.body[ids[0]])

@@ -22,7 +22,7 @@ The modules, one concept each:
     spaces.py        the search spaces
     driver.py        search(): the tuner run, its project folder, the best model
     report.py        trial records, trials.csv, the Pareto plot, the results table
-    _keras_tuner.py  every override of keras-tuner's internals
+    _keras_tuner/    every override of keras-tuner's internals (oracles, tuners)
 """
 
 from kcnn._lazy import lazy_exports

@@ -1,0 +1,348 @@
+"""kcnn's keras-tuner tuners: trial records, progress callbacks, quiet rejected
+configurations, a Hyperband whose unreadable checkpoints retrain, and `make_tuner`."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pathlib
+import time
+import traceback
+import warnings
+from typing import Any
+
+import keras
+import keras_tuner
+
+from kcnn._files import CorruptFileError, read_json, write_json
+from kcnn.tune import report
+from kcnn.tune._keras_tuner.oracles import (
+    _BayesianOptimizationOracle,
+    _GridSearchOracle,
+    _has_state,
+    _HyperbandOracle,
+    _RandomSearchOracle,
+)
+from kcnn.tune.report import RECORD_FILE, TrialRecord
+
+logger = logging.getLogger("kcnn")
+
+# Random and Bayesian searches need a trial budget; this is theirs unless given.
+DEFAULT_MAX_TRIALS = 10
+
+
+class _Records:
+    """What kcnn adds to a keras-tuner tuner: no model built to declare the space,
+    a record per trial (written by the process that ran it), a progress callback, and
+    failed trials recorded without a traceback on stderr."""
+
+    def __init__(self, oracle, hypermodel=None, **kwargs):
+        # keras-tuner reloads a project only when this tuner's own file (tuner0.json,
+        # chief.json) is there, and otherwise starts afresh, writing its trials over
+        # the ones on disk: a project with any state is reloaded.
+        if not kwargs.get("overwrite"):
+            project = pathlib.Path(kwargs.get("directory") or ".") / (kwargs.get("project_name") or "untitled_project")
+            own = project / f"{os.environ.get('KERASTUNER_TUNER_ID', 'tuner0')}.json"
+            if not own.exists() and _has_state(project):
+                write_json(own, {})
+        # keras_tuner.Tuner's, past the subclass' __init__ that would make its own oracle.
+        keras_tuner.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
+
+    def save(self):
+        # keras-tuner's BaseTuner.save, atomically.
+        if not self._is_worker():
+            self.oracle.save()
+        write_json(self._get_tuner_fname(), self.get_state())
+
+    def reload(self):
+        # keras-tuner's BaseTuner.reload, which a damaged file does not stop.
+        if not self._is_worker() and self.oracle.reload():
+            self._populate_initial_space()  # The space was in the oracle.json lost.
+        try:
+            state = read_json(self._get_tuner_fname()) or {}
+        except CorruptFileError as error:
+            warnings.warn(f"{error}; it holds nothing the search needs and is written anew.", stacklevel=2)
+            state = {}
+        self.set_state(state)
+
+    def follow(self, on_trial, planned):
+        """Sets the progress callback and the number of trials planned."""
+        self._on_trial = on_trial
+        self._planned = planned
+        self._started = {}
+        self._epochs = {}
+        self.ran = []  # Trial ids this process ran, in order.
+
+    def _populate_initial_space(self):
+        # keras-tuner builds the default model here, once per conditional branch; the
+        # space declares every hyperparameter (conditions included) without building.
+        hp = self.oracle.get_space()
+        self.hypermodel.declare_hyperparameters(hp)
+        self.oracle.update_space(hp)
+
+    def _try_run_and_update_trial(self, trial, *fit_args, **fit_kwargs):
+        # keras-tuner's own (1.4) prints the traceback of every failed trial while its
+        # global DEBUG flag is on, which is its default. A configuration the space
+        # rejects (input too small, budget) is an expected outcome of a search: its reason goes
+        # to trials.csv and the progress line. Any other error is an invalid trial, as
+        # keras-tuner has it, logged with its traceback (at DEBUG level) instead of printed.
+        try:
+            self._run_and_update_trial(trial, *fit_args, **fit_kwargs)
+            trial.status = keras_tuner.engine.trial.TrialStatus.COMPLETED
+        except keras_tuner.errors.FatalError:
+            raise
+        except keras_tuner.errors.FailedTrialError:
+            trial.status = keras_tuner.engine.trial.TrialStatus.FAILED
+            trial.message = traceback.format_exc()
+        except Exception as error:
+            trial.status = keras_tuner.engine.trial.TrialStatus.INVALID
+            trial.message = traceback.format_exc()
+            logger.warning("Trial %s failed: %s: %s", trial.trial_id, type(error).__name__, error)
+            logger.debug("Trial %s failed:\n%s", trial.trial_id, trial.message)
+
+    def on_trial_begin(self, trial):
+        super().on_trial_begin(trial)
+        self._started[trial.trial_id] = time.perf_counter()
+        self.hypermodel.last_build = {}
+        self._notify(trial, "RUNNING", score=None)
+
+    def run_trial(self, trial, *args, **kwargs):
+        histories = super().run_trial(trial, *args, **kwargs)
+        # The epochs the model has trained by the end (Hyperband continues a trial).
+        epochs = [max(h.epoch) + 1 for h in histories if isinstance(h, keras.callbacks.History) and h.epoch]
+        if epochs:
+            self._epochs[trial.trial_id] = max(epochs)
+        return histories
+
+    def on_trial_end(self, trial):
+        seconds = time.perf_counter() - self._started.pop(trial.trial_id, time.perf_counter())
+        facts = dict(self.hypermodel.last_build)
+        reason = None if trial.status == "COMPLETED" else report.failure_reason(trial.message)
+        record = {
+            "trial_id": trial.trial_id,
+            "tuner_id": self.tuner_id,
+            "params": facts.get("params"),
+            "macs": facts.get("macs"),
+            "seconds": round(seconds, 3),
+            "epochs": self._epochs.pop(trial.trial_id, None),
+            "reason": reason,
+        }
+        path = pathlib.Path(self.get_trial_dir(trial.trial_id)) / RECORD_FILE
+        write_json(path, record)
+        super().on_trial_end(trial)  # Reports to the oracle (the chief's, when distributed).
+        ended = self.oracle.get_trial(trial.trial_id)
+        # With a copy of the ended trial, from which its trial.json can be made again.
+        write_json(path, {**record, "trial": ended.get_state()})
+        self.ran.append(trial.trial_id)
+        if self._on_trial is not None:
+            self._notify(ended, ended.status, score=ended.score, record=record)
+        # No clear_session here: keras-tuner clears the session (and collects garbage)
+        # before it builds each trial's model, and a full collection costs ~0.2 s.
+
+    def _notify(self, trial, status, *, score, record=None):
+        if self._on_trial is None:
+            return
+        best = [t for t in self.oracle.get_best_trials(1) if t.status == "COMPLETED"]
+        record = record or {}
+        total = self._planned
+        if total is not None:
+            # Hyperband draws a new configuration in place of each failed one.
+            total += getattr(self.oracle, "replaced", 0)
+            if self.oracle.max_trials:
+                total = min(total, self.oracle.max_trials)
+        self._on_trial(
+            TrialRecord(
+                trial_id=trial.trial_id,
+                number=int(trial.trial_id) + 1,
+                total=total,
+                status=status,
+                score=float(score) if status == "COMPLETED" and score is not None else None,
+                best_score=float(best[0].score) if best else None,
+                hyperparameters=public_values(trial.hyperparameters),
+                params=record.get("params"),
+                macs=record.get("macs"),
+                seconds=record.get("seconds"),
+                epochs=record.get("epochs"),
+                reason=record.get("reason"),
+                tuner_id=self.tuner_id,
+            )
+        )
+
+
+class _UnusableCheckpoint(Exception):
+    """The checkpoint a Hyperband trial continues from cannot be read."""
+
+
+class _Hyperband(_Records, keras_tuner.Hyperband):
+    """Hyperband whose trial that continues an earlier one (a later round) trains from
+    scratch, for all its epochs and with a warning, when the earlier trial's
+    checkpoint cannot be read, instead of failing."""
+
+    def _build_hypermodel(self, hp):
+        # keras-tuner's Hyperband._build_hypermodel, the reading of the checkpoint guarded.
+        model = keras_tuner.Tuner._build_hypermodel(self, hp)
+        if "tuner/trial_id" in hp.values:
+            trial_id = hp.values["tuner/trial_id"]
+            files = [self._get_build_config_fname(trial_id), self._get_checkpoint_fname(trial_id)]
+            try:
+                model.build_from_config(read_json(files[0]) or {})
+                model.load_weights(files[1])
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                raise _UnusableCheckpoint(
+                    f"the checkpoint of trial {trial_id} it continues cannot be read ({' and '.join(files)}: "
+                    f"{type(error).__name__}: {error})"
+                ) from error
+        return model
+
+    def run_trial(self, trial, *fit_args, **fit_kwargs):
+        try:
+            return super().run_trial(trial, *fit_args, **fit_kwargs)
+        except _UnusableCheckpoint as error:
+            values = trial.hyperparameters.values
+            warnings.warn(
+                f"Trial {trial.trial_id}: {error}; it trains from scratch for its {values['tuner/epochs']} epochs.",
+                stacklevel=2,
+            )
+            values.pop("tuner/trial_id")
+            values["tuner/initial_epoch"] = 0
+            return super().run_trial(trial, *fit_args, **fit_kwargs)
+
+
+class _RandomSearch(_Records, keras_tuner.RandomSearch):
+    pass
+
+
+class _BayesianOptimization(_Records, keras_tuner.BayesianOptimization):
+    pass
+
+
+class _GridSearch(_Records, keras_tuner.GridSearch):
+    pass
+
+
+# By `config.tuner`: the tuner and its oracle. keras-tuner's tuners make their oracle in
+# their __init__ (all it does, but for Hyperband, whose trial methods are inherited);
+# kcnn gives them its own oracles and calls `keras_tuner.Tuner.__init__`.
+_TUNERS = {
+    "hyperband": (_Hyperband, _HyperbandOracle),
+    "random": (_RandomSearch, _RandomSearchOracle),
+    "bayesian": (_BayesianOptimization, _BayesianOptimizationOracle),
+    "grid": (_GridSearch, _GridSearchOracle),
+}
+
+
+def make_tuner(space, config, project_dir, role, on_trial):
+    """The keras-tuner tuner of `config.tuner` over `space`, in `project_dir`
+    (reloaded from there unless `config.overwrite`)."""
+    tuner_class, oracle_class = _TUNERS[config.tuner]
+    options = dict(
+        objective=objective(config.objective),
+        seed=config.seed,
+        max_consecutive_failed_trials=config.max_consecutive_failed_trials,
+    )
+    if config.tuner == "hyperband":
+        oracle = oracle_class(
+            max_epochs=config.max_epochs,
+            factor=config.hyperband_factor,
+            hyperband_iterations=config.hyperband_iterations,
+            **options,
+        )
+        planned = _hyperband_trials(config)
+    elif config.tuner == "grid":
+        oracle = oracle_class(max_trials=config.max_trials, **options)
+        planned = config.max_trials
+    else:
+        planned = config.max_trials or DEFAULT_MAX_TRIALS
+        oracle = oracle_class(max_trials=planned, **options)
+    tuner = tuner_class(
+        oracle,
+        hypermodel=space,
+        executions_per_trial=config.executions_per_trial,
+        distribution_strategy=space.device.strategy,
+        directory=os.fspath(project_dir.parent),
+        project_name=project_dir.name,
+        # A worker never wipes the project: the chief and the other workers use it.
+        overwrite=config.overwrite and role != "worker",
+    )
+    if config.tuner == "hyperband":
+        # keras-tuner's Hyperband has no trial budget of its own; the oracle's
+        # `max_trials` is what every other oracle stops at.
+        tuner.oracle.max_trials = config.max_trials
+    tuner.follow(on_trial, planned)
+    return tuner
+
+
+def _hyperband_trials(config) -> int:
+    """Trials of Hyperband's brackets (keras-tuner's sizes), over its iterations."""
+    factor, epochs, brackets = config.hyperband_factor, config.max_epochs, 0
+    while epochs >= 1:
+        epochs /= factor
+        brackets += 1
+    end_size = math.ceil(1 + math.log(config.max_epochs, factor))
+    per_iteration = sum(
+        math.ceil(end_size / (bracket + 1) * factor ** (bracket - round_))
+        for bracket in range(brackets)
+        for round_ in range(bracket + 1)
+    )
+    return per_iteration * config.hyperband_iterations
+
+
+def collect_trials(tuner, project_dir) -> list[TrialRecord]:
+    """Every trial the oracle knows, with the records of the processes that ran them."""
+    oracle = tuner.oracle
+    trials = getattr(oracle, "trials", None)
+    if trials is None:  # A worker's proxy to the chief: only its own trials.
+        trials = {trial_id: oracle.get_trial(trial_id) for trial_id in tuner.ran}
+    records = []
+    # By number: a project begun before the ids had one format may mix "06" and "0007".
+    for trial_id in sorted(trials, key=int):
+        trial = trials[trial_id]
+        try:
+            facts = read_json(pathlib.Path(project_dir) / f"trial_{trial_id}" / RECORD_FILE) or {}
+        except ValueError as error:  # Reported; the trial keeps keras-tuner's facts.
+            warnings.warn(str(error), stacklevel=2)
+            facts = {}
+        status = trial.status
+        reason = facts.get("reason") if status != "COMPLETED" else None
+        reason = reason or (report.failure_reason(getattr(trial, "message", None)) if status != "COMPLETED" else None)
+        if status == "RUNNING":
+            reason = "interrupted; runs again when the search resumes"
+        records.append(
+            TrialRecord(
+                trial_id=trial_id,
+                number=int(trial_id) + 1,
+                total=None,
+                status=status,
+                score=float(trial.score) if status == "COMPLETED" and trial.score is not None else None,
+                hyperparameters=public_values(trial.hyperparameters),
+                params=facts.get("params"),
+                macs=facts.get("macs"),
+                seconds=facts.get("seconds"),
+                epochs=facts.get("epochs"),
+                reason=reason,
+                tuner_id=facts.get("tuner_id"),
+            )
+        )
+    return records
+
+
+def checkpoint_path(tuner, trial_id) -> str:
+    """The file of a trial's best-epoch weights."""
+    return tuner._get_checkpoint_fname(trial_id)
+
+
+def objective(name):
+    """keras-tuner's `Objective` for a logged metric, its direction inferred."""
+    direction = keras_tuner.engine.metrics_tracking.infer_metric_direction(name)
+    if direction is None:
+        raise ValueError(
+            "Cannot tell whether the objective is to be maximized or minimized; use an accuracy or loss "
+            f"metric such as 'val_accuracy' or 'val_loss'. Received: objective={name!r}"
+        )
+    return keras_tuner.Objective(name, direction)
+
+
+def public_values(hyperparameters) -> dict[str, Any]:
+    """The sampled values without Hyperband's bookkeeping (`tuner/epochs`, ...)."""
+    return {key: value for key, value in hyperparameters.values.items() if not key.startswith("tuner/")}
