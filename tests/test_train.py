@@ -533,3 +533,21 @@ def test_nearest_neighbours_matches_brute_force(metric, rng):
     assert index.tolist() == [7] and distance[0] == pytest.approx(0, abs=1e-7)
     with pytest.raises(ValueError, match="Received: k=51"):
         train.nearest_neighbours(db, db[0], k=51)
+
+
+def test_metadata_names_the_files_the_loader_skipped(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "images" / label / f"{i}.png")
+    (tmp_path / "images" / "b" / "broken.png").write_bytes(b"not a png")
+    config = train.TrainConfig(**FAST)
+    with pytest.warns(UserWarning, match="broken.png"):
+        result = train.fit(kcnn.convnet(filters=(4,), hidden_units=(), input_shape=(16, 16, 3), classes=2), str(tmp_path / "images"),
+                           config, output=tmp_path / "run", verbose=0)
+    skipped = result.metadata["dataset"]["skipped_files"]
+    assert [os.path.basename(entry["path"]) for entry in skipped] == ["broken.png"] and skipped[0]["reason"]
+    assert json.loads((tmp_path / "run" / "metadata.json").read_text())["dataset"]["skipped_files"] == skipped

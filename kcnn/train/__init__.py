@@ -32,6 +32,7 @@ _EXPORTS = {
     "TrainConfig": "kcnn.train.config",
     "compile_model": "kcnn.train.compile",
     "NonFiniteLossError": "kcnn.train.callbacks",
+    "FolderInUseError": "kcnn._lock",
     "TrainResult": "kcnn.train.driver",
     "fit": "kcnn.train.driver",
     "evaluate": "kcnn.train.inference",

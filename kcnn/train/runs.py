@@ -290,6 +290,8 @@ def start_metadata(run, model, data, config, builder_arguments, *, kind, loaded_
             "batch_size": data.batch_size,
             # `config.augment` only applies when the run loads the data itself.
             "augment": config.augment if loaded_here else "as loaded by the caller",
+            # Unreadable files the loader skipped (named, with the reason).
+            "skipped_files": list(data.skipped_files),
         },
         "class_names": list(data.class_names),
         "preprocessing": dict(data.preprocessing),

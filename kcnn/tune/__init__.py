@@ -40,6 +40,7 @@ _EXPORTS = {
     "SearchSpace": "kcnn.tune.spaces",
     "get_space": "kcnn.tune.spaces",
     "TrialRecord": "kcnn.tune.report",
+    "FolderInUseError": "kcnn._lock",
     "pareto_front": "kcnn.tune.report",
 }
 
