@@ -17,7 +17,7 @@ from typing import Any
 
 import keras
 
-__all__ = ["LayerCall", "input_layer_name", "layer_call", "leaf_layers", "producer"]
+__all__ = ["LayerCall", "fit_iterations_per_epoch", "input_layer_name", "layer_call", "leaf_layers", "producer"]
 
 
 def producer(tensor) -> Any:
@@ -85,3 +85,16 @@ def leaf_layers(model):
         else:
             yield layer
 
+
+
+def fit_iterations_per_epoch(dataset) -> int:
+    """How many iterators of a `tf.data.Dataset` `Model.fit` starts per epoch.
+
+    Keras' epoch iterator (keras/src/trainers/epoch_iterator.py, 3.15) starts one at each
+    epoch's beginning and, when the dataset's length is known, one more at its end
+    (which the next epoch drops); a length-unknown dataset gets one. kcnn's training
+    split draws its shuffle and augmentation afresh per iterator, so a resumed run moves
+    on by this many per finished epoch (`tests/test_reproducibility.py` checks a resumed
+    run against an uninterrupted one).
+    """
+    return 2 if int(dataset.cardinality()) >= 0 else 1

@@ -35,3 +35,13 @@ def test_output_spec_recomputes_a_call_on_other_shapes():
     spec = call.output_spec({id(call.inputs[0]): keras.KerasTensor((1, 20, 30, 3))})
     assert tuple(spec.shape) == (1, 18, 28, 4)
 
+
+
+def test_fit_iterations_per_epoch_follows_the_dataset_length():
+    import tensorflow as tf
+
+    from kcnn._keras_graph import fit_iterations_per_epoch
+
+    known = tf.data.Dataset.range(8).batch(2)
+    assert fit_iterations_per_epoch(known) == 2
+    assert fit_iterations_per_epoch(known.filter(lambda x: True)) == 1  # length unknown

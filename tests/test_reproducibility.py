@@ -25,3 +25,36 @@ def test_a_seeded_fit_with_the_default_augmentation_is_reproducible(tmp_path):
     assert len(first) == 2 and first == second
     for a, b in zip(runs[0].model.get_weights(), runs[1].model.get_weights(), strict=True):
         assert (a == b).all()
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Stops the run when the epoch `at` (from 0) begins: the epochs before it are done."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+def test_a_resumed_run_is_the_uninterrupted_run(tmp_path):
+    # The resumed process starts tf.data's epoch count afresh: the trainer moves the
+    # shuffling and the augmentation on to the epoch it resumes at.
+    import pytest
+
+    from kcnn import data as kdata
+
+    def digits():
+        keras.utils.set_random_seed(1)  # as a new process of the command line would
+        return kdata.load("digits", augment="shift", seed=1, batch_size=64)
+
+    config = train.TrainConfig(epochs=3, seed=1)
+    whole = train.fit("lenet5", digits(), config, output=tmp_path / "whole", verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit("lenet5", digits(), config, output=tmp_path / "resumed", callbacks=[_Interrupt(2)], verbose=0)
+    resumed = train.fit("lenet5", digits(), config, output=tmp_path / "resumed", verbose=0)
+    assert history(resumed) == history(whole)
+    for a, b in zip(resumed.model.get_weights(), whole.model.get_weights(), strict=True):
+        assert (a == b).all()

@@ -15,6 +15,7 @@ from typing import Any
 import keras
 
 from kcnn import data as kdata
+from kcnn._keras_graph import fit_iterations_per_epoch
 from kcnn._lock import check_free
 from kcnn.train.callbacks import BestModel, HistoryLogger, NonFiniteLossError, TerminateOnNonFinite, check_monitor
 from kcnn.train.checkpoint import (
@@ -218,6 +219,19 @@ def _restore(run, checkpoint):
     return None
 
 
+def _skip_epochs(dataset, epochs: int) -> None:
+    """Moves the training split's shuffling and augmentation on by `epochs` epochs.
+
+    They draw afresh at each iteration of the split (`kcnn.data`), counting from the
+    Dataset's creation: a resumed run, in a new process, would otherwise see epoch 1's
+    order and shifts again at its epoch `epochs + 1`. Starting an iteration and dropping
+    it advances the count and reads next to nothing; `fit` starts
+    `fit_iterations_per_epoch` of them an epoch.
+    """
+    for _ in range(epochs * fit_iterations_per_epoch(dataset)):
+        iter(dataset)
+
+
 def _run_phases(run, metadata, model, data, phases, device, main_output, monitor, callbacks, verbose) -> _Progress:
     # Uncompiled views sharing the layers: `inference` saves without optimizer state
     # and, for GoogLeNet, without the auxiliary heads; `everything` carries a phase's
@@ -234,6 +248,7 @@ def _run_phases(run, metadata, model, data, phases, device, main_output, monitor
         )
         phases_done = restored.phases_done
     identity = {key: metadata[key] for key in ("kind", "model", "config")}
+    _skip_epochs(data.train, progress.epoch)
     try:
         for index, phase in enumerate(phases):
             phase.setup(model)
