@@ -10,7 +10,8 @@ from keras import layers
 
 from kcnn import blocks
 from kcnn.layers import LocalResponseNormalization
-from kcnn.models._base import Network, builder, check_fraction, check_positive_int, spec_table
+from kcnn.models._base import Network, builder, spec_table
+from kcnn.models._checks import check_fraction, check_positive_int
 
 # The input and output channels of the grouped convolutions (conv2: 96 -> 256, conv4:
 # 384 -> 384, conv5: 384 -> 256), which `groups` must divide.

@@ -7,17 +7,8 @@ padding, widths and depth (`kcnn.tune`); VGG is this stack with a fixed table.
 from keras import layers
 
 from kcnn import blocks
-from kcnn.models._base import (
-    Network,
-    builder,
-    check_bool,
-    check_choice,
-    check_fraction,
-    check_positive_int,
-    check_positive_ints,
-    per_stage,
-    spec_table,
-)
+from kcnn.models._base import Network, builder, spec_table
+from kcnn.models._checks import check_bool, check_choice, check_fraction, check_positive_int, check_positive_ints, per_stage
 
 _PADDINGS = ("same", "valid")
 

@@ -11,7 +11,8 @@ from keras import layers
 
 from kcnn import blocks
 from kcnn.layers import ConnectionTableConv2D, EuclideanRBF, Subsampling2D, lecun_tanh
-from kcnn.models._base import Network, builder, check_choice, spec_table
+from kcnn.models._base import Network, builder, spec_table
+from kcnn.models._checks import check_choice
 
 # Table I of the paper: the input maps of S2 that each of C3's 16 maps sees.
 # Maps 0-5 see 3 neighbouring maps, 6-11 four neighbouring, 12-14 four with a gap,

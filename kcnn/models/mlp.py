@@ -6,7 +6,8 @@ spatial structure away, which is what the convolutional layer keeps.
 """
 
 from kcnn import blocks
-from kcnn.models._base import Network, builder, check_activation, check_fraction, check_positive_ints, spec_table
+from kcnn.models._base import Network, builder, spec_table
+from kcnn.models._checks import check_activation, check_fraction, check_positive_ints
 
 
 @builder(default_input_shape=(32, 32, 3), classes=10)

@@ -7,7 +7,8 @@ CVPR 2016 (arXiv 2015), table 1.
 from keras import layers
 
 from kcnn import blocks
-from kcnn.models._base import Network, builder, check_choice, check_positive_int, check_positive_ints, spec_table
+from kcnn.models._base import Network, builder, spec_table
+from kcnn.models._checks import check_choice, check_positive_int, check_positive_ints
 
 _BLOCKS = {"basic": blocks.basic_block, "bottleneck": blocks.bottleneck_block}
 _STEMS = ("imagenet", "small")

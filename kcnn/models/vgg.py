@@ -5,7 +5,8 @@ Image Recognition", ICLR 2015 (arXiv 2014), table 1 (configurations A, B, D, E).
 """
 
 from kcnn import blocks
-from kcnn.models._base import Network, builder, check_bool, check_fraction, check_positive_int, per_stage, spec_table
+from kcnn.models._base import Network, builder, spec_table
+from kcnn.models._checks import check_bool, check_fraction, check_positive_int, per_stage
 from kcnn.models.convnet import conv_stages
 
 # Convolutions per stage; the widths are always 64, 128, 256, 512, 512.

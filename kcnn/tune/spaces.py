@@ -27,7 +27,7 @@ import keras_tuner
 from keras_tuner.errors import FailedTrialError
 
 from kcnn import shapes
-from kcnn.models import _base
+from kcnn.models import _base, _checks
 from kcnn.models.convnet import convnet
 from kcnn.models.googlenet import googlenet
 from kcnn.models.resnet import resnet
@@ -74,10 +74,10 @@ class SearchSpace(keras_tuner.HyperModel):
     def __init__(self, input_shape=(32, 32, 3), classes=10, *, max_params=None, max_macs=None, train=None, **ranges):
         super().__init__(name=self.name, tunable=True)
         shape = _base.resolve_input_shape(input_shape, None, None, allow_unknown_size=False)
-        _base.check_positive_int("classes", classes)
+        _checks.check_positive_int("classes", classes)
         for argument, value in (("max_params", max_params), ("max_macs", max_macs)):
             if value is not None:
-                _base.check_positive_int(argument, value)
+                _checks.check_positive_int(argument, value)
         if train is not None and not isinstance(train, TrainConfig):
             raise ValueError(f"`train` must be a kcnn TrainConfig or None. Received: train={train!r}")
         unknown = sorted(set(ranges) - set(self.RANGES))
