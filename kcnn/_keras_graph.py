@@ -17,7 +17,7 @@ from typing import Any
 
 import keras
 
-__all__ = ["LayerCall", "fit_iterations_per_epoch", "input_layer_name", "layer_call", "leaf_layers", "producer"]
+__all__ = ["LayerCall", "fit_iterations_per_epoch", "get_layer", "input_layer_name", "layer_call", "leaf_layers", "producer"]
 
 
 def producer(tensor) -> Any:
@@ -74,6 +74,17 @@ def input_layer_name(tensor) -> str:
     one `model.summary()` shows); KerasTensor names are generated."""
     layer = producer(tensor)
     return layer.name if layer is not None else tensor.name
+
+
+def get_layer(model, name: str):
+    """`model.get_layer(name)`, with an error that lists the model's last layers."""
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        names = [layer.name for layer in model.layers]
+        raise ValueError(
+            f"`{model.name}` has no layer {name!r}. Layers: {names[-12:]} (last 12). Received: layer={name!r}"
+        ) from None
 
 
 def leaf_layers(model):

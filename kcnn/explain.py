@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kcnn._keras_graph import producer
+from kcnn._keras_graph import get_layer, producer
 from kcnn.layers import Subsampling2D
 
 __all__ = ["METHODS", "Explanation", "explain", "gradcam", "gradcam_layer", "saliency"]
@@ -79,7 +79,7 @@ def gradcam(model: keras.Model, images, *, class_index=None, layer: str | None =
         no position supports the class), resized (bilinear) to the input's size.
     """
     name = layer or gradcam_layer(model)
-    target = _get_layer(model, name)
+    target = get_layer(model, name)
     shape = _output_shape(target)
     if shape is None or len(shape) != 4:
         raise ValueError(f"Grad-CAM needs a layer whose output is a feature map (height, width, channels). Received: layer={name!r} with output shape {shape}")
@@ -219,14 +219,6 @@ def explain(
 
 # --------------------------------------------------------------------------
 
-
-def _get_layer(model: keras.Model, name: str):
-    try:
-        return model.get_layer(name)
-    except ValueError:
-        raise ValueError(
-            f"`{model.name}` has no layer {name!r}. Layers: {[layer.name for layer in model.layers][-12:]} (last 12). Received: layer={name!r}"
-        ) from None
 
 
 def _output_shape(layer) -> tuple | None:

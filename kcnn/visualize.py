@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 
 from kcnn import data as kdata
 from kcnn._files import atomic_path
+from kcnn._keras_graph import get_layer
 
 __all__ = [
     "activation_maps",
@@ -63,7 +64,7 @@ def filter_images(model_or_run, layer: str | None = None) -> np.ndarray:
     """
     model, _ = _resolve(model_or_run)
     name = layer or first_conv_layer(model)
-    kernel = getattr(_layer(model, name), "kernel", None)
+    kernel = getattr(get_layer(model, name), "kernel", None)
     if kernel is None or len(kernel.shape) != 4:
         raise ValueError(f"Expected a convolution with a 4D kernel. Received: layer={name!r} of `{model.name}`")
     weights = keras.ops.convert_to_numpy(kernel).astype(np.float64)  # (k, k, in, out)
@@ -150,7 +151,7 @@ def _activations(model, metadata, layer, images) -> np.ndarray:
     from kcnn.train.transfer import feature_extractor
 
     inputs, _ = model_input(images, metadata.get("preprocessing"))
-    _layer(model, layer)
+    get_layer(model, layer)
     return np.asarray(feature_extractor(model, layer).predict(inputs, verbose=0), np.float32)
 
 
@@ -262,14 +263,6 @@ def _resolve(model_or_run) -> tuple[keras.Model, dict[str, Any]]:
 
     return resolve_model(model_or_run)
 
-
-def _layer(model: keras.Model, name: str):
-    try:
-        return model.get_layer(name)
-    except ValueError:
-        raise ValueError(
-            f"`{model.name}` has no layer {name!r}. Layers: {[layer.name for layer in model.layers][-12:]} (last 12). Received: layer={name!r}"
-        ) from None
 
 
 def _show(ax, picture: np.ndarray) -> None:

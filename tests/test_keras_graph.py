@@ -45,3 +45,17 @@ def test_fit_iterations_per_epoch_follows_the_dataset_length():
     known = tf.data.Dataset.range(8).batch(2)
     assert fit_iterations_per_epoch(known) == 2
     assert fit_iterations_per_epoch(known.filter(lambda x: True)) == 1  # length unknown
+
+
+def test_get_layer_names_the_missing_layer_and_the_last_ones():
+    import pytest
+
+    from kcnn import train
+    from kcnn._keras_graph import get_layer
+
+    model, _, _, _ = small_model()
+    assert get_layer(model, "merge") is model.get_layer("merge")
+    with pytest.raises(ValueError, match=r"has no layer 'fc7'\. Layers: \['pixels', 'conv', .*'head'\] \(last 12\)\. Received: layer='fc7'"):
+        get_layer(model, "fc7")
+    with pytest.raises(ValueError, match=r"Received: layer='fc2'"):  # "fc7" is the lecture's name of VGG's fc2
+        train.feature_extractor(model, "fc7")

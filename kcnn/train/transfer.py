@@ -13,7 +13,7 @@ import numpy as np
 
 from kcnn import blocks
 from kcnn import data as kdata
-from kcnn._keras_graph import leaf_layers, producer
+from kcnn._keras_graph import get_layer, leaf_layers, producer
 from kcnn.train.config import TrainConfig
 from kcnn.train.driver import Phase, TrainResult, train_phases
 from kcnn.train.inference import check_compatible, resolve_model
@@ -258,10 +258,7 @@ def feature_extractor(model: keras.Model | str | os.PathLike, layer: str | None 
         tensor, _ = _classifier_input(model)
     else:
         names = {each.name for each in model.layers}
-        name = layer if layer in names else FC_ALIASES.get(layer, layer)
-        if name not in names:
-            raise ValueError(f"`{model.name}` has no layer {layer!r}. Layers: {[each.name for each in model.layers][-12:]} (last 12). Received: layer={layer!r}")
-        tensor = model.get_layer(name).output
+        tensor = get_layer(model, layer if layer in names else FC_ALIASES.get(layer, layer)).output
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
     if pooling and len(tensor.shape) == 4:
