@@ -16,7 +16,6 @@ import pathlib
 import socket
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 LOCK_FILE = "kcnn.lock"
@@ -126,14 +125,6 @@ def check_free(folder: str | os.PathLike, purpose: str) -> None:
     if folder.is_dir():
         with FolderLock(folder, purpose):
             pass
-
-
-@contextlib.contextmanager
-def locked(folder: str | os.PathLike, purpose: str) -> Iterator[FolderLock]:
-    """`with locked(folder, purpose):` holds `folder`'s lock for the block."""
-    lock = FolderLock(folder, purpose)
-    with lock:
-        yield lock
 
 
 def _read_holder(descriptor: int) -> dict[str, Any] | None:
