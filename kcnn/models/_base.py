@@ -57,7 +57,40 @@ class ModelSpec:
         check_keywords(self.name, self.signature().parameters, kwargs, getattr(self.builder, "renamed", {}))
         if kwargs.get("name") is None:
             kwargs["name"] = self.name
-        return self.builder(**{**self.arguments, **kwargs})
+        weight_set = None
+        if _is_weights_tag(kwargs.get("weights")):
+            weight_set, kwargs["weights"] = self._pretrained(kwargs)
+        model = self.builder(**{**self.arguments, **kwargs})
+        if weight_set is not None:
+            from kcnn.weights import transfer
+
+            transfer.remember(model, weight_set)
+        return model
+
+    def _pretrained(self, kwargs):
+        """The weight set `weights="imagenet..."` picks, checked against the other
+        arguments, and its verified local file (downloaded if needed)."""
+        from kcnn.weights import store, table
+
+        weight_set = table.resolve(self.name, kwargs["weights"])
+        defaults = self.signature().parameters
+        for key, value in weight_set.variant.items():
+            given = kwargs.get(key, defaults[key].default)
+            if given != value:
+                arguments = "".join(f"{k}={v!r}, " for k, v in weight_set.variant.items())
+                raise ValueError(
+                    f"The weights {weight_set.name} are for {key}={value!r}: build "
+                    f"kcnn.{self.name}({arguments}weights={kwargs['weights']!r}). Received: {key}={given!r}"
+                )
+        include_top = kwargs.get("include_top", True)
+        classes = kwargs.get("classes", defaults["classes"].default)
+        if include_top is True and classes != 1000:
+            raise ValueError(
+                f"The classifier of {weight_set.name} has 1000 ImageNet classes: keep classes=1000 with "
+                "include_top=True, or pass include_top=False for the backbone and add your own head "
+                f"(kcnn.train.fine_tune does). Received: classes={classes!r}"
+            )
+        return weight_set, store.fetch(weight_set, include_top=include_top is not False)
 
     def function(self):
         """The public builder function for this row, e.g. `kcnn.resnet50`."""
@@ -99,6 +132,19 @@ def spec_table(*, family, builder, year, paper, default_input_shape, rows):
             for name, arguments in rows.items()
         }
     )
+
+
+_WEIGHT_SUFFIXES = (".weights.h5", ".keras", ".h5", ".safetensors")
+_WEIGHTS_EXPECTED = (
+    "None, 'imagenet' or another tag of the weights table ('imagenet-tv2', `kcnn weights list`), or the path of "
+    "a `.weights.h5`, `.keras`, keras.applications `.h5` or torchvision/timm `.safetensors` file"
+)
+
+
+def _is_weights_tag(weights):
+    from kcnn.weights import table
+
+    return table.is_tag(weights)
 
 
 # Checks of the builders' arguments, called at each builder's entry so that a wrong
@@ -211,17 +257,16 @@ def build_model(
     blocks.check_pooling(pooling)
     include_top = check_bool("include_top", include_top)
     if weights is not None and not (isinstance(weights, (str, os.PathLike))):
+        raise ValueError(f"`weights` must be {_WEIGHTS_EXPECTED}. Received: weights={weights!r}")
+    if _is_weights_tag(weights):
         raise ValueError(
-            "`weights` must be None or the path of a `.weights.h5` or `.keras` file. "
-            f"Received: weights={weights!r}"
+            f"`weights={weights!r}` names a weight set of a registered model: build it by that model's name, e.g. "
+            f"kcnn.resnet50(weights={weights!r}) (`kcnn weights list`). Received: weights={weights!r} for `{name}`"
         )
     if weights is not None:
         weights = os.fspath(weights)
-        if not weights.endswith((".weights.h5", ".keras")):
-            raise ValueError(
-                "`weights` must be None or the path of a `.weights.h5` or `.keras` file. "
-                f"Received: weights={weights!r}"
-            )
+        if not weights.endswith(_WEIGHT_SUFFIXES):
+            raise ValueError(f"`weights` must be {_WEIGHTS_EXPECTED}. Received: weights={weights!r}")
         if not os.path.exists(weights):
             raise ValueError(f"The weights file does not exist. Received: weights={weights!r}")
     shape = resolve_input_shape(

@@ -1,0 +1,108 @@
+"""Download, cache and verify weight files.
+
+Files are kept in `$KCNN_HOME/weights/` (default: `$XDG_CACHE_HOME/kcnn`, else
+`~/.cache/kcnn`). A file is checked against the table's hash every time before it
+loads; a download is written to a temporary name, checked, and only then renamed into
+the cache (`kcnn._files.atomic_path`), so the cache never holds a file that would later
+load as valid without being so. `KCNN_OFFLINE=1` never opens a connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pathlib
+import shutil
+import urllib.error
+import urllib.request
+
+from kcnn._files import atomic_path
+
+__all__ = ["HashMismatchError", "WeightsUnavailableError", "cache_dir", "fetch", "file_hash"]
+
+_CHUNK = 1 << 20
+_TIMEOUT = 60
+
+
+class WeightsUnavailableError(OSError):
+    """The file is neither cached nor downloadable (offline, no published hash)."""
+
+
+class HashMismatchError(ValueError):
+    """A file's hash differs from the table's: it is damaged, truncated or another file."""
+
+
+def cache_dir() -> pathlib.Path:
+    """`$KCNN_HOME/weights`, default `$XDG_CACHE_HOME/kcnn/weights` or `~/.cache/kcnn/weights`."""
+    home = os.environ.get("KCNN_HOME")
+    if not home:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        home = os.path.join(base, "kcnn")
+    return pathlib.Path(home) / "weights"
+
+
+def file_hash(path, algorithm: str) -> str:
+    """The hex digest of a file ("md5" or "sha256"), read in chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check(path, expected, what):
+    algorithm, _, value = expected.partition(":")
+    actual = file_hash(path, algorithm)
+    if actual != value:
+        raise HashMismatchError(
+            f"{what} {os.fspath(path)} has {algorithm} {actual}, the weights table {value}: it is truncated, damaged or "
+            f"another file, and is not loaded. Delete it and kcnn downloads it again. Received: {algorithm} {actual}"
+        )
+
+
+def fetch(weight_set, include_top: bool = True) -> pathlib.Path:
+    """The checked local path of a weight set's file, downloaded into the cache if
+    needed: the no-top file where the source publishes one and `include_top` is False.
+
+    Raises:
+        WeightsUnavailableError: offline (or unreachable) with no cached file (the
+            message names the URL, the file name and where to put it), or no hash is
+            recorded for the file.
+        HashMismatchError: the cached or downloaded file's hash is wrong (a download
+            is not kept).
+    """
+    url, expected = weight_set.source(include_top)
+    path = cache_dir() / weight_set.file_name(include_top)
+    if expected is None:
+        raise WeightsUnavailableError(
+            f"No published hash is recorded for {weight_set.name}, and kcnn loads no file it cannot check. Download "
+            f"{url} yourself, check it, and pass its path: "
+            f"kcnn.{weight_set.model}({_arguments(weight_set)}weights='/path/to/{weight_set.name}.safetensors')"
+        )
+    if path.is_file():
+        _check(path, expected, "The cached file")
+        return path
+    if os.environ.get("KCNN_OFFLINE", "") not in ("", "0"):
+        raise WeightsUnavailableError(_offline_message(weight_set, url, path, "KCNN_OFFLINE is set"))
+    logging.getLogger("kcnn").info("downloading %s to %s", url, path)
+    try:
+        with urllib.request.urlopen(url, timeout=_TIMEOUT) as response, atomic_path(path) as temporary:
+            with open(temporary, "wb") as file:
+                shutil.copyfileobj(response, file, _CHUNK)
+            _check(temporary, expected, f"The download of {url}, saved as")
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+        raise WeightsUnavailableError(_offline_message(weight_set, url, path, f"the download failed: {error}")) from None
+    return path
+
+
+def _arguments(weight_set):
+    return "".join(f"{key}={value!r}, " for key, value in weight_set.variant.items())
+
+
+def _offline_message(weight_set, url, path, why):
+    return (
+        f"The weights {weight_set.name} are not in the cache and cannot be downloaded ({why}). Download {url} "
+        f"on a machine with a network and put it at {path} (file name {path.name}; set KCNN_HOME to move the "
+        "cache): its hash is checked before it loads."
+    )

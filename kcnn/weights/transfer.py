@@ -1,0 +1,205 @@
+"""Moving weights into a model: from another model by layer name, from a file (Keras'
+own formats, keras.applications' legacy `.h5`, torchvision/timm `.safetensors`), or
+from a weight set of the table.
+
+Layer names are public API (see the design notes) precisely so that this works: a
+keras.applications ResNet50 and `kcnn.resnet50()` share every weighted layer's name,
+so one's weights load into the other.
+"""
+
+import os
+import weakref
+
+import keras
+
+from kcnn._keras_graph import leaf_layers
+from kcnn.weights import convert, formats
+
+__all__ = ["assign", "load_weights", "transfer_weights", "weight_set_of"]
+
+# Layers a model without its top lacks; a file with a top may still load into it.
+_TOP_LAYERS = frozenset({"fc1", "fc2", "predictions"})
+# The weight set each model built with `weights=<tag>` holds: what fine-tuning and
+# `preprocess` read the normalization from. Weak: a model's lifetime is its user's.
+_WEIGHT_SETS = weakref.WeakKeyDictionary()
+
+
+def _weighted_layers(model):
+    return {layer.name: layer for layer in leaf_layers(model) if layer.weights}
+
+
+def transfer_weights(source, target, *, skip_mismatch=False, require_all=False):
+    """Copies weights from `source` into `target` for every layer name they share.
+
+    Args:
+        source: a Keras model (or a path to a `.keras` file) to copy from.
+        target: the Keras model to copy into (changed in place).
+        skip_mismatch: skip shared layers whose weight shapes differ instead of raising.
+        require_all: raise if a weighted layer of `target` has no counterpart.
+
+    Returns:
+        The names of the layers whose weights were copied.
+
+    Raises:
+        ValueError: a shared layer's weights differ in number or shape (unless
+            `skip_mismatch`), or no layer is shared at all.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        source = keras.saving.load_model(source, compile=False)
+    source_layers = _weighted_layers(source)
+    target_layers = _weighted_layers(target)
+    missing = sorted(set(target_layers) - set(source_layers))
+    if require_all and missing:
+        raise ValueError(
+            f"{len(missing)} weighted layers of `{target.name}` have no counterpart in "
+            f"`{source.name}`, e.g. {missing[:5]}"
+        )
+    copied = []
+    for name, layer in target_layers.items():
+        if name not in source_layers:
+            continue
+        values = source_layers[name].get_weights()
+        expected = [tuple(weight.shape) for weight in layer.weights]
+        received = [tuple(value.shape) for value in values]
+        if expected != received:
+            if skip_mismatch:
+                continue
+            hint = ""
+            if name.endswith("predictions"):
+                hint = (
+                    " The classifier was trained for a different number of classes: pass "
+                    "the same `classes`, or include_top=False to load the backbone only."
+                )
+            raise ValueError(
+                f"Layer `{name}` cannot take the source's weights: expected shapes "
+                f"{expected}.{hint} Received: shapes {received}"
+            )
+        layer.set_weights(values)
+        copied.append(name)
+    if not copied:
+        raise ValueError(
+            f"`{source.name}` and `{target.name}` share no weighted layer name, so nothing "
+            "was transferred."
+        )
+    return copied
+
+
+def weight_set_of(model):
+    """The table row (`WeightSet`) whose weights `model` was built with
+    (`weights="imagenet"`, ...), else None."""
+    return _WEIGHT_SETS.get(model)
+
+
+def remember(model, weight_set):
+    _WEIGHT_SETS[model] = weight_set
+
+
+def load_weights(model, path):
+    """Loads a weights file into a built kcnn model.
+
+    - `.keras`: matched by layer name (`transfer_weights`), so its head may be absent
+      (include_top=False).
+    - `.weights.h5`: Keras 3 weights in layer order; the model must be built with the
+      same arguments.
+    - `.h5`: Keras 2's legacy layout, as keras.applications publishes ResNet50/101/152
+      and VGG16/19 (top and no-top files), by layer name.
+    - `.safetensors`: torchvision/timm tensor names (ResNet v1.5, VGG, VGG-BN),
+      converted (`kcnn.weights.convert`).
+
+    Every weighted layer of the model must receive weights (`assign`).
+    """
+    path = os.fspath(path)
+    if path.endswith(".keras"):
+        return transfer_weights(path, model)
+    if path.endswith(".safetensors"):
+        return assign(model, _from_torch(model, formats.read_safetensors(path)), source=path)
+    if path.endswith(".h5") and not path.endswith(".weights.h5"):
+        return assign(model, formats.read_keras_h5(path), source=path)
+    try:
+        model.load_weights(path)
+    except ValueError as error:
+        raise ValueError(
+            f"The weights in {path!r} do not fit `{model.name}` as built: a `.weights.h5` "
+            "file must come from a model built with the same arguments (for another head, "
+            f"save a `.keras` file, which loads by layer name). Received: {error}"
+        ) from None
+    return [layer.name for layer in leaf_layers(model) if layer.weights]
+
+
+def _from_torch(model, tensors):
+    layers = _weighted_layers(model)
+    if "conv1_conv" in layers:
+        return convert.from_torch(tensors, family="resnet")
+    if "block1_conv1" in layers:
+        convs = [name for name, layer in layers.items() if isinstance(layer, keras.layers.Conv2D)]
+        feature_shape = None
+        names = {layer.name: layer for layer in leaf_layers(model)}
+        if "flatten" in names:
+            feature_shape = tuple(names["flatten"].input.shape[1:])
+        return convert.from_torch(tensors, family="vgg", conv_layers=convs, feature_shape=feature_shape)
+    raise ValueError(
+        f"torchvision/timm weights map onto kcnn's ResNets and VGGs, whose layers `{model.name}` does not have "
+        "(no `conv1_conv` or `block1_conv1`)"
+    )
+
+
+def assign(model, values, *, source):
+    """Sets every weighted layer of `model` from `values` ({layer name: weights in the
+    layer's order}).
+
+    Source layers the model lacks are allowed only for its top (`fc1`, `fc2`,
+    `predictions`) when it is built without one.
+
+    Raises:
+        ValueError: a weighted layer without weights in `values` (e.g. a no-top file
+            for a model with its top), a source layer the model lacks (another
+            depth), or weights of other shapes (another `classes`, `variant` or
+            input size); the message says which and what to do.
+    """
+    targets = _weighted_layers(model)
+    missing = [name for name in targets if name not in values]
+    if missing:
+        if set(missing) <= _TOP_LAYERS:
+            hint = f"the file has no classifier ({', '.join(missing)}): build the model with include_top=False"
+        else:
+            hint = "the file is of another architecture"
+        raise ValueError(
+            f"{len(missing)} weighted layers of `{model.name}` have no weights in {source}: {hint}. "
+            f"Received: no weights for {missing[:5]}"
+        )
+    extra = sorted(set(values) - set(targets))
+    if extra and not set(extra) <= _TOP_LAYERS:
+        raise ValueError(
+            f"{source} holds layers `{model.name}` does not have, e.g. {extra[:5]}: it is of another architecture "
+            f"(depth). Received: {len(extra)} extra layers"
+        )
+    for name, layer in targets.items():
+        given = values[name]
+        expected = [tuple(weight.shape) for weight in layer.weights]
+        received = [tuple(value.shape) for value in given]
+        if expected != received:
+            raise ValueError(
+                f"Layer `{name}` of `{model.name}` cannot take the weights of {source}: expected shapes {expected}."
+                f"{_mismatch_hint(name, expected, received)} Received: shapes {received}"
+            )
+    for name, layer in targets.items():
+        layer.set_weights(values[name])
+    return list(targets)
+
+
+def _mismatch_hint(name, expected, received):
+    if name == "predictions":
+        return (
+            " The classifier was trained for another number of classes: build with that `classes` (1000 for "
+            "ImageNet), or include_top=False and add your own head (kcnn.train.fine_tune does)."
+        )
+    if name == "fc1":
+        return " The first dense layer reads the flattened map of the input size the weights were trained at (224x224)."
+    if len(expected) != len(received) and name.endswith("_conv"):
+        has_bias = len(received) == 2
+        variant = "v1" if has_bias else "v1.5"
+        return (
+            f" The file's convolutions {'have' if has_bias else 'have no'} biases: it is for variant={variant!r} "
+            "(v1: keras.applications, biases; v1.5: torchvision, none)."
+        )
+    return ""
