@@ -292,3 +292,40 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=False,
             )  # fmt: skip
         return tf.cast(y, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="kcnn")
+class ImageNormalization(keras.layers.Layer):
+    """The normalization pretrained weights expect, on RGB images of 0..255 pixels.
+
+    mode "torch" (torchvision, timm): `(x / 255 - mean) / std` per RGB channel; mode
+    "caffe" (keras.applications' ResNet and VGG): RGB -> BGR, then `x - mean` per BGR
+    channel. `keras.layers.Rescaling` covers the first but not the channel flip.
+    A fine-tuned model carries it as its first layer (`kcnn.train.fine_tune`), so a
+    saved model takes the same 0..255 images as every other kcnn run.
+    """
+
+    def __init__(self, mode, mean, std=None, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("torch", "caffe"):
+            raise ValueError(f"`mode` must be 'torch' or 'caffe'. Received: mode={mode!r}")
+        if mode == "torch" and std is None:
+            raise ValueError("mode 'torch' needs `std`. Received: std=None")
+        self.mode = mode
+        self.mean = tuple(float(v) for v in mean)
+        self.std = None if std is None else tuple(float(v) for v in std)
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        mean = ops.convert_to_tensor(np.asarray(self.mean, np.float32), dtype=self.compute_dtype)
+        if self.mode == "caffe":
+            return ops.flip(x, axis=-1) - mean
+        std = ops.convert_to_tensor(np.asarray(self.std, np.float32), dtype=self.compute_dtype)
+        return (x / 255.0 - mean) / std
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode, "mean": list(self.mean), "std": None if self.std is None else list(self.std)}
+

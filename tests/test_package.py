@@ -60,7 +60,7 @@ def test_submodules_are_reachable_after_a_bare_import():
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["--version"], ["list", "--names"], ["list", "--names-only"], ["list", "resnet*"], ["train", "--help"], ["tune", "--help"]],
+    [["--help"], ["--version"], ["list", "--names"], ["list", "--names-only"], ["list", "resnet*"], ["train", "--help"], ["tune", "--help"], ["weights", "list", "vgg*"]],
 )
 def test_the_command_line_starts_without_tensorflow(argv):
     code = (

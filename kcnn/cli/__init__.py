@@ -17,7 +17,7 @@ import kcnn
 
 # Command groups, by module: each has `register(subparsers)`; a command sets
 # `handler(args) -> exit code` with `set_defaults`.
-_COMMAND_MODULES = ("models", "train", "tune", "export")
+_COMMAND_MODULES = ("models", "train", "tune", "export", "weights")
 
 
 def build_parser():

@@ -53,7 +53,16 @@ def register(subparsers):
         description="Replaces the classifier, trains it on the frozen backbone, then unfreezes the top "
         "stages at a lower learning rate. --epochs counts both phases.",
     )
-    finetune.add_argument("path", help="a run folder or a .keras file")
+    finetune.add_argument("path", help="a run folder or a .keras file; with --weights, a registered model name")
+    finetune.add_argument(
+        "--weights",
+        default=None,
+        metavar="TAG",
+        help="start from pretrained weights of the model named by PATH: imagenet, imagenet-tv2, ... (`kcnn weights list`)",
+    )
+    finetune.add_argument(
+        "--model-arg", action="append", default=[], metavar="KEY=VALUE", help="with --weights: builder argument, e.g. variant=v1.5"
+    )
     finetune.add_argument("--dataset", required=True, help="digits, a TFDS name, an image folder or an .npz file")
     finetune.add_argument("--head-epochs", type=int, default=None, help="epochs of the first phase (default: half)")
     finetune.add_argument(
@@ -160,12 +169,16 @@ def _finetune(args):
 
     config = _config(args)
     _seed(config)
-    _, metadata = train.load(args.path)
-    base = metadata.get("model", {}).get("name", "model")
+    if args.weights:
+        model, base = _pretrained(args), args.path
+    else:
+        model = args.path
+        _, metadata = train.load(args.path)
+        base = metadata.get("model", {}).get("name", "model")
     output = args.output or RunFolder.new(f"{base}_finetuned", args.dataset).path
     return _run(
         lambda callbacks: train.fine_tune(
-            args.path,
+            model,
             args.dataset,
             config,
             head_epochs=args.head_epochs,
@@ -179,6 +192,18 @@ def _finetune(args):
         output,
         "fine-tuned model",
     )
+
+
+def _pretrained(args):
+    """The backbone `kcnn fine-tune MODEL --weights TAG` starts from, at --image-size."""
+    from kcnn import registry
+
+    kwargs = _model_kwargs(args.model_arg)
+    size = data_options(args).get("image_size")
+    if size is not None:
+        height, width = (size, size) if isinstance(size, int) else size
+        kwargs["input_shape"] = (height, width, 3)
+    return registry.create_model(args.path, include_top=False, weights=args.weights, **kwargs)
 
 
 def _losses(metrics):

@@ -19,6 +19,7 @@ from kcnn.train.driver import Phase, TrainResult, train_phases
 from kcnn.train.inference import check_compatible, resolve_model
 from kcnn.train.inputs import load_data
 from kcnn.train.runs import RunFolder, open_run, start_metadata
+from kcnn.weights import preprocessing_layer, weight_set_of
 
 # Names of the layers `replace_head` adds.
 HEAD_LAYERS = ("avg_pool", "dropout", "predictions")
@@ -165,7 +166,11 @@ def fine_tune(
 
     Args:
         model: a Keras model (a kcnn or keras.applications model, with or without its
-            top), or a run folder / .keras file. A model's layers are shared with
+            top), or a run folder / .keras file. A kcnn model built with pretrained
+            weights (`kcnn.resnet50(weights="imagenet", include_top=False)`) gets
+            their normalization as its first layer, and its data is loaded as
+            0..255 pixels (normalization "none"), recorded in metadata.json so that
+            `predict` and `evaluate` feed it the same. A model's layers are shared with
             the new one and train in place, as in `fit`: they end with the best
             epoch's weights, on every device.
         data: a `kcnn.data.Dataset` or a `kcnn.data.load` source (loaded at the
@@ -197,10 +202,15 @@ def fine_tune(
         raise ValueError(f"`learning_rate_factor` must be in (0, 1]. Received: learning_rate_factor={learning_rate_factor!r}")
     loaded_here = not isinstance(data, kdata.Dataset)
     # The base run's normalization, which its features expect; a model without run
-    # metadata takes data_options["normalize"] or "unit".
-    normalize = base_metadata.get("preprocessing", {}).get("normalization")
+    # metadata takes data_options["normalize"] or "unit". Pretrained weights
+    # (`weights="imagenet..."`) bring their own: the new model normalizes 0..255
+    # images itself, as its first layer, so a saved run needs nothing else.
+    pretrained = weight_set_of(base)
+    normalize = "none" if pretrained else base_metadata.get("preprocessing", {}).get("normalization")
     data = load_data(data, config, input_shape=base.input_shape[1:], normalize=normalize, data_options=data_options)
     new = replace_head(base, data.num_classes, dropout=dropout)
+    if pretrained:
+        new = _normalizing(new, pretrained)
     check_compatible(new, data)
     prefixes = [stage_prefix(new)] if unfreeze == "auto" else [unfreeze] if isinstance(unfreeze, str) else list(unfreeze)
 
@@ -235,7 +245,33 @@ def fine_tune(
         "dropout": dropout,
         "train_batch_norm": train_batch_norm,
     }
+    if pretrained:
+        metadata["fine_tuning"]["weights"] = {
+            "name": pretrained.name,
+            "url": pretrained.url,
+            "license": pretrained.license,
+            "preprocessing": pretrained.preprocessing.as_dict(),
+            "applied_by": "the model's first layer (image_normalization) to 0..255 RGB images",
+        }
     return train_phases(run, metadata, new, data, phases, callbacks=callbacks, verbose=verbose)
+
+
+def _normalizing(model: keras.Model, weight_set) -> keras.Model:
+    """`model` behind its weights' input normalization (`kcnn.weights.preprocessing_layer`):
+    the new model takes 0..255 RGB images. The graph is rebuilt flat, with `model`'s
+    own layers (shared, not copied), so the output layer, the stages and the layer
+    names are what they were (a nested model would hide them from the loss set-up and
+    from `set_trainable`)."""
+    inputs = keras.Input(model.input_shape[1:], name="image")
+    normalized = preprocessing_layer(weight_set)(inputs)
+
+    def call(layer, *args, **kwargs):
+        if args and args[0] is inputs:
+            args = (normalized, *args[1:])
+        return layer(*args, **kwargs)
+
+    structure = [inputs] if isinstance(model.input, (list, tuple)) else inputs
+    return keras.models.clone_model(model, input_tensors=structure, clone_function=lambda layer: layer, call_function=call)
 
 
 def feature_extractor(model: keras.Model | str | os.PathLike, layer: str | None = None, *, pooling: str | None = None) -> keras.Model:

@@ -30,6 +30,7 @@ _EXPORTS = {
     "preprocessing_layer": "kcnn.weights.imagenet",
     "imagenet_classes": "kcnn.weights.imagenet",
     "decode_predictions": "kcnn.weights.imagenet",
+    "imagenet_wnids": "kcnn.weights.imagenet",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, ("table", "store", "formats", "convert", "transfer", "imagenet"))

@@ -324,4 +324,4 @@ def format_markdown(rows: list[WeightSet]) -> str:
 
 
 def _percent(value):
-    return "-" if value is None else f"{value:.2f}"
+    return "-" if value is None else f"{value:g}"

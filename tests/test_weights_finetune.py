@@ -1,0 +1,108 @@
+"""What travels with pretrained weights: their preprocessing, the ImageNet labels, and
+fine-tuning from them (`kcnn fine-tune resnet18 --weights imagenet ...`), offline on a
+locally made weight file served through a file:// URL."""
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import kcnn
+from kcnn.cli import main
+from kcnn.layers import ImageNormalization
+from kcnn.weights import decode_predictions, formats, imagenet_classes, preprocess, store, table
+
+FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
+_spec = importlib.util.spec_from_file_location("torch_weights", FIXTURES / "torch_weights.py")
+torch_weights = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(torch_weights)
+
+
+def test_preprocess_is_keras_applications_preprocess_input_for_each_mode(rng):
+    images = rng.uniform(0, 255, size=(2, 5, 4, 3)).astype("float32")
+    caffe = keras.applications.resnet.preprocess_input(images.copy())
+    torch = keras.applications.imagenet_utils.preprocess_input(images.copy(), mode="torch")
+    np.testing.assert_allclose(preprocess(images, "resnet50.keras_in1k"), caffe, rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(preprocess(images, "resnet50.tv2_in1k"), torch, rtol=1e-6, atol=1e-5)
+    for name in ("vgg16.keras_in1k", "vgg16_bn.tv_in1k"):
+        layer = kcnn.weights.preprocessing_layer(name)
+        np.testing.assert_allclose(np.asarray(layer(images)), preprocess(images, name), rtol=1e-6, atol=1e-4)
+        assert ImageNormalization.from_config(layer.get_config()).get_config() == layer.get_config()
+    # Resized as evaluated: short side to 256 (224 / 0.875), center crop 224.
+    tall = [rng.uniform(0, 255, size=(300, 200, 3))]
+    assert preprocess(tall, "resnet18.tv_in1k", resize=True).shape == (1, 224, 224, 3)
+    with pytest.raises(ValueError, match=r"Unknown weight set.*Received: 'resnet50.tv9_in1k'"):
+        preprocess(images, "resnet50.tv9_in1k")
+
+
+def test_imagenet_labels_and_decode_predictions():
+    names = imagenet_classes()
+    assert len(names) == 1000 and names[:3] == ["tench", "goldfish", "great white shark"] and names[999] == "toilet tissue"
+    wnids = kcnn.weights.imagenet_wnids()
+    assert wnids == sorted(wnids) and wnids[0] == "n01440764" and len(set(wnids)) == 1000
+    scores = np.zeros((2, 1000), np.float32)
+    scores[0, [1, 2]] = [0.7, 0.2]
+    scores[1, 999] = 1.0
+    decoded = decode_predictions(scores, top=2)
+    assert decoded[0] == [("n01443537", "goldfish", pytest.approx(0.7)), ("n01484850", "great white shark", pytest.approx(0.2))]
+    assert decoded[1][0] == ("n15075141", "toilet tissue", 1.0)
+    with pytest.raises(ValueError, match=r"shape \(N, 1000\)\. Received: shape \(2, 10\)"):
+        decode_predictions(np.zeros((2, 10)))
+
+
+@pytest.fixture
+def resnet18_weights(tmp_path, monkeypatch):
+    """resnet18.tv_in1k served from a local file of seeded random weights, with an
+    empty cache in KCNN_HOME."""
+    manifest = json.loads((FIXTURES / "torch_manifests.json").read_text())["resnet18"]
+    path = tmp_path / "model.safetensors"
+    formats.write_safetensors(path, torch_weights.random_tensors(manifest, seed=3))
+    row = table.get_weight_set("resnet18.tv_in1k")
+    local = dataclasses.replace(row, url=path.as_uri(), hash="sha256:" + hashlib.sha256(path.read_bytes()).hexdigest())
+    monkeypatch.setattr(table, "WEIGHTS", tuple(local if each is row else each for each in table.WEIGHTS))
+    monkeypatch.setenv("KCNN_HOME", str(tmp_path / "home"))
+    return path
+
+
+def test_fine_tuning_from_imagenet_weights_normalizes_as_they_expect(resnet18_weights, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "pets"
+    for label in ("cat", "dog"):
+        (folder / label).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(folder / label / f"{i}.png")
+    output = tmp_path / "run"
+    argv = ["finetune", "resnet18", "--weights", "imagenet", "--model-arg", "variant=v1.5", "--dataset", str(folder),
+            "--image-size", "32", "--epochs", "2", "--batch-size", "4", "--verbose", "0", "--output", str(output)]
+    assert main(argv) == 0, capsys.readouterr().err
+    metadata = json.loads((output / "metadata.json").read_text())
+    assert metadata["preprocessing"]["normalization"] == "none"
+    weights = metadata["fine_tuning"]["weights"]
+    assert weights["name"] == "resnet18.tv_in1k" and weights["preprocessing"]["mode"] == "torch"
+    assert (store.cache_dir() / "resnet18.tv_in1k.safetensors").read_bytes() == resnet18_weights.read_bytes()
+
+    model, _ = kcnn.train.load(output)
+    layer = model.get_layer("image_normalization")
+    assert layer.get_config()["mode"] == "torch" and layer.get_config()["mean"] == [0.485, 0.456, 0.406]
+    # The frozen part of the backbone is the pretrained one, BatchNorm statistics included.
+    pretrained = kcnn.resnet18(variant="v1.5", include_top=False, input_shape=(32, 32, 3), weights=resnet18_weights)
+    for name in ("conv1_conv", "conv3_block2_2_conv", "conv4_block1_0_bn"):
+        for mine, theirs in zip(model.get_layer(name).get_weights(), pretrained.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(mine, theirs)
+    # `kcnn predict` feeds the saved model 0..255 images, which it normalizes as the
+    # weights expect: the backbone sees `preprocess(images)`.
+    images = sorted((folder / "cat").glob("*.png"))[:2]
+    predicted = kcnn.train.predict(output, images, top_k=2)
+    assert len(predicted) == 2 and {name for name, _ in predicted[0]} == {"cat", "dog"}
+    raw = kcnn.data.preprocess_images([kcnn.data.load_image(p) for p in images], metadata["preprocessing"])
+    assert raw.max() > 100  # 0..255
+    features = keras.Model(model.inputs[0], model.get_layer("conv5_block2_out").output)
+    np.testing.assert_allclose(
+        np.asarray(features(raw)), np.asarray(pretrained(preprocess(raw, "resnet18.tv_in1k"))), rtol=1e-4, atol=1e-4
+    )
