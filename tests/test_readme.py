@@ -51,6 +51,15 @@ SHIM = textwrap.dedent(
 
 
     kcnn.train.fit, kcnn.train.fine_tune, kcnn.tune.search = fit, fine_tune, search
+
+    # No network: the ImageNet weight files the blocks ask for are stand-ins with random
+    # weights, served from file:// URLs with their true hashes (tests/fixtures/local_weights.py).
+    import sys
+
+    sys.path.insert(0, TESTS)
+    from fixtures.local_weights import serve_locally
+
+    serve_locally(["resnet50.keras_in1k", "resnet50.tv_in1k"], "weight_files", "kcnn_home")
     '''
 )
 
@@ -92,7 +101,7 @@ def test_every_python_block_runs_as_written(tmp_path):
     import json
 
     completed = subprocess.run(
-        [sys.executable, "-c", SHIM + RUNNER, json.dumps(python_blocks())],
+        [sys.executable, "-c", f"TESTS = {str(README.parent / 'tests')!r}\n" + SHIM + RUNNER, json.dumps(python_blocks())],
         capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )

@@ -1,11 +1,13 @@
 import dataclasses
 import hashlib
 import os
+import pathlib
 
 import h5py
 import keras
 import numpy as np
 import pytest
+from fixtures.local_weights import save_keras2_h5
 
 import kcnn
 from kcnn.weights import formats, load_weights, store, table, transfer_weights
@@ -21,27 +23,11 @@ def randomize_batchnorm_statistics(model, rng):
             layer.moving_variance.assign(rng.uniform(0.5, 1.5, size=channels).astype("float32"))
 
 
-def save_keras2_h5(model, path):
-    """Writes `model`'s weights in Keras 2's legacy weights-only layout, the layout of
-    keras.applications' published files: root attributes `layer_names`, one group
-    per layer with `weight_names` ("conv1_conv/kernel:0", nested datasets)."""
-    with h5py.File(path, "w") as file:
-        file.attrs["layer_names"] = [layer.name.encode() for layer in model.layers]
-        file.attrs["backend"] = b"tensorflow"
-        file.attrs["keras_version"] = b"2.2.4"
-        for layer in model.layers:
-            group = file.create_group(layer.name)
-            names = [f"{layer.name}/{weight.name}:0" for weight in layer.weights]
-            group.attrs["weight_names"] = [name.encode() for name in names]
-            for name, value in zip(names, layer.get_weights()):
-                group.create_dataset(name, data=value)
-
-
 # (keras.applications constructor, kcnn builder, input shape, include_top): top and
 # no-top files of keras.applications' sets, at small inputs (2 cores). ResNet152 is
 # left out for time: its layer names follow ResNet101's pattern (more blocks per stage).
 H5_CASES = [
-    (keras.applications.ResNet50, kcnn.resnet50, (64, 64, 3), True),
+    (keras.applications.ResNet50, kcnn.resnet50, (32, 32, 3), True),
     (keras.applications.ResNet101, kcnn.resnet101, (32, 32, 3), False),
     (keras.applications.VGG16, kcnn.vgg16, (64, 64, 3), True),
     (keras.applications.VGG19, kcnn.vgg19, (32, 32, 3), False),
@@ -196,6 +182,12 @@ def test_the_table_is_consistent():
             algorithm, value = row.hash.split(":")
             assert len(value) == {"md5": 32, "sha256": 64}[algorithm] and int(value, 16) >= 0
     assert [row.name for row in kcnn.weights.list_weights("vgg16*")] == ["vgg16.keras_in1k", "vgg16.tv_in1k", "vgg16_bn.tv_in1k"]
+
+
+def test_docs_table_is_generated_from_the_weights_table():
+    text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "weights.md").read_text()
+    generated = text.split("<!-- weights:start -->\n")[1].split("\n<!-- weights:end -->")[0]
+    assert generated == table.format_markdown(table.WEIGHTS), "regenerate it with `kcnn weights list --markdown`"
 
 
 def test_damaged_files_are_clear_errors(tmp_path, resnet50_files):

@@ -4,13 +4,13 @@ locally made weight file served through a file:// URL."""
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import pathlib
 
 import keras
 import numpy as np
 import pytest
+from fixtures import torch_weights
 from PIL import Image
 
 import kcnn
@@ -19,9 +19,6 @@ from kcnn.layers import ImageNormalization
 from kcnn.weights import decode_predictions, formats, imagenet_classes, preprocess, store, table
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
-_spec = importlib.util.spec_from_file_location("torch_weights", FIXTURES / "torch_weights.py")
-torch_weights = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(torch_weights)
 
 
 def test_preprocess_is_keras_applications_preprocess_input_for_each_mode(rng):
@@ -79,7 +76,7 @@ def test_fine_tuning_from_imagenet_weights_normalizes_as_they_expect(resnet18_we
             Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(folder / label / f"{i}.png")
     output = tmp_path / "run"
     argv = ["finetune", "resnet18", "--weights", "imagenet", "--model-arg", "variant=v1.5", "--dataset", str(folder),
-            "--image-size", "32", "--epochs", "2", "--batch-size", "4", "--verbose", "0", "--output", str(output)]
+            "--image-size", "32", "--epochs", "1", "--batch-size", "6", "--verbose", "0", "--output", str(output)]
     assert main(argv) == 0, capsys.readouterr().err
     metadata = json.loads((output / "metadata.json").read_text())
     assert metadata["preprocessing"]["normalization"] == "none"

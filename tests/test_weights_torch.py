@@ -4,20 +4,17 @@ weights (`fixtures/torch_weights.py`), which these tests regenerate with NumPy, 
 as a safetensors file and load into the kcnn model; and it recorded the tensor list of
 every timm architecture the weights table names, which the mapping must cover."""
 
-import importlib.util
 import json
 import pathlib
 
 import numpy as np
 import pytest
+from fixtures import torch_weights
 
 import kcnn
 from kcnn.weights import convert, formats, table
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
-_spec = importlib.util.spec_from_file_location("torch_weights", FIXTURES / "torch_weights.py")
-torch_weights = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(torch_weights)
 
 PARITY = json.loads((FIXTURES / "torch_parity.json").read_text())
 MANIFESTS = json.loads((FIXTURES / "torch_manifests.json").read_text())
