@@ -29,7 +29,7 @@ FAST = {
     "01_from_perceptron_to_resnet": {"EPOCHS": 3, "ARCHITECTURES": ["alexnet", "googlenet", "resnet18"]},
     # The target runs as in the notebook (90 steps, a few seconds): shorter, the from-scratch
     # network has not learned yet and the comparison tests nothing.
-    "02_transfer_learning": {"SOURCE_EPOCHS": 12, "QUERIES": 2, "NEIGHBOURS": 3},
+    "02_transfer_learning": {"SOURCE_EPOCHS": 12, "QUERIES": 2, "NEIGHBOURS": 3, "IMAGENET_SIZE": 32, "IMAGENET_EPOCHS": 2},
     "03_hyperparameter_tuning": {
         "MAX_TRIALS": 2,
         "MAX_EPOCHS": 1,
@@ -129,6 +129,12 @@ def test_02_transfer_learning(tmp_path):
     metadata = json.loads((tmp_path / "runs" / "fine-tuned" / "metadata.json").read_text())
     assert metadata["fine_tuning"]["head_epochs"] == 10  # the notebook's HEAD_EPOCHS
     assert metadata["fine_tuning"]["unfreeze"] == ["conv4"]
+    # Section 4: ImageNet weights (a local stand-in file, served and hash-checked as the
+    # published one) bring their normalization into the fine-tuned run.
+    imagenet = json.loads((pathlib.Path(results["imagenet_run"]) / "metadata.json").read_text())
+    assert results["imagenet_weights"] == imagenet["fine_tuning"]["weights"]["name"] == "resnet50.keras_in1k"
+    assert imagenet["preprocessing"]["normalization"] == "none"
+    assert imagenet["fine_tuning"]["weights"]["preprocessing"]["mode"] == "caffe"
 
 
 def test_03_hyperparameter_tuning(tmp_path):

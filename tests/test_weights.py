@@ -250,3 +250,15 @@ def test_no_shared_layer_is_an_error():
     other = keras.Model(inputs, keras.layers.Dense(2, name="unrelated")(inputs))
     with pytest.raises(ValueError, match="share no weighted layer"):
         transfer_weights(other, kcnn.lenet5())
+
+
+def test_weights_list_command(capsys):
+    from kcnn.cli import main
+
+    assert main(["weights", "list", "resnet50*"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[2:-1]] == ["resnet50.keras_in1k", "resnet50.tv_in1k", "resnet50.tv2_in1k", "resnet50.a1_in1k"]
+    assert "*imagenet-keras" in lines[2] and "74.9" in lines[2] and "caffe" in lines[2] and "md5" in lines[2]
+    assert "unknown" in lines[4]  # tv2: no recorded hash
+    assert main(["weights", "list", "googlenet"]) == 2
+    assert "Models with weights: resnet101, resnet152, resnet18" in capsys.readouterr().err
