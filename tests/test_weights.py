@@ -161,8 +161,10 @@ def test_weight_tags_are_resolved_and_checked():
         kcnn.resnet50(weights="imagenet-tv2")
     with pytest.raises(ValueError, match=r"1000 ImageNet classes.*include_top=False.*Received: classes=10"):
         kcnn.vgg16(weights="imagenet", classes=10)
-    with pytest.raises(ValueError, match=r"build it by that model's name"):
+    with pytest.raises(ValueError, match=r"No pretrained weights are known for `resnet`; models with ImageNet weights: resnet101, "):
         kcnn.resnet(weights="imagenet")
+    with pytest.raises(ValueError, match=r"build it by that model's name"):
+        kcnn.resnet(stages=(3, 4, 6, 3), block="bottleneck", name="resnet50", weights="imagenet")
     # No hash recorded: listed, never downloaded.
     with pytest.raises(store.WeightsUnavailableError, match=r"No published hash is recorded for resnet34\.tv_in1k.*https://huggingface\.co/timm/resnet34\.tv_in1k/resolve/c983eba7f5e69bc3548a626d1b0b0b914e5de3a6/model\.safetensors.*kcnn\.resnet34\(variant='v1\.5', weights="):
         kcnn.resnet34(variant="v1.5", weights="imagenet")

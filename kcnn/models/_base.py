@@ -259,6 +259,9 @@ def build_model(
     if weights is not None and not (isinstance(weights, (str, os.PathLike))):
         raise ValueError(f"`weights` must be {_WEIGHTS_EXPECTED}. Received: weights={weights!r}")
     if _is_weights_tag(weights):
+        from kcnn.weights import table
+
+        table.resolve(name, weights)  # the error for a model without weights, or an unknown tag
         raise ValueError(
             f"`weights={weights!r}` names a weight set of a registered model: build it by that model's name, e.g. "
             f"kcnn.resnet50(weights={weights!r}) (`kcnn weights list`). Received: weights={weights!r} for `{name}`"
