@@ -25,8 +25,9 @@ _CHUNK = 1 << 20
 _TIMEOUT = 60
 
 
-class WeightsUnavailableError(OSError):
-    """The file is neither cached nor downloadable (offline, no published hash)."""
+class WeightsUnavailableError(OSError, ValueError):
+    """The file is neither cached nor downloadable (offline, no published hash). An
+    OSError, and a ValueError as kcnn's other refusals (the command line prints it as one)."""
 
 
 class HashMismatchError(ValueError):
