@@ -436,6 +436,21 @@ def test_the_rank_is_the_cheapest_within_one_standard_error_of_the_top():
     assert [(r.name, r.rank) for r in rank(records)] == [("0004", 1), ("0002", 2), ("0001", 3), ("0003", 4)]
 
 
+def test_the_finish_retrains_the_cheapest_trials_the_validation_split_cannot_tell_from_the_best():
+    from kcnn.tune.finish import select_candidates
+
+    def trial(number, score, macs):
+        return tune.TrialRecord(f"{number:04d}", number + 1, None, "COMPLETED", score=score, macs=macs)
+
+    # Ranked best first, on 179 validation images: 98.88% (one image below 99.44%) is
+    # within the standard error of the difference (0.96 points), 98.32% (two images,
+    # 1.12 points) beyond its 1.11.
+    ranked = [trial(0, 0.9944, 127e6), trial(1, 0.9888, 9e6), trial(2, 0.9888, 1e6), trial(3, 0.9832, 0.4e6)]
+    assert [r.trial_id for r in select_candidates(ranked, 2, 179)] == ["0002", "0001"]
+    assert [r.trial_id for r in select_candidates(ranked, 4, 179)] == ["0002", "0001", "0000", "0003"]
+    assert [r.trial_id for r in select_candidates(ranked, 2, 179, accuracy=False)] == ["0000", "0001"]
+
+
 SEARCH = dict(tuner="random", max_trials=2, max_epochs=1, top_k=2, finish_epochs=1, seed=3)
 SMALL_32 = dict(depth=2, filters=4, hidden_units=8, convs_per_stage=1, strides=2, pool=True, kernel_size=(3, 5))
 

@@ -74,8 +74,10 @@ class SearchConfig:
             finished trials are kept and an interrupted one runs again.
         retrain: with `top_k=0`, retrain the best configuration from scratch (with
             the trial's recipe) instead of restoring its best checkpoint.
-        top_k: the best trials retrained after the search with the full recipe of
-            `kcnn train` (`TrainConfig()`: augmentation, cosine schedule,
+        top_k: trials retrained after the search with the full recipe of
+            `kcnn train`: the cheapest of those whose score the validation split
+            cannot tell from the best one's (within one standard error of the
+            difference), then the next best; (`TrainConfig()`: augmentation, cosine schedule,
             `finish_epochs` epochs) and scored on validation and test; `best/` is the
             cheapest of them whose validation accuracy is within one standard error
             of the difference from the top one's (`kcnn.tune.finish`). 0: no finish; `best/` is the
@@ -113,7 +115,7 @@ class SearchConfig:
     directory: str | None = _field(None, "project folder (default: saved_models/tuning/<project>)")
     overwrite: bool = _field(False, "start afresh instead of resuming the project")
     retrain: bool = _field(False, "with --top-k 0: retrain the best configuration instead of restoring it")
-    top_k: int = _field(3, "best trials retrained with the full `kcnn train` recipe and tested (0: none)")
+    top_k: int = _field(3, "top trials retrained with the full `kcnn train` recipe and tested (0: none)")
     finish_epochs: int = _field(30, "epochs of the retraining of the top trials and the references")
     references: str | None = _field("lenet5,convnet", "registered models trained the same way as reference points")
     max_consecutive_failed_trials: int | None = _field(20, "stop after this many failed trials in a row (none: never)")

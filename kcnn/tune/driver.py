@@ -239,7 +239,9 @@ def _finish(tuner, space, data, config, project_dir, role, *, source=None, data_
     retrained, references = (), ()
     if config.top_k:
         # Of equal scores the cheapest, where keras-tuner would take the first.
-        candidates = [tuner.oracle.trials[r.trial_id] for r in ranked[: config.top_k]]
+        accuracy = "accuracy" in config.objective
+        chosen = finish.select_candidates(ranked, config.top_k, data.num_validation, accuracy=accuracy)
+        candidates = [tuner.oracle.trials[r.trial_id] for r in chosen]
         retrained, references = finish.finish_search(
             tuner, space, data, config, project_dir, candidates, source=source, data_options=data_options
         )

@@ -3,8 +3,9 @@ recipe, scored on validation and test, the best chosen among them, and the regis
 lecture nets trained the same way as reference points.
 
 A trial is a short run (a few epochs, no augmentation): good for ranking many
-configurations, not for the model a user keeps. `finish_search` retrains the `top_k`
-best trials with `kcnn.train.fit` and `TrainConfig()`'s recipe (augmentation, cosine
+configurations, not for the model a user keeps. `finish_search` retrains `top_k`
+trials (`select_candidates`: the cheapest of those whose score the validation split
+cannot tell from the best one's, then the next best) with `kcnn.train.fit` and `TrainConfig()`'s recipe (augmentation, cosine
 schedule, `finish_epochs` epochs; the trial's learning rate), trains the `references`
 (LeNet-5, the default ConvNet) with the same recipe on the same data, and ranks the
 retrained candidates by validation accuracy:
@@ -41,7 +42,15 @@ from typing import Any
 
 from kcnn._files import CorruptFileError, read_json, write_json
 
-__all__ = ["FinishRecord", "finish_search", "finish_train_config", "rank", "seeded", "standard_error"]
+__all__ = [
+    "FinishRecord",
+    "finish_search",
+    "finish_train_config",
+    "rank",
+    "seeded",
+    "select_candidates",
+    "standard_error",
+]
 
 logger = logging.getLogger("kcnn")
 
@@ -120,6 +129,24 @@ def rank(records: Sequence[FinishRecord]) -> list[FinishRecord]:
     rest.sort(key=lambda r: (-r.validation, _cost(r.macs), r.name))
     unscored = [r for r in records if r.validation is None]
     return [dataclasses.replace(r, rank=i + 1) for i, r in enumerate([*tied, *rest])] + unscored
+
+
+def select_candidates(records, k: int, examples: int | None, *, accuracy: bool = True) -> list:
+    """The `k` trials the finish retrains, from the completed `records` ranked best first
+    (`kcnn.tune.report.ranked_records`): those whose search score is within one standard
+    error of the difference from the best one's (when the score is an accuracy measured
+    on `examples` images), cheapest first, then the next best by score."""
+    if not records:
+        return []
+    top = records[0]
+
+    def error(record):
+        return (standard_error(record.score, examples) or 0.0) if accuracy else 0.0
+
+    tied = [r for r in records if abs(top.score - r.score) <= math.sqrt(error(top) ** 2 + error(r) ** 2) + 1e-12]
+    tied.sort(key=lambda r: (_cost(r.macs), _cost(r.params), r.number))
+    rest = [r for r in records if r not in tied]
+    return [*tied, *rest][:k]
 
 
 def _difference_error(a: FinishRecord, b: FinishRecord) -> float:
