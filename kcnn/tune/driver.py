@@ -6,9 +6,12 @@ resumed search reloads), and what kcnn adds:
 
     search.json       the settings, to refuse resuming with different ones
     trial_*/kcnn_trial.json   params, MACs, seconds, epochs and failure reason of a trial
-    trials.csv        every trial: hyperparameters, score, params, MACs, seconds, status, reason
-    pareto.png        score against MACs, Pareto front marked
-    best/             the best model, saved as a `kcnn.train` run: model.keras + metadata.json
+    trials.csv        every trial: hyperparameters, score, params, MACs, seconds, status, reason,
+                      and the finish's rank, validation and test accuracy of the retrained ones
+    finish/           the finish's runs (`kcnn.tune.finish`): top trials retrained, references
+    finish.csv        their validation and test accuracy, standard errors, params, MACs
+    pareto.png        score against MACs, Pareto front marked, the finish's test scores
+    best/             the chosen model, saved as a `kcnn.train` run: model.keras + metadata.json
     kcnn.lock         while a local search or the chief of a distributed one runs
 
 Every state file is written atomically, and a project whose oracle.json or a
@@ -59,10 +62,12 @@ class SearchResult:
     """What a search produced.
 
     Attributes:
-        best_hyperparameters: the best trial's hyperparameter values (None on a worker).
-        best_score: its objective value.
+        best_hyperparameters: the chosen trial's hyperparameter values (None on a
+            worker): the finish's rank 1, or without a finish the best trial.
+        best_score: its objective value in the search.
         best_trial: its trial id.
-        model: the best model (restored or retrained), None on a worker.
+        model: the chosen model (retrained with the full recipe, or without a
+            finish restored or retrained), None on a worker.
         path: the best model's run folder (model.keras + metadata.json).
         project_dir: the project folder.
         trials: every trial of the search (on a worker: the ones it ran).
@@ -70,6 +75,9 @@ class SearchResult:
         plot: path of the Pareto plot.
         role: "local", "chief" or "worker".
         objective: the objective the scores are of.
+        retrained: the finish's runs of the top trials (`kcnn.tune.FinishRecord`),
+            ranked; empty without a finish (`top_k=0`) and on a worker.
+        references: the finish's reference nets, in `config.references`' order.
     """
 
     best_hyperparameters: dict[str, Any] | None

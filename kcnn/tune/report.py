@@ -229,15 +229,16 @@ def plot_pareto(path, records, objective, *, maximize=True, title="", finish=())
             label="Pareto front",
         )
         best = best_record(scored, maximize=maximize)
-        axes.scatter(
-            [best.macs],
-            [best.score],
-            marker="*",
-            s=160,
-            color="tab:orange",
-            zorder=3,
-            label=f"best (trial {best.trial_id})",
-        )
+        if not any(r.rank == 1 for r in finish):  # Else the finish's chosen run is the one marked.
+            axes.scatter(
+                [best.macs],
+                [best.score],
+                marker="*",
+                s=160,
+                color="tab:orange",
+                zorder=3,
+                label=f"best (trial {best.trial_id})",
+            )
         for r in front:
             axes.annotate(r.trial_id, (r.macs, r.score), textcoords="offset points", xytext=(4, 4), fontsize=7)
         _plot_finish(axes, [r for r in finish if r.macs and r.test is not None])
@@ -275,9 +276,14 @@ def _plot_finish(axes, finish):
             zorder=4,
             label=label,
         )
-        for r in runs:
+        for index, r in enumerate(runs):
             text = f"{r.label}{' (chosen)' if r.rank == 1 else ''} {100 * r.test:.2f}%"
-            axes.annotate(text, (r.macs, r.test), textcoords="offset points", xytext=(5, -10), fontsize=7, color=color)
+            # Alternately below and above the point: neighbours' labels overlap less.
+            offset = (5, -11) if index % 2 == 0 else (5, 6)
+            weight = "bold" if r.rank == 1 else "normal"
+            axes.annotate(
+                text, (r.macs, r.test), textcoords="offset points", xytext=offset, fontsize=7, color=color, weight=weight
+            )
 
 
 def ranked_records(records: Sequence[TrialRecord], *, maximize: bool = True) -> list[TrialRecord]:
