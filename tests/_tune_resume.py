@@ -52,6 +52,7 @@ tune.search(
     max_trials=4,
     max_epochs=2,
     seed=7,
+    top_k=0,
     directory=project,
     ranges=dict(filters=(4, 8), hidden_units=8, convs_per_stage=1, depth=(2, 3), strides=1),
     callbacks=[Hang()],

@@ -52,6 +52,9 @@ def test_tune_flags_map_onto_the_configs(capsys):
         "--chief",
         "--worker",
         "--overwrite",
+        "--top-k",
+        "--finish-epochs",
+        "--references",
         "--lr",
         "--batch-size",
         "--range",
@@ -129,6 +132,12 @@ def test_tune_prints_a_line_per_trial_and_a_results_table(npz, tmp_path, capsys)
             "1e8",
             "--directory",
             str(tmp_path / "project"),
+            "--top-k",
+            "1",
+            "--finish-epochs",
+            "1",
+            "--references",
+            "none",
             *TINY,
         ]
     )
@@ -142,6 +151,10 @@ def test_tune_prints_a_line_per_trial_and_a_results_table(npz, tmp_path, capsys)
     assert re.search(r"^trial 2/2 \(0*1\)  ", out, re.M)
     assert re.search(r"^trial +val_accuracy +params +MACs +seconds  hyperparameters$", out, re.M)
     assert f"best model saved to {tmp_path / 'project' / 'best'}" in out
+    # The finish: the best trial retrained with the full recipe, tested.
+    assert re.search(r"^retrained with the full recipe", out, re.M)
+    assert re.search(r"^ +\*1 trial \d{4} +\d+\.\d\d ±\d+\.\d\d +\d+\.\d\d ±\d+\.\d\d ", out, re.M)
+    assert re.search(r"^best trial \d{4}: val_accuracy \d\.\d{4}, test accuracy \d\.\d{4} after the full recipe$", out, re.M)
     assert (tmp_path / "project" / "best" / "model.keras").is_file()
 
 
@@ -165,6 +178,7 @@ def test_distributed_search_runs_every_trial_exactly_once(npz, tmp_path):
     address = f"127.0.0.1:{_free_port()}"
     command = [sys.executable, "-m", "kcnn", "tune", "convnet", "--dataset", npz, "--tuner", "random"]
     command += ["--max-trials", "4", "--max-epochs", "1", "--directory", str(project), "--chief", address, *TINY]
+    command += ["--top-k", "0"]  # The finish, the chief's alone, is tested in test_tune.py.
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     processes, logs = {}, {}
     try:

@@ -121,7 +121,9 @@ def test_a_search_is_refused_while_another_process_holds_its_project(tmp_path):
     ranges = dict(depth=2, filters=4, hidden_units=8, convs_per_stage=1, strides=1, pool=True)
 
     def search():
-        return tune.search("convnet", dataset, tuner="random", max_trials=1, max_epochs=1, directory=project, ranges=ranges)
+        return tune.search(
+            "convnet", dataset, tuner="random", max_trials=1, max_epochs=1, top_k=0, directory=project, ranges=ranges
+        )
 
     try:
         wait_for(marker, holder, seconds=60)

@@ -33,6 +33,9 @@ FAST = {
     "03_hyperparameter_tuning": {
         "MAX_TRIALS": 2,
         "MAX_EPOCHS": 1,
+        "TOP_K": 2,
+        "FINISH_EPOCHS": 1,
+        "REFERENCES": "lenet5",
         "RANGES": {"depth": 2, "filters": 8, "kernel_size": 3, "convs_per_stage": 1, "batch_norm": False},
     },
 }
@@ -143,9 +146,13 @@ def test_03_hyperparameter_tuning(tmp_path):
         trials = list(csv.DictReader(file))
     assert len(trials) == FAST[NAMES[2]]["MAX_TRIALS"]
     scores = {row["trial"]: float(row["val_accuracy"]) for row in trials if row["status"] == "COMPLETED"}
-    # The best trial is the best of the trials table.
-    assert results["best_score"] == pytest.approx(max(scores.values()))
+    # The chosen trial is the finish's rank 1, of the two trials it retrained and tested.
     assert scores[results["best_trial"]] == pytest.approx(results["best_score"])
+    assert sorted(results["retrained"]) == sorted(scores)
+    assert results["retrained"][results["best_trial"]]["rank"] == 1
+    retrained = {row["trial"]: float(row["retrained_test_accuracy"]) for row in trials if row["retrained_rank"]}
+    assert retrained == pytest.approx({name: run["test"] for name, run in results["retrained"].items()})
+    assert list(results["references"]) == ["lenet5"] and 0 <= results["references"]["lenet5"] <= 1
     assert results["trial_scores"] == pytest.approx(scores)
     best_row = next(row for row in trials if row["trial"] == results["best_trial"])
     assert int(best_row["macs"]) == results["best_macs"] and int(best_row["params"]) == results["best_params"]

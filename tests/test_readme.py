@@ -47,7 +47,8 @@ SHIM = textwrap.dedent(
 
 
     def search(space="convnet", data="digits", config=None, **options):
-        return _search(space, data, config, **{**options, "max_trials": 2, "max_epochs": 1})
+        short = {"max_trials": 2, "max_epochs": 1, "top_k": 1, "finish_epochs": 1, "references": None}
+        return _search(space, data, config, **{**options, **short})
 
 
     kcnn.train.fit, kcnn.train.fine_tune, kcnn.tune.search = fit, fine_tune, search

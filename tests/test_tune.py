@@ -5,6 +5,7 @@ import inspect
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from keras_tuner.errors import FailedTrialError
 import kcnn
 from kcnn import data as kdata
 from kcnn import tune
+from kcnn.tune import report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -233,8 +235,9 @@ def test_configurations_too_small_for_the_input_are_failed_trials_and_a_best_mod
         batch_norm=False, stage_dropout=0.0, hidden_units=8, learning_rate=3e-3,
     )  # fmt: skip
     result = tune.search(
-        "convnet", data, tuner="grid", max_trials=4, max_epochs=1, directory=tmp_path / "geometry", ranges=ranges
-    )
+        "convnet", data, tuner="grid", max_trials=4, max_epochs=1, directory=tmp_path / "geometry", ranges=ranges,
+        top_k=0,
+    )  # fmt: skip
     rows = read_trials(result.trials_csv)
     assert len(rows) == 4
     failed = [row for row in rows if row["status"] == "FAILED"]
@@ -298,7 +301,7 @@ def test_rejected_configurations_are_recorded_without_a_traceback(tmp_path, capf
 def test_retrained_best_model_is_a_kcnn_train_run(tmp_path):
     data = tiny_data(size=16, n=32)
     ranges = dict(depth=2, filters=4, hidden_units=8, convs_per_stage=1, strides=1, pool=True)
-    result = tune.search("convnet", data, tuner="random", max_trials=1, max_epochs=1, retrain=True,
+    result = tune.search("convnet", data, tuner="random", max_trials=1, max_epochs=1, retrain=True, top_k=0,
                          directory=tmp_path / "p", ranges=ranges)  # fmt: skip
     metadata = json.loads((result.path / "metadata.json").read_text())
     assert metadata["kind"] == "search" and not metadata["search"]["restored"]
@@ -362,7 +365,8 @@ SMALL = dict(depth=2, filters=4, hidden_units=8, convs_per_stage=1, strides=1, p
 def test_a_search_with_damaged_state_files_resumes_keeping_its_finished_trials(tmp_path):
     data, project = tiny_data(size=16, n=32), tmp_path / "project"
     ranges = {**SMALL, "learning_rate": (1e-3, 3e-3, 1e-2)}
-    first = tune.search("convnet", data, tuner="random", max_trials=2, max_epochs=1, seed=5, directory=project, ranges=ranges)
+    first = tune.search("convnet", data, tuner="random", max_trials=2, max_epochs=1, seed=5, directory=project, ranges=ranges,
+                        top_k=0)  # fmt: skip
     scores = {record.trial_id: record.score for record in first.trials}
     (project / "oracle.json").write_text((project / "oracle.json").read_text()[:100])  # a kill inside keras-tuner's write
     (project / "tuner0.json").write_text("")
@@ -370,7 +374,7 @@ def test_a_search_with_damaged_state_files_resumes_keeping_its_finished_trials(t
     started = []
     with pytest.warns(UserWarning) as caught:
         second = tune.search(
-            "convnet", data, tuner="random", max_trials=3, max_epochs=1, seed=5, directory=project, ranges=ranges,
+            "convnet", data, tuner="random", max_trials=3, max_epochs=1, seed=5, directory=project, ranges=ranges, top_k=0,
             on_trial=lambda record: started.append(record.trial_id) if record.status == "RUNNING" else None,
         )  # fmt: skip
     messages = "\n".join(str(w.message) for w in caught)
@@ -388,7 +392,7 @@ def test_a_hyperband_trial_whose_checkpoint_is_unreadable_trains_from_scratch(tm
     data, project = tiny_data(size=16, n=32), tmp_path / "project"
     # max_epochs 3, factor 3: a first bracket of 3 one-epoch trials, then the best
     # continued for 3 epochs in trial 0003.
-    options = dict(tuner="hyperband", max_epochs=3, hyperband_factor=3, seed=2, directory=project, ranges=SMALL)
+    options = dict(tuner="hyperband", max_epochs=3, hyperband_factor=3, seed=2, directory=project, ranges=SMALL, top_k=0)
     tune.search("convnet", data, max_trials=3, **options)
     for trial in ("0000", "0001", "0002"):
         checkpoint = project / f"trial_{trial}" / "checkpoint.weights.h5"
@@ -399,3 +403,143 @@ def test_a_hyperband_trial_whose_checkpoint_is_unreadable_trains_from_scratch(tm
     assert last.status == "COMPLETED" and last.epochs == 3
     values = json.loads((project / "trial_0003" / "trial.json").read_text())["hyperparameters"]["values"]
     assert values["tuner/initial_epoch"] == 0 and "tuner/trial_id" not in values and values["tuner/round"] == 1
+
+
+# --------------------------------------------------------------------------
+# The finish: the top trials retrained with the full recipe, references, selection.
+
+
+def digits_like(n=96, size=32, classes=4, seed=0):
+    """Random 32x32 images with a test split: LeNet-5 fits them."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, size, size, 1), dtype=np.uint8)
+    return kdata.load((x, np.arange(n) % classes), batch_size=32, validation_split=0.25, test_split=0.25, seed=seed)
+
+
+def finish_rows(project):
+    return [{k: row[k] for k in ("name", "kind", "rank", "val_accuracy", "test_accuracy")} for row in read_trials(project / "finish.csv")]
+
+
+def test_the_rank_is_the_cheapest_within_one_standard_error_of_the_top():
+    from kcnn.tune.finish import FinishRecord, rank, standard_error
+
+    assert standard_error(0.99, 179) == pytest.approx(0.0092080, abs=1e-6)  # q = (177.21 + 1) / 181
+    assert standard_error(1.0, 179) == pytest.approx(0.0055403, abs=1e-6)  # q = 180 / 181, not 0
+    records = [
+        FinishRecord("0001", "trial", validation=0.9944, validation_examples=179, macs=14_600_000, params=187_000),
+        FinishRecord("0002", "trial", validation=0.9888, validation_examples=179, macs=400_000, params=40_000),
+        FinishRecord("0003", "trial", validation=0.9777, validation_examples=179, macs=100_000, params=9_000),
+        FinishRecord("0004", "trial", validation=0.9888, validation_examples=179, macs=400_000, params=30_000),
+    ]
+    # Top 99.44% (178 of 179): 98.88% is one image and 0.56 points lower, within the 1.23
+    # points of the difference's standard error, and ties (the cheaper first, fewer
+    # parameters breaking the MACs tie); 97.77% is three images, 1.68 points, beyond its 1.45.
+    assert [(r.name, r.rank) for r in rank(records)] == [("0004", 1), ("0002", 2), ("0001", 3), ("0003", 4)]
+
+
+def test_the_finish_retrains_the_cheapest_trials_the_validation_split_cannot_tell_from_the_best():
+    from kcnn.tune.finish import select_candidates
+
+    def trial(number, score, macs):
+        return tune.TrialRecord(f"{number:04d}", number + 1, None, "COMPLETED", score=score, macs=macs)
+
+    # Ranked best first, on 179 validation images: 98.88% (one image below 99.44%) is
+    # within the standard error of the difference (1.23 points), 97.77% (three images,
+    # 1.68 points) beyond its 1.45.
+    ranked = [trial(0, 0.9944, 127e6), trial(1, 0.9888, 9e6), trial(2, 0.9888, 1e6), trial(3, 0.9777, 0.4e6)]
+    assert [r.trial_id for r in select_candidates(ranked, 2, 179)] == ["0002", "0001"]
+    assert [r.trial_id for r in select_candidates(ranked, 4, 179)] == ["0002", "0001", "0000", "0003"]
+    assert [r.trial_id for r in select_candidates(ranked, 2, 179, accuracy=False)] == ["0000", "0001"]
+
+
+SEARCH = dict(tuner="random", max_trials=2, max_epochs=1, top_k=2, finish_epochs=1, seed=3)
+SMALL_32 = dict(depth=2, filters=4, hidden_units=8, convs_per_stage=1, strides=2, pool=True, kernel_size=(3, 5))
+
+
+def test_the_top_trials_are_retrained_with_the_full_recipe_tested_and_ranked_the_same_with_the_same_seed(
+    tmp_path, monkeypatch
+):
+    from kcnn import train
+
+    data, project = digits_like(), tmp_path / "a"
+    result = tune.search("convnet", data, directory=project, ranges=SMALL_32, references="lenet5", **SEARCH)
+    ranked = sorted((r for r in result.trials if r.status == "COMPLETED"), key=lambda r: (-r.score, r.macs, r.number))
+    # The two best trials, retrained as `kcnn train` trains (its recipe, the search's seed).
+    assert sorted(r.name for r in result.retrained) == sorted(r.trial_id for r in ranked[:2])
+    assert [r.rank for r in result.retrained] == [1, 2]
+    for record in result.retrained:
+        metadata = json.loads((record.path / "metadata.json").read_text())
+        assert metadata["status"] == "completed" and metadata["search"]["trial_id"] == record.name
+        recipe = {k: v for k, v in metadata["config"].items() if k not in ("epochs", "seed", "learning_rate")}
+        assert recipe == {k: v for k, v in kcnn.train.TrainConfig().to_dict().items() if k in recipe}
+        assert (metadata["config"]["epochs"], metadata["config"]["seed"]) == (1, tune.search_train_config().seed)
+        assert record.test == metadata["metrics"]["test"]["accuracy"] and record.test_examples == 24
+        assert record.validation == metadata["metrics"]["validation"]["accuracy"] and record.validation_examples == 24
+        assert record.macs == next(r.macs for r in result.trials if r.trial_id == record.name)
+    # best/ is the chosen run (rank 1), with the search's facts.
+    chosen = result.retrained[0]
+    assert result.best_trial == chosen.name and result.best_test_accuracy == chosen.test
+    best = json.loads((result.path / "metadata.json").read_text())
+    assert best["search"]["trial_id"] == chosen.name and best["kind"] == "search" and not best["search"]["restored"]
+    assert best["metrics"]["test"]["accuracy"] == chosen.test
+    # trials.csv shows the retrained scores next to the search's.
+    rows = {row["trial"]: row for row in read_trials(result.trials_csv)}
+    for record in result.retrained:
+        row = rows[record.name]
+        assert (row["retrained_rank"], float(row["retrained_test_accuracy"])) == (str(record.rank), record.test)
+    # The reference, trained with the same recipe on the same data, is plotted and labelled.
+    (reference,) = result.references
+    # LeNet-5 (61,706 parameters, 416,520 MACs with 10 classes) with 4 outputs of its 84-unit F6.
+    assert (reference.name, reference.kind, reference.params, reference.macs) == ("lenet5", "reference", 61_196, 416_016)
+    assert reference.test is not None
+    labels = report.plot_pareto(tmp_path / "plot.png", result.trials, "val_accuracy", finish=[*result.retrained, reference])
+    assert f"lenet5 {100 * reference.test:.2f}%" in labels and f"trial {chosen.name} (chosen) {100 * chosen.test:.2f}%" in labels
+    assert "reference, test (val open)" in labels
+    table = result.table()
+    assert re.search(rf"^ +\*1 trial {chosen.name} ", table, re.M) and re.search(r"^ +ref lenet5 ", table, re.M)
+    assert [row["name"] for row in read_trials(project / "finish.csv")] == [*(r.name for r in result.retrained), "lenet5"]
+
+    # The same seed, another project: the same trials, retrained to the same scores and ranking.
+    second = tune.search("convnet", data, directory=tmp_path / "b", ranges=SMALL_32, references=None, **SEARCH)
+    assert finish_rows(tmp_path / "b") == finish_rows(project)[:2]
+    # A finish cut short (its second run lost) trains that run only when resumed.
+    shutil.rmtree(second.retrained[1].path)
+    fits = []
+    real_fit = train.fit
+    monkeypatch.setattr(train, "fit", lambda *args, **kwargs: fits.append(kwargs["output"]) or real_fit(*args, **kwargs))
+    again = tune.search("convnet", data, directory=tmp_path / "b", ranges=SMALL_32, references=None, **SEARCH)
+    assert fits == [second.retrained[1].path]
+    assert finish_rows(tmp_path / "b") == finish_rows(project)[:2] and again.best_trial == result.best_trial
+
+
+@pytest.mark.parametrize(
+    "name, ranges",
+    [
+        ("resnet", dict(block="basic", depth=2, stages=1, width=4, stem="small", learning_rate=3e-3)),
+        ("inception", {"depth": 2, "modules": 1, "1x1": 4, "3x3": 4, "5x5": 4, "pool_proj": 4, "stem_width": 4}),
+    ],
+)
+def test_the_resnet_and_inception_spaces_finish_the_same_way(tmp_path, name, ranges):
+    result = tune.search(name, digits_like(n=48), directory=tmp_path, ranges=ranges, **dict(SEARCH, max_trials=1, top_k=1))
+    (record,) = result.retrained
+    assert (record.name, record.rank, record.test_examples) == ("0000", 1, 12) and record.test is not None
+    metadata = json.loads((result.path / "metadata.json").read_text())
+    assert metadata["model"]["builder"] == tune.SPACES[name].builder_name
+    assert metadata["metrics"]["test"]["accuracy"] == record.test == result.best_test_accuracy
+
+
+def test_a_diverged_trial_is_a_failed_trial_with_its_reason(tmp_path):
+    import keras
+
+    class Diverge(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            logs["loss"] = float("nan")
+
+    with pytest.raises(ValueError, match="No trial of the search completed"):
+        tune.search("convnet", tiny_data(size=16, n=32), tuner="random", max_trials=1, max_epochs=1, top_k=0,
+                    directory=tmp_path, ranges=SMALL, callbacks=[Diverge()])  # fmt: skip
+    (row,) = read_trials(tmp_path / "trials.csv")
+    assert row["status"] == "FAILED"
+    assert row["reason"].startswith("Training diverged: `loss` is nan at epoch 1, batch 1. The learning rate is probably too high")
+    # Short trials train BatchNorm with a momentum whose statistics catch up in a few steps.
+    assert tune.search_train_config().bn_momentum == 0.9

@@ -104,7 +104,8 @@ def _tune(args):
     print()
     print(result.table())
     print()
-    print(f"best trial {result.best_trial}: {config.objective} {result.best_score:.4f}")
+    test = "" if result.best_test_accuracy is None else f", test accuracy {result.best_test_accuracy:.4f} after the full recipe"
+    print(f"best trial {result.best_trial}: {config.objective} {result.best_score:.4f}{test}")
     print("  " + " ".join(f"{key}={value}" for key, value in result.best_hyperparameters.items()))
     print(f"best model saved to {result.path}")
     print(f"trials: {result.trials_csv}  plot: {result.plot}")

@@ -22,6 +22,7 @@ The modules, one concept each:
     spaces.py        the search spaces
     driver.py        search(): the tuner run, its project folder, the best model
     report.py        trial records, trials.csv, the Pareto plot, the results table
+    finish.py        the top trials retrained with the full recipe, references, selection
     _keras_tuner/    every override of keras-tuner's internals (oracles, tuners)
 """
 
@@ -40,6 +41,7 @@ _EXPORTS = {
     "SearchSpace": "kcnn.tune.spaces",
     "get_space": "kcnn.tune.spaces",
     "TrialRecord": "kcnn.tune.report",
+    "FinishRecord": "kcnn.tune.finish",
     "FolderInUseError": "kcnn._lock",
     "pareto_front": "kcnn.tune.report",
 }

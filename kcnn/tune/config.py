@@ -20,15 +20,19 @@ SPACE_NAMES = ("convnet", "resnet", "inception")
 
 def search_train_config() -> TrainConfig:
     """The training settings of trials unless given: `TrainConfig()` with batches of
-    32 and no augmentation.
+    32, no augmentation and a BatchNorm momentum of 0.9.
 
     Trials are short: smaller batches make more updates per epoch, and augmentation
     pays off only over longer runs (measured on digits, a 3-stage convnet trained 9
     epochs: 100% validation accuracy from epoch 4 this way, 98.9% at best with
-    batches of 64). Retrain the best configuration with `kcnn.train.fit`'s defaults
-    for a long run.
+    batches of 64). A trial of a few epochs is a few hundred steps, over which
+    BatchNorm's moving statistics at Keras' momentum of 0.99 (a time constant of 100
+    steps) have not caught up with the network, and a model with BatchNorm scores at
+    chance on validation whatever its configuration; at 0.9 (10 steps) they have.
+    The search's finish retrains its best configurations with `kcnn.train.fit`'s
+    defaults (`SearchConfig.top_k`).
     """
-    return TrainConfig(batch_size=32, augment=None)
+    return TrainConfig(batch_size=32, augment=None, bn_momentum=0.9)
 
 
 def _field(default, help, *, choices=None, flags=(), factory=None):
@@ -68,8 +72,21 @@ class SearchConfig:
         directory: the project folder (default `saved_models/tuning/<project>`).
         overwrite: start afresh; by default an existing project is resumed: its
             finished trials are kept and an interrupted one runs again.
-        retrain: retrain the best configuration from scratch (with `kcnn.train.fit`)
-            instead of restoring its best checkpoint.
+        retrain: with `top_k=0`, retrain the best configuration from scratch (with
+            the trial's recipe) instead of restoring its best checkpoint.
+        top_k: trials retrained after the search with the full recipe of
+            `kcnn train`: the cheapest of those whose score the validation split
+            cannot tell from the best one's (within one standard error of the
+            difference), then the next best; (`TrainConfig()`: augmentation, cosine schedule,
+            `finish_epochs` epochs) and scored on validation and test; `best/` is the
+            cheapest of them whose validation accuracy is within one standard error
+            of the difference from the top one's (`kcnn.tune.finish`). 0: no finish; `best/` is the
+            best trial as it trained.
+        finish_epochs: epochs of the finish's runs (`kcnn train`'s 30).
+        references: registered models, comma-separated, trained with the finish's
+            recipe on the same data and drawn on the Pareto plot as reference points
+            ("lenet5,convnet"); None or "none": no references. A net that does not
+            fit the data is skipped with a warning.
         max_consecutive_failed_trials: stop the search after this many failed trials
             in a row (it then ends as if done); None never stops. Failed trials cost
             little: a configuration that does not fit is never trained.
@@ -97,7 +114,10 @@ class SearchConfig:
     project: str | None = _field(None, "project name (default: <space>-<dataset>)")
     directory: str | None = _field(None, "project folder (default: saved_models/tuning/<project>)")
     overwrite: bool = _field(False, "start afresh instead of resuming the project")
-    retrain: bool = _field(False, "retrain the best configuration instead of restoring it")
+    retrain: bool = _field(False, "with --top-k 0: retrain the best configuration instead of restoring it")
+    top_k: int = _field(3, "top trials retrained with the full `kcnn train` recipe and tested (0: none)")
+    finish_epochs: int = _field(30, "epochs of the retraining of the top trials and the references")
+    references: str | None = _field("lenet5,convnet", "registered models trained the same way as reference points")
     max_consecutive_failed_trials: int | None = _field(20, "stop after this many failed trials in a row (none: never)")
     chief: str | None = _field(None, "HOST:PORT of the chief of a distributed search")
     worker: str | None = _field(None, "this worker's id in a distributed search")
@@ -106,7 +126,12 @@ class SearchConfig:
     def __post_init__(self):
         if self.tuner not in TUNERS:
             raise ValueError(f"`tuner` must be one of {', '.join(map(repr, TUNERS))}. Received: tuner={self.tuner!r}")
-        for name in ("max_epochs", "executions_per_trial", "hyperband_iterations"):
+        _check_int("top_k", self.top_k, minimum=0)
+        if self.references is not None and not isinstance(self.references, str):
+            raise ValueError(
+                f"`references` must be model names, comma-separated, or None. Received: references={self.references!r}"
+            )
+        for name in ("max_epochs", "executions_per_trial", "hyperband_iterations", "finish_epochs"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("hyperband_factor", self.hyperband_factor, minimum=2)
         _check_int("early_stopping", self.early_stopping, minimum=0)

@@ -6,9 +6,12 @@ resumed search reloads), and what kcnn adds:
 
     search.json       the settings, to refuse resuming with different ones
     trial_*/kcnn_trial.json   params, MACs, seconds, epochs and failure reason of a trial
-    trials.csv        every trial: hyperparameters, score, params, MACs, seconds, status, reason
-    pareto.png        score against MACs, Pareto front marked
-    best/             the best model, saved as a `kcnn.train` run: model.keras + metadata.json
+    trials.csv        every trial: hyperparameters, score, params, MACs, seconds, status, reason,
+                      and the finish's rank, validation and test accuracy of the retrained ones
+    finish/           the finish's runs (`kcnn.tune.finish`): top trials retrained, references
+    finish.csv        their validation and test accuracy, standard errors, params, MACs
+    pareto.png        score against MACs, Pareto front marked, the finish's test scores
+    best/             the chosen model, saved as a `kcnn.train` run: model.keras + metadata.json
     kcnn.lock         while a local search or the chief of a distributed one runs
 
 Every state file is written atomically, and a project whose oracle.json or a
@@ -34,7 +37,7 @@ import keras
 
 from kcnn._files import CorruptFileError, read_json, write_json
 from kcnn._lock import LOCK_FILE, FolderLock
-from kcnn.tune import report
+from kcnn.tune import finish, report
 from kcnn.tune._keras_tuner import checkpoint_path, collect_trials, make_tuner, objective, public_values
 from kcnn.tune.config import SearchConfig, parse_address
 from kcnn.tune.report import TrialRecord
@@ -48,6 +51,7 @@ DEFAULT_ROOT = os.path.join("saved_models", "tuning")
 BEST_DIR = "best"
 TRIALS_FILE = "trials.csv"
 PLOT_FILE = "pareto.png"
+FINISH_FILE = "finish.csv"
 SETTINGS_FILE = "search.json"
 # keras-tuner reads its distributed settings from these variables only.
 _ENV_IP, _ENV_PORT, _ENV_ID = "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"
@@ -58,10 +62,12 @@ class SearchResult:
     """What a search produced.
 
     Attributes:
-        best_hyperparameters: the best trial's hyperparameter values (None on a worker).
-        best_score: its objective value.
+        best_hyperparameters: the chosen trial's hyperparameter values (None on a
+            worker): the finish's rank 1, or without a finish the best trial.
+        best_score: its objective value in the search.
         best_trial: its trial id.
-        model: the best model (restored or retrained), None on a worker.
+        model: the chosen model (retrained with the full recipe, or without a
+            finish restored or retrained), None on a worker.
         path: the best model's run folder (model.keras + metadata.json).
         project_dir: the project folder.
         trials: every trial of the search (on a worker: the ones it ran).
@@ -69,6 +75,9 @@ class SearchResult:
         plot: path of the Pareto plot.
         role: "local", "chief" or "worker".
         objective: the objective the scores are of.
+        retrained: the finish's runs of the top trials (`kcnn.tune.FinishRecord`),
+            ranked; empty without a finish (`top_k=0`) and on a worker.
+        references: the finish's reference nets, in `config.references`' order.
     """
 
     best_hyperparameters: dict[str, Any] | None
@@ -82,10 +91,23 @@ class SearchResult:
     plot: pathlib.Path | None
     role: str = "local"
     objective: str = "val_accuracy"
+    retrained: tuple[finish.FinishRecord, ...] = ()
+    references: tuple[finish.FinishRecord, ...] = ()
+
+    @property
+    def best_test_accuracy(self) -> float | None:
+        """The best model's test accuracy after the full-recipe retraining (None
+        without a finish or a test split)."""
+        chosen = finish.choose(self.retrained)
+        return None if chosen is None else chosen.test
 
     def table(self, top: int = 10) -> str:
-        """The results table (best trials first, then failures)."""
-        return report.format_results(self.trials, self.objective, maximize=_maximize(self.objective), top=top)
+        """The results table (best trials first, then failures), and the finish's
+        (retrained trials, ranked, and references) when there is one."""
+        text = report.format_results(self.trials, self.objective, maximize=_maximize(self.objective), top=top)
+        if self.retrained or self.references:
+            text += "\n\n" + report.format_finish(self.retrained, self.references)
+        return text
 
 
 def search(
@@ -148,6 +170,7 @@ def search(
     if unknown:
         raise ValueError(f"Unknown search options {unknown}; see kcnn.tune.SearchConfig. Received: {options!r}")
     config = dataclasses.replace(config, **options)
+    source = data  # Loaded again by the finish, with the full recipe's augmentation.
     data = load_data(data, config.train, data_options=data_options)
     if config.objective.startswith("val_") and data.validation is None:
         raise ValueError(
@@ -197,31 +220,52 @@ def search(
         if role == "worker":
             records = tuple(r for r in collect_trials(tuner, project_dir) if r.trial_id in tuner.ran)
             return SearchResult(None, None, None, None, None, project_dir, records, None, None, role, config.objective)
-        return _finish(tuner, space, data, config, project_dir, role)
+        return _finish(tuner, space, data, config, project_dir, role, source=source, data_options=data_options)
 
 
 # --------------------------------------------------------------------------
 # Results.
 
 
-def _finish(tuner, space, data, config, project_dir, role) -> SearchResult:
+def _finish(tuner, space, data, config, project_dir, role, *, source=None, data_options=None) -> SearchResult:
+    """What follows the search, in the chief or a local search only: the top trials
+    retrained with the full recipe and the references (`kcnn.tune.finish`), the best
+    model in best/, trials.csv, finish.csv and the Pareto plot."""
     records = collect_trials(tuner, project_dir)
     maximize = _maximize(config.objective)
     order = [hp.name for hp in tuner.oracle.get_space().space]
-    trials_csv = project_dir / TRIALS_FILE
-    report.write_trials_csv(trials_csv, records, config.objective, maximize=maximize, order=order)
-    plot = project_dir / PLOT_FILE
-    report.plot_pareto(plot, records, config.objective, maximize=maximize, title=project_dir.name)
-    best = report.best_record(records, maximize=maximize)
-    if best is None:
+    trials_csv, plot = project_dir / TRIALS_FILE, project_dir / PLOT_FILE
+    ranked = report.ranked_records(records, maximize=maximize)
+    if not ranked:
+        report.write_trials_csv(trials_csv, records, config.objective, maximize=maximize, order=order)
+        report.plot_pareto(plot, records, config.objective, maximize=maximize, title=project_dir.name)
         reasons = sorted({r.reason for r in records if r.reason})
         raise ValueError(
             f"No trial of the search completed, so there is no best model (see {trials_csv}). "
             f"Widen the space or the budget. Received: {len(records)} trials, failing with: {'; '.join(reasons[:3])}"
         )
-    # Of equal scores the cheapest, where keras-tuner would take the first.
-    best = tuner.oracle.trials[best.trial_id]
-    model, path = _save_best(tuner, space, data, config, project_dir, best)
+    retrained, references = (), ()
+    if config.top_k:
+        # Of equal scores the cheapest, where keras-tuner would take the first.
+        accuracy = "accuracy" in config.objective
+        chosen = finish.select_candidates(ranked, config.top_k, data.num_validation, accuracy=accuracy)
+        candidates = [tuner.oracle.trials[r.trial_id] for r in chosen]
+        retrained, references = finish.finish_search(
+            tuner, space, data, config, project_dir, candidates, source=source, data_options=data_options
+        )
+        chosen = finish.choose(retrained)
+        best = tuner.oracle.trials[chosen.name]
+        path = project_dir / BEST_DIR
+        finish.copy_best(chosen, path, _search_facts(space, config, project_dir, best, restored=False))
+        model = keras.saving.load_model(path / "model.keras", compile=False)
+    else:
+        best = tuner.oracle.trials[ranked[0].trial_id]
+        model, path = _save_best(tuner, space, data, config, project_dir, best)
+    report.write_trials_csv(trials_csv, records, config.objective, maximize=maximize, order=order, finish=retrained)
+    report.write_finish_csv(project_dir / FINISH_FILE, [*retrained, *references])
+    report.plot_pareto(
+        plot, records, config.objective, maximize=maximize, title=project_dir.name, finish=[*retrained, *references]
+    )
     return SearchResult(
         best_hyperparameters=public_values(best.hyperparameters),
         best_score=float(best.score),
@@ -234,7 +278,22 @@ def _finish(tuner, space, data, config, project_dir, role) -> SearchResult:
         plot=plot,
         role=role,
         objective=config.objective,
+        retrained=tuple(retrained),
+        references=tuple(references),
     )
+
+
+def _search_facts(space, config, project_dir, best, *, restored) -> dict[str, Any]:
+    return {
+        "project": project_dir.name,
+        "space": space.name,
+        "trial_id": best.trial_id,
+        "score": float(best.score),
+        "objective": config.objective,
+        "hyperparameters": public_values(best.hyperparameters),
+        "restored": restored,
+        "config": config.to_dict(),
+    }
 
 
 def _save_best(tuner, space, data, config, project_dir, best):
@@ -277,16 +336,7 @@ def _save_best(tuner, space, data, config, project_dir, best):
         metadata["kind"] = "search"
         metadata["model"]["builder_arguments"] = builder_arguments
     metadata["model"]["builder"] = space.builder_name
-    metadata["search"] = {
-        "project": project_dir.name,
-        "space": space.name,
-        "trial_id": best.trial_id,
-        "score": float(best.score),
-        "objective": config.objective,
-        "hyperparameters": public_values(hp),
-        "restored": restored,
-        "config": config.to_dict(),
-    }
+    metadata["search"] = _search_facts(space, config, project_dir, best, restored=restored)
     run.write_metadata(metadata)
     return model, run.path
 

@@ -12,7 +12,16 @@ from typing import Any
 
 from kcnn._files import atomic_path, atomic_write
 
-__all__ = ["TrialRecord", "format_results", "pareto_front", "plot_pareto", "write_trials_csv"]
+__all__ = [
+    "TrialRecord",
+    "format_finish",
+    "format_results",
+    "pareto_front",
+    "plot_pareto",
+    "ranked_records",
+    "write_finish_csv",
+    "write_trials_csv",
+]
 
 #: The per-trial file the process that ran a trial writes into its trial folder:
 #: params, MACs, seconds, epochs and the reason of a failure. keras-tuner's own
@@ -93,29 +102,41 @@ def hyperparameter_names(records: Sequence[TrialRecord], order: Sequence[str] = 
     return names
 
 
-def write_trials_csv(path, records, objective, *, maximize=True, order=()):
+#: The columns trials.csv adds for the trials the finish retrained (blank for the others).
+FINISH_COLUMNS = ("retrained_rank", "retrained_val_accuracy", "retrained_test_accuracy")
+
+
+def write_trials_csv(path, records, objective, *, maximize=True, order=(), finish=()):
     """Writes trials.csv (atomically): one row per trial, hyperparameters as columns.
 
-    Columns: trial, status, the objective, params, macs, seconds, epochs, pareto, the
+    Columns: trial, status, the objective, params, macs, seconds, epochs, pareto,
+    retrained_rank, retrained_val_accuracy and retrained_test_accuracy (the finish's
+    full-recipe run of the trial, blank for the trials it did not retrain), the
     hyperparameters (blank where inactive), tuner, reason.
     """
     names = hyperparameter_names(records, order)
     front = {r.trial_id for r in pareto_front(records, maximize=maximize)}
-    header = ["trial", "status", objective, "params", "macs", "seconds", "epochs", "pareto", *names, "tuner", "reason"]
+    retrained = {r.name: r for r in finish if r.kind == "trial"}
+    header = ["trial", "status", objective, "params", "macs", "seconds", "epochs", "pareto", *FINISH_COLUMNS]
+    header += [*names, "tuner", "reason"]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
     for r in records:
+        again = retrained.get(r.trial_id)
         writer.writerow(
             [
                 r.trial_id,
                 r.status,
-                "" if r.score is None else repr(float(r.score)),
+                _number(r.score),
                 _blank(r.params),
                 _blank(r.macs),
                 "" if r.seconds is None else f"{r.seconds:.2f}",
                 _blank(r.epochs),
                 r.trial_id in front,
+                _blank(again and again.rank),
+                _number(again and again.validation),
+                _number(again and again.test),
                 *(_blank(r.hyperparameters.get(name)) for name in names),
                 _blank(r.tuner_id),
                 _blank(r.reason),
@@ -124,9 +145,69 @@ def write_trials_csv(path, records, objective, *, maximize=True, order=()):
     atomic_write(path, buffer.getvalue())
 
 
-def plot_pareto(path, records, objective, *, maximize=True, title=""):
+def write_finish_csv(path, finish):
+    """Writes finish.csv (atomically): the finish's runs, the retrained trials by rank,
+    then the references, with validation and test accuracy, their standard errors,
+    the images they are measured on, params, MACs and the run folder."""
+    header = ["name", "kind", "rank", "val_accuracy", "val_error", "val_examples", "test_accuracy", "test_error"]
+    header += ["test_examples", "params", "macs", "search_score", "path", "reason"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    for r in finish:
+        writer.writerow(
+            [
+                r.name,
+                r.kind,
+                _blank(r.rank),
+                _number(r.validation),
+                _number(r.validation_error),
+                _blank(r.validation_examples),
+                _number(r.test),
+                _number(r.test_error),
+                _blank(r.test_examples),
+                _blank(r.params),
+                _blank(r.macs),
+                _number(r.search_score),
+                _blank(r.path),
+                _blank(r.reason),
+            ]
+        )
+    atomic_write(path, buffer.getvalue())
+
+
+def format_finish(retrained, references) -> str:
+    """The finish's table: the retrained trials by rank (the chosen one marked), then
+    the references; accuracies in percent with their standard errors."""
+    lines = [
+        "retrained with the full recipe (best: the cheapest within one standard error of the difference from the top validation accuracy)",
+        f"{'rank':>4} {'model':<12} {'val %':>13} {'test %':>13} {'params':>9} {'MACs':>9} {'search':>8}",
+    ]
+
+    def row(rank, r):
+        if r.reason:
+            return f"{rank:>4} {r.label:<12} not trained: {r.reason}"
+        search = "" if r.search_score is None else f"{r.search_score:.4f}"
+        return (
+            f"{rank:>4} {r.label:<12} {_percent(r.validation, r.validation_error):>13} "
+            f"{_percent(r.test, r.test_error):>13} {_human(r.params):>9} {_human(r.macs):>9} {search:>8}"
+        )
+
+    lines.extend(row(("*" if r.rank == 1 else "") + _blank(r.rank), r) for r in retrained)
+    lines.extend(row("ref", r) for r in references)
+    return "\n".join(lines)
+
+
+def plot_pareto(path, records, objective, *, maximize=True, title="", finish=()):
     """Writes a PNG of score against MACs per image (log scale) for the completed
-    trials, with the Pareto front drawn and the best trial marked."""
+    trials, with the Pareto front drawn and the best trial marked; with the finish's
+    runs (`kcnn.tune.finish.FinishRecord`), their test accuracy (filled) and
+    validation accuracy (open) joined by a line, the chosen one and the references
+    (squares) labelled.
+
+    Returns:
+        The labels drawn: the legend's entries, then the points' labels.
+    """
     # The object-oriented Matplotlib API: no pyplot, so no global figure state.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -148,26 +229,69 @@ def plot_pareto(path, records, objective, *, maximize=True, title=""):
             label="Pareto front",
         )
         best = best_record(scored, maximize=maximize)
-        axes.scatter(
-            [best.macs],
-            [best.score],
-            marker="*",
-            s=160,
-            color="tab:orange",
-            zorder=3,
-            label=f"best (trial {best.trial_id})",
-        )
+        if not any(r.rank == 1 for r in finish):  # Else the finish's chosen run is the one marked.
+            axes.scatter(
+                [best.macs],
+                [best.score],
+                marker="*",
+                s=160,
+                color="tab:orange",
+                zorder=3,
+                label=f"best (trial {best.trial_id})",
+            )
         for r in front:
             axes.annotate(r.trial_id, (r.macs, r.score), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        _plot_finish(axes, [r for r in finish if r.macs and r.test is not None])
         axes.set_xscale("log")
         axes.legend(loc="best", fontsize=8)
     axes.set_xlabel("MACs per image")
-    axes.set_ylabel(objective)
+    axes.set_ylabel(f"{objective}; test accuracy after the full recipe" if finish else objective)
     axes.set_title(f"{title}{': ' if title else ''}{len(scored)} completed, {failed} failed", fontsize=10)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png")
+    legend = axes.get_legend()
+    return [text.get_text() for text in (legend.get_texts() if legend else [])] + [text.get_text() for text in axes.texts]
+
+
+def _plot_finish(axes, finish):
+    """The finish's runs: validation (open) to test (filled) accuracy, retrained trials
+    in blue (the chosen one a larger mark), references as black squares, all labelled."""
+    for kind, color, marker in (("trial", "tab:blue", "o"), ("reference", "black", "s")):
+        runs = [r for r in finish if r.kind == kind]
+        if not runs:
+            continue
+        label = "retrained, test (val open)" if kind == "trial" else "reference, test (val open)"
+        for r in runs:
+            if r.validation is not None:
+                axes.plot([r.macs, r.macs], [r.validation, r.test], color=color, alpha=0.4, lw=1)
+                axes.scatter([r.macs], [r.validation], marker=marker, s=30, facecolors="none", edgecolors=color, zorder=3)
+        axes.scatter(
+            [r.macs for r in runs],
+            [r.test for r in runs],
+            marker=marker,
+            s=[70 if r.rank == 1 else 36 for r in runs],
+            color=color,
+            zorder=4,
+            label=label,
+        )
+        for index, r in enumerate(runs):
+            text = f"{r.label}{' (chosen)' if r.rank == 1 else ''} {100 * r.test:.2f}%"
+            # Alternately below and above the point: neighbours' labels overlap less.
+            offset = (5, -11) if index % 2 == 0 else (5, 6)
+            weight = "bold" if r.rank == 1 else "normal"
+            axes.annotate(
+                text, (r.macs, r.test), textcoords="offset points", xytext=offset, fontsize=7, color=color, weight=weight
+            )
+
+
+def ranked_records(records: Sequence[TrialRecord], *, maximize: bool = True) -> list[TrialRecord]:
+    """The completed trials, best score first; of equal scores, the fewest MACs first
+    (then the earliest)."""
+    scored = [r for r in records if r.status == "COMPLETED" and r.score is not None]
+    sign = 1 if maximize else -1
+    return sorted(scored, key=lambda r: (-sign * r.score, math.inf if r.macs is None else r.macs, r.number))
 
 
 def best_record(records: Sequence[TrialRecord], *, maximize: bool = True) -> TrialRecord | None:
@@ -230,6 +354,16 @@ def failure_reason(message: str | None) -> str | None:
 
 def _blank(value) -> str:
     return "" if value is None else str(value)
+
+
+def _number(value) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def _percent(value, error) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}" + ("" if error is None else f" ±{100 * error:.2f}")
 
 
 def _short(value) -> str:

@@ -160,10 +160,15 @@ class SearchSpace(keras_tuner.HyperModel):
                 small for it: the message names the smallest size), or one over the
                 budget.
         """
+        from kcnn.tune.finish import seeded
+
         self.last_build = {}
         arguments = self.declare(hp)
         try:
-            model = self.build_model(arguments)
+            # A configuration starts from the same weights whenever it is built with the
+            # same seed: a search is repeatable, and the finish retrains what was searched.
+            with seeded(self.train.seed, sorted((k, v) for k, v in hp.values.items() if not k.startswith("tuner/"))):
+                model = self.build_model(arguments)
         except ValueError as error:
             # The builder's own checks are the one word on what is buildable.
             raise FailedTrialError(_first_line(error)) from error
@@ -184,7 +189,7 @@ class SearchSpace(keras_tuner.HyperModel):
         The schedule spans the epochs of this call (`epochs - initial_epoch`; Hyperband
         continues a trial from its earlier round with a fresh optimizer).
         """
-        from kcnn.train.callbacks import TerminateOnNonFinite
+        from kcnn.train.callbacks import NonFiniteLossError, TerminateOnNonFinite
 
         x = args[0] if args else kwargs.pop("x")
         steps = _steps_per_epoch(x)
@@ -192,7 +197,11 @@ class SearchSpace(keras_tuner.HyperModel):
         compile_model(model, config, steps, device=self.device)
         callbacks = [*(callbacks or []), TerminateOnNonFinite()]
         kwargs.setdefault("shuffle", False)  # The pipeline shuffles (seeded, every epoch).
-        return model.fit(x, *args[1:], epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, **kwargs)
+        try:
+            return model.fit(x, *args[1:], epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, **kwargs)
+        except NonFiniteLossError as error:
+            # A diverged trial is no score at chance but a failed trial, with the reason.
+            raise FailedTrialError(_first_line(error)) from error
 
     def declare(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
         """Declares every hyperparameter of the space in `hp` (the architecture's and
