@@ -12,10 +12,14 @@ pair with its median, minimum and maximum. Nothing here asserts a speed.
 The benchmarks:
 
 * `compare_models`: a kcnn model trained through `kcnn.train.fit` against the
-  same-named keras.applications model with plain `compile` + `fit` (or torchvision's,
-  when PyTorch is installed): training and inference images/s, step time, peak memory.
+  same-named keras.applications model with plain `compile` + `fit` (float32 defaults,
+  or kcnn's precision policy) and torchvision's at its best in its own process
+  (`torch_baseline.py`): training and inference images/s, step time, peak memory.
+* `time_to_accuracy`: wall time to 98.5% test accuracy on the digits, `kcnn train`'s
+  recipe against a hand-written Keras LeNet-5 and a PyTorch one, each run a process
+  of its own (`time_to_accuracy.py`, `torch_baseline.py lenet5`).
 * `small_model`: LeNet-5 on the bundled digits, `kcnn.train.fit` against the
-  hand-written Keras `Sequential` a student trains with `model.fit(x, y)`.
+  hand-written Keras `Sequential` a student trains with `model.fit(x, y)`, per epoch.
 * `pipeline`: images/s `kcnn.data` delivers from a folder of JPEGs against what a
   model consumes in training.
 * `gpu_run`: the model comparison on a GPU with the fraction of the chip's peak
@@ -28,7 +32,9 @@ Library code changes no process-wide state (thread pools, dtype policy, seeds); 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+import json
 import math
 import os
 import platform
@@ -46,10 +52,12 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = [
+    "BASELINES",
     "KERAS_BASELINES",
     "PEAK_FLOPS",
     "MemoryPeak",
     "StepTimer",
+    "TorchWorker",
     "alternate",
     "chip_fraction",
     "compare_models",
@@ -60,9 +68,11 @@ __all__ = [
     "ratio_summary",
     "small_model",
     "student_lenet5",
+    "time_to_accuracy",
     "to_markdown",
-    "torch_available",
+    "torch_python",
     "training_flops_per_image",
+    "tta_summary",
 ]
 
 #: Dense bfloat16 (float16 where the chip has no bfloat16) tensor-core peak, FLOP/s,
@@ -274,21 +284,26 @@ def ratio_summary(
 
 
 def _record_runs(result: dict, runs: Mapping[str, list[dict]], keys: Sequence[str]) -> None:
-    """Adds the load after the runs, the runs and, per quantity in `keys`, the ratio
-    kcnn / baseline of each pair, inverted for quantities where less is better (all
-    but rates, `*_per_second`), so that a ratio > 1 always favours kcnn."""
-    ratios = {}
-    for key in keys:
-        kcnn = [run.get(key) for run in runs["kcnn"]]
-        baseline = [run.get(key) for run in runs["baseline"]]
-        if None in kcnn or None in baseline or not kcnn:
+    """Adds the load after the runs, the runs and, per baseline (every side but "kcnn")
+    and quantity in `keys`, the ratio kcnn / baseline of each pair, inverted for
+    quantities where less is better (all but rates, `*_per_second`), so that a ratio
+    > 1 always favours kcnn: `result["ratios"][baseline][quantity]`."""
+    ratios: dict[str, dict] = {}
+    for side in runs:
+        if side == "kcnn":
             continue
-        if key.endswith("_per_second"):
-            ratios[key] = ratio_summary(kcnn, baseline, ("kcnn", "baseline"))
-            ratios[key]["ratio"] = "kcnn / baseline (> 1: kcnn is faster)"
-        else:  # seconds, CPU, memory
-            ratios[key] = ratio_summary(baseline, kcnn, ("baseline", "kcnn"))
-            ratios[key]["ratio"] = "baseline / kcnn (> 1: kcnn needs less)"
+        ratios[side] = {}
+        for key in keys:
+            kcnn = [run.get(key) for run in runs["kcnn"]]
+            baseline = [run.get(key) for run in runs[side]]
+            if None in kcnn or None in baseline or not kcnn:
+                continue
+            if key.endswith("_per_second"):
+                ratios[side][key] = ratio_summary(kcnn, baseline, ("kcnn", side))
+                ratios[side][key]["ratio"] = f"kcnn / {side} (> 1: kcnn is faster)"
+            else:  # seconds, CPU, memory
+                ratios[side][key] = ratio_summary(baseline, kcnn, (side, "kcnn"))
+                ratios[side][key]["ratio"] = f"{side} / kcnn (> 1: kcnn needs less)"
     result["load_average_after"] = _load()
     result["runs"] = runs
     result["ratios"] = ratios
@@ -383,7 +398,8 @@ def _quiet():
 
 class _Interleave(keras.callbacks.Callback):
     """Makes one `kcnn.train.fit` call serve every pair: after each kcnn epoch (one
-    measurement) the other side takes its measurement, so the run goes
+    measurement) the other sides take theirs (`other()` returns side -> measurement),
+    so the run goes
     kcnn-warm-up, other-warm-up, kcnn, other, kcnn, other, ... (A B A B). One call
     traces the step function once; a call per measurement would re-trace (over a
     minute for ResNet-50 on two cores) and write a run folder each time."""
@@ -412,10 +428,8 @@ class _Interleave(keras.callbacks.Callback):
         self.others.append(self.other())
         if self.log:
             what = "warm-up" if epoch == 0 else f"pair {epoch}"
-            self.log(
-                f"{what}: kcnn {images_per_second:.4g} img/s, baseline {self.others[-1]['train_images_per_second']:.4g} img/s "
-                f"({time.perf_counter() - started:.1f} s); load {_load()}"
-            )
+            shown = ", ".join(f"{side} {run['train_images_per_second']:.4g}" for side, run in self.others[-1].items())
+            self.log(f"{what}: kcnn {images_per_second:.4g}, {shown} img/s ({time.perf_counter() - started:.1f} s); load {_load()}")
 
 
 def _interleaved_fit(model, data, config, other: Callable[[], dict], pairs: int, skip: int) -> tuple[dict, dict]:
@@ -441,9 +455,9 @@ def _interleaved_fit(model, data, config, other: Callable[[], dict], pairs: int,
     timing = {
         "fit_call_seconds": wall,
         "first_execution_seconds": first_marks[0][1] - first_begin,  # tracing, mostly
-        "other_side_seconds": sum(r.get("fit_call_seconds", 0.0) for r in interleave.others),
+        "other_sides_seconds": sum(r.get("fit_call_seconds", 0.0) for others in interleave.others for r in others.values()),
     }
-    return {"kcnn": interleave.mine[1:], "baseline": interleave.others[1:]}, timing
+    return {"kcnn": interleave.mine[1:], **{side: [o[side] for o in interleave.others[1:]] for side in interleave.others[0]}}, timing
 
 
 def _keras_train_side(model: keras.Model, x, y, batch_size: int, *, skip: int) -> Callable[[], dict]:
@@ -477,101 +491,97 @@ def _keras_inference_side(model: keras.Model, x, batch_size: int) -> Callable[[]
     return run
 
 
-def torch_available() -> tuple[bool, str]:
-    """Whether PyTorch and torchvision can be used here, and if not, why.
+#: The Python of a PyTorch environment for the torch baselines (see torch_baseline.py);
+#: `--torch-python` or the KCNN_TORCH_PYTHON environment variable override it.
+DEFAULT_TORCH_PYTHON = "/tmp/torchenv/bin/python"
+TORCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_baseline.py")
+TORCH_VENV_HELP = (
+    "python3.11 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch==2.14.1 torchvision==0.29.1 numpy"
+)
 
-    torchvision must be imported before TensorFlow: imported after TensorFlow 2.21,
-    torchvision 0.29 (CUDA build, with torch 2.14) crashes the process with a
-    segmentation fault while loading its operators. So once TensorFlow is loaded
-    and torchvision is not, this reports the baseline as unavailable instead of
-    importing it; `benchmarks/bench.py --baseline torch` imports torchvision first.
+
+def torch_python(path: str | None = None) -> tuple[str | None, str]:
+    """The Python that runs the torch baselines, and if there is none, why.
+
+    PyTorch runs in a process of its own (`torch_baseline.py`), never in this one: the
+    baseline then has its process, its threads and its memory to itself, as a PyTorch
+    user's script would.
     """
-    import importlib.util
-    import sys
+    path = path or os.environ.get("KCNN_TORCH_PYTHON") or DEFAULT_TORCH_PYTHON
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        return None, f"PyTorch baseline skipped: no Python at {path} (build one: {TORCH_VENV_HELP}; or pass --torch-python)"
+    return path, ""
 
-    missing = [name for name in ("torch", "torchvision") if importlib.util.find_spec(name) is None]
-    if missing:
-        return False, (
-            f"PyTorch baseline skipped: {' and '.join(missing)} not installed "
-            "(pip install torch torchvision; an optional extra, not a kcnn dependency)"
+
+class TorchWorker:
+    """A long-lived `torch_baseline.py serve` process, asked for one measurement at a time
+    (JSON lines), so the torch side alternates with kcnn's without a process start and a
+    model build per measurement.
+
+    Args:
+        python: the Python of a PyTorch environment.
+        script: the worker script (default `TORCH_SCRIPT`).
+        timeout: seconds each answer may take; then the worker is killed.
+    """
+
+    def __init__(self, python: str, script: str = TORCH_SCRIPT, timeout: float = 900):
+        import subprocess
+
+        self.timeout = timeout
+        self.process = subprocess.Popen(
+            [python, script, "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
         )
-    if "tensorflow" in sys.modules and "torchvision" not in sys.modules:
-        return False, (
-            "PyTorch baseline skipped: torchvision was not imported before TensorFlow, and importing it after "
-            "TensorFlow crashes the process; import torchvision first, or run `python benchmarks/bench.py --baseline torch`"
-        )
-    try:
-        import torch  # noqa: F401
-        import torchvision  # noqa: F401
-    except ImportError as error:
-        return False, f"PyTorch baseline skipped: {error} (an optional extra, not a kcnn dependency)"
-    return True, ""
+
+    def ask(self, request: Mapping[str, Any]) -> dict:
+        """Sends `request`, returns the answer; raises RuntimeError on an error answer,
+        a dead worker or a timeout (the worker is then killed: SIGKILL)."""
+        import select
+
+        if self.process.poll() is not None:
+            raise RuntimeError(f"The torch worker has exited (code {self.process.returncode}).")
+        self.process.stdin.write(json.dumps(dict(request)) + "\n")
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.process.stdout], [], [], self.timeout)
+        line = self.process.stdout.readline() if ready else ""
+        if not line:
+            self.process.kill()  # stuck or dead: nothing more to ask it
+            self.process.wait()
+            why = f"no answer within {self.timeout:.0f} s" if not ready else "it exited"
+            raise RuntimeError(f"The torch worker gave no answer to {request.get('op')!r}: {why}.")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"The torch worker failed on {request.get('op')!r}: {answer['error']}")
+        return answer
+
+    def close(self) -> int | None:
+        """Asks the worker to quit; kills it if it has not within 10 s. Returns its exit code."""
+        import subprocess
+
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                self.process.stdin.write('{"op": "quit"}\n')
+                self.process.stdin.flush()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
 
 
-def _torch_sides(name: str, x, y, classes: int, batch_size: int, *, skip: int) -> tuple[Callable, Callable]:
-    """Training and inference measurements of torchvision's model `name` on the same
-    data (NCHW), with Adam and cross-entropy: the PyTorch counterpart of plain `fit`."""
-    import torch
-    import torchvision
-
-    if not hasattr(torchvision.models, name):
-        raise ValueError(f"torchvision has no model {name!r}. Received: model={name!r}")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = getattr(torchvision.models, name)(num_classes=classes).to(device)
-    if name == "googlenet":
-        model.aux_logits = False
-    optimizer = torch.optim.Adam(model.parameters())
-    loss_fn = torch.nn.CrossEntropyLoss()
-    images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    labels = torch.from_numpy(y.astype(np.int64))
-    batches = [(images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(x) - batch_size + 1, batch_size)]
-
-    def sync():
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    def train():
-        model.train()
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        marks, cpu = [], []
-        with MemoryPeak() if device == "cpu" else contextlib.nullcontext() as memory:
-            start = time.perf_counter()
-            for xb, yb in batches:
-                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(xb), yb)
-                loss.backward()
-                optimizer.step()
-                sync()
-                marks.append(time.perf_counter())
-                cpu.append(time.process_time())
-        peak = torch.cuda.max_memory_allocated() if device == "cuda" else memory.peak_bytes
-        marks = [start, *marks]
-        if len(marks) <= skip + 1:
-            raise ValueError(f"Expected more than skip={skip} timed steps. Received: {len(marks) - 1} (raise --steps)")
-        seconds = marks[-1] - marks[skip]
-        steps = len(marks) - 1 - skip
-        return {
-            "train_images_per_second": steps * batch_size / seconds,
-            "step_seconds": seconds / steps,
-            "train_cpu_ms_per_image": 1e3 * (cpu[-1] - cpu[skip - 1]) / (steps * batch_size) if skip else None,
-            "peak_memory_bytes": peak,
-            "fit_call_seconds": marks[-1] - start,
-        }
-
-    def infer():
-        model.eval()
-        with torch.inference_mode():
-            model(batches[0][0].to(device))
-            sync()
-            start = time.perf_counter()
-            for xb, _ in batches:
-                model(xb.to(device))
-            sync()
-        return {"inference_images_per_second": len(batches) * batch_size / (time.perf_counter() - start)}
-
-    return train, infer
+#: The baselines of `compare_models`: name -> what it is.
+BASELINES: Mapping[str, str] = {
+    "keras": "keras.applications + compile('adam') + fit(x, y), float32 (the defaults)",
+    "keras_same": "keras.applications + compile('adam') + fit(x, y), kcnn's precision policy per layer",
+    "torch": "torchvision (own process), channels-last, AdamW, bfloat16 autocast where kcnn computes in bfloat16",
+}
 
 
 def compare_models(
@@ -580,55 +590,63 @@ def compare_models(
     input_size: int | None = None,
     batch_size: int = 32,
     steps: int = 12,
-    baseline: str = "keras",
+    baselines: Sequence[str] = ("keras",),
     pairs: int = 3,
     classes: int = 10,
     config: Any = None,
     skip: int = 2,
     reference: Callable[[tuple[int, int, int], int], keras.Model] | None = None,
     peak_flops: float | None = None,
+    torch_python_path: str | None = None,
 ) -> dict[str, Any]:
-    """kcnn's `name` trained through `kcnn.train.fit` against the baseline's, alternately.
+    """kcnn's `name` trained through `kcnn.train.fit` against baselines, alternately.
 
-    Both sides train on the same synthetic images (`batch_size * steps` of them,
+    Every side trains on the same synthetic images (`batch_size * steps` of them,
     `input_size` square, RGB) for one epoch per measurement; the first `skip` steps
-    of each epoch (tracing, start-up) are left out of the rates. Inference is
-    `model.predict` on the same images (PyTorch: a `no_grad` loop).
+    of each epoch (tracing, start-up) are left out of the rates. Each round runs kcnn,
+    then every baseline in the order given. Inference is `model.predict` on the same
+    images (PyTorch: an `inference_mode` loop), alternated the same way.
 
     Args:
-        name: a registered model; with `baseline="keras"` one of `KERAS_BASELINES`.
+        name: a registered model; with a keras baseline one of `KERAS_BASELINES`.
         input_size: square input size; default the model's own.
-        batch_size: batch size of both sides.
+        batch_size: batch size of every side.
         steps: training steps per measurement.
-        baseline: "keras" (keras.applications + plain `compile` + `fit`) or "torch"
-            (torchvision's model of the same name; skipped when not installed).
-        pairs: A B rounds after one warm-up round.
-        classes: number of classes of both models.
+        baselines: names from `BASELINES`: "keras" (keras.applications, float32
+            defaults), "keras_same" (the same with kcnn's resolved precision policy:
+            the "same settings" comparison) and "torch" (torchvision at its best in
+            its own process; skipped without a PyTorch Python, `torch_python`).
+        pairs: rounds after one warm-up round.
+        classes: number of classes of every model.
         config: the `kcnn.train.TrainConfig` (default: the trainer's defaults with
-            `epochs=1`, this batch size, no augmentation and one step per call).
+            `epochs=1`, this batch size, no augmentation and one step per call; its
+            "auto" precision is kcnn's default one).
         skip: leading steps (kcnn: executions) left out of each measurement.
-        reference: with `baseline="keras"`, builds the baseline from
-            `(input_shape, classes)` instead of keras.applications (for other
-            baselines, and small tests).
+        reference: builds the keras baselines from `(input_shape, classes)` instead of
+            keras.applications (other baselines, small tests).
         peak_flops: on a GPU, the device's peak FLOP/s for `chip_fraction`
             (default: `PEAK_FLOPS` by device name).
+        torch_python_path: the Python of the torch baseline (default `torch_python()`).
 
     Returns:
         A JSON-serializable dict: settings, machine, each side's measurements per
-        pair, and `ratios` (kcnn / baseline; > 1 means kcnn is faster).
+        pair, and `ratios[baseline][quantity]` (ratios > 1 favour kcnn).
     """
     from kcnn import data as kdata
     from kcnn import registry, shapes
     from kcnn import train as ktrain
     from kcnn.train.compile import steps_per_execution
-    from kcnn.train.distribute import resolve_device
+    from kcnn.train.distribute import DeviceSettings, prepare_model, resolve_device
 
-    if baseline not in ("keras", "torch"):
-        raise ValueError(f"`baseline` must be 'keras' or 'torch'. Received: baseline={baseline!r}")
-    if baseline == "keras" and reference is None and name not in KERAS_BASELINES:
+    baselines = tuple(baselines)
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown or not baselines or len(set(baselines)) != len(baselines):
+        raise ValueError(f"`baselines` must be distinct names from {sorted(BASELINES)}. Received: baselines={baselines!r}")
+    if any(b.startswith("keras") for b in baselines) and reference is None and name not in KERAS_BASELINES:
         raise ValueError(
-            f"keras.applications has no counterpart of {name!r}; with baseline='keras' choose one of "
-            f"{sorted(KERAS_BASELINES)} (lenet5 has its own benchmark, `small_model`). Received: name={name!r}"
+            f"keras.applications has no counterpart of {name!r}; with a keras baseline choose one of "
+            f"{sorted(KERAS_BASELINES)} (lenet5 has its own benchmarks, `small_model` and `time_to_accuracy`). "
+            f"Received: name={name!r}"
         )
     for arg, value in (("batch_size", batch_size), ("steps", steps)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -638,11 +656,13 @@ def compare_models(
     spec = registry.get_spec(name)
     size = input_size or spec.default_input_shape[0]
     input_shape = (size, size, 3)
-    # One step per call, as the baseline's fit: the measurement times steps (and
+    # One step per call, as the baselines' fit: the measurement times steps (and
     # "auto" gives 1 anyway for models of keras.applications' size).
     config = config or ktrain.TrainConfig(epochs=1, batch_size=batch_size, augment=None, steps_per_execution=1)
     if config.batch_size != batch_size:
         raise ValueError(f"`config.batch_size` must equal `batch_size`. Received: {config.batch_size} and {batch_size}")
+    model = spec.build(input_shape=input_shape, classes=classes)
+    device = resolve_device(config, model)
     result: dict[str, Any] = {
         "benchmark": "model",
         "model": name,
@@ -653,40 +673,65 @@ def compare_models(
         "skip": skip,
         "classes": classes,
         "config": config.to_dict(),
-        "device": resolve_device(config).to_dict(),
+        "device": device.to_dict(),
         "machine": describe_machine(),
+        "baselines": {},
+        "skipped": {},
     }
-    if baseline == "torch":
-        ok, reason = torch_available()
-        if not ok:
-            return {**result, "baseline": "torchvision", "status": "skipped", "reason": reason}
     x, y = _synthetic(batch_size * steps, input_shape, classes)
-    # The same images on both sides: kcnn.data stores them as uint8 and divides by 255.
+    # The same images on every side: kcnn.data stores them as uint8 and divides by 255.
     data = kdata.load((x, y), batch_size=batch_size, validation_split=0, test_split=0, normalize="unit", seed=config.seed)
-    model = spec.build(input_shape=input_shape, classes=classes)
     result["macs_per_image"] = shapes.count_macs(model)
+    train_sides: dict[str, Callable[[], dict]] = {}
     infer = {"kcnn": _keras_inference_side(model, x, batch_size)}
-    if baseline == "keras":
-        if reference is None:
-            constructor = KERAS_BASELINES[name]
-            other = getattr(keras.applications, constructor)(weights=None, input_shape=input_shape, classes=classes)
-            result["baseline"] = f"keras.applications.{constructor} + compile('adam') + fit(x, y)"
-        else:
-            other = reference(input_shape, classes)
-            result["baseline"] = f"{other.name} + compile('adam') + fit(x, y)"
-        other.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        train_other = _keras_train_side(other, x, y, batch_size, skip=skip)
-        infer["baseline"] = _keras_inference_side(other, x, batch_size)
-    else:
-        import torch
+    with contextlib.ExitStack() as stack:
+        for baseline in baselines:
+            if baseline.startswith("keras"):
+                if reference is None:
+                    constructor = KERAS_BASELINES[name]
+                    other = getattr(keras.applications, constructor)(weights=None, input_shape=input_shape, classes=classes)
+                    what = f"keras.applications.{constructor}"
+                else:
+                    other = reference(input_shape, classes)
+                    what = other.name
+                precision = "float32"
+                if baseline == "keras_same":
+                    precision = device.precision
+                    other = prepare_model(other, DeviceSettings(precision, xla=False, strategy=None, devices=()))
+                other.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                result["baselines"][baseline] = f"{what} + compile('adam') + fit(x, y), {precision}"
+                train_sides[baseline] = _keras_train_side(other, x, y, batch_size, skip=skip)
+                infer[baseline] = _keras_inference_side(other, x, batch_size)
+            else:
+                python, reason = torch_python(torch_python_path)
+                if python is None:
+                    result["skipped"][baseline] = reason
+                    continue
+                worker = stack.enter_context(TorchWorker(python))
+                folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="kcnn-bench-torch-"))
+                np.savez(os.path.join(folder, "data.npz"), x=x, y=y)
+                bfloat16 = device.precision == "mixed_bfloat16"
+                info = worker.ask(
+                    {"op": "setup", "model": name, "data": os.path.join(folder, "data.npz"), "classes": classes,
+                     "batch_size": batch_size, "skip": skip, "channels_last": True, "bfloat16": bfloat16}
+                )
+                result["baselines"][baseline] = (
+                    f"torchvision.models.{name} (torch {info['torch']}, {info['threads']} threads, own process), channels-last, "
+                    f"AdamW, {'bfloat16 autocast' if bfloat16 else 'float32'}"
+                )
+                train_sides[baseline] = functools.partial(worker.ask, {"op": "train"})
+                infer[baseline] = functools.partial(worker.ask, {"op": "infer"})
+        if not train_sides:
+            return {**result, "status": "skipped", "reason": "; ".join(result["skipped"].values())}
 
-        train_other, infer["baseline"] = _torch_sides(name, x, y, classes, batch_size, skip=skip)
-        result["baseline"] = f"torchvision.models.{name} (torch {torch.__version__}) + Adam loop"
-    result["load_average_before"] = _load()
-    with _quiet():
-        kcnn_skip = max(1, math.ceil(skip / steps_per_execution(model, config, steps)))
-        runs, result["kcnn_fit_call"] = _interleaved_fit(model, data, config, train_other, pairs, kcnn_skip)
-        inference = alternate(infer, pairs, log=_progress)
+        def others():
+            return {side: run() for side, run in train_sides.items()}
+
+        result["load_average_before"] = _load()
+        with _quiet():
+            kcnn_skip = max(1, math.ceil(skip / steps_per_execution(model, config, steps)))
+            runs, result["kcnn_fit_call"] = _interleaved_fit(model, data, config, others, pairs, kcnn_skip)
+            inference = alternate(infer, pairs, log=_progress)
     for side in runs:
         for run, more in zip(runs[side], inference[side], strict=True):
             run.update(more)
@@ -829,6 +874,148 @@ def _epoch_measurement(timer: StepTimer, num_train: int, wall: float) -> dict:
         "train_images_per_second": num_train / statistics.median(train),
         "fit_call_seconds": wall,
     }
+
+
+# ---------------------------------------------------------------------------
+# Time to accuracy
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TTA_SIDES = ("kcnn", "keras", "torch")
+
+
+def tta_summary(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The times of one time-to-accuracy run from the timestamps its process printed.
+
+    Returns:
+        `time_to_target_seconds`: from the parent starting the process to the end of
+        the first epoch whose test accuracy reached the target, the test evaluations
+        before it left out (None when never reached); `training_seconds`: the same from
+        when the side was ready (imports and data loaded); `startup_seconds`: process
+        start, imports and data loading (`process_seconds` of it: from the process
+        start to the first line of the script); `epochs`; `best_accuracy`.
+    """
+    epochs = report["epochs"]
+    reached = next((i for i, e in enumerate(epochs) if e["test_accuracy"] >= report["target"]), None)
+    startup = report["ready_at"] - report["started_at"]
+    summary = {
+        "startup_seconds": startup,
+        "process_seconds": report["python_started_at"] - report["started_at"],
+        "epochs": None if reached is None else epochs[reached]["epoch"],
+        "best_accuracy": max((e["test_accuracy"] for e in epochs), default=None),
+        "time_to_target_seconds": None,
+        "training_seconds": None,
+    }
+    if reached is not None:
+        evaluations = sum(e["eval_seconds"] for e in epochs[:reached])
+        summary["time_to_target_seconds"] = epochs[reached]["end"] - report["started_at"] - evaluations
+        summary["training_seconds"] = epochs[reached]["end"] - report["ready_at"] - evaluations
+    return summary
+
+
+def _tta_command(side: str, data_path: str, target: float, torch_python_path: str | None, max_epochs: int) -> list[str] | str:
+    if side == "torch":
+        python, reason = torch_python(torch_python_path)
+        if python is None:
+            return reason
+        return [python, os.path.join(HERE, "torch_baseline.py"), "lenet5", "--data", data_path, "--target", str(target), "--max-epochs", str(max_epochs)]
+    return [sys.executable, os.path.join(HERE, "time_to_accuracy.py"), side, "--data", data_path, "--target", str(target), "--max-epochs", str(max_epochs)]
+
+
+def _run_side(command: Sequence[str], timeout: float) -> dict:
+    """Runs one side's process (killed after `timeout` s) and reads its JSON report, the
+    last line of its output; `started_at` is taken just before the process starts."""
+    import subprocess
+
+    started = time.time()
+    completed = subprocess.run([*command, "--started-at", repr(started)], capture_output=True, text=True, timeout=timeout, check=False)
+    lines = completed.stdout.strip().splitlines()
+    if completed.returncode != 0 or not lines:
+        raise RuntimeError(f"{command[1]} {command[2]} exited with {completed.returncode}: {completed.stderr.strip()[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def time_to_accuracy(
+    *,
+    target: float = 0.985,
+    runs: int = 4,
+    sides: Sequence[str] = TTA_SIDES,
+    max_epochs: int = 60,
+    timeout: float = 600,
+    torch_python_path: str | None = None,
+    run_side: Callable[[Sequence[str], float], dict] = _run_side,
+) -> dict[str, Any]:
+    """Wall time to `target` test accuracy on the digits (DAWNBench's measure), each run
+    a fresh process, the sides alternating run by run: kcnn, keras, torch, kcnn, ...
+
+    Every side trains on the digits' training split of `kcnn train` (seed 1337) and is
+    scored on its test split (359 images) after every epoch; the scoring is left out
+    of the times. Start-up (process start, imports, data loading) is reported apart
+    and included in `time_to_target_seconds`; `training_seconds` leaves it out.
+
+    Args:
+        target: the test accuracy to reach.
+        runs: runs per side.
+        sides: from `TTA_SIDES`; "torch" is skipped without a PyTorch Python.
+        max_epochs: the keras and torch sides stop there (kcnn's recipe has 30 epochs).
+        timeout: seconds per run; the process is killed after.
+        torch_python_path: the Python of the torch side (default `torch_python()`).
+        run_side: runs a command and returns its report (tests pass a fake).
+    """
+    from kcnn import data as kdata
+
+    unknown = [side for side in sides if side not in TTA_SIDES]
+    if unknown or "kcnn" not in sides:
+        raise ValueError(f"`sides` must include 'kcnn' and only name {list(TTA_SIDES)}. Received: sides={list(sides)!r}")
+    plain = kdata.load("digits", image_size=32, channels=1, batch_size=256, seed=1337)
+    x, y = kdata.as_numpy(plain.train)
+    x_test, y_test = kdata.as_numpy(plain.test)
+    result: dict[str, Any] = {
+        "benchmark": "time_to_accuracy",
+        "target": target,
+        "runs_per_side": runs,
+        "num_train": len(x),
+        "num_test": len(x_test),
+        "machine": describe_machine(),
+        "skipped": {},
+        "load_average_before": _load(),
+    }
+    with tempfile.TemporaryDirectory(prefix="kcnn-tta-") as folder:
+        data_path = os.path.join(folder, "digits.npz")
+        np.savez(data_path, x_train=x, y_train=y, x_test=x_test, y_test=y_test)
+        commands = {}
+        for side in sides:
+            command = _tta_command(side, data_path, target, torch_python_path, max_epochs)
+            if isinstance(command, str):
+                result["skipped"][side] = command
+            else:
+                commands[side] = command
+        reports: dict[str, list[dict]] = {side: [] for side in commands}
+
+        def measure(side):
+            def run():
+                report = run_side(commands[side], timeout)
+                reports[side].append(report)
+                return tta_summary(report)
+
+            return run
+
+        measured = alternate({side: measure(side) for side in commands}, runs, warmup=False, log=_progress)
+    result["what"] = {side: reports[side][0]["what"] for side in commands}
+    result["reports"] = reports
+    # Ratios of times need a time on both sides of every pair: a run that never
+    # reached the target has none, and the ratio is left out (see `runs`).
+    _record_runs(result, measured, ())
+    for side in measured:
+        if side == "kcnn":
+            continue
+        for key in ("time_to_target_seconds", "training_seconds", "startup_seconds"):
+            pairs = [(a[key], b[key]) for a, b in zip(measured["kcnn"], measured[side], strict=True) if a[key] and b[key]]
+            if pairs:
+                result["ratios"][side][key] = ratio_summary([b for _, b in pairs], [a for a, _ in pairs], (side, "kcnn"))
+                result["ratios"][side][key]["ratio"] = f"{side} / kcnn (> 1: kcnn is faster; 2: kcnn takes half the time)"
+    result["status"] = "ok"
+    return result
 
 
 # ---------------------------------------------------------------------------
@@ -983,13 +1170,14 @@ def gpu_run(
     steps: int = 20,
     pairs: int = 3,
     peak_flops: float | None = None,
-    baseline: str = "keras",
+    baselines: Sequence[str] = ("keras_same",),
 ) -> dict[str, Any]:
     """The model comparison on a GPU, with mixed precision and XLA as `kcnn.train`'s
     "auto" resolves them, plus each side's fraction of the chip's peak.
 
     Args:
-        name, input_size, batch_size, steps, pairs, baseline: as `compare_models`.
+        name, input_size, batch_size, steps, pairs, baselines: as `compare_models` (default: keras.applications
+            with kcnn's mixed precision).
         peak_flops: the device's peak FLOP/s; default from `PEAK_FLOPS` by device name.
 
     Returns:
@@ -1007,7 +1195,7 @@ def gpu_run(
             "machine": describe_machine(),
         }
     return compare_models(
-        name, input_size=input_size, batch_size=batch_size, steps=steps, baseline=baseline, pairs=pairs, peak_flops=peak_flops
+        name, input_size=input_size, batch_size=batch_size, steps=steps, baselines=baselines, pairs=pairs, peak_flops=peak_flops
     ) | {"benchmark": "gpu"}
 
 
@@ -1016,14 +1204,15 @@ def gpu_run(
 
 
 def to_markdown(results: Sequence[Mapping[str, Any]]) -> str:
-    """A markdown table of the results' ratios: one row per benchmark and quantity."""
+    """A markdown table of the results' ratios: one row per benchmark, baseline and
+    quantity; the B column names the baseline (see `BASELINES`)."""
     rows = ["| benchmark | quantity | A (median) | B (median) | A/B: median [min-max] | pairs |", "|---|---|---|---|---|---|"]
     for result in results:
         what = _title(result)
         if result.get("status") != "ok":
             rows.append(f"| {what} | - | - | - | {result.get('status')}: {result.get('reason', '')} | - |")
             continue
-        for key, summary in result["ratios"].items():
+        for key, summary in _flat_ratios(result["ratios"]):
             if "median" not in summary:
                 rows.append(f"| {what} | {key} | | | {summary['value']:.2f} ({summary.get('note', '')}) | 1 |")
                 continue
@@ -1032,10 +1221,22 @@ def to_markdown(results: Sequence[Mapping[str, Any]]) -> str:
                 f"| {what} | {key} | {name_a} {_fmt(key, a)} | {name_b} {_fmt(key, b)} | **{summary['median']:.2f}** "
                 f"[{summary['min']:.2f}-{summary['max']:.2f}] | {len(summary['pairs'])} |"
             )
+        for side, reason in result.get("skipped", {}).items():
+            rows.append(f"| {what} | vs {side} | - | - | skipped: {reason} | - |")
         if result.get("chip_fraction"):
             fractions = ", ".join(f"{side} {value:.1%}" for side, value in result["chip_fraction"].items())
             rows.append(f"| {what} | fraction of {result['gpu']} peak | {fractions} | | | |")
     return "\n".join(rows)
+
+
+def _flat_ratios(ratios: Mapping[str, Any]):
+    """(quantity, summary) pairs of `ratios`, whether keyed by quantity or by baseline
+    and quantity (`_record_runs`)."""
+    for key, value in ratios.items():
+        if "median" in value or "value" in value:
+            yield key, value
+        else:
+            yield from value.items()
 
 
 def _title(result: Mapping[str, Any]) -> str:
@@ -1043,14 +1244,16 @@ def _title(result: Mapping[str, Any]) -> str:
     if kind in ("model", "gpu"):
         if "input_size" not in result:
             return f"{result.get('model', '')} ({kind})"
-        baseline = str(result.get("baseline", "")).split(" + ")[0]
-        return f"{result['model']} {result['input_size']}px b{result['batch_size']}: kcnn fit vs {baseline} fit"
+        precision = result.get("device", {}).get("precision", "")
+        return f"{result['model']} {result['input_size']}px b{result['batch_size']}: kcnn fit ({precision})"
     if kind == "small_model":
         config = result.get("config", {})
         spe = config.get("steps_per_execution", 1)
         if "steps_per_execution_resolved" in config and spe != config["steps_per_execution_resolved"]:
             spe = f"{spe}: {config['steps_per_execution_resolved']}"
         return f"lenet5 digits: kcnn fit (b{config.get('batch_size')}, spe {spe}, augment {config.get('augment')}) vs student fit (b32)"
+    if kind == "time_to_accuracy":
+        return f"lenet5 digits: time to {result['target']:.1%} test accuracy"
     if kind == "pipeline":
         return f"kcnn.data JPEG folder ({result['augment']}) -> {result['consumer']} {result['input_size']}px b{result['batch_size']}"
     return str(kind)

@@ -5,7 +5,7 @@ benchmarks/results.json and the results table of benchmarks/README.md.
     python benchmarks/run.py lenet5_digits         # one benchmark; the others keep their last results
     python benchmarks/run.py --table-only          # rebuild README's table from results/*.json
 
-Each benchmark runs kcnn and its baseline alternately in one process; see README.md.
+Each benchmark runs kcnn and its baselines alternately; see README.md.
 """
 
 from __future__ import annotations
@@ -24,11 +24,14 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 #: name -> `bench.py` arguments. Sized to stay under ~5 minutes each on 2 loaded cores.
 SUITE = {
-    "resnet50_64": ["resnet50", "--input-size", "64", "--batch-size", "32", "--steps", "8", "--pairs", "6"],
-    # Needs torch + torchvision in the environment (an optional extra); "skipped" without.
-    "resnet50_64_torch": ["resnet50", "--baseline", "torch", "--input-size", "64", "--batch-size", "32", "--steps", "8", "--pairs", "4"],
-    "lenet5_digits": ["lenet5", "--pairs", "6"],
-    "lenet5_digits_spe1": ["lenet5", "--pairs", "6", "--steps-per-execution", "1"],
+    # kcnn (its default precision: mixed bfloat16 on a CPU with AMX / AVX-512 BF16) against
+    # keras.applications in float32, the same with kcnn's precision, and torchvision at
+    # its best in its own process (needs a PyTorch venv, see torch_baseline.py; else "skipped").
+    "resnet50_64": [
+        "resnet50", "--input-size", "64", "--batch-size", "32", "--steps", "8", "--pairs", "4",
+        "--baselines", "keras", "keras_same", "torch",
+    ],
+    "tta_lenet5_digits": ["tta", "--runs", "4"],
     "pipeline_resnet18_32": ["pipeline", "--consumer", "resnet18", "--input-size", "32", "--batch-size", "128", "--steps", "8"],
     "pipeline_resnet50_224": ["pipeline", "--consumer", "resnet50", "--input-size", "224", "--batch-size", "16", "--steps", "3", "--pairs", "2", "--num-images", "512"],
     "gpu_resnet50_224": ["resnet50", "--gpu"],

@@ -1,13 +1,7 @@
 import gc
-import importlib.util
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-if importlib.util.find_spec("torchvision") is not None:
-    # Where the optional PyTorch baseline is installed, it must load before TensorFlow
-    # (see benchmarks/harness.py, torch_available), so the benchmark tests can run it.
-    import torchvision  # noqa: F401
 
 import keras  # noqa: F401
 import numpy as np

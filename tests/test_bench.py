@@ -1,8 +1,11 @@
 """The benchmark code on tiny configurations: it runs, and its ratios are computed from
 its own measurements. No test asserts a speed."""
 
+import io
 import json
 import math
+import signal
+import sys
 
 import harness
 import keras
@@ -29,8 +32,8 @@ def _tiny_reference(input_shape, classes):
 def _check_ratios(result, first, second, invert=()):
     """Every ratio is the pairwise quotient of the result's own measurements."""
     runs = result["runs"]
-    assert result["ratios"]
-    for key, summary in result["ratios"].items():
+    assert result["ratios"][second]
+    for key, summary in result["ratios"][second].items():
         a = [run[key] for run in runs[first]]
         b = [run[key] for run in runs[second]]
         expected = [y / x for x, y in zip(a, b)] if key in invert else [x / y for x, y in zip(a, b)]
@@ -105,7 +108,7 @@ def test_markdown_table_shows_each_ratio_with_its_range():
         "batch_size": 32,
         "baseline": "keras",
         "status": "ok",
-        "ratios": {"train_images_per_second": harness.ratio_summary([3.0, 4.0], [2.0, 2.0], ("kcnn", "baseline"))},
+        "ratios": {"keras": {"train_images_per_second": harness.ratio_summary([3.0, 4.0], [2.0, 2.0], ("kcnn", "baseline"))}},
     }
     table = harness.to_markdown([result, {"benchmark": "gpu", "model": "resnet50", "status": "skipped", "reason": "no GPU found"}])
     assert "**1.75** [1.50-2.00]" in table and "kcnn 3.5" in table and "baseline 2" in table
@@ -118,15 +121,31 @@ def test_markdown_table_shows_each_ratio_with_its_range():
 
 def test_compare_models_tiny_computes_ratios_from_its_runs():
     result = harness.compare_models(
-        "lenet5", input_size=32, batch_size=4, steps=3, pairs=1, classes=3, skip=1, reference=_tiny_reference
+        "lenet5",
+        input_size=32,
+        batch_size=4,
+        steps=3,
+        pairs=1,
+        classes=3,
+        skip=1,
+        reference=_tiny_reference,
+        baselines=("keras", "keras_same", "torch"),
+        torch_python_path="/nonexistent/python",
     )
-    assert result["status"] == "ok" and result["baseline"].startswith("tiny")
-    assert set(result["runs"]) == {"kcnn", "baseline"} and len(result["runs"]["kcnn"]) == 1
+    assert result["status"] == "ok"
+    assert result["baselines"] == {
+        "keras": "tiny + compile('adam') + fit(x, y), float32",
+        "keras_same": f"tiny + compile('adam') + fit(x, y), {result['device']['precision']}",
+    }
+    assert "no Python at /nonexistent/python" in result["skipped"]["torch"] and "pip install torch==" in result["skipped"]["torch"]
+    assert set(result["runs"]) == {"kcnn", "keras", "keras_same"} and len(result["runs"]["kcnn"]) == 1
     for runs in result["runs"].values():
         for run in runs:
             assert run["train_images_per_second"] > 0 and run["inference_images_per_second"] > 0
             assert run["step_seconds"] == pytest.approx(4 / run["train_images_per_second"])
-    _check_ratios(result, "kcnn", "baseline", invert=("step_seconds", "train_cpu_ms_per_image", "peak_memory_bytes"))
+    for baseline in ("keras", "keras_same"):
+        _check_ratios(result, "kcnn", baseline, invert=("step_seconds", "train_cpu_ms_per_image", "peak_memory_bytes"))
+    assert "skipped: PyTorch baseline skipped" in harness.to_markdown([result])
     assert result["macs_per_image"] > 0 and result["machine"]["cores"] >= 1
     json.dumps(result)  # JSON-serializable as is
 
@@ -134,8 +153,8 @@ def test_compare_models_tiny_computes_ratios_from_its_runs():
 def test_compare_models_refuses_what_it_cannot_compare():
     with pytest.raises(ValueError, match="keras.applications has no counterpart"):
         harness.compare_models("lenet5")
-    with pytest.raises(ValueError, match="baseline"):
-        harness.compare_models("resnet50", baseline="jax")
+    with pytest.raises(ValueError, match="baselines"):
+        harness.compare_models("resnet50", baselines=("jax",))
     with pytest.raises(ValueError, match="steps"):
         harness.compare_models("resnet50", steps=2, skip=2)
 
@@ -179,7 +198,7 @@ def bench_config(**kwargs):
 
 
 # ---------------------------------------------------------------------------
-# The GPU and PyTorch paths, where there is neither
+# The GPU path, where there is none
 
 
 @pytest.mark.skipif(HAS_GPU, reason="a GPU is present")
@@ -192,31 +211,108 @@ def test_gpu_run_says_no_gpu_was_found(tmp_path):
     assert saved["status"] == "skipped" and saved["command"] == "python benchmarks/bench.py resnet50 --gpu"
 
 
-def test_torch_baseline_is_skipped_cleanly_or_runs():
-    available, reason = harness.torch_available()
-    if not available:
-        assert "optional" in reason or "before TensorFlow" in reason
-        result = harness.compare_models("resnet18", baseline="torch", input_size=32, batch_size=2, steps=3)
-        assert result["status"] == "skipped" and result["reason"] == reason
-        assert "skipped" in harness.to_markdown([result])
-        return
-    result = harness.compare_models("resnet18", baseline="torch", input_size=32, batch_size=2, steps=3, pairs=1, skip=1)
-    assert result["status"] == "ok" and result["baseline"].startswith("torchvision.models.resnet18")
-    _check_ratios(result, "kcnn", "baseline", invert=("step_seconds", "train_cpu_ms_per_image", "peak_memory_bytes"))
-
-
 def test_cli_rejects_a_model_without_baseline(capsys):
     assert bench_main(["googlenet", "--steps", "3"]) == 2
     assert "keras.applications has no counterpart" in capsys.readouterr().err
 
 
-def test_torchvision_is_never_imported_after_tensorflow(monkeypatch):
-    import importlib.util
-    import sys
+# ---------------------------------------------------------------------------
+# The PyTorch side (its own process) and time to accuracy, without torch
 
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name in ("torch", "torchvision") else real_find_spec(name, *a))
-    monkeypatch.delitem(sys.modules, "torchvision", raising=False)
-    assert "tensorflow" in sys.modules
-    available, reason = harness.torch_available()
-    assert not available and "before TensorFlow" in reason
+
+def test_torch_worker_protocol_answers_errors_and_quits():
+    # The worker script under this (torch-less, or torch-having) Python: the protocol
+    # and its errors need no torch.
+    with harness.TorchWorker(sys.executable, timeout=60) as worker:
+        with pytest.raises(RuntimeError, match=r"failed on 'train': ValueError: Expected a 'setup' request"):
+            worker.ask({"op": "train"})
+        with pytest.raises(RuntimeError, match=r"Expected op 'setup', 'train', 'infer' or 'quit'. Received: op='fly'"):
+            worker.ask({"op": "fly"})
+        with pytest.raises(RuntimeError, match=r"failed on 'setup'"):  # no torch, or no such file
+            worker.ask({"op": "setup", "model": "resnet18", "data": "/nonexistent.npz", "classes": 2, "batch_size": 2})
+    assert worker.process.returncode == 0  # quit when asked
+
+
+def test_torch_worker_is_killed_when_it_does_not_answer(tmp_path):
+    silent = tmp_path / "silent.py"
+    silent.write_text("import time\ntime.sleep(60)\n")
+    worker = harness.TorchWorker(sys.executable, script=str(silent), timeout=0.5)
+    with pytest.raises(RuntimeError, match=r"no answer within 0 s"):
+        worker.ask({"op": "train"})
+    assert worker.process.returncode == -signal.SIGKILL
+
+
+def test_torch_baseline_script_arguments(capsys):
+    import torch_baseline
+
+    args = torch_baseline.build_parser().parse_args(["lenet5", "--data", "d.npz", "--max-epochs", "3", "--started-at", "5.5"])
+    assert (args.data, args.target, args.max_epochs, args.batch_size, args.started_at) == ("d.npz", 0.985, 3, 32, 5.5)
+    assert torch_baseline.main(["lenet5", "--data", "d.npz", "--target", "1.5"]) == 2
+    assert "--target must be in (0, 1]. Received: 1.5" in capsys.readouterr().err
+    replies = io.StringIO()
+    assert torch_baseline.serve(io.StringIO('\n{"op": "infer"}\nnot json\n{"op": "quit"}\n{"op": "train"}\n'), replies) == 0
+    answers = [json.loads(line) for line in replies.getvalue().splitlines()]
+    assert len(answers) == 2 and "Expected a 'setup' request before 'infer'" in answers[0]["error"]
+    assert answers[1]["error"].startswith("JSONDecodeError")
+
+
+def test_time_to_accuracy_script_arguments(capsys):
+    import time_to_accuracy
+
+    args = time_to_accuracy.build_parser().parse_args(["keras", "--data", "d.npz"])
+    assert (args.side, args.target, args.max_epochs, args.mixed_precision, args.seed) == ("keras", 0.985, 60, "auto", 1337)
+    assert time_to_accuracy.main(["kcnn", "--data", "d.npz", "--target", "0"]) == 2
+    assert "Received: 0.0" in capsys.readouterr().err
+
+
+def _report(side, started, ready, epochs, target=0.9):
+    """A side's report: epochs as (seconds after ready at the epoch's end, evaluation seconds, accuracy)."""
+    return {
+        "side": side,
+        "what": side,
+        "started_at": started,
+        "python_started_at": started + 0.25,
+        "ready_at": ready,
+        "target": target,
+        "epochs": [{"epoch": i + 1, "end": ready + end, "eval_seconds": ev, "test_accuracy": acc} for i, (end, ev, acc) in enumerate(epochs)],
+    }
+
+
+def test_tta_summary_leaves_evaluations_out_and_counts_start_up():
+    report = _report("kcnn", 100.0, 103.0, [(1.0, 0.5, 0.5), (2.5, 0.5, 0.8), (4.0, 0.5, 0.95), (5.5, 0.5, 0.99)])
+    summary = harness.tta_summary(report)
+    assert summary == {
+        "startup_seconds": 3.0,
+        "process_seconds": 0.25,
+        "epochs": 3,
+        "best_accuracy": 0.99,
+        "time_to_target_seconds": 3.0 + 4.0 - 1.0,  # two evaluations before the target epoch
+        "training_seconds": 4.0 - 1.0,
+    }
+    never = harness.tta_summary(_report("keras", 0.0, 2.0, [(1.0, 0.1, 0.5)]))
+    assert never["time_to_target_seconds"] is None and never["epochs"] is None and never["best_accuracy"] == 0.5
+
+
+def test_time_to_accuracy_alternates_processes_and_compares_times():
+    calls = []
+    times = {"kcnn": [(1.0, 0.0, 0.95)], "keras": [(1.0, 0.0, 0.5), (3.0, 0.0, 0.95)]}
+
+    def fake_run(command, timeout):
+        side = command[2]
+        calls.append(side)
+        assert command[3:5][0] == "--data" and timeout == 7
+        return _report(side, 0.0, 1.0 + len(calls), times[side])
+
+    result = harness.time_to_accuracy(
+        target=0.9, runs=2, timeout=7, sides=("kcnn", "keras", "torch"), torch_python_path="/nonexistent/python", run_side=fake_run
+    )
+    assert calls == ["kcnn", "keras", "kcnn", "keras"]
+    assert "no Python at /nonexistent/python" in result["skipped"]["torch"]
+    assert result["num_test"] == 359
+    # kcnn: ready at 2 and 4, target 1 s later; keras: ready at 3 and 5, target 3 s later.
+    ratios = result["ratios"]["keras"]
+    assert ratios["time_to_target_seconds"]["pairs"] == [6.0 / 3.0, 8.0 / 5.0]
+    assert ratios["training_seconds"]["pairs"] == [3.0, 3.0]
+    assert "time to 90.0% test accuracy" in harness.to_markdown([result])
+    with pytest.raises(ValueError, match="sides"):
+        harness.time_to_accuracy(sides=("keras",), run_side=fake_run)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import kcnn
-from kcnn import data, train
+from kcnn import _cpu, data, train
 from kcnn.train.compile import make_optimizer, make_schedule, steps_per_execution
 from kcnn.train.distribute import DeviceSettings, prepare_model, resolve_device
 from kcnn.train.driver import save_run
@@ -176,7 +176,9 @@ def test_fit_writes_the_documented_run_folder(lenet_run):
     assert {"model", "dataset", "class_names", "preprocessing", "config", "metrics", "versions", "device"} <= set(metadata)
     assert metadata["class_names"] == ["0", "1", "2", "3"]
     assert metadata["config"] == train.TrainConfig(epochs=2, batch_size=16, augment=None).to_dict()
-    assert metadata["device"] == {"precision": "float32", "xla": False, "strategy": None, "replicas": 1, "devices": []}
+    # LeNet-5 trains in float32 even on a CPU with bfloat16 units (too small to gain).
+    cpu_bfloat16 = list(_cpu.bfloat16_units())
+    assert metadata["device"] == {"precision": "float32", "xla": False, "strategy": None, "replicas": 1, "devices": [], "cpu_bfloat16": cpu_bfloat16}
     # 24 training images at batch 16: "auto" puts the whole epoch (2 steps) in one call.
     assert metadata["steps_per_execution"] == {"0": 2}
     assert metadata["metrics"]["best_epoch"] in (1, 2) and metadata["metrics"]["epochs"] == 2
@@ -424,9 +426,12 @@ def test_bn_momentum_sets_how_fast_the_moving_statistics_follow_the_batches(rng)
         train.TrainConfig(bn_momentum=1)
 
 
-def test_auto_device_settings_on_cpu():
+def test_auto_device_settings_on_a_cpu_without_bfloat16(monkeypatch, tmp_path):
+    # Precision "auto" on CPUs with bfloat16 units: tests/test_precision.py.
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    monkeypatch.setattr(_cpu, "CPUINFO", str(tmp_path / "cpuinfo"))
     device = resolve_device(train.TrainConfig())
-    assert (device.precision, device.xla, device.strategy) == ("float32", False, None)
+    assert (device.precision, device.xla, device.strategy, device.cpu_bfloat16) == ("float32", False, None, ())
 
 
 # --------------------------------------------------------------------------

@@ -249,12 +249,12 @@ def compile_model(
         model: the model (from `prepare_model` when precision or strategy matter).
         config: a `TrainConfig`.
         steps_per_epoch: training steps per epoch (for the schedule).
-        device: resolved device settings; default `resolve_device(config)`.
+        device: resolved device settings; default `resolve_device(config, model)`.
 
     Returns:
         `model`, compiled.
     """
-    device = device or resolve_device(config)
+    device = device or resolve_device(config, model)
     if config.bn_momentum is not None:
         set_bn_momentum(model, config.bn_momentum)
     num_classes = int(model.outputs[0].shape[-1])

@@ -66,8 +66,9 @@ class TrainConfig:
         monitor: the logged quantity that picks the best epoch (the saved model) and
             drives early stopping; falls back to "loss" without validation data.
         mixed_precision: "auto" (mixed_bfloat16 on GPUs of compute capability 8+,
-            mixed_float16 on 7.x, else off), "off", "mixed_float16" or
-            "mixed_bfloat16".
+            mixed_float16 on 7.x; on CPUs with bfloat16 units, AMX or AVX-512 BF16,
+            mixed_bfloat16 for models of 1e8 MACs per image or more; else off),
+            "off", "mixed_float16" or "mixed_bfloat16". The saved model is float32.
         xla: "auto" (on for a single GPU, off on CPU, where XLA makes convolutions
             slower), "on" or "off".
         distribution: "auto" (MirroredStrategy when several GPUs are visible),

@@ -156,7 +156,7 @@ def train_phases(run, metadata, model, data, phases, *, callbacks, verbose) -> T
         callbacks, verbose: as `fit`'s.
     """
     config = phases[0].config
-    device = resolve_device(config)
+    device = resolve_device(config, model)
     metadata["device"] = device.to_dict()
     given = model
     model = prepare_model(model, device)
