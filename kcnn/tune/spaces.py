@@ -35,6 +35,7 @@ from kcnn.train.compile import compile_model
 from kcnn.train.config import TrainConfig
 from kcnn.train.distribute import prepare_model, resolve_device
 from kcnn.tune.config import search_train_config
+from kcnn.tune.finish import seeded
 
 __all__ = [
     "SPACES",
@@ -160,8 +161,6 @@ class SearchSpace(keras_tuner.HyperModel):
                 small for it: the message names the smallest size), or one over the
                 budget.
         """
-        from kcnn.tune.finish import seeded
-
         self.last_build = {}
         arguments = self.declare(hp)
         try:
