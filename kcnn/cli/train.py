@@ -94,6 +94,13 @@ def _model_kwargs(pairs):
 def _seed(config):
     import keras
 
+    from kcnn.train.distribute import multi_worker_strategy, wants_multi_worker
+
+    # A cluster in TF_CONFIG (distribution "auto" or "multi_worker"): TensorFlow sets
+    # up its collective ops before any other op, so the strategy comes first.
+    if wants_multi_worker(config):
+        multi_worker_strategy()
+
     # Process-wide state belongs here, in the entry point: the library never seeds
     # the global generators (the data pipeline takes the seed explicitly).
     keras.utils.set_random_seed(config.seed)
