@@ -28,9 +28,15 @@ AUGMENT_POLICIES = ("shift", "flip")
 _SHIFT_FRACTION = 0.125
 
 
-# Element-wise shuffle buffer for TFDS sources; in-memory sources always get
-# a full shuffle since they only shuffle indices.
+# Element-wise shuffle buffer for TFDS sources; in-memory and streamed folder
+# sources always get a full shuffle since they only shuffle indices.
 _TFDS_SHUFFLE_BUFFER = 10_000
+
+#: Decoded bytes (uint8, at the training size) above which a source is not held in
+#: RAM: an image folder streams from its files (decoded and resized in a parallel
+#: `tf.data` map, `Dataset.streaming`), a TFDS split is not cached in RAM. 1 GiB:
+#: e.g. 21,000 images at 128x128x3, or 6,800 at 224x224x3.
+IN_MEMORY_LIMIT = 1 << 30
 
 
 def as_numpy(split: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -92,6 +98,40 @@ class _MemorySplit:
         self.size = len(x)
 
 
+class _FileSplit:
+    """A split streamed from image files: their paths and labels in memory, each
+    image decoded and adapted (`decode(path)` -> uint8 HWC at the training size and
+    channels) when a batch needs it."""
+
+    def __init__(self, paths: np.ndarray, labels: np.ndarray, decode: Callable, shape: tuple[int, int, int]):
+        self.paths = np.asarray(paths, dtype=str)
+        self.y = np.asarray(labels, np.int32)
+        self.size = len(self.paths)
+        self.decode = decode
+        self.shape = tuple(shape)
+
+    def images(self, indices: tf.data.Dataset) -> tf.data.Dataset:
+        """`(uint8 image, int32 label)` elements of the files at `indices` (an int64
+        dataset), decoded in parallel, in order; a file that fails to decode now
+        (it passed the header check at load time) is skipped with a warning."""
+        paths = tf.constant(self.paths)
+        labels = tf.constant(self.y)
+
+        def read(i):
+            # py_function: the decoder is Pillow plus eager TensorFlow (the resize of
+            # the in-memory path, so both give the same pixels).
+            image = tf.py_function(lambda path: self.decode(path.numpy().decode()), [tf.gather(paths, i)], tf.uint8)
+            image.set_shape(self.shape)
+            return image, tf.gather(labels, i)
+
+        return indices.map(read, num_parallel_calls=AUTOTUNE).ignore_errors(log_warning=True)
+
+    @property
+    def uncached(self) -> tf.data.Dataset:
+        """The split's elements in order (as `_TFDSSplit.uncached`, for `few_shot`)."""
+        return self.images(tf.data.Dataset.range(self.size))
+
+
 class _TFDSSplit:
     """A split read from TFDS as adapted, cached `(uint8 image, int32 label)` elements;
     `uncached` reads the same elements without filling the cache (for one pass)."""
@@ -103,7 +143,7 @@ class _TFDSSplit:
 
 
 def _pipeline(
-    split: _MemorySplit | _TFDSSplit,
+    split: _MemorySplit | _FileSplit | _TFDSSplit,
     *,
     batch_size: int,
     shuffle: bool,
@@ -121,6 +161,12 @@ def _pipeline(
             ds = ds.shuffle(split.size, seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size)
         ds = ds.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)), num_parallel_calls=AUTOTUNE)
+    elif isinstance(split, _FileSplit):
+        # The same index order as in memory; each image decoded from its file.
+        ds = tf.data.Dataset.range(split.size)
+        if shuffle:
+            ds = ds.shuffle(split.size, seed=seed, reshuffle_each_iteration=True)
+        ds = split.images(ds).batch(batch_size)
     else:
         ds = split.ds
         if shuffle:

@@ -334,6 +334,7 @@ def start_metadata(run, model, data, config, builder_arguments, *, kind, loaded_
             "num_validation": data.num_validation,
             "num_test": data.num_test,
             "batch_size": data.batch_size,
+            "streaming": data.streaming,
             # `config.augment` only applies when the run loads the data itself.
             "augment": config.augment if loaded_here else "as loaded by the caller",
             # Unreadable files the loader skipped (named, with the reason).
