@@ -248,7 +248,7 @@ def _stream_folder(root, folders, class_names, readable, sizes, skipped, size, c
         x, y, x_test, y_test, x_val=x_val, y_val=y_val, validation_split=validation_split, test_split=test_split, seed=seed
     )
     shape = (*size, channels)
-    splits = {name: None if split is None else _FileSplit(split.x, split.y, decode, shape) for name, split in splits.items()}
+    splits = {name: None if split is None else _FileSplit(split.x, split.y, _decode_file, shape) for name, split in splits.items()}
     train = splits["train"]
     chosen = np.unique(np.linspace(0, train.size - 1, min(train.size, STREAM_SAMPLE)).round().astype(np.int64))
     sample = np.stack([decode(path) for path in train.paths[chosen]])

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kcnn.data.preprocessing import _normalize
+from kcnn.data.preprocessing import _adapt_images, _normalize
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -100,14 +100,14 @@ class _MemorySplit:
 
 class _FileSplit:
     """A split streamed from image files: their paths and labels in memory, each
-    image decoded and adapted (`decode(path)` -> uint8 HWC at the training size and
-    channels) when a batch needs it."""
+    image read (`read_file(path)` -> uint8 HWC, 1 or 3 channels, any size: Pillow,
+    as the in-memory path reads it) and adapted to `shape` when a batch needs it."""
 
-    def __init__(self, paths: np.ndarray, labels: np.ndarray, decode: Callable, shape: tuple[int, int, int]):
+    def __init__(self, paths: np.ndarray, labels: np.ndarray, read_file: Callable, shape: tuple[int, int, int]):
         self.paths = np.asarray(paths, dtype=str)
         self.y = np.asarray(labels, np.int32)
         self.size = len(self.paths)
-        self.decode = decode
+        self.read_file = read_file
         self.shape = tuple(shape)
 
     def images(self, indices: tf.data.Dataset) -> tf.data.Dataset:
@@ -118,13 +118,33 @@ class _FileSplit:
         labels = tf.constant(self.y)
 
         def read(i):
-            # py_function: the decoder is Pillow plus eager TensorFlow (the resize of
-            # the in-memory path, so both give the same pixels).
-            image = tf.py_function(lambda path: self.decode(path.numpy().decode()), [tf.gather(paths, i)], tf.uint8)
-            image.set_shape(self.shape)
-            return image, tf.gather(labels, i)
+            # Only the file's decoding runs in Python (Pillow releases the GIL); the
+            # resize is the in-memory path's own, in the graph.
+            image = tf.numpy_function(lambda path: self.read_file(path.decode()), [tf.gather(paths, i)], tf.uint8)
+            return self._adapt(image), tf.gather(labels, i)
 
         return indices.map(read, num_parallel_calls=AUTOTUNE).ignore_errors(log_warning=True)
+
+    def _adapt(self, image: tf.Tensor) -> tf.Tensor:
+        """`_adapt_images` of one decoded image whose size and channels are known
+        only when it runs: the branch of its channel count, resized unless it has
+        the training size already (as the in-memory path, which sees them)."""
+        height, width, channels = self.shape
+
+        def with_channels(count):
+            x = tf.ensure_shape(image, [None, None, count])
+
+            def as_is():
+                return _adapt_images(tf.ensure_shape(x, [height, width, count])[None], (height, width), channels)[0]
+
+            def resized():
+                return _adapt_images(x[None], (height, width), channels)[0]
+
+            same = tf.reduce_all(tf.equal(tf.shape(x)[:2], [height, width]))
+            return tf.cond(same, as_is, resized)
+
+        adapted = tf.cond(tf.equal(tf.shape(image)[-1], 1), lambda: with_channels(1), lambda: with_channels(3))
+        return tf.ensure_shape(adapted, self.shape)
 
     @property
     def uncached(self) -> tf.data.Dataset:

@@ -160,15 +160,17 @@ def resolve_device(config: TrainConfig) -> DeviceSettings:
         config: a `TrainConfig`.
 
     Returns:
-        A `DeviceSettings`. Nothing process-wide is changed.
+        A `DeviceSettings`. Nothing process-wide is changed, but for the cluster's
+        strategy when `TF_CONFIG` asks for one (`multi_worker_strategy`: TensorFlow
+        sets it up once per process).
     """
     multi_worker = wants_multi_worker(config)
-    if multi_worker:  # First: it needs a TensorFlow without ops yet.
-        strategy = multi_worker_strategy()
+    # First: it needs a TensorFlow that has run no op yet.
+    strategy = multi_worker_strategy() if multi_worker else None
     gpus = tf.config.list_physical_devices("GPU")
     names = tuple(gpu.name.replace("/physical_device:", "") for gpu in gpus)
     if multi_worker:
-        pass
+        pass  # The cluster's strategy, whatever this machine has.
     elif config.distribution == "mirrored" or (config.distribution == "auto" and len(gpus) > 1):
         # Every GPU; without any, the CPU's logical devices when the program split it
         # into several (`tf.config.set_logical_device_configuration`, as the tests do
