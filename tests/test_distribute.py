@@ -213,3 +213,13 @@ def test_worker_killed_then_cluster_restarted_resumes(tmp_path, single_process):
     # No epoch lost or run twice: the same weights as an uninterrupted run.
     assert _max_difference(_weights(tmp_path / "restarted" / "weights-0.npz"), single_process[0]) < 1e-5
     assert _max_difference(_weights(tmp_path / "restarted" / "weights-1.npz"), single_process[0]) < 1e-5
+
+
+def test_multi_worker_without_a_cluster_is_refused(monkeypatch, capsys):
+    from kcnn.cli import main
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert main(["train", "lenet5", "--distribution", "multi_worker", "--epochs", "1"]) == 2
+    error = capsys.readouterr().err
+    assert 'distribution="multi_worker" needs a cluster of two or more tasks in the TF_CONFIG' in error
+    assert "Received: TF_CONFIG=None" in error
