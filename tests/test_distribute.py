@@ -206,6 +206,7 @@ def test_worker_killed_then_cluster_restarted_resumes(tmp_path, single_process):
     assert codes == [None, -9], _tail(logs[0]) + _tail(logs[1])
     history = (run / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["1"]
+    assert [p.name[:12] for p in tmp_path.glob("kcnn-worker*")] == ["kcnn-worker1"]  # The killed worker's copy.
     codes, logs = _cluster(tmp_path, "restarted", run)
     assert codes == [0, 0], _tail(logs[0]) + _tail(logs[1])
     report = json.loads((tmp_path / "restarted" / "report-0.json").read_text())
@@ -213,6 +214,7 @@ def test_worker_killed_then_cluster_restarted_resumes(tmp_path, single_process):
     # No epoch lost or run twice: the same weights as an uninterrupted run.
     assert _max_difference(_weights(tmp_path / "restarted" / "weights-0.npz"), single_process[0]) < 1e-5
     assert _max_difference(_weights(tmp_path / "restarted" / "weights-1.npz"), single_process[0]) < 1e-5
+    assert not list(tmp_path.glob("kcnn-worker*"))  # Replaced by the restarted worker's, then deleted.
 
 
 def test_multi_worker_without_a_cluster_is_refused(monkeypatch, capsys):

@@ -271,12 +271,21 @@ def worker_folder(output, task) -> RunFolder:
         task: this worker's `(task type, index)`.
     """
     import contextlib
+    import hashlib
     import shutil
     import tempfile
 
-    scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"kcnn-{task[0]}{task[1]}-"))
+    source = pathlib.Path(output).absolute() if output is not None else None
+    if source is None:
+        scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"kcnn-{task[0]}{task[1]}-"))
+    else:
+        # One name per task and run folder: a worker restarted after a kill replaces
+        # what its predecessor left.
+        digest = hashlib.sha256(os.fspath(source).encode()).hexdigest()[:12]
+        scratch = pathlib.Path(tempfile.gettempdir()) / f"kcnn-{task[0]}{task[1]}-{digest}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
     run = RunFolder(scratch, chief_path=output)
-    source = pathlib.Path(output) if output is not None else None
     if source is None or not source.is_dir():
         return run
     for name in (METADATA_FILE, HISTORY_FILE, MODEL_FILE, CHECKPOINT_DIR):
