@@ -250,6 +250,17 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     # cuDNN's CUDNN_BN_MIN_EPSILON: the fused kernel refuses smaller values on a GPU.
     MIN_EPSILON = 1e-5
 
+    def add_weight(self, *args, **kwargs):
+        # The moving statistics are averaged over the replicas of a tf.distribute
+        # strategy at each update. Keras 3 creates non-trainable weights with
+        # aggregation "none" (keras-team/keras#20703, 3.8): each replica, and each
+        # worker, would keep its own statistics, and the saved ones would be the
+        # first replica's. (The batch statistics that normalize a training batch
+        # stay each replica's, as in Goyal et al. 2017.)
+        if kwargs.get("trainable") is False and kwargs.get("name") in ("moving_mean", "moving_variance"):
+            kwargs.setdefault("aggregation", "mean")
+        return super().add_weight(*args, **kwargs)
+
     def _fused_applies(self, inputs, mask):
         return (
             keras.backend.backend() == "tensorflow"

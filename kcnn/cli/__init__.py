@@ -71,7 +71,9 @@ def _format_warning(message, category, filename, lineno, line=None):
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(arguments)
+    args.command_line = arguments  # For a command that starts others like it (`kcnn tune --workers`).
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

@@ -1,6 +1,7 @@
 """`kcnn train`, `kcnn evaluate`, `kcnn predict` and `kcnn fine-tune`: thin wrappers of
 `kcnn.train`. The training flags are generated from `TrainConfig`'s fields."""
 
+import logging
 import sys
 
 from kcnn.cli._flags import add_data_flags, add_dataclass_flags, collect, data_options, literal
@@ -102,6 +103,15 @@ def _model_kwargs(pairs):
 
 def _seed(config):
     import keras
+
+    from kcnn.train.distribute import multi_worker_strategy, wants_multi_worker
+
+    # A cluster in TF_CONFIG (distribution "auto" or "multi_worker"): TensorFlow sets
+    # up its collective ops before any other op, so the strategy comes first.
+    if wants_multi_worker(config):
+        # tf.distribute logs each collective it builds at INFO (30-odd lines a run).
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
+        multi_worker_strategy()
 
     # Process-wide state belongs here, in the entry point: the library never seeds
     # the global generators (the data pipeline takes the seed explicitly).

@@ -37,6 +37,14 @@ def register(subparsers):
         "--range kernel_size=3; repeatable",
     )
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras progress output of each trial")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the search distributed on this machine: a chief and N workers on a free local port, each "
+        "worker pinned to one GPU (CUDA_VISIBLE_DEVICES, round robin); all stop on Ctrl-C or when one fails",
+    )
     add_data_flags(parser, size_default="the source's own size; for an image folder the median size of its images")
     add_dataclass_flags(
         parser.add_argument_group("search settings (kcnn.tune.SearchConfig)"),
@@ -66,6 +74,12 @@ def _ranges(pairs):
 
 
 def _tune(args):
+    if args.workers is not None:
+        from kcnn.tune import workers
+
+        argv = _without_workers(args.command_line)
+        commands = workers.cluster_commands(argv, args.workers, port=workers.free_port(), devices=workers.visible_accelerators())
+        return workers.run_cluster(commands)
     import keras
 
     from kcnn import tune
@@ -110,3 +124,17 @@ def _tune(args):
     print(f"best model saved to {result.path}")
     print(f"trials: {result.trials_csv}  plot: {result.plot}")
     return 0
+
+
+def _without_workers(argv):
+    """The command line without its `--workers N` (each process of the cluster gets
+    the rest)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            kept.append(arg)
+    return kept

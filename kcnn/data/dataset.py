@@ -41,6 +41,7 @@ DATA_OPTIONS = (
     "normalize",
     "cache",
     "shuffle",
+    "stream",
 )
 
 # `load` arguments that a training run sets from its TrainConfig.
@@ -137,6 +138,9 @@ class Dataset:
             dicts (the reason is the error, e.g. `"UnidentifiedImageError: cannot
             identify image file ..."` or Pillow's decompression-bomb limit); a
             warning names them at load time. Empty for other sources.
+        streaming: whether the images are read from their files as batches need
+            them (an image folder above `IN_MEMORY_LIMIT` decoded bytes, or
+            `stream=True`), rather than held decoded in memory.
     """
 
     train: tf.data.Dataset
@@ -153,6 +157,7 @@ class Dataset:
     name: str = ""
     input_statistics: dict[str, Any] | None = None
     skipped_files: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    streaming: bool = False
     # Rebuilds the pipelines from the already decoded/cached data.
     _rebuild: Callable[[int], Dataset] | None = dataclasses.field(default=None, repr=False, compare=False)
     # The decoded splits and how they were loaded, for `few_shot` on a Dataset.
@@ -195,6 +200,7 @@ def load(
     shuffle: bool = True,
     data_dir: str | os.PathLike | None = None,
     download: bool = False,
+    stream: bool | str = "auto",
 ) -> Dataset:
     """Loads an image classification dataset as batched `tf.data` pipelines.
 
@@ -242,6 +248,12 @@ def load(
         shuffle: shuffle the training split (seeded, reshuffled each epoch).
         data_dir: TFDS data directory (default: TFDS's own).
         download: let TFDS download and prepare the dataset if needed.
+        stream: image folders only: "auto" streams the images from their files
+            (paths shuffled, each image decoded and resized in a parallel
+            `tf.data` map, memory bounded whatever the folder's size) when the
+            decoded images would take more than `IN_MEMORY_LIMIT` bytes, and
+            decodes them into memory once otherwise; True or False forces one
+            way. Both give the same batches (`Dataset.streaming` says which).
 
     Returns:
         A `Dataset`.
@@ -259,8 +271,11 @@ def load(
         raise ValueError(f"`seed` must be an int. Received: seed={seed!r}")
     normalization = _parse_normalize(normalize)
     policy = _parse_augment(augment)
+    if stream not in (True, False, "auto"):
+        raise ValueError(f"`stream` must be True, False or 'auto'. Received: stream={stream!r}")
     splits = _load_splits(
         source,
+        stream=stream,
         image_size=image_size,
         channels=channels,
         validation_split=validation_split,
@@ -276,7 +291,7 @@ def load(
 
 
 def _load_splits(
-    source, *, image_size, channels, validation_split, test_split, seed, cache, data_dir, download
+    source, *, image_size, channels, validation_split, test_split, seed, cache, data_dir, download, stream="auto"
 ) -> dict[str, Any]:
     """Checks the source's arguments and reads it: the splits of adapted uint8
     images plus what describes them (class names, size, channels, name, statistics)."""
@@ -312,7 +327,7 @@ def _load_splits(
         if path == "digits":
             splits = _load_digits(**common)
         elif os.path.isdir(path):
-            splits = _load_folder(path, **common)
+            splits = _load_folder(path, stream=stream, **common)
         elif path.lower().endswith(".npz"):
             if not os.path.isfile(path):
                 raise ValueError(f"Expected an existing .npz file. Received: source={path!r} (no such file)")
@@ -381,6 +396,7 @@ def _build(splits, *, normalization, augment, shuffle, seed, batch_size) -> Data
             name=splits["name"],
             input_statistics=copy.deepcopy(splits["statistics"]),
             skipped_files=copy.deepcopy(splits.get("skipped", [])),
+            streaming=bool(splits.get("streaming", False)),
             _rebuild=build,
             _source={"splits": splits, "normalization": normalization, "augment": augment, "shuffle": shuffle, "seed": seed},
         )

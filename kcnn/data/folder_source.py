@@ -5,15 +5,21 @@ skipped and named."""
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
+from kcnn.data import pipeline
 from kcnn.data.files import _DECODE_ERRORS, _GRAY_MODES, IMAGE_EXTENSIONS, _decode_file, _read_header
-from kcnn.data.preprocessing import _adapt_images
+from kcnn.data.pipeline import _FileSplit
+from kcnn.data.preprocessing import _adapt_images, _channel_stats
 from kcnn.data.sources import DEFAULT_VARIABLE_IMAGE_SIZE, _finish_memory, _memory_splits
+from kcnn.data.statistics import _input_statistics
+
+logger = logging.getLogger("kcnn")
 
 # Sub-folders of an image folder that hold splits (each with class sub-folders), not
 # classes: train/ is the training pool, test/ and one validation folder the source's
@@ -117,7 +123,12 @@ def _warn_mixed_sizes(root: str, sizes: Sequence[tuple[int, int]], size: tuple[i
     )
 
 
-def _load_folder(root: str, *, image_size, channels, validation_split, test_split, seed) -> dict:
+#: Streamed folders: the training images decoded for the input statistics (and the
+#: mean and std of normalize="standardize"), evenly spaced.
+STREAM_SAMPLE = 512
+
+
+def _load_folder(root: str, *, image_size, channels, validation_split, test_split, seed, stream="auto") -> dict:
     folders = _split_folders(root)
     listed = {split: _list_class_folders(folder) for split, folder in folders.items()}
     class_names = listed["train"][0]
@@ -163,6 +174,14 @@ def _load_folder(root: str, *, image_size, channels, validation_split, test_spli
     size = image_size or _median_size(every_size) or DEFAULT_VARIABLE_IMAGE_SIZE
     channels = channels or (3 if any_color else 1)
     _warn_mixed_sizes(root, every_size, size)
+    decoded_bytes = len(every_size) * size[0] * size[1] * channels
+    if stream is True or (stream == "auto" and decoded_bytes > pipeline.IN_MEMORY_LIMIT):
+        logger.info(
+            "%s: %d images, %.1f MiB decoded at %dx%dx%d: streamed from the files (above "
+            "kcnn.data.IN_MEMORY_LIMIT, %.1f MiB)",
+            root, len(every_size), decoded_bytes / 2**20, *size, channels, pipeline.IN_MEMORY_LIMIT / 2**20,
+        )  # fmt: skip
+        return _stream_folder(root, folders, class_names, readable, sizes, skipped, size, channels, validation_split, test_split, seed)
 
     arrays = {}
     for split, per_class in readable.items():
@@ -207,6 +226,50 @@ def _load_folder(root: str, *, image_size, channels, validation_split, test_spli
         source_sizes=sizes["train"],
         skipped=skipped,
     )
+
+
+def _stream_folder(root, folders, class_names, readable, sizes, skipped, size, channels, validation_split, test_split, seed):
+    """`_load_folder`'s result with `_FileSplit`s: the same splits (the same
+    stratified draw, over file paths instead of decoded images), each image decoded
+    when a batch needs it."""
+
+    def decode(path):
+        return _adapt_images(_decode_file(path)[None], size, channels).numpy()[0]
+
+    listed = {}
+    for split, per_class in readable.items():
+        paths = [path for paths in per_class for path in paths]
+        labels = [label for label, paths in enumerate(per_class) for _ in paths]
+        listed[split] = (np.asarray(paths, dtype=str), np.asarray(labels, np.int32))
+    x, y = listed["train"]
+    x_test, y_test = listed.get("test", (None, None))
+    x_val, y_val = listed.get("validation", (None, None))
+    splits = _memory_splits(
+        x, y, x_test, y_test, x_val=x_val, y_val=y_val, validation_split=validation_split, test_split=test_split, seed=seed
+    )
+    shape = (*size, channels)
+    splits = {name: None if split is None else _FileSplit(split.x, split.y, _decode_file, shape) for name, split in splits.items()}
+    train = splits["train"]
+    chosen = np.unique(np.linspace(0, train.size - 1, min(train.size, STREAM_SAMPLE)).round().astype(np.int64))
+    sample = np.stack([decode(path) for path in train.paths[chosen]])
+    if skipped:
+        warnings.warn(
+            f"Skipped {len(skipped)} unreadable image file(s) under {root!r} (Dataset.skipped_files says why)",
+            UserWarning,
+            stacklevel=4,
+        )
+    return {
+        **splits,
+        "class_names": [str(c) for c in class_names],
+        "image_size": size,
+        "channels": channels,
+        "name": root,
+        # From the sample: a pass over every file is a whole epoch of decoding.
+        "stats": lambda: _channel_stats(sample),
+        "statistics": _input_statistics(sample, sizes["train"]),
+        "skipped": [dict(entry) for entry in skipped],
+        "streaming": True,
+    }
 
 
 def _skip(path: str, error: BaseException) -> dict[str, str]:

@@ -4,6 +4,7 @@ cached splits, and the errors that say how to get one that is not there."""
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import socket
 import threading
@@ -15,10 +16,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from kcnn.data import pipeline
 from kcnn.data.pipeline import AUTOTUNE, _TFDSSplit
 from kcnn.data.preprocessing import _adapt_images, _finish_stats
 from kcnn.data.sources import DEFAULT_VARIABLE_IMAGE_SIZE
 from kcnn.data.statistics import TFDS_SAMPLE, _input_statistics, _memory_sample
+
+logger = logging.getLogger("kcnn")
 
 # A few well-known TFDS names to suggest in the unknown-name error.
 _POPULAR_TFDS = (
@@ -165,7 +169,17 @@ def _load_tfds(
     splits: dict[str, Any] = {"train": None, "validation": None, "test": None}
     for split, raw in zip(wanted, loaded, strict=True):
         uncached = ds = raw.map(adapt, num_parallel_calls=AUTOTUNE)
-        if cache:
+        known = int(uncached.cardinality())
+        decoded_bytes = max(known, 0) * size[0] * size[1] * channels
+        if cache is True and decoded_bytes > pipeline.IN_MEMORY_LIMIT:
+            # Not in RAM: a split that does not fit is read and decoded every epoch
+            # (cache=PATH keeps it decoded on disk).
+            logger.info(
+                "%s[%s]: %.2f GB decoded is above kcnn.data.IN_MEMORY_LIMIT (%.2f GB): not cached in memory; "
+                "cache=PATH caches it in a file",
+                name, split, decoded_bytes / 1e9, pipeline.IN_MEMORY_LIMIT / 1e9,
+            )  # fmt: skip
+        elif cache:
             # Decoded and resized once; later epochs read uint8 from the cache.
             ds = ds.cache() if cache is True else ds.cache(os.fspath(cache) + f".{split}")
         count = int(ds.cardinality())

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 
 import keras
 from keras import ops
 
 from kcnn._keras_graph import leaf_layers, producer
+from kcnn.train import _keras_distribute
 from kcnn.train.config import TrainConfig
 from kcnn.train.distribute import DeviceSettings, resolve_device
 
@@ -37,15 +39,20 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         kind: "constant", "step" or "cosine".
         decay_steps: period of the "step" decay.
         decay_rate: factor of the "step" decay.
+        warmup_from: the learning rate the warm-up starts from (0; the unscaled
+            rate under linear scaling, Goyal et al. 2017).
     """
 
-    def __init__(self, learning_rate, total_steps, warmup_steps=0, kind="cosine", decay_steps=1, decay_rate=0.1):
+    def __init__(
+        self, learning_rate, total_steps, warmup_steps=0, kind="cosine", decay_steps=1, decay_rate=0.1, warmup_from=0.0
+    ):
         self.learning_rate = float(learning_rate)
         self.total_steps = int(total_steps)
         self.warmup_steps = int(warmup_steps)
         self.kind = kind
         self.decay_steps = int(decay_steps)
         self.decay_rate = float(decay_rate)
+        self.warmup_from = float(warmup_from)
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
@@ -61,7 +68,7 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         if not self.warmup_steps:
             return decayed
         # (step + 1): the first update already moves, instead of a wasted step at 0.
-        warm = peak * (step + 1.0) / self.warmup_steps
+        warm = self.warmup_from + (peak - self.warmup_from) * (step + 1.0) / self.warmup_steps
         return ops.where(step < self.warmup_steps, warm, decayed)
 
     def get_config(self):
@@ -72,6 +79,7 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "kind": self.kind,
             "decay_steps": self.decay_steps,
             "decay_rate": self.decay_rate,
+            "warmup_from": self.warmup_from,
         }
 
 
@@ -83,21 +91,32 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int | None):
         steps_per_epoch: training steps per epoch; needed unless the schedule is
             constant without warm-up.
     """
+    peak = scaled_learning_rate(config)
     if config.schedule == "constant" and not config.warmup_epochs:
-        return config.learning_rate
+        return peak
     if steps_per_epoch is None or isinstance(steps_per_epoch, bool) or steps_per_epoch < 1:
         raise ValueError(
             f"The {config.schedule!r} schedule with {config.warmup_epochs} warm-up epochs needs the number of "
             f"training steps per epoch. Received: steps_per_epoch={steps_per_epoch!r}"
         )
     return WarmupSchedule(
-        config.learning_rate,
+        peak,
         total_steps=config.epochs * steps_per_epoch,
         warmup_steps=round(config.warmup_epochs * steps_per_epoch),
         kind=config.schedule,
         decay_steps=config.decay_epochs * steps_per_epoch,
         decay_rate=config.decay_rate,
+        warmup_from=config.learning_rate if config.reference_batch_size else 0.0,
     )
+
+
+def scaled_learning_rate(config: TrainConfig) -> float:
+    """The peak learning rate of `config`: `learning_rate`, or under linear scaling
+    (`reference_batch_size`, Goyal et al. 2017) `learning_rate * batch_size /
+    reference_batch_size`, e.g. 0.1 for 256 images -> 0.4 at a global batch of 1024."""
+    if not config.reference_batch_size:
+        return config.learning_rate
+    return config.learning_rate * config.batch_size / config.reference_batch_size
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
@@ -208,8 +227,15 @@ def outputs_logits(model: keras.Model) -> bool:
     )
 
 
-def steps_per_execution(model: keras.Model, config: TrainConfig, steps_per_epoch: int | None = None) -> int:
+def steps_per_execution(
+    model: keras.Model, config: TrainConfig, steps_per_epoch: int | None = None, *, replicas: int = 1
+) -> int:
     """`config.steps_per_execution`, with "auto" resolved for `model`.
+
+    With more than one replica it is 1: Keras 3.15's multi-step loop fails under
+    `tf.distribute` with two or more replicas ("You must feed a value for
+    placeholder tensor", keras-team/keras#19246; pinned by tests/test_distribute.py),
+    so an explicit value above 1 is replaced, with a warning.
 
     "auto" gives ceil(AUTO_EXECUTION_MACS / (3 x forward MACs per image x batch size)),
     clipped to [1, min(32, steps_per_epoch)]: LeNet-5 at batch 64 gets a whole
@@ -217,6 +243,14 @@ def steps_per_execution(model: keras.Model, config: TrainConfig, steps_per_epoch
     larger gets 1.
     A model whose MACs cannot be counted gets 1.
     """
+    if replicas > 1:
+        if config.steps_per_execution not in ("auto", 1):
+            warnings.warn(
+                f"steps_per_execution={config.steps_per_execution} does not work with {replicas} replicas in "
+                "Keras 3 (keras-team/keras#19246): training runs 1 step per call.",
+                stacklevel=3,
+            )
+        return 1
     if config.steps_per_execution != "auto":
         return config.steps_per_execution
     from kcnn import shapes  # The MAC count needs the shape tracer, only here.
@@ -259,17 +293,20 @@ def compile_model(
         set_bn_momentum(model, config.bn_momentum)
     num_classes = int(model.outputs[0].shape[-1])
     from_logits = outputs_logits(model)
-    loss = make_loss(num_classes, config.label_smoothing, from_logits=from_logits)
-    metrics = make_metrics(num_classes, from_logits=from_logits)
     names = output_names(model)
-    if len(names) > 1:
-        loss = dict.fromkeys(names, loss)
-        loss_weights = {name: 1.0 if i == 0 else config.aux_loss_weight for i, name in enumerate(names)}
-        metrics = {names[0]: metrics}
-    else:
-        loss_weights = None
+    replicas = device.strategy.num_replicas_in_sync if device.strategy else 1
     scope = device.strategy.scope() if device.strategy else contextlib.nullcontext()
     with scope:
+        # The metrics' variables too: created outside the scope, they would count
+        # each worker's batches alone (per-worker accuracy, per-worker early stopping).
+        loss = make_loss(num_classes, config.label_smoothing, from_logits=from_logits)
+        metrics = make_metrics(num_classes, from_logits=from_logits)
+        if len(names) > 1:
+            loss = dict.fromkeys(names, loss)
+            loss_weights = {name: 1.0 if i == 0 else config.aux_loss_weight for i, name in enumerate(names)}
+            metrics = {names[0]: metrics}
+        else:
+            loss_weights = None
         optimizer = make_optimizer(config, steps_per_epoch)
         if any(layer.dtype_policy.compute_dtype == "float16" for layer in model.layers):
             # Keras only adds loss scaling when the *model's* policy is float16;
@@ -281,7 +318,9 @@ def compile_model(
             loss_weights=loss_weights,
             metrics=metrics,
             jit_compile=device.xla,
-            steps_per_execution=steps_per_execution(model, config, steps_per_epoch),
+            steps_per_execution=steps_per_execution(model, config, steps_per_epoch, replicas=replicas),
             auto_scale_loss=False,
         )
+    if device.strategy is not None:
+        _keras_distribute.fit_under_strategy(model, device.strategy)
     return model

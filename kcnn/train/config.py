@@ -19,7 +19,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
 MIXED_PRECISION = ("auto", "off", "mixed_float16", "mixed_bfloat16")
 XLA = ("auto", "on", "off")
-DISTRIBUTION = ("auto", "off", "mirrored")
+DISTRIBUTION = ("auto", "off", "mirrored", "multi_worker")
 AUGMENT = ("shift", "flip")
 
 
@@ -43,7 +43,14 @@ class TrainConfig:
         learning_rate: peak learning rate, reached after the warm-up.
         schedule: "constant", "step" (multiply by `decay_rate` every `decay_epochs`)
             or "cosine" (to zero at the last step).
-        warmup_epochs: linear warm-up from zero, in epochs (fractions allowed).
+        warmup_epochs: linear warm-up from zero, in epochs (fractions allowed);
+            with `reference_batch_size`, from the unscaled learning rate.
+        reference_batch_size: opt-in linear learning-rate scaling (Goyal et al.
+            2017, "when the minibatch size is multiplied by k, multiply the
+            learning rate by k"): `learning_rate` is the rate for batches of this
+            size, and the run peaks at `learning_rate * batch_size /
+            reference_batch_size`, reached by the warm-up from `learning_rate`
+            (the paper warms up for 5 epochs). None: `learning_rate` as given.
         decay_epochs: period of the "step" schedule.
         decay_rate: factor of the "step" schedule.
         weight_decay: decoupled weight decay (biases and BatchNorm parameters are
@@ -71,8 +78,11 @@ class TrainConfig:
             "off", "mixed_float16" or "mixed_bfloat16". The saved model is float32.
         xla: "auto" (on for a single GPU, off on CPU, where XLA makes convolutions
             slower), "on" or "off".
-        distribution: "auto" (MirroredStrategy when several GPUs are visible),
-            "off" or "mirrored".
+        distribution: "auto" (MultiWorkerMirroredStrategy when the `TF_CONFIG`
+            environment variable names more than one task, else MirroredStrategy
+            when several GPUs are visible), "off", "mirrored" (every device of this
+            machine) or "multi_worker" (the cluster `TF_CONFIG` describes; the
+            chief, worker 0, alone writes the run folder).
         steps_per_execution: training steps per `tf.function` call, or "auto":
             enough steps that each call does about `AUTO_EXECUTION_MACS`
             multiply-accumulates (at most 32, at most an epoch), so the per-call
@@ -89,6 +99,9 @@ class TrainConfig:
     learning_rate: float = _field(3e-3, "peak learning rate", flags=("--lr",))
     schedule: str = _field("cosine", "learning-rate schedule", choices=SCHEDULES)
     warmup_epochs: float = _field(1.0, "linear warm-up, in epochs")
+    reference_batch_size: int | None = _field(
+        None, "scale the learning rate linearly by batch_size / this (Goyal et al. 2017; default: no scaling)"
+    )
     decay_epochs: int = _field(30, "period of the step schedule, in epochs")
     decay_rate: float = _field(0.1, "factor of the step schedule")
     weight_decay: float = _field(1e-4, "decoupled weight decay")
@@ -115,6 +128,8 @@ class TrainConfig:
                 raise ValueError(
                     f"`steps_per_execution` must be an int >= 1 or 'auto'. Received: steps_per_execution={self.steps_per_execution!r}"
                 ) from None
+        if self.reference_batch_size is not None:
+            _check_int("reference_batch_size", self.reference_batch_size, minimum=1)
         _check_int("early_stopping", self.early_stopping, minimum=0)
         _check_int("seed", self.seed, minimum=None)
         _check_number("learning_rate", self.learning_rate, positive=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import os
 from typing import Any
 
 import keras
@@ -43,8 +45,26 @@ class DeviceSettings:
     devices: tuple[str, ...]
     cpu_bfloat16: tuple[str, ...] = ()
 
+    @property
+    def task(self) -> tuple[str, int] | None:
+        """This process' `(task type, index)` in a multi-worker cluster, else None."""
+        resolver = getattr(self.strategy, "cluster_resolver", None)
+        if resolver is None or not resolver.task_type:
+            return None
+        return resolver.task_type, int(resolver.task_id or 0)
+
+    @property
+    def is_chief(self) -> bool:
+        """Whether this process writes the run folder: always, but in a multi-worker
+        cluster only the chief (task "chief", or worker 0 when there is none)."""
+        task = self.task
+        if task is None:
+            return True
+        cluster = self.strategy.cluster_resolver.cluster_spec().as_dict()
+        return task[0] == "chief" or (task == ("worker", 0) and "chief" not in cluster)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        info = {
             "precision": self.precision,
             "xla": self.xla,
             "strategy": type(self.strategy).__name__ if self.strategy else None,
@@ -52,6 +72,97 @@ class DeviceSettings:
             "devices": list(self.devices),
             "cpu_bfloat16": list(self.cpu_bfloat16),
         }
+        if self.task is not None:
+            info["workers"] = cluster_size(self.strategy.cluster_resolver.cluster_spec().as_dict())
+        return info
+
+
+# --------------------------------------------------------------------------
+# The cluster, from TF_CONFIG.
+
+
+def tf_config() -> dict[str, Any]:
+    """The `TF_CONFIG` environment variable as a dict ({} when unset), the cluster
+    description that Kubeflow's TFJob, cloud trainers and launch scripts set:
+    `{"cluster": {"worker": ["host0:port", "host1:port"]}, "task": {"type": "worker",
+    "index": 0}}`.
+
+    Raises:
+        ValueError: `TF_CONFIG` is not such a JSON object.
+    """
+    text = os.environ.get("TF_CONFIG", "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG must be JSON ({error}). Received: TF_CONFIG={text!r}") from None
+    if not isinstance(value, dict) or not isinstance(value.get("cluster", {}), dict):
+        raise ValueError(
+            'TF_CONFIG must be a JSON object such as {"cluster": {"worker": ["host0:2222", "host1:2222"]}, '
+            f'"task": {{"type": "worker", "index": 0}}}}. Received: TF_CONFIG={text!r}'
+        )
+    return value
+
+
+def cluster_size(cluster: dict[str, Any]) -> int:
+    """The number of training tasks (chief and workers) of a TF_CONFIG cluster."""
+    return sum(len(cluster.get(kind, ())) for kind in ("chief", "worker"))
+
+
+_MIRRORED = {}  # One MirroredStrategy per device set and process (see `mirrored_strategy`).
+
+
+def mirrored_strategy(devices: tuple[str, ...] | None = None):
+    """The process' `tf.distribute.MirroredStrategy` over `devices` (None: every GPU,
+    or the CPU), the same object at every call: two strategies over the same devices
+    number their collective ops alike, and the second one's clash with the first's
+    ("Shape mismatch in the collective instance", TensorFlow 2.21 on CPU)."""
+    if devices not in _MIRRORED:
+        _MIRRORED[devices] = tf.distribute.MirroredStrategy(list(devices) if devices else None)
+    return _MIRRORED[devices]
+
+
+def wants_multi_worker(config: TrainConfig) -> bool:
+    """Whether `config` trains on a cluster: distribution "multi_worker", or "auto"
+    with a `TF_CONFIG` that names more than one task."""
+    if config.distribution == "multi_worker":
+        return True
+    return config.distribution == "auto" and cluster_size(tf_config().get("cluster", {})) > 1
+
+
+_MULTI_WORKER = []  # The process' MultiWorkerMirroredStrategy: collectives are configured once.
+
+
+def multi_worker_strategy():
+    """The process' `tf.distribute.MultiWorkerMirroredStrategy` for the cluster in
+    `TF_CONFIG`, created on the first call and the same object afterwards.
+
+    TensorFlow configures collective ops once per process, before any other op: call
+    this (or `kcnn train` / `kcnn finetune`, which do) before building a model or
+    loading data. Creating it blocks until every worker of the cluster has started.
+
+    Raises:
+        ValueError: TF_CONFIG names fewer than two tasks, or TensorFlow ran ops first.
+    """
+    if _MULTI_WORKER:
+        return _MULTI_WORKER[0]
+    cluster = tf_config().get("cluster", {})
+    if cluster_size(cluster) < 2:
+        raise ValueError(
+            'distribution="multi_worker" needs a cluster of two or more tasks in the TF_CONFIG environment '
+            f"variable. Received: TF_CONFIG={os.environ.get('TF_CONFIG')!r}"
+        )
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    except RuntimeError as error:
+        raise ValueError(
+            "Multi-worker training must set up TensorFlow's collective ops before any other TensorFlow op: "
+            "call kcnn.train.distribute.multi_worker_strategy() first thing in the program (before building a "
+            f"model or loading data), as `kcnn train` does. Received: {error}"
+        ) from None
+    _MULTI_WORKER.append(strategy)
+    return strategy
 
 
 def resolve_device(config: TrainConfig, model: keras.Model | None = None) -> DeviceSettings:
@@ -68,13 +179,24 @@ def resolve_device(config: TrainConfig, model: keras.Model | None = None) -> Dev
             CPU with bfloat16 units gets mixed bfloat16.
 
     Returns:
-        A `DeviceSettings`. Nothing process-wide is changed.
+        A `DeviceSettings`. Nothing process-wide is changed, but for the cluster's
+        strategy when `TF_CONFIG` asks for one (`multi_worker_strategy`: TensorFlow
+        sets it up once per process).
     """
+    multi_worker = wants_multi_worker(config)
+    # First: it needs a TensorFlow that has run no op yet.
+    strategy = multi_worker_strategy() if multi_worker else None
     gpus = tf.config.list_physical_devices("GPU")
     cpu_bfloat16 = _cpu.bfloat16_units()
     names = tuple(gpu.name.replace("/physical_device:", "") for gpu in gpus)
-    if config.distribution == "mirrored" or (config.distribution == "auto" and len(gpus) > 1):
-        strategy = tf.distribute.MirroredStrategy()
+    if multi_worker:
+        pass  # The cluster's strategy, whatever this machine has.
+    elif config.distribution == "mirrored" or (config.distribution == "auto" and len(gpus) > 1):
+        # Every GPU; without any, the CPU's logical devices when the program split it
+        # into several (`tf.config.set_logical_device_configuration`, as the tests do
+        # to stand in for GPUs), else the CPU.
+        cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+        strategy = mirrored_strategy(None if gpus or len(cpus) < 2 else tuple(cpus))
     else:
         strategy = None
     if config.mixed_precision == "auto":
@@ -149,4 +271,25 @@ def prepare_model(model: keras.Model, device: DeviceSettings) -> keras.Model:
     with scope:
         clone = keras.models.clone_model(model, clone_function=with_policy)
         clone.set_weights(model.get_weights())
+    if device.task is not None:
+        # `set_weights` assigns each worker its own model's values, overriding the
+        # strategy's broadcast of the initial ones: every worker takes the chief's.
+        broadcast_from_chief(clone, device.strategy)
     return clone
+
+
+def broadcast_from_chief(model: keras.Model, strategy) -> None:
+    """Gives every replica of `strategy` the weights of its first replica (the
+    chief's): an all-reduce SUM of the chief's values and zeros elsewhere, exact.
+    Floating-point weights only (the random generators' states stay each worker's)."""
+    variables = [v for v in model.weights if keras.backend.is_float_dtype(v.dtype)]
+
+    def chief_values():
+        context = tf.distribute.get_replica_context()
+        first = tf.equal(context.replica_id_in_sync_group, 0)
+        return [context.all_reduce("SUM", v.value * tf.cast(first, v.dtype)) for v in variables]
+
+    values = strategy.run(tf.function(chief_values))
+    with strategy.scope():
+        for variable, value in zip(variables, values, strict=True):
+            variable.assign(strategy.experimental_local_results(value)[0])

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -128,24 +129,26 @@ def fit(
     config = config or TrainConfig()
     if not isinstance(config, TrainConfig):
         raise ValueError(f"`config` must be a kcnn.train.TrainConfig. Received: config={config!r}")
-    if output is not None:  # Refused at once, before loading anything, if another process trains there.
+    device = resolve_device(config)  # First: a multi-worker strategy needs TensorFlow without ops yet.
+    if output is not None and device.is_chief:  # Refused at once, before loading anything, if another process trains there.
         check_free(output, "kcnn training run")
     loaded_here = not isinstance(data, kdata.Dataset)
     model, data, builder_arguments = model_and_data(model, data, config, model_kwargs, data_options)
-    run = open_run(output, model.name, data, config, kind="fit")
+    run = open_run(output, model.name, data, config, kind="fit", worker=None if device.is_chief else device.task)
     metadata = start_metadata(run, model, data, config, builder_arguments, kind="fit", loaded_here=loaded_here)
-    return train_phases(run, metadata, model, data, [Phase(config)], callbacks=callbacks, verbose=verbose)
+    return train_phases(run, metadata, model, data, [Phase(config)], callbacks=callbacks, verbose=verbose, device=device)
 
 
 # --------------------------------------------------------------------------
 # The training driver shared by fit and fine_tune.
 
 
-def train_phases(run, metadata, model, data, phases, *, callbacks, verbose) -> TrainResult:
+def train_phases(run, metadata, model, data, phases, *, callbacks, verbose, device=None) -> TrainResult:
     """Runs the phases (resuming where the checkpoint says), then finishes the run.
 
     The run folder is locked for the duration: another process training there is
-    refused at once.
+    refused at once. A non-chief worker's folder (`kcnn.train.runs.worker_folder`)
+    is deleted at the end; its result names the chief's.
 
     Args:
         run: the `RunFolder` (from `open_run`).
@@ -154,8 +157,24 @@ def train_phases(run, metadata, model, data, phases, *, callbacks, verbose) -> T
         data: the `kcnn.data.Dataset`.
         phases: the `Phase`s, in order (one for `fit`, two for `fine_tune`).
         callbacks, verbose: as `fit`'s.
+        device: the device settings `fit` resolved first thing (a multi-worker
+            strategy needs TensorFlow without ops); they say whether this process is
+            the chief. The precision is resolved again here, with the model.
     """
+    try:
+        result = _train_phases(run, metadata, model, data, phases, callbacks, verbose)
+    finally:
+        if run.chief_path is not None or (device is not None and not device.is_chief):
+            shutil.rmtree(run.path, ignore_errors=True)
+    if run.chief_path is not None:
+        result = dataclasses.replace(result, path=run.chief_path)
+    return result
+
+
+def _train_phases(run, metadata, model, data, phases, callbacks, verbose) -> TrainResult:
     config = phases[0].config
+    # Resolved again with the model, whose size decides the "auto" precision on a CPU;
+    # the strategy is the process' one that `fit` made first.
     device = resolve_device(config, model)
     metadata["device"] = device.to_dict()
     given = model

@@ -53,8 +53,11 @@ METADATA_FORMAT = "kcnn.run/1"
 class RunFolder:
     """The files of one training run (see the module docstring)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, chief_path: str | os.PathLike | None = None):
         self.path = pathlib.Path(path)
+        # For a non-chief worker of a cluster: the chief's folder, of which this one is
+        # a private, temporary copy (`worker_folder`).
+        self.chief_path = pathlib.Path(chief_path) if chief_path is not None else None
 
     @classmethod
     def new(cls, model_name: str, dataset_name: str, root: str | os.PathLike = DEFAULT_ROOT) -> RunFolder:
@@ -232,17 +235,69 @@ class RunFolder:
 # Metadata.
 
 
-def open_run(output, model_name, data, config, *, kind) -> RunFolder:
-    """The run folder: a new one, or an unfinished one to resume (same config).
+def open_run(output, model_name, data, config, *, kind, worker=None) -> RunFolder:
+    """The run folder: a new one, or an unfinished one to resume (same config); for
+    `worker` (a non-chief task of a cluster, e.g. ("worker", 1)) a private copy of the
+    chief's (`worker_folder`).
 
     Raises:
         ValueError: `output` holds something else than an unfinished run of the same
             kind, model and config.
         kcnn._lock.FolderInUseError: another process trains in `output`.
     """
-    run = RunFolder(output) if output is not None else RunFolder.new(model_name, data.name or "data")
+    if worker is not None:
+        run = worker_folder(output, worker)
+    else:
+        run = RunFolder(output) if output is not None else RunFolder.new(model_name, data.name or "data")
     run.check_resumable(kind, model_name, config.to_dict())
     run.path.mkdir(parents=True, exist_ok=True)
+    return run
+
+
+def worker_folder(output, task) -> RunFolder:
+    """The run folder of a non-chief worker: a temporary copy of the chief's folder
+    (metadata, history, model and checkpoint files), which the worker trains in as the
+    chief does in its own and deletes at the end.
+
+    The chief alone writes `output`, which every worker reads (shared storage), so a
+    restarted cluster resumes from one checkpoint on every worker. The worker runs
+    exactly the chief's code on its copy: the same restore, the same callbacks at the
+    same points (their decisions come from all-reduced logs), so no worker runs a
+    collective the others do not (tf-keras kept non-chief writes in `workertemp_<id>`
+    folders for the same reason).
+
+    Args:
+        output: the chief's run folder, or None (a new run: nothing to copy).
+        task: this worker's `(task type, index)`.
+    """
+    import contextlib
+    import hashlib
+    import shutil
+    import tempfile
+
+    source = pathlib.Path(output).absolute() if output is not None else None
+    if source is None:
+        scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"kcnn-{task[0]}{task[1]}-"))
+    else:
+        # One name per task and run folder: a worker restarted after a kill replaces
+        # what its predecessor left.
+        digest = hashlib.sha256(os.fspath(source).encode()).hexdigest()[:12]
+        scratch = pathlib.Path(tempfile.gettempdir()) / f"kcnn-{task[0]}{task[1]}-{digest}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+    run = RunFolder(scratch, chief_path=output)
+    if source is None or not source.is_dir():
+        return run
+    for name in (METADATA_FILE, HISTORY_FILE, MODEL_FILE, CHECKPOINT_DIR):
+        path = source / name
+        files = sorted(path.iterdir()) if path.is_dir() else [path]
+        for file in files:
+            if is_temporary(file) or not file.is_file():
+                continue
+            target = scratch / file.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):  # Pruned by the chief meanwhile: not needed.
+                shutil.copyfile(file, target)
     return run
 
 
@@ -288,6 +343,7 @@ def start_metadata(run, model, data, config, builder_arguments, *, kind, loaded_
             "num_validation": data.num_validation,
             "num_test": data.num_test,
             "batch_size": data.batch_size,
+            "streaming": data.streaming,
             # `config.augment` only applies when the run loads the data itself.
             "augment": config.augment if loaded_here else "as loaded by the caller",
             # Unreadable files the loader skipped (named, with the reason).

@@ -15,6 +15,7 @@ from kcnn import blocks
 from kcnn import data as kdata
 from kcnn._keras_graph import get_layer, leaf_layers, producer
 from kcnn.train.config import TrainConfig
+from kcnn.train.distribute import resolve_device
 from kcnn.train.driver import Phase, TrainResult, train_phases
 from kcnn.train.inference import check_compatible, resolve_model
 from kcnn.train.inputs import load_data
@@ -193,6 +194,7 @@ def fine_tune(
         A `TrainResult` (its metadata has a "fine_tuning" entry).
     """
     config = config or TrainConfig()
+    device = resolve_device(config)  # First: a multi-worker strategy needs TensorFlow without ops yet.
     base, base_metadata = resolve_model(model)
     if head_epochs is None:
         head_epochs = max(1, config.epochs // 2)
@@ -233,7 +235,7 @@ def fine_tune(
         )
     if output is None:
         output = RunFolder.new(f"{new.name}_finetuned", data.name or "data").path
-    run = open_run(output, new.name, data, config, kind="fine_tune")
+    run = open_run(output, new.name, data, config, kind="fine_tune", worker=None if device.is_chief else device.task)
     metadata = start_metadata(run, new, data, config, None, kind="fine_tune", loaded_here=loaded_here)
     metadata["fine_tuning"] = {
         "base": os.fspath(model) if isinstance(model, (str, os.PathLike)) else base.name,
@@ -253,7 +255,7 @@ def fine_tune(
             "preprocessing": pretrained.preprocessing.as_dict(),
             "applied_by": "the model's first layer (image_normalization) to 0..255 RGB images",
         }
-    return train_phases(run, metadata, new, data, phases, callbacks=callbacks, verbose=verbose)
+    return train_phases(run, metadata, new, data, phases, callbacks=callbacks, verbose=verbose, device=device)
 
 
 def _normalizing(model: keras.Model, weight_set) -> keras.Model:

@@ -1,0 +1,93 @@
+"""Image folders too big for memory stream from their files: the path chosen by size,
+reported, and giving the same batches as the in-memory path."""
+
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kcnn import data
+from kcnn.data import pipeline
+
+CLASSES = ("cat", "dog", "owl")
+
+# The folder mixes two image sizes on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore:The images under .* differ in size")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """3 classes x 10 images of mixed sizes and modes (grey PNG, RGB JPEG), one of
+    them unreadable."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(CLASSES):
+        (root / name).mkdir()
+        for i in range(10):
+            height, width = (16, 16) if i == 9 else (20, 24) if i % 3 else (26, 18)  # 16x16: not resized
+            if i % 2:
+                pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / name / f"{i:02d}.jpg", quality=90)
+            else:
+                pixels = rng.integers(40 * c, 40 * c + 100, (height, width), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / name / f"{i:02d}.png")
+    (root / "owl" / "broken.png").write_bytes(b"not an image")
+    return root
+
+
+def _epochs(dataset, count):
+    return [[(x.copy(), y.copy()) for x, y in dataset.train.as_numpy_iterator()] for _ in range(count)]
+
+
+def _assert_same_batches(a, b):
+    assert len(a) == len(b)
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        np.testing.assert_array_equal(ya, yb)
+        np.testing.assert_array_equal(xa, xb)
+
+
+def test_streamed_folder_gives_the_in_memory_batches(folder, monkeypatch, caplog):
+    options = dict(image_size=16, batch_size=4, augment="shift", seed=5, validation_split=0.2, test_split=0.2)
+    with pytest.warns(UserWarning, match="unreadable"):
+        memory = data.load(folder, **options)
+    # Just above the threshold: the folder's 30 readable images decoded at 16x16x3.
+    monkeypatch.setattr(pipeline, "IN_MEMORY_LIMIT", 30 * 16 * 16 * 3 - 1)
+    with caplog.at_level(logging.INFO, logger="kcnn"), pytest.warns(UserWarning, match="unreadable"):
+        streamed = data.load(folder, **options)
+    assert not memory.streaming and streamed.streaming
+    assert "streamed from the files" in caplog.text and "30 images" in caplog.text
+    assert (streamed.num_train, streamed.num_validation, streamed.num_test) == (
+        memory.num_train,
+        memory.num_validation,
+        memory.num_test,
+    )
+    assert streamed.input_statistics == memory.input_statistics
+    assert streamed.skipped_files == memory.skipped_files
+    # Shuffled and augmented anew each epoch, the same way on both paths.
+    first, second = _epochs(streamed, 2)
+    _assert_same_batches(first, _epochs(memory, 1)[0])
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(first, second, strict=True))
+    for split in ("validation", "test"):
+        _assert_same_batches(
+            list(getattr(streamed, split).as_numpy_iterator()), list(getattr(memory, split).as_numpy_iterator())
+        )
+    # Re-batched without decoding anything up front, still streamed.
+    assert streamed.with_batch_size(8).streaming
+
+
+def test_at_the_threshold_the_folder_stays_in_memory(folder, monkeypatch):
+    monkeypatch.setattr(pipeline, "IN_MEMORY_LIMIT", 30 * 16 * 16 * 3)
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert not data.load(folder, image_size=16).streaming
+    with pytest.warns(UserWarning, match="unreadable"):
+        forced = data.load(folder, image_size=16, stream=True, augment=False, shuffle=False)
+    assert forced.streaming
+    # few_shot reads a streamed pool too.
+    few = data.few_shot(forced, per_class=2, seed=1)
+    assert few.num_train == 2 * len(CLASSES)
+
+
+def test_stream_must_be_a_bool_or_auto(folder):
+    with pytest.raises(ValueError, match="`stream` must be True, False or 'auto'. Received: stream='yes'"):
+        data.load(folder, stream="yes")
