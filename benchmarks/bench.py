@@ -44,6 +44,7 @@ def build_parser():
     bench.add_argument("--torch-python", default=None, help="the Python of a PyTorch venv (default: $KCNN_TORCH_PYTHON or /tmp/torchenv/bin/python)")
     bench.add_argument("--target", type=float, default=0.985, help="tta: test accuracy to reach (default: 0.985)")
     bench.add_argument("--runs", type=int, default=4, help="tta: runs per side (default: 4)")
+    bench.add_argument("--max-epochs", type=int, default=60, help="tta: the keras and torch sides stop there (default: 60)")
     bench.add_argument("--sides", nargs="+", default=["kcnn", "keras", "torch"], help="tta: sides (default: kcnn keras torch)")
     bench.add_argument("--pairs", type=int, default=3, help="A B rounds (default: 3)")
     bench.add_argument("--epochs", type=int, default=4, help="lenet5: epochs per measurement, the first untimed")
@@ -84,7 +85,9 @@ def _bench(args):
 
     overrides = {"steps_per_execution": args.steps_per_execution} if args.steps_per_execution else {}
     if args.model == "tta":
-        result = bench.time_to_accuracy(target=args.target, runs=args.runs, sides=args.sides, torch_python_path=args.torch_python)
+        result = bench.time_to_accuracy(
+            target=args.target, runs=args.runs, sides=args.sides, max_epochs=args.max_epochs, torch_python_path=args.torch_python
+        )
     elif args.model == "pipeline":
         result = bench.pipeline(
             args.folder,
@@ -125,7 +128,7 @@ def _command(args):
     words = ["python", "benchmarks/bench.py", args.model]
     defaults = {
         "baselines": ["keras"], "pairs": 3, "epochs": 4, "consumer": "resnet18", "gpu": False, "num_images": 2048,
-        "target": 0.985, "runs": 4, "sides": ["kcnn", "keras", "torch"],
+        "target": 0.985, "runs": 4, "sides": ["kcnn", "keras", "torch"], "max_epochs": 60,
     }
     for key, value in vars(args).items():
         if key in ("model", "output") or value is None or defaults.get(key) == value:

@@ -31,7 +31,8 @@ SUITE = {
         "resnet50", "--input-size", "64", "--batch-size", "32", "--steps", "8", "--pairs", "4",
         "--baselines", "keras", "keras_same", "torch",
     ],
-    "tta_lenet5_digits": ["tta", "--runs", "4"],
+    # Each run a fresh process; the keras and torch sides give up after 40 epochs.
+    "tta_lenet5_digits": ["tta", "--runs", "4", "--max-epochs", "40"],
     "pipeline_resnet18_32": ["pipeline", "--consumer", "resnet18", "--input-size", "32", "--batch-size", "128", "--steps", "8"],
     "pipeline_resnet50_224": ["pipeline", "--consumer", "resnet50", "--input-size", "224", "--batch-size", "16", "--steps", "3", "--pairs", "2", "--num-images", "512"],
     "gpu_resnet50_224": ["resnet50", "--gpu"],
