@@ -371,7 +371,7 @@ def _make_space(space, data, config, ranges) -> SearchSpace:
             )
         if value is not None:
             setattr(space, name, value)
-    space.train, space._device = config.train, None
+    space.train = config.train
     return space
 
 

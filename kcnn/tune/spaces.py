@@ -99,7 +99,6 @@ class SearchSpace(keras_tuner.HyperModel):
         # Facts of the latest `build` (params, MACs), read by the tuner for its trial
         # records; one tuner runs one trial at a time.
         self.last_build: dict[str, Any] = {}
-        self._device = None
         # A space whose default configuration cannot be built would fail keras-tuner
         # (and every user) before the first trial: refuse it here, with the builder's
         # reason. Its trunk is enough (the top adds no size constraint) and cheap.
@@ -127,12 +126,11 @@ class SearchSpace(keras_tuner.HyperModel):
 
     # -- shared ---------------------------------------------------------------
 
-    @property
-    def device(self):
-        """What the train config's "auto" device settings resolve to (cached)."""
-        if self._device is None:
-            self._device = resolve_device(self.train)
-        return self._device
+    def device_for(self, model: keras.Model):
+        """What the train config's "auto" device settings resolve to for `model` (on a
+        CPU with bfloat16 units the precision follows the model's size, as in
+        `kcnn train`)."""
+        return resolve_device(self.train, model)
 
     def trial_config(self, hp: keras_tuner.HyperParameters, epochs: int) -> TrainConfig:
         """The `TrainConfig` of one training run of a trial: `epochs` epochs at the
@@ -175,12 +173,13 @@ class SearchSpace(keras_tuner.HyperModel):
         macs = int(shapes.count_macs(model))
         self.last_build.update(params=params, macs=macs)
         self.check_budget(params, macs)
-        model = prepare_model(model, self.device)
+        device = self.device_for(model)
+        model = prepare_model(model, device)
         # Compiled so the space also works with a plain keras-tuner tuner; `fit`
         # compiles again with the learning-rate schedule, once the number of
         # epochs and steps is known.
         constant = dataclasses.replace(self.trial_config(hp, 1), schedule="constant", warmup_epochs=0.0)
-        return compile_model(model, constant, device=self.device)
+        return compile_model(model, constant, device=device)
 
     def fit(self, hp, model, *args, callbacks=None, epochs=1, initial_epoch=0, **kwargs):
         """Trains a trial's model as `kcnn.train` trains a run.
@@ -193,7 +192,7 @@ class SearchSpace(keras_tuner.HyperModel):
         x = args[0] if args else kwargs.pop("x")
         steps = _steps_per_epoch(x)
         config = self.trial_config(hp, max(int(epochs) - int(initial_epoch), 1))
-        compile_model(model, config, steps, device=self.device)
+        compile_model(model, config, steps, device=self.device_for(model))
         callbacks = [*(callbacks or []), TerminateOnNonFinite()]
         kwargs.setdefault("shuffle", False)  # The pipeline shuffles (seeded, every epoch).
         try:
