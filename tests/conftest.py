@@ -1,7 +1,12 @@
 import gc
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# No test reaches a network, nor the user's weights cache: a test that serves weight
+# files from local file:// URLs lifts KCNN_OFFLINE itself (tests/fixtures/local_weights.py).
+os.environ["KCNN_OFFLINE"] = "1"
+os.environ["KCNN_HOME"] = tempfile.mkdtemp(prefix="kcnn-home-")
 
 import keras  # noqa: F401
 import numpy as np

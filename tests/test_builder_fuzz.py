@@ -30,7 +30,7 @@ WIDTHS = (8, 8, 8, 8, 8, 8)
 BAD = {
     # The builder contract.
     "include_top": NOT_BOOL,
-    "weights": [5, True, "imagenet", "weights.h5", "/nonexistent.weights.h5", ("a.keras",)],
+    "weights": [5, True, "imagenet-nonexistent", "weights.h5", "/nonexistent.weights.h5", ("a.keras",)],
     "input_tensor": [5, "x", np.zeros((1, 32, 32, 3)), [None]],
     "input_shape": [(32, 32), (32, 32, 3, 1), (32, 32, 0), (0, 32, 3), (32, -3, 3), (32, 32, 3.0),
                     (32, 32, True), (32, 32, None), "32", 32, (None, None, None)],

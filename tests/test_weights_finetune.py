@@ -64,6 +64,7 @@ def resnet18_weights(tmp_path, monkeypatch):
     local = dataclasses.replace(row, url=path.as_uri(), hash="sha256:" + hashlib.sha256(path.read_bytes()).hexdigest())
     monkeypatch.setattr(table, "WEIGHTS", tuple(local if each is row else each for each in table.WEIGHTS))
     monkeypatch.setenv("KCNN_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KCNN_OFFLINE", raising=False)
     return path
 
 

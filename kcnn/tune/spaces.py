@@ -126,6 +126,12 @@ class SearchSpace(keras_tuner.HyperModel):
 
     # -- shared ---------------------------------------------------------------
 
+    @property
+    def strategy(self):
+        """The train config's distribution strategy (the process' own: every trial and
+        keras-tuner's scope share it), or None."""
+        return resolve_device(self.train).strategy
+
     def device_for(self, model: keras.Model):
         """What the train config's "auto" device settings resolve to for `model` (on a
         CPU with bfloat16 units the precision follows the model's size, as in

@@ -259,7 +259,7 @@ def make_tuner(space, config, project_dir, role, on_trial):
         oracle,
         hypermodel=space,
         executions_per_trial=config.executions_per_trial,
-        distribution_strategy=space.device.strategy,
+        distribution_strategy=space.strategy,
         directory=os.fspath(project_dir.parent),
         project_name=project_dir.name,
         # A worker never wipes the project: the chief and the other workers use it.
