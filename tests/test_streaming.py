@@ -91,3 +91,27 @@ def test_at_the_threshold_the_folder_stays_in_memory(folder, monkeypatch):
 def test_stream_must_be_a_bool_or_auto(folder):
     with pytest.raises(ValueError, match="`stream` must be True, False or 'auto'. Received: stream='yes'"):
         data.load(folder, stream="yes")
+
+
+@pytest.mark.parametrize("above", [False, True])
+def test_tfds_split_is_cached_in_memory_only_when_it_fits(above, tmp_path, monkeypatch, caplog):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from kcnn.data import tfds_source
+
+    # The mock serves 20 MNIST examples per split: 20 x 28 x 28 x 1 bytes decoded.
+    monkeypatch.setattr(pipeline, "IN_MEMORY_LIMIT", 20 * 28 * 28 - above)
+    options = dict(image_size=None, channels=None, validation_split=0.1, test_split=0.1, seed=0)
+    with tfds.testing.mock_data(num_examples=20), caplog.at_level(logging.INFO, logger="kcnn"):
+        splits = tfds_source._load_tfds("mnist", data_dir=tmp_path, download=False, cache=True, **options)
+        for name in ("train", "validation", "test"):
+            split = splits[name]
+            assert split.size == 20
+            # Above the limit the split is read through uncached; at the limit it is cached.
+            assert (split.ds is split.uncached) == above
+            assert (type(split.ds).__name__ == "CacheDataset") != above
+            cached = list(split.ds.as_numpy_iterator())
+            for (x, y), (x0, y0) in zip(cached, split.uncached.as_numpy_iterator(), strict=True):
+                np.testing.assert_array_equal(x, x0)
+                assert y == y0
+    assert ("not cached in memory" in caplog.text) == above
+    assert caplog.text.count("not cached in memory") == (3 if above else 0)

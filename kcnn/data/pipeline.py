@@ -171,6 +171,15 @@ def _pipeline(
     preprocessing: Mapping[str, Any],
     augmenter: Callable | None,
 ) -> tf.data.Dataset:
+    # Multi-worker: this builds the whole global batch and Keras' automatic sharding gives
+    # each worker its part, exact but every worker decodes every image. Explicit sharding
+    # (undone) would, per worker, slice each batch of shuffled indices before `split.images`
+    # or the gather, and slice the augmentation too: its draws come from one key per
+    # *batch* (`_shift` draws [n] values), so a worker must draw for the global n and keep
+    # its rows. Still to settle: how the partial last batch is split so the loss weights
+    # match one process; passing a distribute_datasets_from_function dataset to Keras'
+    # fit (steps then known only from the caller) and skipping epochs on resume; TFDS
+    # splits shuffle a buffer, not indices, so only a post-shuffle element shard is exact.
     if isinstance(split, _MemorySplit):
         images = tf.constant(split.x)
         labels = tf.constant(split.y)
