@@ -125,6 +125,7 @@ def test_the_tuner_classes_add_nothing_kcnn_skips_but_their_oracle():
         (keras_tuner.Oracle, "_get_trial_dir", ["self", "trial_id"]),
         (keras_tuner.Oracle, "_compute_values_hash", ["self", "values"]),
         (keras_tuner.Oracle, "_record_values", ["self", "trial"]),
+        (keras_tuner.Oracle, "_random_values", ["self"]),
         (keras_tuner.Tuner, "save", ["self"]),
         (keras_tuner.Tuner, "reload", ["self"]),
         (keras_tuner.Tuner, "_get_tuner_fname", ["self"]),
@@ -189,9 +190,16 @@ def _score(trial):
     return (values["units"] * 7 + values["depth"] * 3) % 11 / 10
 
 
-def _drive(oracle, project, trials, *, fail=(), leave_running=False):
+def _small(hp):
+    """A budget: about a quarter of the `_drive` space fits it."""
+    return hp.values["units"] <= 10
+
+
+def _drive(oracle, project, trials, *, fail=(), leave_running=False, fits=None):
     """Runs `trials` trials through the oracle, scored without training; trials in
-    `fail` fail; with `leave_running` one more is created and left running."""
+    `fail` fail; with `leave_running` one more is created and left running; `fits`:
+    the space's check of its random proposals."""
+    oracle.fits = fits
     oracle._set_project_dir(str(project.parent), project.name)
     hp = keras_tuner.HyperParameters()
     hp.Int("units", 1, 40)
@@ -220,28 +228,30 @@ def _progress(oracle):
     return {key: sorted(value) if key == "tried_so_far" else value for key, value in state.items() if key not in skip}
 
 
-def _reloaded(kind, project):
+def _reloaded(kind, project, fits=None):
     oracle = ORACLES[kind]()
+    oracle.fits = fits
     oracle._set_project_dir(str(project.parent), project.name)
     return oracle
 
 
 @pytest.mark.parametrize("kind", sorted(ORACLES))
 @pytest.mark.parametrize("damage", ["truncated", "emptied", "removed"])
-def test_an_unreadable_oracle_json_is_rebuilt_from_the_trials_exactly(tmp_path, kind, damage):
+@pytest.mark.parametrize("fits", [None, _small], ids=["any", "budget"])
+def test_an_unreadable_oracle_json_is_rebuilt_from_the_trials_exactly(tmp_path, kind, damage, fits):
     project = tmp_path / "project"
     # Hyperband over 2 iterations of its 3 brackets (23 trials each): promotions,
     # new brackets and a new iteration, failed first-round trials replaced.
     trials, fail = (30, ("0002", "0014", "0019", "0024")) if kind == "hyperband2" else (9, ("0002",))
-    original = _drive(ORACLES[kind](), project, trials, fail=fail, leave_running=True)
-    expected = _reloaded(kind, project)
+    original = _drive(ORACLES[kind](), project, trials, fail=fail, leave_running=True, fits=fits)
+    expected = _reloaded(kind, project, fits)
     expected.reload()  # upstream's way: the running trial goes to the retry queue
     path = project / "oracle.json"
     if damage == "removed":
         path.unlink()
     else:
         path.write_text(path.read_text()[:200] if damage == "truncated" else "")
-    rebuilt = _reloaded(kind, project)
+    rebuilt = _reloaded(kind, project, fits)
     completed = trials - len(fail)
     with pytest.warns(UserWarning, match=rf"oracle\.json (is not valid JSON|is empty|is missing).*the search state is rebuilt from the {trials + 1} trials .*\({completed} completed, kept and not run again\)"):
         assert rebuilt.reload() is True
@@ -257,6 +267,37 @@ def test_an_unreadable_oracle_json_is_rebuilt_from_the_trials_exactly(tmp_path, 
                 trial.status = "COMPLETED"
                 oracle.end_trial(trial)
     assert original.get_state()["seed"] == rebuilt.get_state()["seed"]
+
+
+@pytest.mark.parametrize("kind", ["random", "bayesian", "hyperband"])
+def test_random_proposals_are_drawn_again_until_they_fit(tmp_path, kind):
+    checked = []
+
+    def fits(hp):
+        checked.append(dict(hp.values))
+        return _small(hp)
+
+    oracle = _drive(ORACLES[kind](), tmp_path / "a", 12, fits=fits)
+    drawn = [trial.hyperparameters.values for trial in oracle.trials.values() if not trial.hyperparameters.values.get("tuner/round")]
+    # Bayesian optimization: its 3 initial points are drawn at random; the Gaussian
+    # process' proposals are not checked.
+    random = drawn[:3] if kind == "bayesian" else drawn
+    assert random and all(values["units"] <= 10 for values in random)
+    assert len(checked) > len(random)  # some draws did not fit and were drawn again
+    # The same seed proposes the same configurations; the oracle's seed state moved on
+    # as keras-tuner's does after one draw per proposal (what a rebuild replays).
+    again = _drive(ORACLES[kind](), tmp_path / "b", 12, fits=_small)
+    assert [t.hyperparameters.values for t in again.trials.values()] == [t.hyperparameters.values for t in oracle.trials.values()]
+    plain = _drive(ORACLES[kind](), tmp_path / "c", 12)
+    if kind != "bayesian":
+        assert again._seed_state == plain._seed_state
+
+
+def test_a_space_where_nothing_fits_proposes_unchecked_after_max_misfits(tmp_path):
+    calls = []
+    oracle = _drive(ORACLES["random"](), tmp_path / "p", 3, fits=lambda hp: calls.append(1) and False)
+    assert len(calls) == _keras_tuner.oracles._FittingDraws.MAX_MISFITS
+    assert len(oracle.trials) == 3  # proposed anyway: each fails as a trial with its reason
 
 
 def test_a_trial_whose_end_oracle_json_missed_is_not_run_again(tmp_path):

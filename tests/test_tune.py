@@ -147,9 +147,9 @@ def test_every_choice_builds(name):
     # The default configuration, plus one per other choice of each hyperparameter
     # (learning_rate is no builder argument; a conditional stage's default is the
     # deepest depth's default configuration): convnet 1 + 2 depths + 2 filters +
-    # 2 x 4 kernel sizes + 4 strides + 4 pools + convs_per_stage + batch_norm +
+    # 4 kernel sizes + 4 strides + 4 pools + convs_per_stage + batch_norm +
     # stage_dropout + 2 hidden_units.
-    assert len(seen) == {"convnet": 26, "resnet": 15, "inception": 15}[name]
+    assert len(seen) == {"convnet": 22, "resnet": 15, "inception": 15}[name]
 
 
 def test_a_configuration_too_small_for_the_input_fails_with_the_builders_smallest_size():
@@ -208,6 +208,42 @@ def test_budget_rejects_big_models():
         space.build(keras_tuner.HyperParameters())
 
 
+def test_fits_builds_the_configuration_and_checks_the_input_and_the_budget():
+    import random
+
+    from kcnn import shapes
+
+    space = tune.ConvNetSpace((16, 16, 1), 10, max_macs=100_000, depth=(2, 4), filters=4, convs_per_stage=1, strides=(1, 2))
+
+    def configuration(**values):
+        hp = keras_tuner.HyperParameters()
+        hp.values.update(values)
+        space.declare(hp)  # the values not given: their defaults
+        return hp
+
+    state = random.getstate()
+    # 16x16, 3x3 convolutions of 4 then 8 filters, a pool after each: 16*16*9*4 + 8*8*9*4*8 MACs, then the classifier.
+    assert space.fits(configuration(depth=2, pool_1=True, pool_2=True, strides_1=1, strides_2=1))
+    built = space.build(configuration(depth=2, pool_1=True, pool_2=True, strides_1=1, strides_2=1))
+    assert space.last_build["macs"] == 9_216 + 18_432 + 4 * 4 * 8 * 128 + 128 * 10 == shapes.count_macs(built)
+    # Four stages of stride 2, each pooled: the map is empty in the third (the builder refuses).
+    halving = {f"{name}_{stage}": value for stage in range(1, 5) for name, value in (("strides", 2), ("pool", True))}
+    assert not space.fits(configuration(depth=4, **halving))
+    # No pooling: 16x16 maps to the end, 9,216 + 36,864 + 16*16*4*128 + 1,280 MACs, over the budget.
+    assert not space.fits(configuration(depth=2, pool_1=False, pool_2=False, strides_1=1, strides_2=1))
+    assert random.getstate() == state
+
+
+def test_random_proposals_are_within_the_budget_and_no_trial_is_spent_on_the_others(tmp_path):
+    # About half of this space costs more than 100 K MACs on 16x16 images.
+    ranges = dict(depth=2, filters=(4, 8, 16), kernel_size=(3, 5), convs_per_stage=(1, 2), hidden_units=8, batch_norm=False)
+    result = tune.search("convnet", tiny_data(size=16, n=32), tuner="random", max_trials=3, max_epochs=1, seed=5,
+                         max_macs=100_000, top_k=0, directory=tmp_path, ranges=ranges)  # fmt: skip
+    rows = read_trials(result.trials_csv)
+    assert [row["status"] for row in rows] == ["COMPLETED"] * 3
+    assert all(int(row["macs"]) <= 100_000 for row in rows)
+
+
 def test_space_arguments_are_checked():
     with pytest.raises(ValueError, match=r"Unknown ranges for the 'convnet' space: \['kernel'\]"):
         tune.ConvNetSpace((32, 32, 1), 10, kernel=3)
@@ -258,9 +294,13 @@ def test_configurations_too_small_for_the_input_are_failed_trials_and_a_best_mod
     assert "Traceback" not in captured.err + captured.out
 
 
-def test_seeded_random_searches_propose_the_same_configurations(tmp_path):
+def test_seeded_random_searches_propose_the_same_configurations(tmp_path, monkeypatch):
     """Proposals do not depend on training, so a budget no model meets makes every
-    trial fail at once, which also shows a search where nothing completes."""
+    trial fail at once (after a few draws that do not fit), which also shows a search
+    where nothing completes."""
+    from kcnn.tune._keras_tuner.oracles import _FittingDraws
+
+    monkeypatch.setattr(_FittingDraws, "MAX_MISFITS", 4)
     data = tiny_data(size=16, n=32)
 
     def proposals(seed, name):

@@ -126,8 +126,10 @@ def search(
 
     Each trial builds its model with the space's builder, trains it as `kcnn.train`
     does (same compile, optimizer, schedule and device settings) and is scored by the
-    best epoch's objective. A configuration that does not fit the input or the budget
-    is a failed trial with its reason; the search goes on. The Keras session is
+    best epoch's objective. A random proposal that does not fit the input or the
+    budget is drawn again before any trial is spent on it; one proposed anyway (a grid
+    point, Bayesian optimization's model) is a failed trial with its reason, and the
+    search goes on. The Keras session is
     cleared between trials. Calling `search` again with the same project resumes it:
     finished trials are kept, an interrupted one runs again.
 

@@ -87,6 +87,50 @@ class _TrialIds:
         return trial
 
 
+class _FittingDraws:
+    """An oracle whose random proposals are configurations the space can build within
+    its budget.
+
+    `fits` (set by `make_tuner`: `SearchSpace.fits`) is asked about every configuration
+    drawn at random; one that does not fit (too small for the input, over
+    `max_params`/`max_macs`) is drawn again instead of becoming a failed trial. The
+    redraws take their seeds from streams of their own (`_REDRAW_SEEDS` apart), and the
+    oracle's seed state moves on exactly as keras-tuner's after one draw: the same seed
+    proposes the same configurations, and a search whose first draws fit proposes what
+    keras-tuner would. After `MAX_MISFITS` draws in a row that do not fit, the space
+    holds (almost) nothing within the budget: draws are proposed unchecked, each then
+    fails as a trial with its reason, and `max_consecutive_failed_trials` ends the search.
+    """
+
+    MAX_MISFITS = 64
+    _REDRAW_SEEDS = 2**32
+    fits = None
+    _misfits = 0
+
+    def _random_values(self):
+        start = self._seed_state
+        values = super()._random_values()
+        seed_after_first = self._seed_state
+        redraws = 0
+        while values is not None and self.fits is not None and self._misfits < self.MAX_MISFITS:
+            if self.fits(self._configuration(values)):
+                self._misfits = 0
+                break
+            self._misfits += 1
+            redraws += 1
+            self._seed_state = start + redraws * self._REDRAW_SEEDS
+            values = super()._random_values()
+        self._seed_state = seed_after_first
+        if redraws:
+            logger.debug("%d configurations drawn did not fit the input or the budget and were drawn again.", redraws)
+        return values
+
+    def _configuration(self, values):
+        hyperparameters = self.hyperparameters.copy()
+        hyperparameters.values = dict(values)
+        return hyperparameters
+
+
 _ENDED = ("COMPLETED", "FAILED")
 TRIAL_FILE = "trial.json"
 ORACLE_FILE = "oracle.json"
@@ -255,11 +299,11 @@ def _trial_order(trial_id: str) -> tuple:
     return (0, int(trial_id), "") if trial_id.isdigit() else (1, 0, trial_id)
 
 
-class _RandomSearchOracle(_Durable, _TrialIds, keras_tuner.oracles.RandomSearchOracle):
+class _RandomSearchOracle(_FittingDraws, _Durable, _TrialIds, keras_tuner.oracles.RandomSearchOracle):
     pass
 
 
-class _BayesianOptimizationOracle(_Durable, _TrialIds, keras_tuner.oracles.BayesianOptimizationOracle):
+class _BayesianOptimizationOracle(_FittingDraws, _Durable, _TrialIds, keras_tuner.oracles.BayesianOptimizationOracle):
     def _drawn_at_random(self, ids):
         # keras-tuner's `populate_space`: at random while fewer trials than its initial
         # points have completed, then from the Gaussian process.
@@ -276,7 +320,7 @@ class _GridSearchOracle(_Durable, _TrialIds, keras_tuner.oracles.GridSearchOracl
     pass
 
 
-class _HyperbandOracle(_Durable, _TrialIds, keras_tuner.oracles.HyperbandOracle):
+class _HyperbandOracle(_FittingDraws, _Durable, _TrialIds, keras_tuner.oracles.HyperbandOracle):
     """Hyperband whose failed first-round trials give their place in the bracket to a
     new configuration.
 

@@ -265,6 +265,9 @@ def make_tuner(space, config, project_dir, role, on_trial):
         # A worker never wipes the project: the chief and the other workers use it.
         overwrite=config.overwrite and role != "worker",
     )
+    # Random proposals are drawn again until the space can build them within its budget
+    # (the grid's points are what they are).
+    oracle.fits = space.fits
     if config.tuner == "hyperband":
         # keras-tuner's Hyperband has no trial budget of its own; the oracle's
         # `max_trials` is what every other oracle stops at.
