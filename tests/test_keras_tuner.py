@@ -236,8 +236,13 @@ def _reloaded(kind, project, fits=None):
 
 
 @pytest.mark.parametrize("kind", sorted(ORACLES))
-@pytest.mark.parametrize("damage", ["truncated", "emptied", "removed"])
-@pytest.mark.parametrize("fits", [None, _small], ids=["any", "budget"])
+@pytest.mark.parametrize(
+    "damage,fits",
+    # The three damages lose the same file; with a budget, the redraws' seeds must
+    # not be replayed: once per oracle is enough.
+    [("truncated", None), ("emptied", None), ("removed", None), ("removed", _small)],
+    ids=["truncated", "emptied", "removed", "removed-budget"],
+)
 def test_an_unreadable_oracle_json_is_rebuilt_from_the_trials_exactly(tmp_path, kind, damage, fits):
     project = tmp_path / "project"
     # Hyperband over 2 iterations of its 3 brackets (23 trials each): promotions,
@@ -288,9 +293,8 @@ def test_random_proposals_are_drawn_again_until_they_fit(tmp_path, kind):
     # as keras-tuner's does after one draw per proposal (what a rebuild replays).
     again = _drive(ORACLES[kind](), tmp_path / "b", 12, fits=_small)
     assert [t.hyperparameters.values for t in again.trials.values()] == [t.hyperparameters.values for t in oracle.trials.values()]
-    plain = _drive(ORACLES[kind](), tmp_path / "c", 12)
-    if kind != "bayesian":
-        assert again._seed_state == plain._seed_state
+    if kind != "bayesian":  # its Gaussian process' proposals draw no seeds
+        assert again._seed_state == _drive(ORACLES[kind](), tmp_path / "c", 12)._seed_state
 
 
 def test_a_space_where_nothing_fits_proposes_unchecked_after_max_misfits(tmp_path):

@@ -168,11 +168,10 @@ class SearchSpace(keras_tuner.HyperModel):
         try:
             with seeded(self.train.seed, "fits"):
                 model = self.build_model(self.declare(hp))
-        except ValueError:
+            self.check_budget(int(model.count_params()), int(shapes.count_macs(model)))
+        except (ValueError, FailedTrialError):
             return False
-        return (self.max_params is None or model.count_params() <= self.max_params) and (
-            self.max_macs is None or shapes.count_macs(model) <= self.max_macs
-        )
+        return True
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         """Builds and compiles the model of one configuration.
