@@ -19,7 +19,7 @@ which a distributed search sets for its duration and restores.
 The modules, one concept each:
 
     config.py        SearchConfig (no TensorFlow: the command line reads it for its flags)
-    spaces.py        the search spaces
+    spaces/          the search spaces: their base, one module per space
     driver.py        search(): the tuner run, its project folder, the best model
     report.py        trial records, trials.csv, the Pareto plot, the results table
     finish.py        the top trials retrained with the full recipe, references, selection

@@ -1,23 +1,7 @@
-"""Search spaces: keras-tuner `HyperModel`s that call the kcnn builders.
-
-A space turns a `keras_tuner.HyperParameters` into the keyword arguments of one
-builder (`kcnn.convnet`, `kcnn.resnet`, an inception network) and calls it; no layer
-is written here. Hyperparameters are named after the builder arguments they set, with
-a `_<stage>` suffix (numbered from 1, as the layer names `block1_*`, `conv2_*` are)
-for per-stage values, so `kernel_size_2` is `kernel_size[1]` of the builder and the
-kernel of `block2_conv*`.
-
-A configuration is checked by the builder itself, which refuses an input too small
-for its layers with the smallest size that works (no space restates a builder's
-geometry); once built, the model's parameters and multiply-accumulates are checked
-against the optional budget. Random proposals (random search, Hyperband, Bayesian
-optimization's initial points) are checked this way before they become trials
-(`SearchSpace.fits`, a build without training): a configuration that does not fit is
-drawn again, so no trial is spent on it. A configuration proposed anyway (a grid
-point, Bayesian optimization's model, a space where nothing fits) fails in `build`
-with `keras_tuner.errors.FailedTrialError`, which keras-tuner records as a failed
-trial (with the message as its reason) before it goes on with the next one.
-"""
+"""`SearchSpace`, the base of every search space: its ranges, the budget (`check_budget`,
+`fits`), the seeded build and the trial's fit, with the helpers they use. A space adds
+a builder and its hyperparameters (convnet.py, resnet.py, inception.py); the checks a
+configuration goes through are described in the package's docstring."""
 
 from __future__ import annotations
 
@@ -32,24 +16,13 @@ from keras_tuner.errors import FailedTrialError
 
 from kcnn import shapes
 from kcnn.models import _base, _checks
-from kcnn.models.convnet import convnet
-from kcnn.models.googlenet import googlenet
-from kcnn.models.resnet import resnet
 from kcnn.train.compile import compile_model
 from kcnn.train.config import TrainConfig
 from kcnn.train.distribute import prepare_model, resolve_device
 from kcnn.tune.config import search_train_config
 from kcnn.tune.finish import seeded
 
-__all__ = [
-    "SPACES",
-    "ConvNetSpace",
-    "InceptionSpace",
-    "ResNetSpace",
-    "SearchSpace",
-    "get_space",
-    "search_train_config",
-]
+__all__ = ["SearchSpace"]
 
 
 class SearchSpace(keras_tuner.HyperModel):
@@ -267,212 +240,6 @@ class SearchSpace(keras_tuner.HyperModel):
             if stage <= depth:
                 values.append(value)
         return tuple(values)
-
-
-class ConvNetSpace(SearchSpace):
-    """The plain ConvNet (`kcnn.convnet`): depth, per-stage kernel size, stride and
-    pooling, width, BatchNorm, dropouts, hidden width and learning rate.
-
-    Hyperparameters: `depth` (the number of stages, `len(filters)`), `filters` (the
-    base width: a stage's width is `filters * 2**k` after k halvings of the map by
-    strides or pools, k at most 3, as VGG doubles its width after each pool),
-    `kernel_size_<i>`, `strides_<i>`, `pool_<i>` (per stage), `convs_per_stage`,
-    `batch_norm`, `stage_dropout` (after each stage), `hidden_units` (one hidden
-    layer `fc1` of that width), `dropout` (the classifier's, after `fc1`) and
-    `learning_rate` (of the `TrainConfig`).
-
-    The default widths start at LeNet-5's scale (LeCun et al. 1998: 6 and 16 feature
-    maps, 5x5 kernels, 120 and 84 hidden units), so that the space holds networks as
-    cheap as the hand-designed one as well as ones 100x costlier: about a quarter of
-    its configurations cost at most twice LeNet-5's 0.42 M MACs on 32x32 images (with
-    8 to 32 filters and kernels up to 7x7, 1 in 70 did). Wider ones are a `--range` away.
-    """
-
-    name = "convnet"
-    builder_name = "kcnn.convnet"
-    MAX_DOUBLINGS = 3
-    RANGES = {
-        "depth": (2, 3, 4),
-        "filters": (4, 8, 16),
-        "kernel_size": (3, 5),
-        "strides": (1, 2),
-        "pool": (True, False),
-        "convs_per_stage": (1, 2),
-        "batch_norm": (False, True),
-        "stage_dropout": (0.0, 0.1),
-        "hidden_units": (32, 64, 128),
-        "dropout": (0.5,),
-        "learning_rate": (1e-3, 3e-3),
-        "padding": ("same",),
-    }
-    DEFAULTS = {
-        "depth": 3,
-        "filters": 16,
-        "kernel_size": 3,
-        "strides": 1,
-        "pool": True,
-        "convs_per_stage": 2,
-        "batch_norm": False,
-        "stage_dropout": 0.0,
-        "hidden_units": 128,
-        "dropout": 0.5,
-        "learning_rate": 3e-3,
-        "padding": "same",
-    }
-
-    def builder_arguments(self, hp):
-        depth = self._declare(hp, "depth")
-        width = self._declare(hp, "filters")
-        strides = self._per_stage(hp, "strides", depth)
-        pool = self._per_stage(hp, "pool", depth)
-        # The width doubles with each halving of the map (a stride-2 first convolution,
-        # a pool after the previous stage), at most to 8x, so a stage costs about as
-        # much as the one before it, whichever of them downsample.
-        filters, halvings = [], 0
-        for stage in range(depth):
-            halvings += strides[stage] == 2
-            filters.append(width * 2 ** min(halvings, self.MAX_DOUBLINGS))
-            halvings += bool(pool[stage])
-        return dict(
-            filters=tuple(filters),
-            kernel_size=self._per_stage(hp, "kernel_size", depth),
-            strides=strides,
-            pool=pool,
-            convs_per_stage=self._declare(hp, "convs_per_stage"),
-            padding=self._declare(hp, "padding"),
-            batch_norm=self._declare(hp, "batch_norm"),
-            stage_dropout=self._declare(hp, "stage_dropout"),
-            hidden_units=(self._declare(hp, "hidden_units"),),
-            dropout=self._declare(hp, "dropout"),
-        )
-
-    def build_model(self, arguments, **contract):
-        return convnet(**arguments, input_shape=self.input_shape, classes=self.classes, **contract)
-
-
-class ResNetSpace(SearchSpace):
-    """ResNet (`kcnn.resnet`): block type, blocks per stage, base width, stem and
-    learning rate.
-
-    Hyperparameters: `block` ("basic" or "bottleneck"), `depth` (number of stages,
-    `len(stages)`), `stages_<i>` (blocks in stage i, `stages[i-1]`), `width`, `stem`
-    ("small": one 3x3/1 convolution for small images; "imagenet": 7x7/2 and a 3x3/2
-    max pool), `variant` and `learning_rate`.
-    """
-
-    name = "resnet"
-    builder_name = "kcnn.resnet"
-    RANGES = {
-        "block": ("basic", "bottleneck"),
-        "depth": (2, 3, 4),
-        "stages": (1, 2, 3),
-        "width": (16, 32, 64),
-        "stem": ("small", "imagenet"),
-        "variant": ("v1",),
-        "learning_rate": (1e-3, 3e-3),
-    }
-    DEFAULTS = {
-        "block": "basic",
-        "depth": 3,
-        "stages": 1,
-        "width": 16,
-        "stem": "small",
-        "variant": "v1",
-        "learning_rate": 3e-3,
-    }
-
-    def builder_arguments(self, hp):
-        depth = self._declare(hp, "depth")
-        return dict(
-            stages=self._per_stage(hp, "stages", depth),
-            block=self._declare(hp, "block"),
-            width=self._declare(hp, "width"),
-            stem=self._declare(hp, "stem"),
-            variant=self._declare(hp, "variant"),
-        )
-
-    def build_model(self, arguments, **contract):
-        return resnet(**arguments, input_shape=self.input_shape, classes=self.classes, **contract)
-
-
-class InceptionSpace(SearchSpace):
-    """An inception network: a small stem, stages of inception modules
-    (`kcnn.blocks.inception_block`) with a 3x3/2 max pool between stages, global
-    average pooling and a classifier.
-
-    Hyperparameters: `depth` (stages), `modules_<i>` (inception modules in stage i),
-    the branch widths of GoogLeNet's table columns `1x1`, `3x3`, `5x5`, `pool_proj`
-    (the `3x3_reduce` and `5x5_reduce` widths are half the 3x3 and 5x5 widths; every
-    width doubles from one stage to the next), `stem_width`, `batch_norm`, `dropout`
-    and `learning_rate`.
-    """
-
-    name = "inception"
-    builder_name = "kcnn.googlenet"
-    RANGES = {
-        "depth": (2, 3),
-        "modules": (1, 2),
-        "1x1": (16, 32, 64),
-        "3x3": (32, 64, 128),
-        "5x5": (8, 16, 32),
-        "pool_proj": (16, 32),
-        "stem_width": (32, 64),
-        "batch_norm": (False, True),
-        "dropout": (0.0, 0.4),
-        "learning_rate": (1e-3, 3e-3),
-    }
-    DEFAULTS = {
-        "depth": 2,
-        "modules": 1,
-        "1x1": 32,
-        "3x3": 64,
-        "5x5": 16,
-        "pool_proj": 16,
-        "stem_width": 32,
-        "batch_norm": False,
-        "dropout": 0.4,
-        "learning_rate": 3e-3,
-    }
-
-    def builder_arguments(self, hp):
-        depth = self._declare(hp, "depth")
-        modules = self._per_stage(hp, "modules", depth)
-        n1x1, n3x3, n5x5 = (self._declare(hp, name) for name in ("1x1", "3x3", "5x5"))
-        pool_proj = self._declare(hp, "pool_proj")
-        stages = []
-        for stage, count in enumerate(modules):
-            scale = 2**stage
-            widths = tuple(
-                scale * width for width in (n1x1, max(n3x3 // 2, 1), n3x3, max(n5x5 // 2, 1), n5x5, pool_proj)
-            )
-            stages.append((widths,) * count)
-        return dict(
-            stages=tuple(stages),
-            stem="small",
-            stem_width=self._declare(hp, "stem_width"),
-            batch_norm=self._declare(hp, "batch_norm"),
-            dropout=self._declare(hp, "dropout"),
-        )
-
-    def build_model(self, arguments, **contract):
-        return googlenet(
-            **arguments, input_shape=self.input_shape, classes=self.classes, name="inception", **contract
-        )
-
-
-SPACES: Mapping[str, type[SearchSpace]] = {space.name: space for space in (ConvNetSpace, ResNetSpace, InceptionSpace)}
-
-
-def get_space(name, input_shape=(32, 32, 3), classes=10, **kwargs) -> SearchSpace:
-    """The search space called `name` ("convnet", "resnet" or "inception").
-
-    Args:
-        name: the space's name.
-        input_shape, classes, **kwargs: the space's arguments (see `SearchSpace`).
-    """
-    if name not in SPACES:
-        raise ValueError(f"Unknown search space. Known: {', '.join(SPACES)}. Received: space={name!r}")
-    return SPACES[name](input_shape, classes, **kwargs)
 
 
 def _choices(name, value) -> tuple:
