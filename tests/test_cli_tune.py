@@ -1,13 +1,8 @@
-"""`kcnn tune`: flags, progress lines, results table, and a distributed search with
-real processes (one chief, two workers on 127.0.0.1)."""
+"""`kcnn tune`: flags, progress lines and results table. A distributed search with real
+processes (a chief and two workers on 127.0.0.1) runs in tests/test_tune_workers.py."""
 
-import csv
-import os
 import re
 import socket
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -165,56 +160,3 @@ def test_tune_errors_are_reported(npz, tmp_path, capsys):
     assert "Unknown ranges for the 'convnet' space: ['kernel']" in capsys.readouterr().err
     assert main(["tune", "--dataset", npz, "--worker", "w1"]) == 2
     assert "A worker needs the chief's address" in capsys.readouterr().err
-
-
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def test_distributed_search_runs_every_trial_exactly_once(npz, tmp_path):
-    project = tmp_path / "project"
-    address = f"127.0.0.1:{_free_port()}"
-    command = [sys.executable, "-m", "kcnn", "tune", "convnet", "--dataset", npz, "--tuner", "random"]
-    command += ["--max-trials", "4", "--max-epochs", "1", "--directory", str(project), "--chief", address, *TINY]
-    command += ["--top-k", "0"]  # The finish, the chief's alone, is tested in test_tune.py.
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    processes, logs = {}, {}
-    try:
-        for role in ("chief", "w1", "w2"):
-            logs[role] = open(tmp_path / f"{role}.log", "w+")  # noqa: SIM115 - closed in `finally`
-            extra = [] if role == "chief" else ["--worker", role]
-            processes[role] = subprocess.Popen(command + extra, env=env, stdout=logs[role], stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 420
-        for role in ("w1", "w2", "chief"):
-            # The chief checks every 20 s whether its workers are done.
-            remaining = max(deadline - time.monotonic(), 1)
-            processes[role].wait(timeout=remaining)
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    output = {}
-    for role, log in logs.items():
-        log.seek(0)
-        output[role] = log.read()
-        log.close()
-    for role, process in processes.items():
-        assert process.returncode == 0, f"{role}:\n{output[role][-3000:]}"
-    ran = {}
-    for worker in ("w1", "w2"):
-        match = re.search(rf"^worker {worker}: ran trials (.*)$", output[worker], re.M)
-        assert match, output[worker][-3000:]
-        ran[worker] = [t for t in match.group(1).split(", ") if t and t != "none"]
-    every = sorted(ran["w1"] + ran["w2"])
-    # Each trial once, by one worker (ids are the trial's index, zero-padded).
-    assert [int(t) for t in every] == [0, 1, 2, 3], ran
-    with open(project / "trials.csv", newline="") as file:
-        rows = list(csv.DictReader(file))
-    assert [int(row["trial"]) for row in rows] == [0, 1, 2, 3]
-    assert all(row["status"] == "COMPLETED" for row in rows)
-    assert {row["trial"]: row["tuner"] for row in rows} == {t: w for w, ts in ran.items() for t in ts}
-    assert "best model saved to" in output["chief"]
-    assert (project / "best" / "model.keras").is_file()

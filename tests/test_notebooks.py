@@ -29,7 +29,7 @@ FAST = {
     "01_from_perceptron_to_resnet": {"EPOCHS": 3, "ARCHITECTURES": ["alexnet", "googlenet", "resnet18"]},
     # The target runs as in the notebook (90 steps, a few seconds): shorter, the from-scratch
     # network has not learned yet and the comparison tests nothing.
-    "02_transfer_learning": {"SOURCE_EPOCHS": 12, "QUERIES": 2, "NEIGHBOURS": 3, "IMAGENET_SIZE": 32, "IMAGENET_EPOCHS": 2},
+    "02_transfer_learning": {"SOURCE_EPOCHS": 12, "QUERIES": 2, "NEIGHBOURS": 3, "IMAGENET_SIZE": 32, "IMAGENET_EPOCHS": 1},
     "03_hyperparameter_tuning": {
         "MAX_TRIALS": 2,
         "MAX_EPOCHS": 1,

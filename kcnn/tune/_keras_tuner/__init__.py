@@ -12,8 +12,8 @@ This package is the one place that overrides keras-tuner's private methods
 (`Tuner._populate_initial_space`, `Tuner._try_run_and_update_trial`,
 `Tuner._build_hypermodel` of Hyperband, `Oracle._save_trial`, `Oracle.save` and
 `reload`, `BaseTuner.save` and `reload`) and state (`Oracle.get_state`'s keys,
-`HyperbandOracle._brackets`), and copies one of its methods (`Oracle.create_trial`,
-for the trial ids); `tests/test_keras_tuner.py` checks that they still exist, and that
+`HyperbandOracle._brackets`), and copies two of its functions (`Oracle.create_trial`,
+for the trial ids; `oracle_chief.start_server`, for the chief's wait); `tests/test_keras_tuner.py` checks that they still exist, and that
 the copy is still upstream's, in the installed keras-tuner, whose version
 `pyproject.toml` pins below its next minor.
 
