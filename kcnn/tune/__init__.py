@@ -20,7 +20,8 @@ The modules, one concept each:
 
     config.py        SearchConfig (no TensorFlow: the command line reads it for its flags)
     spaces/          the search spaces: their base, one module per space
-    driver.py        search(): the tuner run, its project folder, the best model
+    project.py       the project folder: its layout, settings, overwrite, distributed roles
+    driver.py        search(): the tuner run, its result, the best model
     report.py        trial records, trials.csv, the Pareto plot, the results table
     finish.py        the top trials retrained with the full recipe, references, selection
     _keras_tuner/    every override of keras-tuner's internals (oracles, tuners)

@@ -1,22 +1,6 @@
 """`search()`: a keras-tuner search over a kcnn space, resumable and distributable.
 
-The project folder (default `saved_models/tuning/<project>/`) holds keras-tuner's own
-state (oracle.json, tuner*.json, trial_*/trial.json and checkpoints, which are what a
-resumed search reloads), and what kcnn adds:
-
-    search.json       the settings, to refuse resuming with different ones
-    trial_*/kcnn_trial.json   params, MACs, seconds, epochs and failure reason of a trial
-    trials.csv        every trial: hyperparameters, score, params, MACs, seconds, status, reason,
-                      and the finish's rank, validation and test accuracy of the retrained ones
-    finish/           the finish's runs (`kcnn.tune.finish`): top trials retrained, references
-    finish.csv        their validation and test accuracy, standard errors, params, MACs
-    pareto.png        score against MACs, Pareto front marked, the finish's test scores
-    best/             the chosen model, saved as a `kcnn.train` run: model.keras + metadata.json
-    kcnn.lock         while a local search or the chief of a distributed one runs
-
-Every state file is written atomically, and a project whose oracle.json or a
-trial.json is unreadable anyway resumes from what is left, with a warning (see
-`kcnn.tune._keras_tuner`).
+The project folder it writes (layout, settings, overwrite, roles): `kcnn.tune.project`.
 """
 
 from __future__ import annotations
@@ -25,9 +9,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
-import os
 import pathlib
-import re
 import shutil
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -35,11 +17,11 @@ from typing import Any
 
 import keras
 
-from kcnn._files import CorruptFileError, read_json, write_json
-from kcnn._lock import LOCK_FILE, FolderLock
-from kcnn.tune import finish, report
+from kcnn._files import write_json
+from kcnn._lock import FolderLock
+from kcnn.tune import finish, project, report
 from kcnn.tune._keras_tuner import checkpoint_path, collect_trials, make_tuner, objective, public_values
-from kcnn.tune.config import SearchConfig, parse_address
+from kcnn.tune.config import SearchConfig
 from kcnn.tune.report import TrialRecord
 from kcnn.tune.spaces import SearchSpace, get_space
 
@@ -47,14 +29,10 @@ __all__ = ["SearchResult", "search"]
 
 logger = logging.getLogger("kcnn")
 
-DEFAULT_ROOT = os.path.join("saved_models", "tuning")
 BEST_DIR = "best"
 TRIALS_FILE = "trials.csv"
 PLOT_FILE = "pareto.png"
 FINISH_FILE = "finish.csv"
-SETTINGS_FILE = "search.json"
-# keras-tuner reads its distributed settings from these variables only.
-_ENV_IP, _ENV_PORT, _ENV_ID = "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,22 +158,22 @@ def search(
             f"Received: data={data.name!r} with validation_split=0"
         )
     space = _make_space(space, data, config, ranges)
-    project_dir = _project_dir(config, space, data)
-    settings = _settings(space, config, data)
-    with _distributed_env(config), contextlib.ExitStack() as stack:
-        role = _role()
+    project_dir = project.directory(config, space, data)
+    settings = project.settings(space, config, data)
+    with project.distributed_env(config), contextlib.ExitStack() as stack:
+        role = project.role()
         if role != "worker":
             # The chief (or a local search) alone writes the project's state: another
             # such process in the same project is refused at once. Workers share it.
             stack.enter_context(FolderLock(project_dir, "kcnn search"))
             if config.overwrite:
-                _clear_project(project_dir)  # Here, not by keras-tuner, which would remove the lock.
+                project.clear(project_dir)  # Here, not by keras-tuner, which would remove the lock.
                 config = dataclasses.replace(config, overwrite=False)
             else:
-                _check_settings(project_dir, settings)  # Before keras-tuner reloads the project.
+                project.check_settings(project_dir, settings)  # Before keras-tuner reloads the project.
         tuner = make_tuner(space, config, project_dir, role, on_trial)
         if role != "worker":
-            write_json(project_dir / SETTINGS_FILE, settings)
+            write_json(project_dir / project.SETTINGS_FILE, settings)
         fit_callbacks = list(callbacks)
         if config.early_stopping:
             fit_callbacks.append(
@@ -344,7 +322,7 @@ def _save_best(tuner, space, data, config, project_dir, best):
 
 
 # --------------------------------------------------------------------------
-# Settings, project folder, distribution.
+# The space, the objective.
 
 
 def _make_space(space, data, config, ranges) -> SearchSpace:
@@ -377,94 +355,5 @@ def _make_space(space, data, config, ranges) -> SearchSpace:
     return space
 
 
-def _project_dir(config, space, data) -> pathlib.Path:
-    if config.directory is not None:
-        return pathlib.Path(config.directory)
-    project = config.project or f"{space.name}-{_slug(data.name or 'data')}"
-    return pathlib.Path(DEFAULT_ROOT) / project
-
-
-def _settings(space, config, data) -> dict[str, Any]:
-    """What a resumed search must share with the one it resumes (search.json)."""
-    return {
-        "space": space.name,
-        "ranges": {key: list(value) for key, value in space.ranges.items()},
-        "input_shape": list(space.input_shape),
-        "classes": space.classes,
-        "dataset": data.name,
-        **{
-            key: getattr(config, key)
-            for key in ("tuner", "objective", "max_epochs", "seed", "hyperband_factor", "hyperband_iterations")
-        },
-    }
-
-
-def _check_settings(project_dir, settings):
-    """Refuses a project that holds a search with other settings: resuming it would
-    mix two searches (or fail inside keras-tuner)."""
-    try:
-        previous = read_json(project_dir / SETTINGS_FILE)
-    except CorruptFileError as error:
-        warnings.warn(
-            f"{error}; the settings of the search in the project cannot be checked against these, with which "
-            "it resumes (search.json is written anew).",
-            stacklevel=3,
-        )
-        previous = None
-    if previous is not None:
-        changed = {key: (previous.get(key), value) for key, value in settings.items() if previous.get(key) != value}
-        if changed:
-            raise ValueError(
-                "The project folder holds a search with other settings, which cannot be resumed with these; pass "
-                f"overwrite=True (--overwrite) or another project. Changed (old, new): {changed}. "
-                f"Received: directory={os.fspath(project_dir)!r}"
-            )
-
-
-def _clear_project(project_dir) -> None:
-    """Removes everything in the project folder but its lock (`overwrite`)."""
-    if project_dir.is_dir():
-        for path in project_dir.iterdir():
-            if path.name == LOCK_FILE:
-                continue
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-
-
-@contextlib.contextmanager
-def _distributed_env(config):
-    """keras-tuner takes its chief/worker settings from environment variables only:
-    set them for the duration of the search when the config asks, then restore them.
-    Without `config.chief`, variables the caller set are used as they are."""
-    if config.chief is None:
-        yield
-        return
-    host, port = parse_address(config.chief)
-    values = {_ENV_IP: host, _ENV_PORT: str(port), _ENV_ID: config.worker or "chief"}
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _role() -> str:
-    if _ENV_IP not in os.environ:
-        return "local"
-    return "chief" if "chief" in os.environ.get(_ENV_ID, "") else "worker"
-
-
 def _maximize(name) -> bool:
     return objective(name).direction == "max"
-
-
-def _slug(name) -> str:
-    name = os.path.basename(os.path.normpath(str(name))) or str(name)
-    return re.sub(r"[^a-z0-9_.]+", "_", name.lower()).strip("_.") or "data"
