@@ -145,7 +145,8 @@ def test_03_hyperparameter_tuning(tmp_path):
     with open(pathlib.Path(results["project_dir"]) / "trials.csv", newline="") as file:
         trials = list(csv.DictReader(file))
     assert len(trials) == FAST[NAMES[2]]["MAX_TRIALS"]
-    scores = {row["trial"]: float(row["val_accuracy"]) for row in trials if row["status"] == "COMPLETED"}
+    scores = {row["trial"]: float(row["score"]) for row in trials if row["status"] == "COMPLETED"}
+    accuracies = {row["trial"]: float(row["val_accuracy"]) for row in trials if row["status"] == "COMPLETED"}
     # The chosen trial is the finish's rank 1, of the two trials it retrained and tested.
     assert scores[results["best_trial"]] == pytest.approx(results["best_score"])
     assert sorted(results["retrained"]) == sorted(scores)
@@ -153,7 +154,10 @@ def test_03_hyperparameter_tuning(tmp_path):
     retrained = {row["trial"]: float(row["retrained_test_accuracy"]) for row in trials if row["retrained_rank"]}
     assert retrained == pytest.approx({name: run["test"] for name, run in results["retrained"].items()})
     assert list(results["references"]) == ["lenet5"] and 0 <= results["references"]["lenet5"] <= 1
-    assert results["trial_scores"] == pytest.approx(scores)
+    assert results["trial_scores"] == pytest.approx(scores) and results["trial_accuracies"] == pytest.approx(accuracies)
+    # The score charges the cost above the cheapest reference's MACs (LeNet-5's 416,520).
+    assert results["target_macs"] == 416_520
+    assert results["best_metric"] == pytest.approx(accuracies[results["best_trial"]])
     best_row = next(row for row in trials if row["trial"] == results["best_trial"])
     assert int(best_row["macs"]) == results["best_macs"] and int(best_row["params"]) == results["best_params"]
     # The best model's test accuracy is the saved best run's, evaluated afresh.

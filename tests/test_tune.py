@@ -487,7 +487,10 @@ def test_the_finish_retrains_the_cheapest_trials_the_validation_split_cannot_tel
     # within the standard error of the difference (1.23 points), 97.77% (three images,
     # 1.68 points) beyond its 1.45.
     ranked = [trial(0, 0.9944, 127e6), trial(1, 0.9888, 9e6), trial(2, 0.9888, 1e6), trial(3, 0.9777, 0.4e6)]
-    assert [r.trial_id for r in select_candidates(ranked, 2, 179)] == ["0002", "0001"]
+    assert [r.trial_id for r in select_candidates(ranked, 3, 179)] == ["0002", "0001", "0000"]
+    # Fewer places than ties: the best trial takes the last, against the cheapest tie.
+    assert [r.trial_id for r in select_candidates(ranked, 2, 179)] == ["0002", "0000"]
+    assert [r.trial_id for r in select_candidates(ranked, 1, 179)] == ["0000"]
     assert [r.trial_id for r in select_candidates(ranked, 4, 179)] == ["0002", "0001", "0000", "0003"]
     assert [r.trial_id for r in select_candidates(ranked, 2, 179, accuracy=False)] == ["0000", "0001"]
 

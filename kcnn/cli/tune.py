@@ -83,6 +83,7 @@ def _tune(args):
     import keras
 
     from kcnn import tune
+    from kcnn.tune import cost
 
     search_values = collect(args, _SEARCH_DEST)
     train_values = collect(args, _TRAIN_DEST)
@@ -119,7 +120,18 @@ def _tune(args):
     print(result.table())
     print()
     test = "" if result.best_test_accuracy is None else f", test accuracy {result.best_test_accuracy:.4f} after the full recipe"
-    print(f"best trial {result.best_trial}: {config.objective} {result.best_score:.4f}{test}")
+    value = result.best_score if result.best_metric is None else result.best_metric
+    score = ""
+    if result.target_macs is not None and abs(result.best_score - value) > 1e-9:
+        score = f" (score {result.best_score:.4f}, above the target of {result.target_macs:,} MACs)"
+    print(f"best trial {result.best_trial}: {config.objective} {value:.4f}{score}{test}")
+    if result.target_macs is not None:
+        print(f"  cost term: scores weighed by (MACs / {result.target_macs:,}) ** -0.07 above that target (--target-macs)")
+    if result.bar is not None:
+        print(
+            f"  bar: the cheapest reference scored {result.bar:.4f} as a trial; no proposal above "
+            f"{cost.ceiling(result.bar, result.target_macs):,} MACs could beat it"
+        )
     print("  " + " ".join(f"{key}={value}" for key, value in result.best_hyperparameters.items()))
     print(f"best model saved to {result.path}")
     print(f"trials: {result.trials_csv}  plot: {result.plot}")

@@ -1,7 +1,7 @@
 """Hyperparameter search over kcnn models with keras-tuner.
 
     from kcnn import tune
-    result = tune.search("convnet", "digits")               # Hyperband, resumable
+    result = tune.search("convnet", "digits")               # Hyperband, resumable, cost-weighted
     result.best_hyperparameters, result.path                # saved_models/tuning/convnet-digits/best/
     print(result.table())
 
@@ -22,6 +22,7 @@ The modules, one concept each:
     spaces/          the search spaces: their base, one module per space
     project.py       the project folder: its layout, settings, overwrite, distributed roles
     driver.py        search(): the tuner run, its result, the best model
+    cost.py          the cost term of the score (MnasNet's soft constraint on MACs)
     report.py        trial records, trials.csv, the Pareto plot, the results table
     finish.py        the top trials retrained with the full recipe, references, selection
     _keras_tuner/    every override of keras-tuner's internals (oracles, tuners)

@@ -75,14 +75,23 @@ class SearchConfig:
         retrain: with `top_k=0`, retrain the best configuration from scratch (with
             the trial's recipe) instead of restoring its best checkpoint.
         top_k: trials retrained after the search with the full recipe of
-            `kcnn train`: the cheapest of those whose score the validation split
-            cannot tell from the best one's (within one standard error of the
-            difference), then the next best; (`TrainConfig()`: augmentation, cosine schedule,
-            `finish_epochs` epochs) and scored on validation and test; `best/` is the
-            cheapest of them whose validation accuracy is within one standard error
-            of the difference from the top one's (`kcnn.tune.finish`). 0: no finish; `best/` is the
-            best trial as it trained.
+            `kcnn train` (`TrainConfig()`: augmentation, cosine schedule,
+            `finish_epochs` epochs) and scored on validation and test: the cheapest
+            of those whose score the validation split cannot tell from the best
+            one's (within one standard error of the difference), then the next best,
+            the best one always among them. `best/` is the cheapest of them whose
+            score (validation accuracy with the cost term) is within one standard
+            error of the difference from the top one's (`kcnn.tune.finish`). 0: no
+            finish; `best/` is the best trial as it trained.
         finish_epochs: epochs of the finish's runs (`kcnn train`'s 30).
+        target_macs: the cost term of the score (`kcnn.tune.cost`, MnasNet's soft
+            constraint): a trial of more MACs per image than this is scored by its
+            objective times (MACs / target_macs) ** -0.07 (a loss: divided by it),
+            about 5% per doubling, and ranked, selected for the finish and chosen by
+            that score. "references" (default): the MACs of the cheapest of
+            `references` that fits the data (LeNet-5's 416,520 on 32x32 digits;
+            none without references); None or "none": no cost term, the objective
+            alone.
         references: registered models, comma-separated, trained with the finish's
             recipe on the same data and drawn on the Pareto plot as reference points
             ("lenet5,convnet"); None or "none": no references. A net that does not
@@ -118,6 +127,9 @@ class SearchConfig:
     top_k: int = _field(3, "top trials retrained with the full `kcnn train` recipe and tested (0: none)")
     finish_epochs: int = _field(30, "epochs of the retraining of the top trials and the references")
     references: str | None = _field("lenet5,convnet", "registered models trained the same way as reference points")
+    target_macs: int | str | None = _field(
+        "references", "MACs above which the score pays MnasNet's cost term: N, 'references' (the cheapest) or none"
+    )
     max_consecutive_failed_trials: int | None = _field(20, "stop after this many failed trials in a row (none: never)")
     chief: str | None = _field(None, "HOST:PORT of the chief of a distributed search")
     worker: str | None = _field(None, "this worker's id in a distributed search")
@@ -130,6 +142,14 @@ class SearchConfig:
         if self.references is not None and not isinstance(self.references, str):
             raise ValueError(
                 f"`references` must be model names, comma-separated, or None. Received: references={self.references!r}"
+            )
+        if isinstance(self.target_macs, str) and self.target_macs.lower() == "none":
+            object.__setattr__(self, "target_macs", None)
+        if self.target_macs not in ("references", None) and (
+            isinstance(self.target_macs, bool) or not isinstance(self.target_macs, int) or self.target_macs < 1
+        ):
+            raise ValueError(
+                f"`target_macs` must be an int >= 1, 'references' or None. Received: target_macs={self.target_macs!r}"
             )
         for name in ("max_epochs", "executions_per_trial", "hyperband_iterations", "finish_epochs"):
             _check_int(name, getattr(self, name), minimum=1)

@@ -19,8 +19,8 @@ import keras
 
 from kcnn._files import write_json
 from kcnn._lock import FolderLock
-from kcnn.tune import finish, project, report
-from kcnn.tune._keras_tuner import checkpoint_path, collect_trials, make_tuner, objective, public_values
+from kcnn.tune import cost, finish, project, report
+from kcnn.tune._keras_tuner import checkpoint_path, collect_trials, make_tuner, metric_value, objective, public_values
 from kcnn.tune.config import SearchConfig
 from kcnn.tune.report import TrialRecord
 from kcnn.tune.spaces import SearchSpace, get_space
@@ -42,7 +42,8 @@ class SearchResult:
     Attributes:
         best_hyperparameters: the chosen trial's hyperparameter values (None on a
             worker): the finish's rank 1, or without a finish the best trial.
-        best_score: its objective value in the search.
+        best_score: its score in the search: the objective, weighed by the cost
+            term when there is one (`target_macs`).
         best_trial: its trial id.
         model: the chosen model (retrained with the full recipe, or without a
             finish restored or retrained), None on a worker.
@@ -53,6 +54,13 @@ class SearchResult:
         plot: path of the Pareto plot.
         role: "local", "chief" or "worker".
         objective: the objective the scores are of.
+        target_macs: the cost term's target (`kcnn.tune.cost`): trials of more MACs
+            per image were charged; None: no cost term.
+        best_metric: the chosen trial's objective value in the search (its own,
+            not weighed).
+        bar: with a cost term, the cheapest reference's objective trained as a
+            trial (`kcnn.tune.finish.reference_bar`): proposals that could not beat
+            it even at 100% accuracy were drawn again; None without one.
         retrained: the finish's runs of the top trials (`kcnn.tune.FinishRecord`),
             ranked; empty without a finish (`top_k=0`) and on a worker.
         references: the finish's reference nets, in `config.references`' order.
@@ -69,6 +77,9 @@ class SearchResult:
     plot: pathlib.Path | None
     role: str = "local"
     objective: str = "val_accuracy"
+    target_macs: int | None = None
+    best_metric: float | None = None
+    bar: float | None = None
     retrained: tuple[finish.FinishRecord, ...] = ()
     references: tuple[finish.FinishRecord, ...] = ()
 
@@ -104,12 +115,14 @@ def search(
 
     Each trial builds its model with the space's builder, trains it as `kcnn.train`
     does (same compile, optimizer, schedule and device settings) and is scored by the
-    best epoch's objective. A random proposal that does not fit the input or the
-    budget is drawn again before any trial is spent on it; one proposed anyway (a grid
-    point, Bayesian optimization's model) is a failed trial with its reason, and the
-    search goes on. The Keras session is
-    cleared between trials. Calling `search` again with the same project resumes it:
-    finished trials are kept, an interrupted one runs again.
+    best epoch's objective, weighed by its cost above `config.target_macs` (MnasNet's
+    soft constraint, `kcnn.tune.cost`; by default the MACs of the cheapest reference
+    net, so that what costs more than LeNet-5 must be that much more accurate). A
+    random proposal that does not fit the input or the budget is drawn again before
+    any trial is spent on it; one proposed anyway (a grid point, Bayesian
+    optimization's model) is a failed trial with its reason, and the search goes on.
+    The Keras session is cleared between trials. Calling `search` again with the same
+    project resumes it: finished trials are kept, an interrupted one runs again.
 
     Example:
         >>> result = search("convnet", "digits", tuner="random", max_trials=5)
@@ -158,6 +171,11 @@ def search(
             f"Received: data={data.name!r} with validation_split=0"
         )
     space = _make_space(space, data, config, ranges)
+    from_references = config.target_macs == "references"
+    target_macs = cost.resolve_target(
+        config.target_macs, finish.reference_names(config), data.input_shape, data.num_classes
+    )
+    config = dataclasses.replace(config, target_macs=target_macs)  # Resolved: the MACs, or None.
     project_dir = project.directory(config, space, data)
     settings = project.settings(space, config, data)
     with project.distributed_env(config), contextlib.ExitStack() as stack:
@@ -171,10 +189,20 @@ def search(
                 config = dataclasses.replace(config, overwrite=False)
             else:
                 project.check_settings(project_dir, settings)  # Before keras-tuner reloads the project.
-        tuner = make_tuner(space, config, project_dir, role, on_trial)
+        bar = None
+        if role != "worker" and from_references and target_macs is not None and _bounded(config.objective):
+            # The proposals' bar from the start: what the hand-designed net scores as a trial.
+            name, _ = cost.cheapest_reference(finish.reference_names(config), data.input_shape, data.num_classes)
+            bar = finish.reference_bar(name, data, config, project_dir)
+        tuner = make_tuner(space, config, project_dir, role, on_trial, target_macs=config.target_macs, bar=bar)
         if role != "worker":
             write_json(project_dir / project.SETTINGS_FILE, settings)
         fit_callbacks = list(callbacks)
+        if config.target_macs is not None:
+            # First: keras-tuner's callbacks, which Keras calls after it, read the score it logs.
+            fit_callbacks.insert(
+                0, cost.CostWeighted(config.objective, config.target_macs, maximize=_maximize(config.objective))
+            )
         if config.early_stopping:
             fit_callbacks.append(
                 keras.callbacks.EarlyStopping(
@@ -199,8 +227,11 @@ def search(
             warnings.warn(f"The search stopped early: {str(error).splitlines()[0]}", stacklevel=2)
         if role == "worker":
             records = tuple(r for r in collect_trials(tuner, project_dir) if r.trial_id in tuner.ran)
-            return SearchResult(None, None, None, None, None, project_dir, records, None, None, role, config.objective)
-        return _finish(tuner, space, data, config, project_dir, role, source=source, data_options=data_options)
+            return SearchResult(
+                None, None, None, None, None, project_dir, records, None, None, role, config.objective, config.target_macs
+            )
+        result = _finish(tuner, space, data, config, project_dir, role, source=source, data_options=data_options)
+        return dataclasses.replace(result, bar=bar)
 
 
 # --------------------------------------------------------------------------
@@ -231,7 +262,15 @@ def _finish(tuner, space, data, config, project_dir, role, *, source=None, data_
         chosen = finish.select_candidates(ranked, config.top_k, data.num_validation, accuracy=accuracy)
         candidates = [tuner.oracle.trials[r.trial_id] for r in chosen]
         retrained, references = finish.finish_search(
-            tuner, space, data, config, project_dir, candidates, source=source, data_options=data_options
+            tuner,
+            space,
+            data,
+            config,
+            project_dir,
+            candidates,
+            source=source,
+            data_options=data_options,
+            target_macs=config.target_macs,
         )
         chosen = finish.choose(retrained)
         best = tuner.oracle.trials[chosen.name]
@@ -258,6 +297,8 @@ def _finish(tuner, space, data, config, project_dir, role, *, source=None, data_
         plot=plot,
         role=role,
         objective=config.objective,
+        target_macs=config.target_macs,
+        best_metric=metric_value(best, config.objective),
         retrained=tuple(retrained),
         references=tuple(references),
     )
@@ -270,6 +311,8 @@ def _search_facts(space, config, project_dir, best, *, restored) -> dict[str, An
         "trial_id": best.trial_id,
         "score": float(best.score),
         "objective": config.objective,
+        "target_macs": config.target_macs,
+        "metric": metric_value(best, config.objective),
         "hyperparameters": public_values(best.hyperparameters),
         "restored": restored,
         "config": config.to_dict(),
@@ -353,6 +396,11 @@ def _make_space(space, data, config, ranges) -> SearchSpace:
             setattr(space, name, value)
     space.train = config.train
     return space
+
+
+def _bounded(name) -> bool:
+    """Whether the objective is a validation accuracy, at most 1 (maximized)."""
+    return name.startswith("val_") and "accuracy" in name and _maximize(name)
 
 
 def _maximize(name) -> bool:

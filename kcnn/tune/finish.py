@@ -5,13 +5,15 @@ lecture nets trained the same way as reference points.
 A trial is a short run (a few epochs, no augmentation): good for ranking many
 configurations, not for the model a user keeps. `finish_search` retrains `top_k`
 trials (`select_candidates`: the cheapest of those whose score the validation split
-cannot tell from the best one's, then the next best) with `kcnn.train.fit` and `TrainConfig()`'s recipe (augmentation, cosine
-schedule, `finish_epochs` epochs; the trial's learning rate), trains the `references`
+cannot tell from the best one's, then the next best, the best always among them) with
+`kcnn.train.fit` and `TrainConfig()`'s recipe (augmentation, cosine schedule,
+`finish_epochs` epochs; the trial's learning rate), trains the `references`
 (LeNet-5, the default ConvNet) with the same recipe on the same data, and ranks the
-retrained candidates by validation accuracy:
+retrained candidates by their score, the validation accuracy weighed by the search's
+cost term (`kcnn.tune.cost`; without one, the validation accuracy itself):
 
-    the best is the cheapest (fewest MACs, then parameters) candidate whose validation
-    accuracy is within one standard error of the difference from the top one's,
+    the best is the cheapest (fewest MACs, then parameters) candidate whose score is
+    within one standard error of the difference from the top one's,
 
 the standard error of an accuracy measured on n images being sqrt(q (1 - q) / n), q
 its Laplace estimate (`standard_error`), and that of the difference of two
@@ -42,6 +44,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kcnn._files import CorruptFileError, read_json, write_json
+from kcnn.tune.cost import factor
 
 __all__ = [
     "FinishRecord",
@@ -74,6 +77,8 @@ class FinishRecord:
         params: parameters of the model.
         macs: multiply-accumulates per image.
         search_score: the trial's score in the search (None for a reference).
+        score: the validation accuracy weighed by the search's cost term (`rank`
+            sets it; None for a reference).
         rank: 1 for the chosen model, then the order of the ranking (None for a
             reference).
         path: the run folder.
@@ -89,6 +94,7 @@ class FinishRecord:
     params: int | None = None
     macs: int | None = None
     search_score: float | None = None
+    score: float | None = None
     rank: int | None = None
     path: pathlib.Path | None = None
     reason: str | None = None
@@ -118,19 +124,28 @@ def standard_error(accuracy: float | None, examples: int | None) -> float | None
     return math.sqrt(q * (1 - q) / examples)
 
 
-def rank(records: Sequence[FinishRecord]) -> list[FinishRecord]:
-    """The retrained candidates in the order of the module's rule: those whose validation
-    accuracy is within one standard error of the difference from the top one's,
-    cheapest first (MACs, then parameters, then the higher accuracy, then the id), then
-    the others by validation accuracy."""
-    scored = [r for r in records if r.validation is not None]
+def rank(records: Sequence[FinishRecord], target_macs: int | None = None) -> list[FinishRecord]:
+    """The retrained candidates in the order of the module's rule, with their `score`:
+    those whose score (validation accuracy times `kcnn.tune.cost.factor(macs,
+    target_macs)`) is within one standard error of the difference from the top one's
+    (the errors scaled by the same factors), cheapest first (MACs, then parameters,
+    then the higher score, then the id), then the others by score."""
+    scored = [
+        dataclasses.replace(r, score=r.validation * factor(r.macs, target_macs))
+        for r in records
+        if r.validation is not None
+    ]
     if not scored:
         return list(records)
-    top = max(scored, key=lambda r: r.validation)
-    tied = [r for r in scored if top.validation - r.validation <= _difference_error(top, r) + 1e-12]
+
+    def error(r):
+        return (r.validation_error or 0.0) * factor(r.macs, target_macs)
+
+    top = max(scored, key=lambda r: r.score)
+    tied = [r for r in scored if top.score - r.score <= math.hypot(error(top), error(r)) + 1e-12]
     rest = [r for r in scored if r not in tied]
-    tied.sort(key=lambda r: (_cost(r.macs), _cost(r.params), -r.validation, r.name))
-    rest.sort(key=lambda r: (-r.validation, _cost(r.macs), r.name))
+    tied.sort(key=lambda r: (_cost(r.macs), _cost(r.params), -r.score, r.name))
+    rest.sort(key=lambda r: (-r.score, _cost(r.macs), r.name))
     unscored = [r for r in records if r.validation is None]
     return [dataclasses.replace(r, rank=i + 1) for i, r in enumerate([*tied, *rest])] + unscored
 
@@ -139,23 +154,23 @@ def select_candidates(records, k: int, examples: int | None, *, accuracy: bool =
     """The `k` trials the finish retrains, from the completed `records` ranked best first
     (`kcnn.tune.report.ranked_records`): those whose search score is within one standard
     error of the difference from the best one's (when the score is an accuracy measured
-    on `examples` images), cheapest first, then the next best by score."""
+    on `examples` images, or one weighed by the cost term: its error weighed alike),
+    cheapest first, then the next best by score; the best one always among them (in place
+    of the last), so that the cheaper ties are retrained against it."""
     if not records:
         return []
     top = records[0]
 
     def error(record):
-        return (standard_error(record.score, examples) or 0.0) if accuracy else 0.0
+        if not accuracy or not record.value:
+            return 0.0
+        return (standard_error(record.value, examples) or 0.0) * record.score / record.value
 
     tied = [r for r in records if abs(top.score - r.score) <= math.sqrt(error(top) ** 2 + error(r) ** 2) + 1e-12]
     tied.sort(key=lambda r: (_cost(r.macs), _cost(r.params), r.number))
     rest = [r for r in records if r not in tied]
-    return [*tied, *rest][:k]
-
-
-def _difference_error(a: FinishRecord, b: FinishRecord) -> float:
-    """The standard error of the difference of two validation accuracies."""
-    return math.sqrt((a.validation_error or 0.0) ** 2 + (b.validation_error or 0.0) ** 2)
+    chosen = [*tied, *rest][:k]
+    return chosen if top in chosen else [*chosen[: k - 1], top]
 
 
 def finish_train_config(config, learning_rate: float | None = None):
@@ -184,7 +199,9 @@ def seeded(seed: int, *keys: Any):
         random.setstate(state)
 
 
-def finish_search(tuner, space, data, config, project_dir, candidates, *, source=None, data_options=None):
+def finish_search(
+    tuner, space, data, config, project_dir, candidates, *, source=None, data_options=None, target_macs=None
+):
     """Retrains `candidates` (keras-tuner trials, best first) and trains the references.
 
     Args:
@@ -197,6 +214,8 @@ def finish_search(tuner, space, data, config, project_dir, candidates, *, source
         source: what `data` was loaded from (a name, a path, arrays), to load it again
             with the recipe's augmentation; None: `data` itself (its own augmentation).
         data_options: the `kcnn.data.load` options `data` was loaded with.
+        target_macs: the search's cost target (`kcnn.tune.cost`), which the ranking
+            charges as the search did; None: no cost term.
 
     Returns:
         (retrained, references): `FinishRecord`s, the retrained ranked (`rank`).
@@ -227,7 +246,35 @@ def finish_search(tuner, space, data, config, project_dir, candidates, *, source
             metadata = _fit(model, source, recipe, run, data_options, model_facts=model_facts, search=search)
         retrained.append(_record(trial.trial_id, "trial", run, metadata, search_score=float(trial.score)))
     references = [_reference(name, root, source, data, config, data_options) for name in reference_names(config)]
-    return rank(retrained), references
+    return rank(retrained, target_macs), references
+
+
+BAR_DIR = "bar"
+
+
+def reference_bar(name, data, config, project_dir) -> float | None:
+    """The bar of a search with a cost term: the registered model `name` (its cheapest
+    reference) trained as a trial is (the trial recipe, `config.max_epochs` epochs),
+    scored by its best epoch's objective (`val_<metric>`). At the target's MACs, this is
+    also its score; a configuration whose cost factor is below it could not beat the
+    hand-designed net even at 100% accuracy, and is not proposed (`kcnn.tune.cost`).
+
+    The run is a `kcnn.train` run folder in `<project>/bar/<name>/`: a resumed search
+    reads it instead of training it again. None when the objective is not logged.
+    """
+    from kcnn import registry, train
+
+    run = pathlib.Path(project_dir) / BAR_DIR / name
+    metadata = _completed(run)
+    if metadata is None:
+        recipe = dataclasses.replace(config.train, epochs=config.max_epochs, monitor=config.objective)
+        logger.info("search: training the reference %s as a trial (%d epochs), the bar to beat", name, recipe.epochs)
+        with seeded(recipe.seed, "bar", name):
+            model = registry.create_model(name, input_shape=tuple(data.input_shape), classes=data.num_classes)
+            metadata = train.fit(model, data, recipe, output=run, verbose=0).metadata
+    validation = (metadata.get("metrics") or {}).get("validation") or {}
+    value = validation.get(config.objective.removeprefix("val_"))
+    return None if value is None else float(value)
 
 
 def reference_names(config) -> tuple[str, ...]:

@@ -64,7 +64,15 @@ def settings(space, config, data) -> dict[str, Any]:
         "dataset": data.name,
         **{
             key: getattr(config, key)
-            for key in ("tuner", "objective", "max_epochs", "seed", "hyperband_factor", "hyperband_iterations")
+            for key in (
+                "tuner",
+                "objective",
+                "target_macs",
+                "max_epochs",
+                "seed",
+                "hyperband_factor",
+                "hyperband_iterations",
+            )
         },
     }
 

@@ -41,8 +41,11 @@ class TrialRecord:
         total: trials planned for the search (None when unknown).
         status: "RUNNING" (started; a trial of an interrupted search that will
             run again on resume), "COMPLETED", "FAILED" or "INVALID".
-        score: the objective's best value over the trial's epochs (None unless
-            completed).
+        score: the best value over the trial's epochs of what the search ranks by:
+            the objective, or with a cost term (`kcnn.tune.cost`) the objective
+            weighed by the trial's MACs (None unless completed).
+        metric: the objective's own value at that epoch (None unless completed);
+            `score` without a cost term, or at or below its target.
         best_score: the best score of the search so far (live records only).
         hyperparameters: the sampled values (active ones), by name.
         params: parameters of the model (None when no model was built).
@@ -58,6 +61,7 @@ class TrialRecord:
     total: int | None
     status: str
     score: float | None = None
+    metric: float | None = None
     best_score: float | None = None
     hyperparameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     params: int | None = None
@@ -78,19 +82,34 @@ class TrialRecord:
         if self.status == "COMPLETED":
             cost = f"  {_human(self.params)} params  {_human(self.macs)} MACs" if self.params is not None else ""
             seconds = f"  {self.seconds:.1f}s" if self.seconds is not None else ""
-            return f"{head}  {objective} {self.score:.4f}{best}{cost}{seconds}"
+            return f"{head}  {objective} {self.value:.4f}{self.score_note}{best}{cost}{seconds}"
         return f"{head}  {self.status}: {self.reason or 'no reason recorded'}{best}"
 
 
+    @property
+    def value(self) -> float | None:
+        """The objective's own value (`metric`), or the score where it is not recorded."""
+        return self.score if self.metric is None else self.metric
+
+    @property
+    def score_note(self) -> str:
+        """" (score 0.9312)" where the score is not the objective's own value (a cost
+        was charged), else ""."""
+        if self.score is None or self.metric is None or math.isclose(self.score, self.metric, rel_tol=1e-9):
+            return ""
+        return f" (score {self.score:.4f})"
+
+
 def pareto_front(records: Sequence[TrialRecord], *, maximize: bool = True) -> list[TrialRecord]:
-    """The completed trials no other trial beats on both score and MACs, cheapest first."""
-    scored = [r for r in records if r.status == "COMPLETED" and r.score is not None and r.macs is not None]
+    """The completed trials no other trial beats on both the objective's own value and
+    MACs, cheapest first."""
+    scored = [r for r in records if r.status == "COMPLETED" and r.value is not None and r.macs is not None]
     sign = 1 if maximize else -1
     front, best = [], -math.inf
-    for record in sorted(scored, key=lambda r: (r.macs, -sign * r.score)):
-        if sign * record.score > best:
+    for record in sorted(scored, key=lambda r: (r.macs, -sign * r.value)):
+        if sign * record.value > best:
             front.append(record)
-            best = sign * record.score
+            best = sign * record.value
     return front
 
 
@@ -109,7 +128,9 @@ FINISH_COLUMNS = ("retrained_rank", "retrained_val_accuracy", "retrained_test_ac
 def write_trials_csv(path, records, objective, *, maximize=True, order=(), finish=()):
     """Writes trials.csv (atomically): one row per trial, hyperparameters as columns.
 
-    Columns: trial, status, the objective, params, macs, seconds, epochs, pareto,
+    Columns: trial, status, the objective (its own value), score (what the search
+    ranks by: the objective weighed by the cost term, `kcnn.tune.cost`, or the
+    objective itself), params, macs, seconds, epochs, pareto,
     retrained_rank, retrained_val_accuracy and retrained_test_accuracy (the finish's
     full-recipe run of the trial, blank for the trials it did not retrain), the
     hyperparameters (blank where inactive), tuner, reason.
@@ -117,7 +138,7 @@ def write_trials_csv(path, records, objective, *, maximize=True, order=(), finis
     names = hyperparameter_names(records, order)
     front = {r.trial_id for r in pareto_front(records, maximize=maximize)}
     retrained = {r.name: r for r in finish if r.kind == "trial"}
-    header = ["trial", "status", objective, "params", "macs", "seconds", "epochs", "pareto", *FINISH_COLUMNS]
+    header = ["trial", "status", objective, "score", "params", "macs", "seconds", "epochs", "pareto", *FINISH_COLUMNS]
     header += [*names, "tuner", "reason"]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -128,6 +149,7 @@ def write_trials_csv(path, records, objective, *, maximize=True, order=(), finis
             [
                 r.trial_id,
                 r.status,
+                _number(r.value),
                 _number(r.score),
                 _blank(r.params),
                 _blank(r.macs),
@@ -148,9 +170,11 @@ def write_trials_csv(path, records, objective, *, maximize=True, order=(), finis
 def write_finish_csv(path, finish):
     """Writes finish.csv (atomically): the finish's runs, the retrained trials by rank,
     then the references, with validation and test accuracy, their standard errors,
-    the images they are measured on, params, MACs and the run folder."""
+    the images they are measured on, params, MACs, the score the ranking used (the
+    validation accuracy weighed by the cost term), the trial's search score and the run
+    folder."""
     header = ["name", "kind", "rank", "val_accuracy", "val_error", "val_examples", "test_accuracy", "test_error"]
-    header += ["test_examples", "params", "macs", "search_score", "path", "reason"]
+    header += ["test_examples", "params", "macs", "score", "search_score", "path", "reason"]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
@@ -168,6 +192,7 @@ def write_finish_csv(path, finish):
                 _blank(r.test_examples),
                 _blank(r.params),
                 _blank(r.macs),
+                _number(r.score),
                 _number(r.search_score),
                 _blank(r.path),
                 _blank(r.reason),
@@ -180,7 +205,8 @@ def format_finish(retrained, references) -> str:
     """The finish's table: the retrained trials by rank (the chosen one marked), then
     the references; accuracies in percent with their standard errors."""
     lines = [
-        "retrained with the full recipe (best: the cheapest within one standard error of the difference from the top validation accuracy)",
+        "retrained with the full recipe (best: the cheapest within one standard error of the difference from the top score, "
+        "the validation accuracy weighed by the cost term)",
         f"{'rank':>4} {'model':<12} {'val %':>13} {'test %':>13} {'params':>9} {'MACs':>9} {'search':>8}",
     ]
 
@@ -199,8 +225,9 @@ def format_finish(retrained, references) -> str:
 
 
 def plot_pareto(path, records, objective, *, maximize=True, title="", finish=()):
-    """Writes a PNG of score against MACs per image (log scale) for the completed
-    trials, with the Pareto front drawn and the best trial marked; with the finish's
+    """Writes a PNG of the objective (its own value, not the cost-weighted score)
+    against MACs per image (log scale) for the completed trials, with the Pareto
+    front drawn and the best trial (by score) marked; with the finish's
     runs (`kcnn.tune.finish.FinishRecord`), their test accuracy (filled) and
     validation accuracy (open) joined by a line, the chosen one and the references
     (squares) labelled.
@@ -212,17 +239,17 @@ def plot_pareto(path, records, objective, *, maximize=True, title="", finish=())
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    scored = [r for r in records if r.status == "COMPLETED" and r.score is not None and r.macs]
+    scored = [r for r in records if r.status == "COMPLETED" and r.value is not None and r.macs]
     failed = sum(r.status in ("FAILED", "INVALID") for r in records)
     figure = Figure(figsize=(7, 4.5), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
     if scored:
-        axes.scatter([r.macs for r in scored], [r.score for r in scored], s=18, color="0.6", label="trial")
+        axes.scatter([r.macs for r in scored], [r.value for r in scored], s=18, color="0.6", label="trial")
         front = pareto_front(scored, maximize=maximize)
         axes.plot(
             [r.macs for r in front],
-            [r.score for r in front],
+            [r.value for r in front],
             "o-",
             color="tab:red",
             drawstyle="steps-post",
@@ -232,7 +259,7 @@ def plot_pareto(path, records, objective, *, maximize=True, title="", finish=())
         if not any(r.rank == 1 for r in finish):  # Else the finish's chosen run is the one marked.
             axes.scatter(
                 [best.macs],
-                [best.score],
+                [best.value],
                 marker="*",
                 s=160,
                 color="tab:orange",
@@ -240,7 +267,7 @@ def plot_pareto(path, records, objective, *, maximize=True, title="", finish=())
                 label=f"best (trial {best.trial_id})",
             )
         for r in front:
-            axes.annotate(r.trial_id, (r.macs, r.score), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            axes.annotate(r.trial_id, (r.macs, r.value), textcoords="offset points", xytext=(4, 4), fontsize=7)
         _plot_finish(axes, [r for r in finish if r.macs and r.test is not None])
         axes.set_xscale("log")
         axes.legend(loc="best", fontsize=8)
@@ -307,18 +334,18 @@ def best_record(records: Sequence[TrialRecord], *, maximize: bool = True) -> Tri
 def format_results(
     records: Sequence[TrialRecord], objective: str, *, maximize: bool = True, top: int = 10, order=()
 ) -> str:
-    """The results table: the best `top` completed trials, then the failures."""
-    completed = sorted(
-        (r for r in records if r.status == "COMPLETED" and r.score is not None),
-        key=lambda r: r.score,
-        reverse=maximize,
-    )
+    """The results table: the best `top` completed trials (by score), then the failures.
+    A score column follows the objective's where a cost was charged."""
+    completed = ranked_records(records, maximize=maximize)
     names = hyperparameter_names(completed, order)
-    lines = [f"{'trial':>5} {objective:>12} {'params':>9} {'MACs':>9} {'seconds':>8}  hyperparameters"]
+    weighted = any(r.score_note for r in completed)
+    score = f" {'score':>8}" if weighted else ""
+    lines = [f"{'trial':>5} {objective:>12}{score} {'params':>9} {'MACs':>9} {'seconds':>8}  hyperparameters"]
     for r in completed[:top]:
         values = " ".join(f"{name}={_short(r.hyperparameters[name])}" for name in names if name in r.hyperparameters)
+        score = f" {r.score:>8.4f}" if weighted else ""
         lines.append(
-            f"{r.trial_id:>5} {r.score:>12.4f} {_human(r.params):>9} {_human(r.macs):>9} "
+            f"{r.trial_id:>5} {r.value:>12.4f}{score} {_human(r.params):>9} {_human(r.macs):>9} "
             f"{_blank(r.seconds and round(r.seconds, 1)):>8}  {values}"
         )
     if len(completed) > top:

@@ -35,8 +35,20 @@ from kcnn.tune._keras_tuner.tuners import (  # noqa: F401
     checkpoint_path,
     collect_trials,
     make_tuner,
+    metric_value,
     objective,
     public_values,
+    score_objective,
 )
 
-__all__ = ["TRIAL_ID_DIGITS", "checkpoint_path", "collect_trials", "format_trial_id", "make_tuner", "objective", "public_values"]
+__all__ = [
+    "TRIAL_ID_DIGITS",
+    "checkpoint_path",
+    "collect_trials",
+    "format_trial_id",
+    "make_tuner",
+    "metric_value",
+    "objective",
+    "public_values",
+    "score_objective",
+]

@@ -25,6 +25,7 @@ from kcnn.tune._keras_tuner.oracles import (
     _HyperbandOracle,
     _RandomSearchOracle,
 )
+from kcnn.tune.cost import ceiling, weighted_name
 from kcnn.tune.report import RECORD_FILE, TrialRecord
 
 logger = logging.getLogger("kcnn")
@@ -77,10 +78,12 @@ class _Records:
             state = {}
         self.set_state(state)
 
-    def follow(self, on_trial, planned):
-        """Sets the progress callback and the number of trials planned."""
+    def follow(self, on_trial, planned, metric):
+        """Sets the progress callback, the number of trials planned and the objective's
+        own name (`metric`: the score's, or with a cost term the quantity it weighs)."""
         self._on_trial = on_trial
         self._planned = planned
+        self.metric = metric
         self._started = {}
         self._epochs = {}
         self.ran = []  # Trial ids this process ran, in order.
@@ -169,6 +172,7 @@ class _Records:
                 total=total,
                 status=status,
                 score=float(score) if status == "COMPLETED" and score is not None else None,
+                metric=metric_value(trial, self.metric) if status == "COMPLETED" else None,
                 best_score=float(best[0].score) if best else None,
                 hyperparameters=public_values(trial.hyperparameters),
                 params=record.get("params"),
@@ -279,12 +283,14 @@ _TUNERS = {
 }
 
 
-def make_tuner(space, config, project_dir, role, on_trial):
+def make_tuner(space, config, project_dir, role, on_trial, target_macs=None, bar=None):
     """The keras-tuner tuner of `config.tuner` over `space`, in `project_dir`
-    (reloaded from there unless `config.overwrite`)."""
+    (reloaded from there unless `config.overwrite`), ranking trials by
+    `score_objective(config.objective, target_macs)`; with a cost term, random
+    proposals that could not beat the best score so far, or `bar`, are drawn again."""
     tuner_class, oracle_class = _TUNERS[config.tuner]
     options = dict(
-        objective=objective(config.objective),
+        objective=score_objective(config.objective, target_macs),
         seed=config.seed,
         max_consecutive_failed_trials=config.max_consecutive_failed_trials,
     )
@@ -313,14 +319,32 @@ def make_tuner(space, config, project_dir, role, on_trial):
         overwrite=config.overwrite and role != "worker",
     )
     # Random proposals are drawn again until the space can build them within its budget
-    # (the grid's points are what they are).
+    # (the grid's points are what they are), and, with a cost term on an accuracy, below
+    # the MACs at which they could not beat the best score so far.
     oracle.fits = space.fits
+    if target_macs is not None and "accuracy" in config.objective and oracle.objective.direction == "max":
+        oracle.fits = _could_win(space, oracle, target_macs, bar)
     if config.tuner == "hyperband":
         # keras-tuner's Hyperband has no trial budget of its own; the oracle's
         # `max_trials` is what every other oracle stops at.
         tuner.oracle.max_trials = config.max_trials
-    tuner.follow(on_trial, planned)
+    tuner.follow(on_trial, planned, config.objective)
     return tuner
+
+
+def _could_win(space, oracle, target_macs, bar=None):
+    """`space.fits`, with the MACs `kcnn.tune.cost.ceiling` of the best score so far (or
+    `bar`, the cheapest reference's score as a trial, when higher): a configuration
+    that could not beat it even at accuracy 1 is no trial worth running."""
+
+    def fits(hp):
+        # Read in the oracle's create_trial, which holds its lock: its trials as they are.
+        scores = [t.score for t in oracle.trials.values() if t.status == "COMPLETED" and t.score is not None]
+        if bar is not None:
+            scores.append(bar)
+        return space.fits(hp, ceiling=ceiling(max(scores, default=None), target_macs))
+
+    return fits
 
 
 def _hyperband_trials(config) -> int:
@@ -365,6 +389,7 @@ def collect_trials(tuner, project_dir) -> list[TrialRecord]:
                 total=None,
                 status=status,
                 score=float(trial.score) if status == "COMPLETED" and trial.score is not None else None,
+                metric=metric_value(trial, tuner.metric) if status == "COMPLETED" else None,
                 hyperparameters=public_values(trial.hyperparameters),
                 params=facts.get("params"),
                 macs=facts.get("macs"),
@@ -391,6 +416,28 @@ def objective(name):
             f"metric such as 'val_accuracy' or 'val_loss'. Received: objective={name!r}"
         )
     return keras_tuner.Objective(name, direction)
+
+
+def score_objective(name, target_macs=None):
+    """keras-tuner's `Objective` of a search's score: the objective `name`, or with a
+    MACs target its cost-weighted value (`kcnn.tune.cost`), in the same direction."""
+    own = objective(name)
+    return own if target_macs is None else keras_tuner.Objective(weighted_name(name), own.direction)
+
+
+def metric_value(trial, name) -> float | None:
+    """The objective's own value of a trial at its best step (the score's, as the
+    cost factor is the same at every step)."""
+    metrics = trial.metrics
+    if not metrics.exists(name):
+        return None
+    if trial.best_step is not None:
+        history = metrics.get_history(name)
+        at_best = [observation.mean() for observation in history if observation.step == trial.best_step]
+        if at_best:
+            return float(at_best[0])
+    value = metrics.get_best_value(name)
+    return None if value is None else float(value)
 
 
 def public_values(hyperparameters) -> dict[str, Any]:

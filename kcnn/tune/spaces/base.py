@@ -134,17 +134,19 @@ class SearchSpace(keras_tuner.HyperModel):
                 f"The model costs {macs:,} MACs per image, over the budget. Received: max_macs={self.max_macs:,}"
             )
 
-    def fits(self, hp: keras_tuner.HyperParameters) -> bool:
+    def fits(self, hp: keras_tuner.HyperParameters, *, ceiling: int | None = None) -> bool:
         """Whether the configuration of `hp`'s values builds for the input and is within
-        the budget: its model is built (not compiled or trained) and counted. Python's
-        `random`, from which Keras draws its default seeds, is left as it was."""
+        the budget (and at most `ceiling` MACs): its model is built (not compiled or
+        trained) and counted. Python's `random`, from which Keras draws its default
+        seeds, is left as it was."""
         try:
             with seeded(self.train.seed, "fits"):
                 model = self.build_model(self.declare(hp))
-            self.check_budget(int(model.count_params()), int(shapes.count_macs(model)))
+            macs = int(shapes.count_macs(model))
+            self.check_budget(int(model.count_params()), macs)
         except (ValueError, FailedTrialError):
             return False
-        return True
+        return ceiling is None or macs <= ceiling
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         """Builds and compiles the model of one configuration.

@@ -1,0 +1,141 @@
+"""The search's cost term: MnasNet's soft constraint, on multiply-accumulates.
+
+Tan et al. 2019 (MnasNet, eq. 2) score a model m as
+
+    ACC(m) x (LAT(m) / T) ** w,   w = alpha if LAT(m) <= T else beta,
+
+and with alpha = 0, beta = -0.07 (their "soft" constraint, section 3) a model within the
+target T is scored by its accuracy alone, and one above it pays about 5% per doubling of
+its cost: a model twice as costly must be 5% more accurate to tie. Here the cost is the
+MACs per image (`kcnn.shapes.count_macs`: what the search can count exactly on any
+machine) and T, by default, the MACs of the cheapest of the search's reference nets that
+fits the data (`SearchConfig.references`: LeNet-5, 416,520 MACs on 32x32 digits), so the
+search prefers what beats the hand-designed net at its cost, and pays for going above it.
+
+A trial logs `<objective>_cost_weighted` (`CostWeighted`) next to the objective, and the
+tuner ranks trials by it; a loss is divided by the factor instead (larger is worse).
+An accuracy is at most 1, so a configuration whose factor is below the best score so far
+cannot win whatever it learns: a random proposal above that `ceiling` is drawn again
+instead of trained (the search's first trials are free: there is no best yet).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+
+import keras
+
+__all__ = ["EXPONENT", "CostWeighted", "ceiling", "factor", "resolve_target", "weigh", "weighted_name"]
+
+logger = logging.getLogger("kcnn")
+
+#: MnasNet's beta: the exponent of MACs / T above the target (Tan et al. 2019, sec. 3).
+EXPONENT = -0.07
+
+
+def factor(macs: int | None, target: int | None) -> float:
+    """(macs / target) ** EXPONENT above the target, 1 within it (or without a target or
+    a count)."""
+    if target is None or macs is None or macs <= target:
+        return 1.0
+    return (macs / target) ** EXPONENT
+
+
+def weigh(value: float, macs: int | None, target: int | None, *, maximize: bool = True) -> float:
+    """The score of an objective `value` at `macs`: multiplied by the factor when the
+    objective is maximized (an accuracy), divided by it when minimized (a loss)."""
+    weight = factor(macs, target)
+    return value * weight if maximize else value / weight
+
+
+def ceiling(best_score: float | None, target: int | None) -> int | None:
+    """The MACs above which a model scores below `best_score` even at accuracy 1
+    (`target * best_score ** (1 / EXPONENT)`): a configuration that costs more cannot
+    become the search's best, and is not worth a trial. None without a target or a
+    positive best score."""
+    if target is None or best_score is None or best_score <= 0:
+        return None
+    return int(target * min(best_score, 1.0) ** (1 / EXPONENT))
+
+
+def weighted_name(objective: str) -> str:
+    """The logged name of the weighted objective: "val_accuracy_cost_weighted"."""
+    return f"{objective}_cost_weighted"
+
+
+class CostWeighted(keras.callbacks.Callback):
+    """Logs `<objective>_cost_weighted` at the end of each epoch: the objective weighed
+    by the cost of the model trained (its MACs per image, counted once at the start).
+
+    It must come before the callbacks that read the logs (keras-tuner's, `History`),
+    which Keras calls in order with the same logs.
+
+    Args:
+        objective: the logged quantity, e.g. "val_accuracy".
+        target: the MACs above which the cost is charged.
+        maximize: whether the objective is maximized.
+    """
+
+    def __init__(self, objective: str, target: int, *, maximize: bool = True):
+        super().__init__()
+        self.objective = objective
+        self.target = target
+        self.maximize = maximize
+        self.factor = 1.0
+
+    def on_train_begin(self, logs=None):
+        from kcnn import shapes
+
+        self.factor = factor(int(shapes.count_macs(self.model)), self.target)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and logs.get(self.objective) is not None:
+            value = float(logs[self.objective])
+            logs[weighted_name(self.objective)] = value * self.factor if self.maximize else value / self.factor
+
+
+def resolve_target(target, references: Sequence[str], input_shape, classes: int) -> int | None:
+    """The MACs target of a search: `target` itself (an int), None for None, or for
+    "references" the MACs of the cheapest of `references` that builds for the input
+    (None without references, and with a warning when none of them fits)."""
+    if target is None or isinstance(target, int):
+        return target
+    if target != "references":
+        raise ValueError(f"`target_macs` must be an int, 'references' or None. Received: target_macs={target!r}")
+    cheapest = cheapest_reference(references, input_shape, classes)
+    if cheapest is None:
+        if references:
+            warnings.warn(
+                f"No reference net fits {tuple(input_shape)} images (references: {', '.join(references)}), so the "
+                "search's score has no cost term; pass target_macs (--target-macs) to set one.",
+                stacklevel=3,
+            )
+        return None
+    name, macs = cheapest
+    logger.info("search: cost charged above %d MACs, those of the reference %s", macs, name)
+    return macs
+
+
+def cheapest_reference(references: Sequence[str], input_shape, classes: int) -> tuple[str, int] | None:
+    """(name, MACs) of the cheapest of the registered `references` that builds for the
+    input, or None when none does."""
+    from kcnn import registry, shapes
+    from kcnn.tune.finish import seeded
+
+    counts = {}
+    for name in references:
+        try:
+            with seeded(0, "target_macs", name):  # Leaves Python's `random` as it was.
+                model = registry.create_model(name, input_shape=tuple(input_shape), classes=classes)
+        except ValueError as error:
+            if not str(error).startswith("The input is too small"):
+                raise
+            continue
+        counts[name] = int(shapes.count_macs(model))
+        del model
+    if not counts:
+        return None
+    name = min(counts, key=counts.get)
+    return name, counts[name]
