@@ -30,7 +30,7 @@ def run_python(code, timeout=SUBPROCESS_TIMEOUT):
     "package,modules",
     [
         ("kcnn", ["kcnn.models", "kcnn.registry"]),
-        ("kcnn.train", [f"kcnn.train.{m}" for m in ("config", "distribute", "compile", "runs", "callbacks", "inputs", "driver", "inference", "transfer")]),
+        ("kcnn.train", [f"kcnn.train.{m}" for m in ("config", "distribute", "compile", "runs", "callbacks", "inputs", "phases", "driver", "inference", "transfer")]),
         ("kcnn.tune", [f"kcnn.tune.{m}" for m in ("config", "spaces", "driver", "report", "_keras_tuner")]),
     ],
 )

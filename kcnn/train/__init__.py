@@ -21,7 +21,8 @@ The modules, one concept each:
     runs.py        the run folder and its metadata
     callbacks.py   the callbacks that write a run folder while it trains
     inputs.py      the model and the data of a run, fitted to each other
-    driver.py      fit and the phase driver it shares with fine_tune
+    phases.py      the loop that runs a run's phases, resuming from its checkpoint
+    driver.py      fit and the driver it shares with fine_tune: set-up, phases, output
     inference.py   load, evaluate, predict
     transfer.py    fine_tune, replace_head, feature_extractor, nearest_neighbours
 """

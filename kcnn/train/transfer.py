@@ -16,9 +16,10 @@ from kcnn import data as kdata
 from kcnn._keras_graph import get_layer, leaf_layers, producer
 from kcnn.train.config import TrainConfig
 from kcnn.train.distribute import resolve_device
-from kcnn.train.driver import Phase, TrainResult, train_phases
+from kcnn.train.driver import TrainResult, train_phases
 from kcnn.train.inference import check_compatible, resolve_model
 from kcnn.train.inputs import load_data
+from kcnn.train.phases import Phase
 from kcnn.train.runs import RunFolder, open_run, start_metadata
 from kcnn.weights import preprocessing_layer, weight_set_of
 
