@@ -51,17 +51,17 @@ def test_the_callback_logs_the_weighted_objective_for_the_models_macs():
 
 def test_the_target_is_the_cheapest_reference_that_fits_the_data():
     # LeNet-5 on 32x32 digits: 416,520 MACs (LeCun et al. 1998), the ConvNet's are more.
-    assert cost.resolve_target("references", ("convnet", "lenet5"), (32, 32, 1), 10) == 416_520
-    assert cost.resolve_target(1234, ("lenet5",), (32, 32, 1), 10) == 1234
-    assert cost.resolve_target(None, ("lenet5",), (32, 32, 1), 10) is None
-    assert cost.resolve_target("references", (), (32, 32, 1), 10) is None
+    assert cost.resolve_target("references", ("convnet", "lenet5"), (32, 32, 1), 10) == (416_520, "lenet5")
+    assert cost.resolve_target(1234, ("lenet5",), (32, 32, 1), 10) == (1234, None)
+    assert cost.resolve_target(None, ("lenet5",), (32, 32, 1), 10) == (None, None)
+    assert cost.resolve_target("references", (), (32, 32, 1), 10) == (None, None)
     # 16x16 is too small for LeNet-5 (32x32), not for the ConvNet: the ConvNet sets it.
     convnet = cost.resolve_target("references", ("lenet5", "convnet"), (16, 16, 1), 4)
     from kcnn import shapes
 
-    assert convnet == shapes.count_macs(kcnn.convnet(input_shape=(16, 16, 1), classes=4))
+    assert convnet == (shapes.count_macs(kcnn.convnet(input_shape=(16, 16, 1), classes=4)), "convnet")
     with pytest.warns(UserWarning, match=r"No reference net fits \(8, 8, 1\) images \(references: lenet5\)"):
-        assert cost.resolve_target("references", ("lenet5",), (8, 8, 1), 4) is None
+        assert cost.resolve_target("references", ("lenet5",), (8, 8, 1), 4) == (None, None)
     with pytest.raises(ValueError, match="must be an int, 'references' or None. Received: target_macs='cheap'"):
         cost.resolve_target("cheap", ("lenet5",), (32, 32, 1), 10)
 

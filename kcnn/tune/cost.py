@@ -27,7 +27,17 @@ from collections.abc import Sequence
 
 import keras
 
-__all__ = ["EXPONENT", "CostWeighted", "ceiling", "factor", "resolve_target", "weigh", "weighted_name"]
+__all__ = [
+    "EXPONENT",
+    "CostWeighted",
+    "bounded",
+    "ceiling",
+    "cheapest_reference",
+    "factor",
+    "resolve_target",
+    "weigh",
+    "weighted_name",
+]
 
 logger = logging.getLogger("kcnn")
 
@@ -48,6 +58,12 @@ def weigh(value: float, macs: int | None, target: int | None, *, maximize: bool 
     objective is maximized (an accuracy), divided by it when minimized (a loss)."""
     weight = factor(macs, target)
     return value * weight if maximize else value / weight
+
+
+def bounded(objective: str, *, maximize: bool) -> bool:
+    """Whether the objective is an accuracy, maximized and at most 1: only then does a
+    factor below the best score rule a configuration out (`ceiling`)."""
+    return maximize and "accuracy" in objective
 
 
 def ceiling(best_score: float | None, target: int | None) -> int | None:
@@ -96,12 +112,13 @@ class CostWeighted(keras.callbacks.Callback):
             logs[weighted_name(self.objective)] = value * self.factor if self.maximize else value / self.factor
 
 
-def resolve_target(target, references: Sequence[str], input_shape, classes: int) -> int | None:
-    """The MACs target of a search: `target` itself (an int), None for None, or for
-    "references" the MACs of the cheapest of `references` that builds for the input
-    (None without references, and with a warning when none of them fits)."""
+def resolve_target(target, references: Sequence[str], input_shape, classes: int) -> tuple[int | None, str | None]:
+    """(MACs, reference) of a search's target: `target` itself (an int) and None, (None,
+    None) for None, or for "references" the MACs and name of the cheapest of
+    `references` that builds for the input ((None, None) without references, and with a
+    warning when none of them fits)."""
     if target is None or isinstance(target, int):
-        return target
+        return target, None
     if target != "references":
         raise ValueError(f"`target_macs` must be an int, 'references' or None. Received: target_macs={target!r}")
     cheapest = cheapest_reference(references, input_shape, classes)
@@ -112,10 +129,10 @@ def resolve_target(target, references: Sequence[str], input_shape, classes: int)
                 "search's score has no cost term; pass target_macs (--target-macs) to set one.",
                 stacklevel=3,
             )
-        return None
+        return None, None
     name, macs = cheapest
     logger.info("search: cost charged above %d MACs, those of the reference %s", macs, name)
-    return macs
+    return macs, name
 
 
 def cheapest_reference(references: Sequence[str], input_shape, classes: int) -> tuple[str, int] | None:

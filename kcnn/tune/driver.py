@@ -171,8 +171,7 @@ def search(
             f"Received: data={data.name!r} with validation_split=0"
         )
     space = _make_space(space, data, config, ranges)
-    from_references = config.target_macs == "references"
-    target_macs = cost.resolve_target(
+    target_macs, reference = cost.resolve_target(
         config.target_macs, finish.reference_names(config), data.input_shape, data.num_classes
     )
     config = dataclasses.replace(config, target_macs=target_macs)  # Resolved: the MACs, or None.
@@ -190,10 +189,12 @@ def search(
             else:
                 project.check_settings(project_dir, settings)  # Before keras-tuner reloads the project.
         bar = None
-        if role != "worker" and from_references and target_macs is not None and _bounded(config.objective):
+        validation_accuracy = config.objective.startswith("val_") and cost.bounded(
+            config.objective, maximize=_maximize(config.objective)
+        )
+        if role != "worker" and reference is not None and validation_accuracy:
             # The proposals' bar from the start: what the hand-designed net scores as a trial.
-            name, _ = cost.cheapest_reference(finish.reference_names(config), data.input_shape, data.num_classes)
-            bar = finish.reference_bar(name, data, config, project_dir)
+            bar = finish.reference_bar(reference, data, config, project_dir)
         tuner = make_tuner(space, config, project_dir, role, on_trial, target_macs=config.target_macs, bar=bar)
         if role != "worker":
             write_json(project_dir / project.SETTINGS_FILE, settings)
@@ -396,11 +397,6 @@ def _make_space(space, data, config, ranges) -> SearchSpace:
             setattr(space, name, value)
     space.train = config.train
     return space
-
-
-def _bounded(name) -> bool:
-    """Whether the objective is a validation accuracy, at most 1 (maximized)."""
-    return name.startswith("val_") and "accuracy" in name and _maximize(name)
 
 
 def _maximize(name) -> bool:

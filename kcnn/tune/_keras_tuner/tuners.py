@@ -25,7 +25,7 @@ from kcnn.tune._keras_tuner.oracles import (
     _HyperbandOracle,
     _RandomSearchOracle,
 )
-from kcnn.tune.cost import ceiling, weighted_name
+from kcnn.tune.cost import bounded, ceiling, weighted_name
 from kcnn.tune.report import RECORD_FILE, TrialRecord
 
 logger = logging.getLogger("kcnn")
@@ -322,7 +322,7 @@ def make_tuner(space, config, project_dir, role, on_trial, target_macs=None, bar
     # (the grid's points are what they are), and, with a cost term on an accuracy, below
     # the MACs at which they could not beat the best score so far.
     oracle.fits = space.fits
-    if target_macs is not None and "accuracy" in config.objective and oracle.objective.direction == "max":
+    if target_macs is not None and bounded(config.objective, maximize=oracle.objective.direction == "max"):
         oracle.fits = _could_win(space, oracle, target_macs, bar)
     if config.tuner == "hyperband":
         # keras-tuner's Hyperband has no trial budget of its own; the oracle's
