@@ -153,6 +153,22 @@ def test_tune_prints_a_line_per_trial_and_a_results_table(npz, tmp_path, capsys)
     assert (tmp_path / "project" / "best" / "model.keras").is_file()
 
 
+def test_tune_with_a_cost_term_prints_the_score_next_to_the_objective(npz, tmp_path, capsys):
+    project = tmp_path / "project"
+    command = ["tune", "convnet", "--dataset", npz, "--tuner", "random", "--max-trials", "1", "--max-epochs", "1"]
+    command += ["--top-k", "0", "--references", "none", "--target-macs", "100", "--directory", str(project), *TINY]
+    assert main(command) == 0
+    out = capsys.readouterr().out
+    # Every configuration costs more than 100 MACs: the score is charged, and shown.
+    line = re.search(r"^trial 1/1 \(0+\)  val_accuracy (\d\.\d{4}) \(score (\d\.\d{4})\)  best (\d\.\d{4})  ", out, re.M)
+    assert line and float(line.group(2)) < float(line.group(1)) and line.group(3) == line.group(2), out
+    assert re.search(r"^trial +val_accuracy +score +params +MACs +seconds  hyperparameters$", out, re.M)
+    value, score = line.group(1), line.group(2)
+    assert re.search(rf"^best trial 0+: val_accuracy {value} \(score {score}\)$", out, re.M), out
+    assert "  cost term: scores weighed by (MACs / 100) ** -0.07 above that target (--target-macs)" in out
+    assert "bar:" not in out  # The target is given, not a reference's: no bar.
+
+
 def test_tune_errors_are_reported(npz, tmp_path, capsys):
     assert main(["tune", "convnet", "--dataset", npz, "--range", "depth", "--directory", str(tmp_path / "p")]) == 2
     assert "kcnn tune: error: `--range` takes NAME=CHOICES" in capsys.readouterr().err

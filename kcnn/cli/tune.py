@@ -120,11 +120,8 @@ def _tune(args):
     print(result.table())
     print()
     test = "" if result.best_test_accuracy is None else f", test accuracy {result.best_test_accuracy:.4f} after the full recipe"
-    value = result.best_score if result.best_metric is None else result.best_metric
-    score = ""
-    if result.target_macs is not None and abs(result.best_score - value) > 1e-9:
-        score = f" (score {result.best_score:.4f}, above the target of {result.target_macs:,} MACs)"
-    print(f"best trial {result.best_trial}: {config.objective} {value:.4f}{score}{test}")
+    best = next(r for r in result.trials if r.trial_id == result.best_trial)
+    print(f"best trial {result.best_trial}: {config.objective} {best.value:.4f}{best.score_note}{test}")
     if result.target_macs is not None:
         print(f"  cost term: scores weighed by (MACs / {result.target_macs:,}) ** -0.07 above that target (--target-macs)")
     if result.bar is not None:

@@ -56,8 +56,6 @@ class SearchResult:
         objective: the objective the scores are of.
         target_macs: the cost term's target (`kcnn.tune.cost`): trials of more MACs
             per image were charged; None: no cost term.
-        best_metric: the chosen trial's objective value in the search (its own,
-            not weighed).
         bar: with a cost term, the cheapest reference's objective trained as a
             trial (`kcnn.tune.finish.reference_bar`): proposals that could not beat
             it even at 100% accuracy were drawn again; None without one.
@@ -78,10 +76,14 @@ class SearchResult:
     role: str = "local"
     objective: str = "val_accuracy"
     target_macs: int | None = None
-    best_metric: float | None = None
     bar: float | None = None
     retrained: tuple[finish.FinishRecord, ...] = ()
     references: tuple[finish.FinishRecord, ...] = ()
+
+    @property
+    def best_metric(self) -> float | None:
+        """The chosen trial's objective value in the search (its own, not weighed)."""
+        return next((r.value for r in self.trials if r.trial_id == self.best_trial), None)
 
     @property
     def best_test_accuracy(self) -> float | None:
@@ -195,7 +197,7 @@ def search(
         if role != "worker" and reference is not None and validation_accuracy:
             # The proposals' bar from the start: what the hand-designed net scores as a trial.
             bar = finish.reference_bar(reference, data, config, project_dir)
-        tuner = make_tuner(space, config, project_dir, role, on_trial, target_macs=config.target_macs, bar=bar)
+        tuner = make_tuner(space, config, project_dir, role, on_trial, bar=bar)
         if role != "worker":
             write_json(project_dir / project.SETTINGS_FILE, settings)
         fit_callbacks = list(callbacks)
@@ -229,20 +231,31 @@ def search(
         if role == "worker":
             records = tuple(r for r in collect_trials(tuner, project_dir) if r.trial_id in tuner.ran)
             return SearchResult(
-                None, None, None, None, None, project_dir, records, None, None, role, config.objective, config.target_macs
+                best_hyperparameters=None,
+                best_score=None,
+                best_trial=None,
+                model=None,
+                path=None,
+                project_dir=project_dir,
+                trials=records,
+                trials_csv=None,
+                plot=None,
+                role=role,
+                objective=config.objective,
+                target_macs=config.target_macs,
             )
-        result = _finish(tuner, space, data, config, project_dir, role, source=source, data_options=data_options)
-        return dataclasses.replace(result, bar=bar)
+        return _finish(tuner, space, data, config, project_dir, role, bar, source=source, data_options=data_options)
 
 
 # --------------------------------------------------------------------------
 # Results.
 
 
-def _finish(tuner, space, data, config, project_dir, role, *, source=None, data_options=None) -> SearchResult:
+def _finish(tuner, space, data, config, project_dir, role, bar, *, source=None, data_options=None) -> SearchResult:
     """What follows the search, in the chief or a local search only: the top trials
     retrained with the full recipe and the references (`kcnn.tune.finish`), the best
-    model in best/, trials.csv, finish.csv and the Pareto plot."""
+    model in best/, trials.csv, finish.csv and the Pareto plot (`bar`: the search's,
+    for its result)."""
     records = collect_trials(tuner, project_dir)
     maximize = _maximize(config.objective)
     order = [hp.name for hp in tuner.oracle.get_space().space]
@@ -263,15 +276,7 @@ def _finish(tuner, space, data, config, project_dir, role, *, source=None, data_
         chosen = finish.select_candidates(ranked, config.top_k, data.num_validation, accuracy=accuracy)
         candidates = [tuner.oracle.trials[r.trial_id] for r in chosen]
         retrained, references = finish.finish_search(
-            tuner,
-            space,
-            data,
-            config,
-            project_dir,
-            candidates,
-            source=source,
-            data_options=data_options,
-            target_macs=config.target_macs,
+            tuner, space, data, config, project_dir, candidates, source=source, data_options=data_options
         )
         chosen = finish.choose(retrained)
         best = tuner.oracle.trials[chosen.name]
@@ -299,7 +304,7 @@ def _finish(tuner, space, data, config, project_dir, role, *, source=None, data_
         role=role,
         objective=config.objective,
         target_macs=config.target_macs,
-        best_metric=metric_value(best, config.objective),
+        bar=bar,
         retrained=tuple(retrained),
         references=tuple(references),
     )

@@ -44,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kcnn._files import CorruptFileError, read_json, write_json
-from kcnn.tune.cost import factor
+from kcnn.tune.cost import factor, weigh
 
 __all__ = [
     "FinishRecord",
@@ -131,7 +131,7 @@ def rank(records: Sequence[FinishRecord], target_macs: int | None = None) -> lis
     (the errors scaled by the same factors), cheapest first (MACs, then parameters,
     then the higher score, then the id), then the others by score."""
     scored = [
-        dataclasses.replace(r, score=r.validation * factor(r.macs, target_macs))
+        dataclasses.replace(r, score=weigh(r.validation, r.macs, target_macs))
         for r in records
         if r.validation is not None
     ]
@@ -199,23 +199,20 @@ def seeded(seed: int, *keys: Any):
         random.setstate(state)
 
 
-def finish_search(
-    tuner, space, data, config, project_dir, candidates, *, source=None, data_options=None, target_macs=None
-):
+def finish_search(tuner, space, data, config, project_dir, candidates, *, source=None, data_options=None):
     """Retrains `candidates` (keras-tuner trials, best first) and trains the references.
 
     Args:
         tuner: the search's tuner (its oracle's trials give the hyperparameters).
         space: the `SearchSpace`.
         data: the search's `kcnn.data.Dataset`.
-        config: the `SearchConfig`.
+        config: the `SearchConfig`, its `target_macs` resolved (the ranking charges the
+            cost as the search did).
         project_dir: the project folder.
         candidates: the trials to retrain, best first.
         source: what `data` was loaded from (a name, a path, arrays), to load it again
             with the recipe's augmentation; None: `data` itself (its own augmentation).
         data_options: the `kcnn.data.load` options `data` was loaded with.
-        target_macs: the search's cost target (`kcnn.tune.cost`), which the ranking
-            charges as the search did; None: no cost term.
 
     Returns:
         (retrained, references): `FinishRecord`s, the retrained ranked (`rank`).
@@ -246,7 +243,7 @@ def finish_search(
             metadata = _fit(model, source, recipe, run, data_options, model_facts=model_facts, search=search)
         retrained.append(_record(trial.trial_id, "trial", run, metadata, search_score=float(trial.score)))
     references = [_reference(name, root, source, data, config, data_options) for name in reference_names(config)]
-    return rank(retrained, target_macs), references
+    return rank(retrained, config.target_macs), references
 
 
 BAR_DIR = "bar"

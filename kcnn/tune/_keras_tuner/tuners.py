@@ -283,11 +283,13 @@ _TUNERS = {
 }
 
 
-def make_tuner(space, config, project_dir, role, on_trial, target_macs=None, bar=None):
+def make_tuner(space, config, project_dir, role, on_trial, bar=None):
     """The keras-tuner tuner of `config.tuner` over `space`, in `project_dir`
     (reloaded from there unless `config.overwrite`), ranking trials by
-    `score_objective(config.objective, target_macs)`; with a cost term, random
-    proposals that could not beat the best score so far, or `bar`, are drawn again."""
+    `score_objective(config.objective, config.target_macs)` (the target resolved);
+    with a cost term, random proposals that could not beat the best score so far, or
+    `bar`, are drawn again."""
+    target_macs = config.target_macs
     tuner_class, oracle_class = _TUNERS[config.tuner]
     options = dict(
         objective=score_objective(config.objective, target_macs),
