@@ -481,11 +481,15 @@ def _keras_train_side(model: keras.Model, x, y, batch_size: int, *, skip: int) -
     return run
 
 
-def _keras_inference_side(model: keras.Model, x, batch_size: int) -> Callable[[], dict]:
+def _keras_inference_side(model: keras.Model, x, batch_size: int, predict=None) -> Callable[[], dict]:
+    """Times `predict(model, images)` on `x` after one batch of warm-up (a recompile
+    retraces); default Keras' `model.predict`, as a Keras user calls it."""
+    predict = predict or (lambda model, images: model.predict(images, batch_size=batch_size, verbose=0))
+
     def run():
-        model.predict(x[:batch_size], batch_size=batch_size, verbose=0)  # (re)trace after a recompile
+        predict(model, x[:batch_size])
         started = time.perf_counter()
-        model.predict(x, batch_size=batch_size, verbose=0)
+        predict(model, x)
         return {"inference_images_per_second": len(x) / (time.perf_counter() - started)}
 
     return run
@@ -605,7 +609,9 @@ def compare_models(
     `input_size` square, RGB) for one epoch per measurement; the first `skip` steps
     of each epoch (tracing, start-up) are left out of the rates. Each round runs kcnn,
     then every baseline in the order given. Inference is `model.predict` on the same
-    images (PyTorch: an `inference_mode` loop), alternated the same way.
+    images, alternated the same way: for kcnn what `kcnn.train.predict` runs,
+    `predict_in_batches` on `kcnn.train.inference_model(model)` (bfloat16 where "auto"
+    trains in it); PyTorch an `inference_mode` loop.
 
     Args:
         name: a registered model; with a keras baseline one of `KERAS_BASELINES`.
@@ -637,6 +643,7 @@ def compare_models(
     from kcnn import train as ktrain
     from kcnn.train.compile import steps_per_execution
     from kcnn.train.distribute import DeviceSettings, prepare_model, resolve_device
+    from kcnn.train.inference import predict_in_batches
 
     baselines = tuple(baselines)
     unknown = [b for b in baselines if b not in BASELINES]
@@ -683,7 +690,16 @@ def compare_models(
     data = kdata.load((x, y), batch_size=batch_size, validation_split=0, test_split=0, normalize="unit", seed=config.seed)
     result["macs_per_image"] = shapes.count_macs(model)
     train_sides: dict[str, Callable[[], dict]] = {}
-    infer = {"kcnn": _keras_inference_side(model, x, batch_size)}
+    # kcnn's inference is what `kcnn.train.predict` runs: the model in the precision the
+    # config's resolves to (device.precision), as training's, called batch by batch.
+    infer = {
+        "kcnn": _keras_inference_side(
+            ktrain.inference_model(model, config.mixed_precision),
+            x,
+            batch_size,
+            predict=functools.partial(predict_in_batches, batch_size=batch_size),
+        )
+    }
     with contextlib.ExitStack() as stack:
         for baseline in baselines:
             if baseline.startswith("keras"):

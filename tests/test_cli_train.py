@@ -77,6 +77,11 @@ def test_evaluate_prints_accuracy(trained, capsys):
     # The run trained with label smoothing 0.1: both losses, named apart.
     assert f"loss {metrics['loss']:.4f} (label-smoothed, as in training), cross-entropy {metrics['crossentropy']:.4f}" in out
     assert metrics["loss"] > metrics["crossentropy"]
+    # In bfloat16 (float32 is what "auto" picks for LeNet-5): the same images, within rounding.
+    assert main(["evaluate", str(trained), "--mixed-precision", "mixed_bfloat16"]) == 0
+    rounded = capsys.readouterr().out
+    accuracy = float(rounded.split("test accuracy: ")[1].split("%")[0]) / 100
+    assert abs(accuracy - metrics["accuracy"]) <= 2 / 359 and "(359 images)" in rounded
 
 
 def test_finetune_replaces_the_head(trained, tmp_path, capsys):

@@ -79,3 +79,63 @@ def test_a_bfloat16_run_saves_and_returns_a_float32_model(tmp_path, rng):
         assert {v.dtype for v in model.variables} == {"float32"}
     for a, b in zip(result.model.get_weights(), saved.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@needs_cpu_only
+def test_inference_resolves_auto_as_training_does_and_computes_in_a_copy(tmp_path, monkeypatch, rng):
+    model = lenet5()  # 416,520 MACs per image
+    x = rng.random((8, 32, 32, 1), dtype=np.float32)
+    _fake(tmp_path, SKYLAKE, monkeypatch)
+    assert train.inference_model(model) is model
+    _fake(tmp_path, SAPPHIRE_RAPIDS, monkeypatch)
+    assert train.inference_model(model, "off") is model
+    monkeypatch.setattr(distribute, "CPU_BFLOAT16_MIN_MACS", 416_520)
+    fast = train.inference_model(model, "mixed_bfloat16")
+    assert fast is not model and train.inference_model(model, "mixed_bfloat16") is fast  # made once
+    policies = {layer.name: layer.dtype_policy.name for layer in fast.layers[1:]}
+    assert policies.pop("predictions") == "float32" and set(policies.values()) == {"mixed_bfloat16"}
+    assert [layer.name for layer in fast.layers] == [layer.name for layer in model.layers]
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}  # the model is left alone
+    # bfloat16 keeps 8 bits of mantissa: the logits agree to about 1%, the classes exactly.
+    expected = model.predict(x, verbose=0)
+    np.testing.assert_allclose(fast.predict(x, verbose=0), expected, rtol=0.05, atol=0.05)
+    # Weights changed after the copy was made are the ones it predicts with.
+    kernel = model.get_layer("conv1").kernel
+    kernel.assign(kernel * 2)
+    np.testing.assert_allclose(fast.predict(x, verbose=0), expected, rtol=0.05, atol=0.05)  # the copy as it was
+    np.testing.assert_allclose(
+        train.inference_model(model, "mixed_bfloat16").predict(x, verbose=0), model.predict(x, verbose=0), rtol=0.05, atol=0.05
+    )
+    with pytest.raises(ValueError, match=r"one of \('auto', 'off', 'mixed_float16', 'mixed_bfloat16'\)\. Received: mixed_precision='bf16'"):
+        train.inference_model(model, "bf16")
+
+
+def test_the_copies_for_inference_do_not_keep_a_model_alive():
+    import gc
+    import weakref
+
+    model = lenet5()
+    train.inference_model(model, "off")
+    train.inference_model(model, "mixed_bfloat16")
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
+
+
+def test_evaluate_and_predict_in_bfloat16_agree_with_float32(rng):
+    x = rng.integers(0, 256, (24, 32, 32, 1), dtype=np.uint8)
+    loaded = data.load((x, np.arange(24) % 3), batch_size=8, validation_split=0.25, test_split=0.25, seed=0)
+    model = lenet5(classes=3)
+    exact = train.evaluate(model, loaded, mixed_precision="off")
+    rounded = train.evaluate(model, loaded, mixed_precision="mixed_bfloat16")
+    assert rounded["examples"] == exact["examples"] == 6
+    assert rounded["loss"] == pytest.approx(exact["loss"], rel=0.02)
+    images = data.as_numpy(loaded.test)[0]
+    exact, rounded = (
+        [dict(row) for row in train.predict(model, images, top_k=3, mixed_precision=precision)]
+        for precision in ("off", "mixed_bfloat16")
+    )
+    assert len(rounded) == 6 and all(row.keys() == {"0", "1", "2"} for row in rounded)
+    for a, b in zip(exact, rounded, strict=True):
+        assert all(abs(a[name] - b[name]) < 0.02 for name in a)

@@ -212,6 +212,22 @@ def test_evaluate_and_predict_use_the_run_metadata(lenet_run):
         train.predict(lenet_run.path, images[:1], top_k=0)
 
 
+def test_predict_in_batches_equals_keras_predict_over_uneven_batches(rng):
+    from kcnn.train.inference import predict_in_batches
+
+    inputs = keras.Input((6, 6, 1))
+    features = keras.layers.Flatten()(keras.layers.Conv2D(2, 3, name="conv")(inputs))
+    main, aux = keras.layers.Dense(3, name="main")(features), keras.layers.Dense(2, name="aux")(features)
+    model = keras.Model(inputs, [main, aux])
+    x = rng.random((7, 6, 6, 1), dtype=np.float32)
+    expected = model.predict(x, verbose=0)[0]
+    for batch_size in (1, 3, 7, 64):
+        np.testing.assert_allclose(predict_in_batches(model, x, batch_size=batch_size), expected, rtol=1e-6, atol=1e-6)
+    assert predict_in_batches(model, x[:0]).shape == (0, 3)
+    with pytest.raises(ValueError, match="`batch_size` must be a positive int. Received: batch_size=0"):
+        predict_in_batches(model, x, batch_size=0)
+
+
 def test_predict_warns_on_images_unlike_the_training_images(tmp_path):
     # The digits are white on black: a dark border around brighter strokes.
     from kcnn import lenet5

@@ -5,7 +5,7 @@ import logging
 import sys
 
 from kcnn.cli._flags import add_data_flags, add_dataclass_flags, collect, data_options, literal
-from kcnn.train.config import TrainConfig
+from kcnn.train.config import MIXED_PRECISION, TrainConfig
 
 _CONFIG_DEST = "config_"
 
@@ -37,6 +37,7 @@ def register(subparsers):
     evaluate.add_argument("path", help="a run folder or a .keras file")
     evaluate.add_argument("--dataset", default=None, help="default: the run's dataset, with its split")
     evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    _add_inference_precision(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
     predict = subparsers.add_parser("predict", help="classify image files with a saved model")
@@ -45,6 +46,7 @@ def register(subparsers):
         "images", nargs="+", help="image files, or folders: every image file directly in one, sorted by name"
     )
     predict.add_argument("--top-k", type=int, default=3, help="classes shown per image")
+    _add_inference_precision(predict)
     predict.set_defaults(handler=_predict)
 
     finetune = subparsers.add_parser(
@@ -76,6 +78,16 @@ def register(subparsers):
         channels_default="the saved model's",
     )
     finetune.set_defaults(handler=_finetune)
+
+
+def _add_inference_precision(parser):
+    parser.add_argument(
+        "--mixed-precision",
+        default="auto",
+        choices=MIXED_PRECISION,
+        help="compute dtype policy: auto (bfloat16 where training would use it), off (float32, "
+        "the figures metadata.json records), mixed_float16 or mixed_bfloat16",
+    )
 
 
 def _add_run_flags(parser, *, size_default, channels_default="the source's own"):
@@ -227,7 +239,7 @@ def _losses(metrics):
 def _evaluate(args):
     from kcnn import train
 
-    metrics = train.evaluate(args.path, args.dataset, split=args.split)
+    metrics = train.evaluate(args.path, args.dataset, split=args.split, mixed_precision=args.mixed_precision)
     extra = f", top-5 accuracy {metrics['top5_accuracy']:.2%}" if "top5_accuracy" in metrics else ""
     print(f"{args.split} accuracy: {metrics['accuracy']:.2%}{extra}, {_losses(metrics)} ({metrics['examples']} images)")
     return 0
@@ -237,7 +249,7 @@ def _predict(args):
     from kcnn import data, train
 
     images = [path for given in args.images for path in data.image_files(given)]
-    for image, top in zip(images, train.predict(args.path, images, top_k=args.top_k)):
+    for image, top in zip(images, train.predict(args.path, images, top_k=args.top_k, mixed_precision=args.mixed_precision)):
         ranked = ", ".join(f"{name} ({probability:.1%})" for name, probability in top)
         print(f"{image}: {ranked}")
     return 0

@@ -23,7 +23,7 @@ The modules, one concept each:
     inputs.py      the model and the data of a run, fitted to each other
     phases.py      the loop that runs a run's phases, resuming from its checkpoint
     driver.py      fit and the driver it shares with fine_tune: set-up, phases, output
-    inference.py   load, evaluate, predict
+    inference.py   load, evaluate, predict, inference_model (the precision they compute in)
     transfer.py    fine_tune, replace_head, feature_extractor, nearest_neighbours
 """
 
@@ -37,6 +37,7 @@ _EXPORTS = {
     "TrainResult": "kcnn.train.driver",
     "fit": "kcnn.train.driver",
     "evaluate": "kcnn.train.inference",
+    "inference_model": "kcnn.train.inference",
     "load": "kcnn.train.inference",
     "predict": "kcnn.train.inference",
     "feature_extractor": "kcnn.train.transfer",

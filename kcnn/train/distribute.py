@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from kcnn import _cpu
 from kcnn._keras_graph import producer
-from kcnn.train.config import TrainConfig
+from kcnn.train.config import MIXED_PRECISION, TrainConfig
 
 #: Forward multiply-accumulates per image from which "auto" trains in mixed bfloat16 on
 #: a CPU with bfloat16 units. Measured on 2 Sapphire Rapids cores (AMX): ResNet-50 at
@@ -199,19 +199,7 @@ def resolve_device(config: TrainConfig, model: keras.Model | None = None) -> Dev
         strategy = mirrored_strategy(None if gpus or len(cpus) < 2 else tuple(cpus))
     else:
         strategy = None
-    if config.mixed_precision == "auto":
-        precision = "float32"
-        if gpus:
-            capability = min(
-                tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)) for gpu in gpus
-            )
-            # bfloat16 needs no loss scaling and is fast from Ampere (8.0) on;
-            # float16 tensor cores start with Volta (7.0).
-            precision = "mixed_bfloat16" if capability >= (8, 0) else "mixed_float16" if capability >= (7, 0) else "float32"
-        elif cpu_bfloat16 and _macs(model) >= CPU_BFLOAT16_MIN_MACS:
-            precision = "mixed_bfloat16"
-    else:
-        precision = "float32" if config.mixed_precision == "off" else config.mixed_precision
+    precision = resolve_precision(config.mixed_precision, model, gpus=gpus, cpu_bfloat16=cpu_bfloat16)
     if config.xla == "auto":
         # Measured: XLA slows convolutions down on CPU; Keras also turns it off
         # under tf.distribute.
@@ -221,6 +209,32 @@ def resolve_device(config: TrainConfig, model: keras.Model | None = None) -> Dev
     return DeviceSettings(
         precision=precision, xla=xla, strategy=strategy, devices=names if gpus else (), cpu_bfloat16=cpu_bfloat16
     )
+
+
+def resolve_precision(mixed_precision: str, model: keras.Model | None = None, *, gpus=None, cpu_bfloat16=None) -> str:
+    """The dtype policy name that a `TrainConfig.mixed_precision` value computes in on
+    this machine: "auto" as `resolve_device` describes it, "off" as "float32", any
+    other value as itself. Training (`resolve_device`) and inference
+    (`kcnn.train.inference.inference_model`) resolve it alike.
+
+    Args:
+        mixed_precision: "auto", "off", "mixed_float16" or "mixed_bfloat16".
+        model: the model; its MACs decide on a CPU with bfloat16 units.
+        gpus, cpu_bfloat16: the physical GPUs and the CPU's bfloat16 units, when the
+            caller has them already; default: looked up.
+    """
+    if mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"`mixed_precision` must be one of {MIXED_PRECISION}. Received: mixed_precision={mixed_precision!r}")
+    if mixed_precision != "auto":
+        return "float32" if mixed_precision == "off" else mixed_precision
+    gpus = tf.config.list_physical_devices("GPU") if gpus is None else gpus
+    if gpus:
+        capability = min(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)) for gpu in gpus)
+        # bfloat16 needs no loss scaling and is fast from Ampere (8.0) on;
+        # float16 tensor cores start with Volta (7.0).
+        return "mixed_bfloat16" if capability >= (8, 0) else "mixed_float16" if capability >= (7, 0) else "float32"
+    cpu_bfloat16 = _cpu.bfloat16_units() if cpu_bfloat16 is None else cpu_bfloat16
+    return "mixed_bfloat16" if cpu_bfloat16 and _macs(model) >= CPU_BFLOAT16_MIN_MACS else "float32"
 
 
 def _macs(model: keras.Model | None) -> float:
