@@ -17,7 +17,16 @@ from typing import Any
 
 import keras
 
-__all__ = ["LayerCall", "fit_iterations_per_epoch", "get_layer", "input_layer_name", "layer_call", "leaf_layers", "producer"]
+__all__ = [
+    "LayerCall",
+    "calls_of",
+    "fit_iterations_per_epoch",
+    "get_layer",
+    "input_layer_name",
+    "layer_call",
+    "leaf_layers",
+    "producer",
+]
 
 
 def producer(tensor) -> Any:
@@ -69,6 +78,12 @@ def layer_call(tensor) -> LayerCall | None:
     )
 
 
+def calls_of(layer) -> list[LayerCall]:
+    """Every call of `layer` in the functional graphs it belongs to (one per model it
+    was called in, more for a shared layer)."""
+    return [layer_call(node.outputs[0]) for node in layer._inbound_nodes if node.outputs]
+
+
 def input_layer_name(tensor) -> str:
     """The name of the `Input` layer behind a model input (the one users gave, and the
     one `model.summary()` shows); KerasTensor names are generated."""
@@ -95,7 +110,6 @@ def leaf_layers(model):
             yield from leaf_layers(layer)
         else:
             yield layer
-
 
 
 def fit_iterations_per_epoch(dataset) -> int:

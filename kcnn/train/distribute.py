@@ -269,27 +269,44 @@ def prepare_model(model: keras.Model, device: DeviceSettings) -> keras.Model:
         `model` itself when nothing needs changing (float32, no strategy), else a
         clone with the same layer names and weights.
     """
-    current = {layer.dtype_policy.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)}
-    if device.strategy is None and current <= {device.precision}:
+    if device.strategy is None and computes_in(model, device.precision):
         return model
-    output_layers = {producer(tensor).name for tensor in model.outputs}
-    policy = keras.DTypePolicy(device.precision)
-    float32 = keras.DTypePolicy("float32")
-
-    def with_policy(layer):
-        config = layer.get_config()
-        config["dtype"] = float32 if layer.name in output_layers else policy
-        return layer.__class__.from_config(config)
-
     scope = device.strategy.scope() if device.strategy else contextlib.nullcontext()
     with scope:
-        clone = keras.models.clone_model(model, clone_function=with_policy)
+        clone = clone_with_policy(model, device.precision)
         clone.set_weights(model.get_weights())
     if device.task is not None:
         # `set_weights` assigns each worker its own model's values, overriding the
         # strategy's broadcast of the initial ones: every worker takes the chief's.
         broadcast_from_chief(clone, device.strategy)
     return clone
+
+
+def computes_in(model: keras.Model, precision: str) -> bool:
+    """Whether every layer of `model` has the dtype policy `precision`."""
+    return {layer.dtype_policy.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)} <= {precision}
+
+
+def clone_with_policy(model: keras.Model, precision: str, *, rebuild=None) -> keras.Model:
+    """A clone of `model` (new, uninitialized weights) whose layers compute under the
+    dtype policy `precision`, its output layers under float32.
+
+    Args:
+        model: a functional Keras model.
+        precision: a dtype policy name.
+        rebuild: `rebuild(layer, config)` makes a layer's clone from its config (the
+            policy set); default `type(layer).from_config(config)`.
+    """
+    output_layers = {producer(tensor).name for tensor in model.outputs}
+    policy = keras.DTypePolicy(precision)
+    float32 = keras.DTypePolicy("float32")
+
+    def with_policy(layer):
+        config = layer.get_config()
+        config["dtype"] = float32 if layer.name in output_layers else policy
+        return rebuild(layer, config) if rebuild else layer.__class__.from_config(config)
+
+    return keras.models.clone_model(model, clone_function=with_policy)
 
 
 def broadcast_from_chief(model: keras.Model, strategy) -> None:

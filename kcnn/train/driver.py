@@ -19,7 +19,7 @@ from kcnn.train.callbacks import check_monitor
 from kcnn.train.compile import output_names
 from kcnn.train.config import TrainConfig
 from kcnn.train.distribute import DeviceSettings, prepare_model, resolve_device
-from kcnn.train.inference import evaluate_split
+from kcnn.train.inference import evaluate_split, inference_model
 from kcnn.train.inputs import model_and_data
 from kcnn.train.phases import Phase, run_phases
 from kcnn.train.runs import RunFolder, open_run, parameter_counts, start_metadata
@@ -202,7 +202,12 @@ def _finish(run, metadata, data, seconds, progress) -> TrainResult:
         "monitor": metadata["monitor"],
         "train": {k: v for k, v in best_row.items() if not k.startswith("val_") and k not in ("epoch", "seconds")},
         "validation": {k[len("val_") :]: v for k, v in best_row.items() if k.startswith("val_")},
-        "test": evaluate_split(best_model, data.test, label_smoothing=metadata["config"]["label_smoothing"])
+        # As `kcnn evaluate` computes them by default: in the run's precision, folded.
+        "test": evaluate_split(
+            inference_model(best_model, metadata["config"]["mixed_precision"]),
+            data.test,
+            label_smoothing=metadata["config"]["label_smoothing"],
+        )
         if data.test is not None
         else None,
     }
@@ -257,11 +262,12 @@ def save_run(
     run.save_model(inference)
     metadata = start_metadata(run, inference, data, config, builder_arguments, kind=kind, loaded_here=False)
     if metrics is None:
+        predictor = inference_model(inference, config.mixed_precision)
         metrics = {
-            "validation": evaluate_split(inference, data.validation, label_smoothing=config.label_smoothing)
+            "validation": evaluate_split(predictor, data.validation, label_smoothing=config.label_smoothing)
             if data.validation is not None
             else None,
-            "test": evaluate_split(inference, data.test, label_smoothing=config.label_smoothing) if data.test is not None else None,
+            "test": evaluate_split(predictor, data.test, label_smoothing=config.label_smoothing) if data.test is not None else None,
         }
     metadata.update(status="completed", metrics=dict(metrics))
     run.write_metadata(metadata)

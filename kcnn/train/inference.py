@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import warnings
@@ -75,14 +76,15 @@ _COMPUTE_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def inference_model(model: keras.Model, mixed_precision: str = "auto") -> keras.Model:
     """The model that `predict` and `evaluate` run: `model` computing in the precision
-    `mixed_precision` resolves to on this machine.
+    `mixed_precision` resolves to on this machine, its batch normalizations folded
+    into the convolutions before them (`kcnn.train.fold`).
 
     "auto" resolves as training does (`kcnn.train.distribute.resolve_precision`): mixed
     bfloat16 on recent GPUs and on CPUs with bfloat16 units (AMX, AVX-512 BF16) for
     models of 1e8 MACs per image or more, float32 elsewhere. The saved model is
-    float32; inference in bfloat16 runs a copy of it with a bfloat16 compute policy per
-    layer (float32 outputs), which on 2 Sapphire Rapids cores predicts ResNet-50 at
-    64x64 about 1.5-2x faster than float32 (`benchmarks/README.md`).
+    float32 with its normalizations; this runs a copy of it, which on 2 Sapphire
+    Rapids cores predicts ResNet-50 at 64x64 about 2x faster than `model.predict` in
+    float32 (`benchmarks/README.md`). Folding changes float32 outputs by rounding only.
 
     Args:
         model: a functional Keras model.
@@ -90,24 +92,27 @@ def inference_model(model: keras.Model, mixed_precision: str = "auto") -> keras.
             `TrainConfig.mixed_precision`.
 
     Returns:
-        `model` itself when it computes in that precision already, else its copy. The
-        copy is made once per model and precision and takes `model`'s current weights
-        at every call, so a model trained further between calls predicts with its
-        new weights.
+        `model` itself when it computes in that precision already and has nothing to
+        fold, else its copy. The copy is made once per model and precision and takes
+        `model`'s current weights at every call, so a model trained further between
+        calls predicts with its new weights.
     """
-    from kcnn.train import distribute  # TensorFlow's device queries, only here.
+    from kcnn.train import distribute, fold  # TensorFlow's device queries, only here.
 
     copies = _COMPUTE_COPIES.setdefault(model, {})
     if mixed_precision not in copies:
         precision = distribute.resolve_precision(mixed_precision, model)
-        copy = distribute.prepare_model(model, distribute.DeviceSettings(precision, False, None, ()))
-        # None for `model` itself: a value that referred to its key would keep it alive.
-        copies[mixed_precision] = None if copy is model else copy
-    copy = copies[mixed_precision]
-    if copy is None:
+        pairs = fold.foldable(model)
+        if not pairs and distribute.computes_in(model, precision):
+            # None for `model` itself: a value that referred to its key would keep it alive.
+            copies[mixed_precision] = None
+        else:
+            rebuild = functools.partial(fold.rebuild, pairs=pairs)
+            copies[mixed_precision] = (distribute.clone_with_policy(model, precision, rebuild=rebuild), pairs)
+    if copies[mixed_precision] is None:
         return model
-    for source, target in zip(model.weights, copy.weights, strict=True):
-        target.assign(source)
+    copy, pairs = copies[mixed_precision]
+    fold.copy_weights(model, copy, pairs)
     return copy
 
 
