@@ -54,24 +54,31 @@ def test_the_folded_copy_computes_the_same_function(build, rng):
     model = build()
     _randomize_statistics(model, rng)
     x = rng.normal(size=(4, *model.input_shape[1:])).astype(np.float32)
-    copy = train.inference_model(model, "off")
-    assert copy is not model and [layer.name for layer in copy.layers[1:]] == [layer.name for layer in model.layers[1:]]
-    pairs = fold.foldable(model)
+    copy, pairs = fold.folded_copy(model)
+    assert [layer.name for layer in copy.layers[1:]] == [layer.name for layer in model.layers[1:]]
     assert all(isinstance(copy.get_layer(norm), fold.FoldedNormalization) for norm in pairs.values())
     assert all(copy.get_layer(name).use_bias for name in pairs)
+    assert len(copy.weights) == len(model.weights) - 4 * len(pairs) + sum(not model.get_layer(n).use_bias for n in pairs)
     np.testing.assert_allclose(copy.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-4, atol=1e-4)
-    # New statistics after the copy was made: the next call folds them in.
+    # New statistics: copy_weights folds them in.
     _randomize_statistics(model, rng)
-    assert train.inference_model(model, "off") is copy
+    fold.copy_weights(model, copy, pairs)
     np.testing.assert_allclose(copy.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-4, atol=1e-4)
 
 
-def test_a_folded_bfloat16_copy_agrees_with_float32_to_its_rounding(rng):
+def test_inference_folds_in_reduced_precision_and_leaves_float32_exact(rng):
     model = resnet18(input_shape=(32, 32, 3), classes=10, classifier_activation=None)
     _randomize_statistics(model, rng)
     x = rng.normal(size=(4, 32, 32, 3)).astype(np.float32)
+    assert train.inference_model(model, "off") is model  # the saved model's outputs, to the bit
     copy = train.inference_model(model, "mixed_bfloat16")
+    assert all(isinstance(copy.get_layer(norm), fold.FoldedNormalization) for norm in fold.foldable(model).values())
     assert {copy.get_layer(name).dtype_policy.name for name in fold.foldable(model)} == {"mixed_bfloat16"}
     expected = model.predict_on_batch(x)
     # 8 bits of mantissa through 18 layers: logits within a few percent of their spread.
+    np.testing.assert_allclose(copy.predict_on_batch(x), expected, atol=0.05 * np.ptp(expected))
+    # Statistics changed after the copy was made are the ones the next call folds in.
+    _randomize_statistics(model, rng)
+    assert train.inference_model(model, "mixed_bfloat16") is copy
+    expected = model.predict_on_batch(x)
     np.testing.assert_allclose(copy.predict_on_batch(x), expected, atol=0.05 * np.ptp(expected))

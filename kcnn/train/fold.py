@@ -13,6 +13,8 @@ computes in float32).
 
 from __future__ import annotations
 
+import functools
+
 import keras
 
 from kcnn._keras_graph import calls_of, producer
@@ -70,6 +72,22 @@ def foldable(model: keras.Model) -> dict[str, str]:
         ):
             pairs[source.name] = layer.name
     return pairs
+
+
+def folded_copy(model: keras.Model, precision: str = "float32") -> tuple[keras.Model, dict[str, str]]:
+    """A copy of `model` computing under the dtype policy `precision` (float32
+    outputs) with its `foldable` pairs folded, and `model`'s weights.
+
+    Returns:
+        `(copy, pairs)`: `copy_weights(model, copy, pairs)` gives it `model`'s weights
+        again after they changed.
+    """
+    from kcnn.train.distribute import clone_with_policy
+
+    pairs = foldable(model)
+    copy = clone_with_policy(model, precision, rebuild=functools.partial(rebuild, pairs=pairs))
+    copy_weights(model, copy, pairs)
+    return copy, pairs
 
 
 def rebuild(layer, config: dict, pairs: dict[str, str]):
