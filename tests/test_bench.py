@@ -14,6 +14,8 @@ import pytest
 import tensorflow as tf
 from bench import main as bench_main
 
+import kcnn
+
 HAS_GPU = bool(tf.config.list_physical_devices("GPU"))
 
 
@@ -316,3 +318,15 @@ def test_time_to_accuracy_alternates_processes_and_compares_times():
     assert "time to 90.0% test accuracy" in harness.to_markdown([result])
     with pytest.raises(ValueError, match="sides"):
         harness.time_to_accuracy(sides=("keras",), run_side=fake_run)
+
+
+def test_optimizer_step_times_both_optimizers_from_its_own_rounds():
+    import optimizer_step
+
+    result = optimizer_step.measure("convnet", input_size=16, rounds=2, steps=1)
+    assert set(result["runs"]) == {"keras_adamw", "fused_adamw"} and all(len(r) == 2 for r in result["runs"].values())
+    medians = {name: float(np.median([r["step_seconds"] for r in runs])) for name, runs in result["runs"].items()}
+    assert result["median_step_seconds"] == medians and all(v > 0 for v in medians.values())
+    assert result["keras_over_fused"] == pytest.approx(medians["keras_adamw"] / medians["fused_adamw"])
+    assert result["parameters"] == sum(int(np.prod(v.shape)) for v in kcnn.convnet(input_shape=(16, 16, 3), classes=10).trainable_variables)
+    json.dumps(result)

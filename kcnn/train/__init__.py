@@ -17,6 +17,7 @@ The modules, one concept each:
 
     config.py      TrainConfig (no TensorFlow: the command line reads it for its flags)
     distribute.py  what "auto" precision, XLA and strategy resolve to; the model prepared
+    optimizers.py  Adam and AdamW updated by TensorFlow's fused kernel
     compile.py     optimizer, schedule, loss, metrics, compile (shared with the tuner)
     runs.py        the run folder and its metadata
     callbacks.py   the callbacks that write a run folder while it trains

@@ -14,6 +14,7 @@ from kcnn._keras_graph import leaf_layers, producer
 from kcnn.train import _keras_distribute
 from kcnn.train.config import TrainConfig
 from kcnn.train.distribute import DeviceSettings, resolve_device
+from kcnn.train.optimizers import FusedAdam, FusedAdamW
 
 #: Multiply-accumulates per `tf.function` call that "auto" steps per execution aims at
 #: (forward and backward of every step in the call, 3x the forward MACs): about
@@ -127,16 +128,17 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int | None = None) -> k
         steps_per_epoch: training steps per epoch (for the schedule).
 
     Returns:
-        A new `keras.optimizers.Optimizer`.
+        A new `keras.optimizers.Optimizer`: SGD, or Adam / AdamW updated by
+        TensorFlow's fused kernel (`kcnn.train.optimizers`).
     """
     learning_rate = make_schedule(config, steps_per_epoch)
     decay = config.weight_decay or None
     if config.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(learning_rate, momentum=config.momentum, weight_decay=decay)
     elif config.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate, weight_decay=decay)
+        optimizer = FusedAdam(learning_rate, weight_decay=decay)
     else:
-        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)
+        optimizer = FusedAdamW(learning_rate, weight_decay=config.weight_decay)
     if config.weight_decay:
         optimizer.exclude_from_weight_decay(var_names=list(_NO_DECAY))
     return optimizer
