@@ -85,8 +85,8 @@ def _add_inference_precision(parser):
         "--mixed-precision",
         default="auto",
         choices=MIXED_PRECISION,
-        help="compute dtype policy: auto (bfloat16 where training would use it), off (float32, "
-        "the figures metadata.json records), mixed_float16 or mixed_bfloat16",
+        help="compute dtype policy: auto (picked as training picks it), off (float32: the saved "
+        "model itself), mixed_float16 or mixed_bfloat16",
     )
 
 
