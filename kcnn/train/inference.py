@@ -83,7 +83,7 @@ def inference_model(model: keras.Model, mixed_precision: str = "auto") -> keras.
     float32 this is `model` itself. Otherwise it is a copy computing in it, with each
     batch normalization folded into the convolution before it (`kcnn.train.fold`):
     on 2 Sapphire Rapids cores such a copy predicts ResNet-50 at 64x64 about 2x
-    faster than the unfolded bfloat16 model and about 2.5x faster than float32
+    faster than the unfolded bfloat16 model and about 2.7x faster than float32
     (`benchmarks/README.md`). Folding changes outputs by rounding only; it is left to
     reduced precision, whose own rounding is far larger, so that float32 outputs
     stay exactly the saved model's.
@@ -183,9 +183,10 @@ def evaluate(model_or_path, data: Any = None, *, split: str = "test", mixed_prec
         data: a `kcnn.data.Dataset`, a `kcnn.data.load` source (loaded with the run's
             preprocessing), or None for the run's own dataset and split.
         split: "test", "validation" or "train".
-        mixed_precision: the precision to compute in (`inference_model`); "off" gives
-            the float32 figures a run's metadata.json records, "auto" may compute in
-            bfloat16 (figures within rounding of those).
+        mixed_precision: the precision to compute in (`inference_model`): "auto"
+            picks it as training does, and gives the figures a run's metadata.json
+            records unless the run set another precision; "off" computes with the
+            saved float32 model itself (figures within rounding of bfloat16 ones).
 
     Returns:
         `{"loss", "crossentropy", "accuracy", "examples"}`, plus "top5_accuracy" with
