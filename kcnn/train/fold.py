@@ -5,8 +5,8 @@ mean) / sqrt(variance + epsilon) + beta`, with fixed statistics; after a convolu
 (or a dense layer) without activation it can be folded into that layer's kernel and
 bias (Jacob et al. 2018, "Quantization and Training of Neural Networks for Efficient
 Integer-Arithmetic-Only Inference", section 3.2), as TFLite, ONNX Runtime and
-`torch.ao.quantization.fuse_modules` do. The network computes the same function with
-one layer fewer per pair; under mixed precision the folded layers also skip the
+`torch.ao.quantization.fuse_modules` do. The network computes the same function (up
+to rounding) with one operation fewer per pair; under mixed precision it also skips the
 float32 casts around each normalization (`kcnn.layers.FusedBatchNormalization`
 computes in float32).
 """
