@@ -54,3 +54,30 @@ def test_make_optimizer_uses_the_fused_kernels_and_they_round_trip():
     assert type(kcompile.make_optimizer(TrainConfig(optimizer="sgd"), 10)) is keras.optimizers.SGD
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(adamw))
     assert type(restored) is FusedAdamW and restored.weight_decay == adamw.weight_decay
+
+
+def test_a_checkpoint_written_with_keras_adamw_resumes_into_the_fused_one(tmp_path, rng):
+    """Runs interrupted under an earlier kcnn (Keras' AdamW) resume: the optimizer's
+    variables are the same, by name and shape."""
+
+    def compiled(optimizer):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(), keras.layers.Dense(3)])
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+        return model
+
+    x, y = rng.random((8, 4, 4, 1), dtype=np.float32), np.arange(8) % 3
+    before = compiled(keras.optimizers.AdamW(0.01, weight_decay=0.01))
+    before.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    before.save_weights(tmp_path / "state.weights.h5")
+    after = compiled(FusedAdamW(0.01, weight_decay=0.01))
+    after.optimizer.build(after.trainable_variables)
+    after.load_weights(tmp_path / "state.weights.h5")
+    assert int(after.optimizer.iterations.numpy()) == 4
+    for a, b in zip(after.optimizer.variables, before.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # And it trains on from there as Keras' AdamW would.
+    before.fit(x, y, epochs=1, batch_size=4, shuffle=False, verbose=0)
+    after.fit(x, y, epochs=1, batch_size=4, shuffle=False, verbose=0)
+    for a, b in zip(after.get_weights(), before.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
