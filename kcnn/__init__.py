@@ -11,6 +11,7 @@ imported in a process that imported kcnn, so `keras.models.load_model` reads a s
 kcnn model after `import kcnn`, in either import order.
 """
 
+import contextlib
 import importlib.abc
 import importlib.util
 import sys
@@ -47,27 +48,38 @@ class _RegisterLayersWithKeras(importlib.abc.MetaPathFinder):
     Keras finds a custom class of a saved model only among registered objects, and
     importing Keras (and TensorFlow) in `import kcnn` would cost seconds the command
     line does not need; this hook gives both.
+
+    The finder stays in place until Keras is actually executed: a mere lookup
+    (`importlib.util.find_spec("keras")`, which TensorFlow makes a dozen times while it
+    imports, before it imports Keras) must not use it up.
     """
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "keras":
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _ThenImportLayers(spec.loader)
-        return spec
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _ThenImportLayers(spec.loader, self)
+                return spec
+        return None
 
 
 class _ThenImportLayers(importlib.abc.Loader):
-    def __init__(self, loader):
+    def __init__(self, loader, finder):
         self.loader = loader
+        self.finder = finder
 
     def create_module(self, spec):
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
         module.__loader__ = module.__spec__.loader = self.loader
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self.finder)
         self.loader.exec_module(module)
         try:
             importlib.import_module("kcnn.layers")
