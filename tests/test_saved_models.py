@@ -1,9 +1,11 @@
-"""A saved kcnn model reopens in a new process, whatever the entry point: the README's
-`from kcnn import train; train.evaluate(run)`, every `kcnn.train` function that reads a
-run folder, and plain Keras after `import kcnn`. Only a fresh interpreter can show
-whether kcnn's custom layers are registered there, so each case runs in one (killed
-after a timeout)."""
+"""A saved kcnn model reopens in a new process, whatever the entry point and whatever the
+order in which kcnn, TensorFlow and Keras were imported: every `kcnn` command that reads
+a run folder, every `kcnn.train` function that does, and plain Keras after `import
+kcnn`. Only a fresh interpreter can show whether kcnn's custom layers are registered
+there, so each case runs in one (killed after a timeout); one process covers every
+family, so that the cases cost one TensorFlow start-up each."""
 
+import json
 import os
 import subprocess
 import sys
@@ -11,12 +13,13 @@ import textwrap
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from kcnn import data as kdata
 from kcnn import train
 from kcnn.train.driver import save_run
 
-TIMEOUT = 180
+TIMEOUT = 300
 
 # One small model per family with a custom layer: (registry name, builder arguments,
 # input shape). Backbones without their 4096-wide tops keep the files small.
@@ -28,22 +31,25 @@ FAMILIES = {
     "lenet_paper": ("lenet5", dict(variant="paper", classes=3), (32, 32, 1)),  # Subsampling2D, EuclideanRBF, lecun_tanh
 }
 
+ALL = tuple(sorted(FAMILIES))
 
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
-def saved_run(request, tmp_path_factory):
-    """A run folder (model.keras + metadata.json) of the family, on an .npz dataset."""
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A folder with, per family, a run folder (model.keras + metadata.json) trained on
+    nothing, its .npz dataset and a PNG image of its input size."""
     import kcnn
 
-    name, arguments, shape = FAMILIES[request.param]
-    folder = tmp_path_factory.mktemp(request.param)
+    folder = tmp_path_factory.mktemp("runs")
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(36, *shape), dtype=np.uint8)
-    np.savez(folder / "images.npz", x=x, y=np.arange(36) % 3)
-    dataset = kdata.load(str(folder / "images.npz"), batch_size=8, seed=1)
-    model = kcnn.create_model(name, input_shape=shape, **arguments)
-    if not arguments.get("classes"):
-        model = train.replace_head(model, 3)
-    save_run(model, dataset, train.TrainConfig(epochs=1, batch_size=8, augment=None), folder / "run")
+    for family, (name, arguments, shape) in FAMILIES.items():
+        x = rng.integers(0, 256, size=(36, *shape), dtype=np.uint8)
+        np.savez(folder / f"{family}.npz", x=x, y=np.arange(36) % 3)
+        Image.fromarray(x[0].squeeze(-1) if shape[-1] == 1 else x[0]).save(folder / f"{family}.png")
+        dataset = kdata.load(str(folder / f"{family}.npz"), batch_size=8, seed=1)
+        model = kcnn.create_model(name, input_shape=shape, **arguments)
+        if not arguments.get("classes"):
+            model = train.replace_head(model, 3)
+        save_run(model, dataset, train.TrainConfig(epochs=1, batch_size=8, augment=None), folder / family)
     return folder
 
 
@@ -56,51 +62,106 @@ def run_fresh(code, cwd):
     return completed.stdout
 
 
-def test_keras_load_model_after_import_kcnn(saved_run):
+# The orders a user's script or notebook imports in. Keras is imported before kcnn
+# (directly, or by TensorFlow), after it by kcnn itself, by the user, or by TensorFlow:
+# `kcnn`, `tensorflow` is the command line's own order, and TensorFlow looks Keras up a
+# dozen times before it imports it, which once used up the hook that registers kcnn's
+# layers (no BatchNorm run reopened from the command line).
+IMPORT_ORDERS = [("kcnn",), ("kcnn", "tensorflow", "keras"), ("kcnn", "keras"), ("tensorflow", "kcnn"), ("keras", "kcnn")]
+
+
+@pytest.mark.parametrize("order", IMPORT_ORDERS, ids="-".join)
+def test_every_python_entry_point_reopens_every_family(runs, order):
+    # The README's order (`from kcnn import train`) runs every entry point; the others the
+    # two that read a file first (registration is per process, not per entry point).
+    every = order == ("kcnn",)
     out = run_fresh(
-        """
-        import kcnn
+        f"""
+        import importlib
+
+        for module in {order!r}:
+            importlib.import_module(module)
+
         import keras
-
-        model = keras.models.load_model("run/model.keras")
-        print(sorted({type(layer).__module__ for layer in model.layers if type(layer).__module__.startswith("kcnn")}))
-        """,
-        saved_run,
-    )
-    assert "kcnn" in out
-
-
-def test_every_kcnn_train_entry_point_reopens_the_run(saved_run):
-    out = run_fresh(
-        """
         import numpy as np
         from kcnn import train
 
-        print("evaluate", train.evaluate("run")["examples"])
-        model, metadata = train.load("run")
-        images = np.zeros((2, *model.input_shape[1:]), np.uint8)
-        print("predict", len(train.predict("run", images, top_k=1)))
-        print("features", train.feature_extractor("run").output_shape[-1] > 0)
-        config = train.TrainConfig(epochs=1, batch_size=8, augment=None)
-        result = train.fine_tune("run", "images.npz", config, head_epochs=1, output="tuned", verbose=0)
-        print("fine_tune", result.metrics["epochs"])
+        for family in {sorted(FAMILIES)!r}:
+            kinds = sorted({{type(layer).__name__ for layer in keras.models.load_model(f"{{family}}/model.keras").layers
+                            if type(layer).__module__.startswith("kcnn")}})
+            print(family, ",".join(kinds), train.evaluate(family)["examples"])
+            if {every}:
+                model, metadata = train.load(family)
+                images = np.zeros((2, *model.input_shape[1:]), np.uint8)
+                config = train.TrainConfig(epochs=1, batch_size=8, augment=None)
+                tuned = train.fine_tune(family, f"{{family}}.npz", config, head_epochs=1, output=f"tuned-{{family}}", verbose=0)
+                print(
+                    "every", family, len(train.predict(family, images, top_k=1)),
+                    train.feature_extractor(family).output_shape[-1] > 0, tuned.metrics["epochs"],
+                )
         """,
-        saved_run,
+        runs,
     )
-    assert out.split() == ["evaluate", "6", "predict", "2", "features", "True", "fine_tune", "1"]
+    lines = out.splitlines()
+    for family in FAMILIES:
+        [line] = [line.split() for line in lines if line.startswith(f"{family} ")]
+        assert line[2] == "6", line
+        if every:
+            assert f"every {family} 2 True 1" in lines
+    kinds = {kind for line in lines if not line.startswith("every") for kind in line.split()[1].split(",")}
+    assert kinds == {
+        "FusedBatchNormalization", "LocalResponseNormalization", "ConnectionTableConv2D", "EuclideanRBF", "Subsampling2D",
+    }
 
 
-def test_keras_first_then_kcnn_also_registers(tmp_path):
-    import kcnn
+def kcnn_command(command, runs, *arguments_per_family, families=ALL):
+    """Runs `kcnn COMMAND` on each family's run in one fresh process, as the `kcnn`
+    script does (`from kcnn.cli import main`); returns its stdout."""
+    return run_fresh(
+        f"""
+        import sys
+        from kcnn.cli import main
 
-    kcnn.alexnet(include_top=False, input_shape=(67, 67, 3)).save(tmp_path / "alexnet.keras")
-    out = run_fresh(
-        """
-        import keras
-        import kcnn
-
-        print(keras.models.load_model("alexnet.keras").get_layer("norm1").__class__.__name__)
+        codes = [main([{command!r}, family, *[argument.format(family=family) for argument in {list(arguments_per_family)!r}]])
+                 for family in {list(families)!r}]
+        sys.exit(max(codes))
         """,
-        tmp_path,
+        runs,
     )
-    assert out.strip() == "LocalResponseNormalization"
+
+
+def test_kcnn_evaluate_reopens_every_family(runs):
+    out = kcnn_command("evaluate", runs)
+    assert out.count("test accuracy:") == len(FAMILIES) and out.count("(6 images)") == len(FAMILIES)
+
+
+def test_kcnn_predict_reopens_every_family(runs):
+    out = kcnn_command("predict", runs, "{family}.png", "--top-k", "1")
+    assert [line.split(":")[0] for line in out.splitlines()] == [f"{family}.png" for family in sorted(FAMILIES)]
+
+
+def test_kcnn_explain_reopens_every_family(runs):
+    out = kcnn_command("explain", runs, "{family}.png", "--output", "{family}-explained.png", "--method", "saliency")
+    assert all((runs / f"{family}-explained.png").stat().st_size > 0 for family in FAMILIES), out
+
+
+# Exporting and fine-tuning cost seconds a model beyond reopening it: one family with
+# each kind of kcnn layer (BatchNorm, LRN, LeNet's).
+COSTLY = ("googlenet", "lenet_paper", "resnet")
+
+
+def test_kcnn_export_reopens_every_kind_of_layer(runs):
+    out = kcnn_command("export", runs, "--output", "{family}.tflite", "--overwrite", families=COSTLY)
+    for family in COSTLY:
+        assert (runs / f"{family}.tflite").stat().st_size > 0
+        assert json.loads((runs / f"{family}.tflite.json").read_text())["class_names"] == ["0", "1", "2"]
+    assert out.count("model written to") == len(COSTLY)
+
+
+def test_kcnn_fine_tune_reopens_every_kind_of_layer(runs):
+    kcnn_command(
+        "fine-tune", runs, "--dataset", "{family}.npz", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8",
+        "--augment", "none", "--verbose", "0", "--output", "cli-tuned-{family}", families=COSTLY,
+    )
+    for family in COSTLY:
+        assert json.loads((runs / f"cli-tuned-{family}" / "metadata.json").read_text())["status"] == "completed"
