@@ -12,7 +12,8 @@ disk) the run's `checkpoint/` folder receives, each file written atomically:
                                   (model.keras is then made the same file)
     phase1-epoch0003.json         the record, written LAST: phase, epoch, whether the
                                   phase is done, the files above with their sizes and
-                                  SHA-256, the best value and epoch, the history rows
+                                  SHA-256, the best value and epoch, the history rows,
+                                  the state of the model's random generators (dropout)
 
 A record names a complete checkpoint: the files it lists were on disk, whole, before
 it was written. The previous record and its files are kept until a newer one is
@@ -46,6 +47,7 @@ from kcnn._files import (
     sync_folder,
     write_json,
 )
+from kcnn.train.random_state import random_state
 
 CHECKPOINT_FORMAT = "kcnn.checkpoint/1"
 _RECORD = re.compile(r"^phase(\d+)-epoch(\d+)\.json$")
@@ -77,6 +79,8 @@ class Restored:
         record: the record's path.
         run: what the run is (kind, model, config: metadata.json's), to resume it
             when metadata.json is unreadable.
+        random: the state of the model's random generators at `epoch`
+            (`kcnn.train.random_state`); {} in records of earlier kcnn versions.
     """
 
     phase: int
@@ -92,6 +96,7 @@ class Restored:
     history: list[dict[str, Any]]
     record: pathlib.Path
     run: dict[str, Any] | None = None
+    random: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
     @property
     def phases_done(self) -> int:
@@ -168,6 +173,7 @@ class Checkpoint:
                 history=list(record["history"]),
                 record=path,
                 run=record.get("run"),
+                random=dict(record.get("random") or {}),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             if isinstance(error, CorruptFileError):
@@ -194,6 +200,7 @@ class Checkpoint:
         stopped_early: bool,
         history: Sequence[Mapping[str, Any]],
         run: Mapping[str, Any] | None = None,
+        random: Mapping[str, list[int]] | None = None,
     ) -> pathlib.Path:
         """Writes the checkpoint of an epoch: its files, then its record, then drops
         the checkpoints no longer needed.
@@ -210,6 +217,7 @@ class Checkpoint:
             stopped_early: whether a phase stopped early so far.
             history: the history rows up to this epoch.
             run: what the run is (metadata.json's kind, model and config).
+            random: the state of the model's random generators (`random_state`).
 
         Returns:
             The record's path.
@@ -233,6 +241,7 @@ class Checkpoint:
             "stopped_early": stopped_early,
             "history": [dict(row) for row in history],
             "run": dict(run) if run is not None else None,
+            "random": dict(random or {}),
         }
         path = self.directory / f"{stem}.json"
         write_json(path, record)  # The commit: the checkpoint is complete.
@@ -404,6 +413,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             stopped_early=stopped_early,
             history=self.history(),
             run=self.run,
+            random=random_state(self.model),
         )
         if self.best.best_epoch == epoch + 1:
             make_current(self.checkpoint.directory / best_file_name(epoch + 1), self.model_path)
