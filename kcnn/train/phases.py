@@ -34,9 +34,8 @@ from collections.abc import Callable
 import keras
 
 from kcnn._keras_graph import fit_iterations_per_epoch
-from kcnn.train.callbacks import BestModel, HistoryLogger, NonFiniteLossError, TerminateOnNonFinite
+from kcnn.train.callbacks import BestModel, EpochCheckpoint, HistoryLogger, NonFiniteLossError, TerminateOnNonFinite
 from kcnn.train.checkpoint import (
-    EpochCheckpoint,
     best_file_name,
     cleanup_leftovers,
     is_current,
