@@ -14,6 +14,7 @@ from typing import Any
 import keras
 
 from kcnn import data as kdata
+from kcnn._files import load_keras_model
 from kcnn._lock import check_free
 from kcnn.train.callbacks import check_monitor
 from kcnn.train.compile import output_names
@@ -185,7 +186,11 @@ def _leave_best_weights_in(given, *, trained, best):
 
 
 def _finish(run, metadata, data, seconds, progress) -> TrainResult:
-    best_model = keras.saving.load_model(run.model_path, compile=False)
+    best_model = load_keras_model(
+        run.model_path,
+        advice="Delete it and call `fit` (or `kcnn train`) again with the same output: the run's checkpoint "
+        "makes it anew.",
+    )
     if metadata["device"]["precision"] != "float32":
         # The saved model is for inference on any device: float32 everywhere (the
         # variables are float32 already, so nothing is lost).
