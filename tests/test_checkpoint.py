@@ -413,3 +413,23 @@ def test_the_best_model_is_hashed_once_per_version_not_at_every_epoch(tmp_path, 
     assert problems == [] and restored.best_model == best and hashed.count(best.name) == 1
     resumed.commit(epoch=5, best_value=0.5, best_epoch=1, **common)
     assert hashed.count(best.name) == 1
+
+
+def test_a_checkpoint_left_by_a_kill_after_the_run_completed_goes_when_the_folder_is_opened_again(tmp_path, monkeypatch):
+    """Marked completed, then killed before its checkpoint/ was removed (300 MB for a
+    ResNet run): the next trainer to open the folder removes it, and is refused as
+    for any finished run."""
+    def killed(run):
+        raise KeyboardInterrupt  # the kill, between the two writes
+
+    config = train.TrainConfig(epochs=1, batch_size=8, augment=None)
+    with monkeypatch.context() as patch:
+        patch.setattr(RunFolder, "remove_checkpoint", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train.fit(small(), tiny(), config, output=tmp_path / "run", verbose=0)
+    run = RunFolder(tmp_path / "run")
+    assert run.read_metadata()["status"] == "completed" and run.checkpoint.records()
+    with pytest.raises(ValueError, match="holds a finished run"):
+        train.fit(small(), tiny(), config, output=run.path, verbose=0)
+    assert not run.checkpoint_dir.exists()
+    assert sorted(p.name for p in run.path.iterdir()) == ["curves.png", "history.csv", "logs", "metadata.json", "model.keras"]

@@ -15,7 +15,6 @@ import keras
 
 from kcnn import data as kdata
 from kcnn._files import load_keras_model
-from kcnn._lock import check_free
 from kcnn.train.callbacks import check_monitor
 from kcnn.train.compile import output_names
 from kcnn.train.config import TrainConfig
@@ -23,7 +22,7 @@ from kcnn.train.distribute import DeviceSettings, prepare_model, resolve_device
 from kcnn.train.inference import evaluate_split, inference_model
 from kcnn.train.inputs import model_and_data
 from kcnn.train.phases import Phase, run_phases
-from kcnn.train.runs import RunFolder, open_run, parameter_counts, start_metadata
+from kcnn.train.runs import RunFolder, claim_output, open_run, parameter_counts, start_metadata
 from kcnn.weights import transfer_weights
 
 
@@ -107,13 +106,12 @@ def fit(
     if not isinstance(config, TrainConfig):
         raise ValueError(f"`config` must be a kcnn.train.TrainConfig. Received: config={config!r}")
     device = resolve_device(config)  # First: a multi-worker strategy needs TensorFlow without ops yet.
-    if output is not None and device.is_chief:  # Refused at once, before loading anything, if another process trains there.
-        check_free(output, "kcnn training run")
-    loaded_here = not isinstance(data, kdata.Dataset)
-    model, data, builder_arguments = model_and_data(model, data, config, model_kwargs, data_options)
-    run = open_run(output, model.name, data, config, kind="fit", worker=None if device.is_chief else device.task)
-    metadata = start_metadata(run, model, data, config, builder_arguments, kind="fit", loaded_here=loaded_here)
-    return train_phases(run, metadata, model, data, [Phase(config)], callbacks=callbacks, verbose=verbose, device=device)
+    with claim_output(output, device) as claimed:  # Before anything loads: another trainer there is refused at once.
+        loaded_here = not isinstance(data, kdata.Dataset)
+        model, data, builder_arguments = model_and_data(model, data, config, model_kwargs, data_options)
+        run = open_run(claimed or output, model.name, data, config, kind="fit", worker=None if device.is_chief else device.task)
+        metadata = start_metadata(run, model, data, config, builder_arguments, kind="fit", loaded_here=loaded_here)
+        return train_phases(run, metadata, model, data, [Phase(config)], callbacks=callbacks, verbose=verbose, device=device)
 
 
 # --------------------------------------------------------------------------
@@ -123,8 +121,9 @@ def fit(
 def train_phases(run, metadata, model, data, phases, *, callbacks, verbose, device=None) -> TrainResult:
     """Runs the phases (resuming where the checkpoint says), then finishes the run.
 
-    The run folder is locked for the duration: another process training there is
-    refused at once. A non-chief worker's folder (`kcnn.train.runs.worker_folder`)
+    The run folder is locked for the duration (from the start of `fit` or `fine_tune`
+    when it is given, `claim_output`): another process training there is refused at
+    once. A non-chief worker's folder (`kcnn.train.runs.worker_folder`)
     is deleted at the end; its result names the chief's.
 
     Args:
