@@ -21,8 +21,9 @@ from kcnn.train.config import TrainConfig
 from kcnn.train.distribute import DeviceSettings, prepare_model, resolve_device
 from kcnn.train.inference import evaluate_split, inference_model
 from kcnn.train.inputs import model_and_data
+from kcnn.train.metadata import parameter_counts, start_metadata
 from kcnn.train.phases import Phase, run_phases
-from kcnn.train.runs import RunFolder, claim_output, open_run, parameter_counts, start_metadata
+from kcnn.train.runs import RunFolder, claim_output, open_run
 from kcnn.weights import transfer_weights
 
 

@@ -19,8 +19,9 @@ from kcnn.train.distribute import resolve_device
 from kcnn.train.driver import TrainResult, train_phases
 from kcnn.train.inference import check_compatible, resolve_model
 from kcnn.train.inputs import load_data
+from kcnn.train.metadata import start_metadata
 from kcnn.train.phases import Phase
-from kcnn.train.runs import RunFolder, claim_output, open_run, start_metadata
+from kcnn.train.runs import RunFolder, claim_output, open_run
 from kcnn.weights import preprocessing_layer, weight_set_of
 
 # Names of the layers `replace_head` adds.
