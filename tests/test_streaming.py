@@ -157,7 +157,7 @@ def test_a_run_on_streamed_data_of_unknown_length_resumes_as_the_uninterrupted_o
         model = convnet(filters=(4,), hidden_units=(), dropout=0.5, input_shape=(8, 8, 3), classes=3)
         return loaded, model
 
-    config = train.TrainConfig(epochs=3, batch_size=8, steps_per_execution=1, warmup_epochs=0.0, seed=5)
+    config = train.TrainConfig(epochs=2, batch_size=8, steps_per_execution=1, warmup_epochs=0.0, seed=5)
 
     def fit(output, callbacks=()):
         loaded, model = streamed()
@@ -167,7 +167,7 @@ def test_a_run_on_streamed_data_of_unknown_length_resumes_as_the_uninterrupted_o
     with pytest.raises(KeyboardInterrupt):
         fit("resumed", [_InterruptMidEpoch(1)])
     resumed = fit("resumed")
-    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
     drop_seconds = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
     assert drop_seconds(resumed.history) == drop_seconds(whole.history)
     for a, b in zip(resumed.model.get_weights(), whole.model.get_weights(), strict=True):
