@@ -1,6 +1,7 @@
 """Files that must survive a kill: every file kcnn writes goes through `atomic_path`,
-so a reader, or a writer killed midway, never sees half a file. Shared by the trainer's
-run folders and the tuner's project folders."""
+so a reader, or a writer killed midway, never sees half a file; and files read back
+(JSON, `.keras` models) that a kill or a disk damaged are refused naming the file.
+Shared by the trainer's run folders and the tuner's project folders."""
 
 from __future__ import annotations
 
@@ -95,6 +96,66 @@ def read_json(path: str | os.PathLike) -> Any:
     except ValueError as error:  # UnicodeDecodeError included
         problem = "is empty" if not content else f"is not valid JSON ({error})"
         raise CorruptFileError(f"{os.fspath(path)} {problem}") from error
+
+
+def load_keras_model(path: str | os.PathLike, *, advice: str = "Use a copy of it or save the model again."):
+    """`keras.saving.load_model(path, compile=False)` (safe mode), whose error on a
+    damaged file names the file and what is wrong with it.
+
+    Keras says "File not found" of any file that is no zip archive (truncated or
+    emptied), and raises zipfile's, json's or a bare KeyError without the path for a
+    damaged or incomplete archive.
+
+    Args:
+        path: the `.keras` file.
+        advice: the way out, for the message.
+
+    Raises:
+        CorruptFileError: the file is truncated, emptied or damaged (a `ValueError`).
+    """
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:
+        problem = _keras_archive_problem(path)
+        if problem is None:
+            raise  # Not a damaged file: Keras' own error (an unknown layer, ...) says what is wrong.
+        raise CorruptFileError(
+            f"{os.fspath(path)} is not a readable .keras model: {problem}, so it is truncated, emptied or damaged. "
+            f"{advice} Received: path={os.fspath(path)!r}"
+        ) from error
+
+
+#: What every `.keras` archive holds (Keras 3's `saving_lib`).
+_KERAS_ARCHIVE_MEMBERS = ("config.json", "model.weights.h5")
+
+
+def _keras_archive_problem(path) -> str | None:
+    """What is wrong with a `.keras` file that did not load, or None when its archive is
+    whole (the failure is another one)."""
+    import zipfile
+    import zlib
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        return None
+    if not zipfile.is_zipfile(path):
+        return f"it is no zip archive ({path.stat().st_size:,} bytes)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            missing = [name for name in _KERAS_ARCHIVE_MEMBERS if name not in archive.namelist()]
+            if missing:
+                return f"its archive lacks {', '.join(missing)}"
+            damaged = archive.testzip()
+            if damaged is not None:
+                return f"its archive member {damaged} is damaged (its CRC-32 differs from the one recorded)"
+            json.loads(archive.read("config.json"))
+    except ValueError:  # json's, and a UnicodeDecodeError
+        return "its config.json is not valid JSON"
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as error:
+        return f"its archive cannot be read ({type(error).__name__}: {error})"
+    return None
 
 
 def file_digest(path: str | os.PathLike) -> dict[str, Any]:

@@ -4,7 +4,8 @@ The lock is an OS lock (`fcntl.flock`) on `kcnn.lock` in the folder: the kernel 
 it when its process ends, however it ends (SIGKILL and power loss included), so a
 killed run never leaves a folder locked. The file names its holder (pid, host, start
 time, what it runs) for the message of a process that is refused. It is removed when
-the holder releases the lock; left behind by a killed process, it blocks nothing.
+the holder releases the lock; left behind by a killed process, it blocks nothing. A
+folder the lock created is removed with it when nothing was written in it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ class FolderInUseError(ValueError):
 class FolderLock:
     """An exclusive, non-blocking lock on a folder (see the module docstring).
 
+    The same instance can be taken again by its holder (`with lock:` inside `with
+    lock:`), and is released when the outermost hold ends; another instance, in this
+    process or another, is refused.
+
     Args:
         folder: the run folder or tuning project (created if needed).
         purpose: what the holder does, for the message of a refused process, e.g.
@@ -39,13 +44,15 @@ class FolderLock:
         self.path = self.folder / LOCK_FILE
         self.purpose = purpose
         self._descriptor: int | None = None
+        self._holds = 0
+        self._created_folder = False
 
     @property
     def held(self) -> bool:
         return self._descriptor is not None
 
     def acquire(self) -> FolderLock:
-        """Takes the lock at once, or raises.
+        """Takes the lock at once (again, when this instance holds it), or raises.
 
         Raises:
             FolderInUseError: another live process holds it (the message names it).
@@ -53,10 +60,15 @@ class FolderLock:
         import fcntl
 
         if self.held:
+            self._holds += 1
             return self
-        self.folder.mkdir(parents=True, exist_ok=True)
+        created = not self.folder.is_dir()
         while True:
-            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # A releasing holder removed the empty folder it had made.
+                continue
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:  # BlockingIOError: held by another open file
@@ -83,11 +95,17 @@ class FolderLock:
         os.pwrite(descriptor, (json.dumps(holder) + "\n").encode(), 0)
         os.fsync(descriptor)
         self._descriptor = descriptor
+        self._holds = 1
+        self._created_folder = created
         return self
 
     def release(self) -> None:
-        """Releases the lock and removes the lock file (nothing if not held)."""
+        """Ends a hold; the outermost one releases the lock, removes the lock file and
+        the folder, if the lock created it and it is empty (nothing if not held)."""
         if self._descriptor is None:
+            return
+        self._holds -= 1
+        if self._holds > 0:
             return
         descriptor, self._descriptor = self._descriptor, None
         try:
@@ -96,6 +114,9 @@ class FolderLock:
                     self.path.unlink()
         finally:
             os.close(descriptor)  # Releases the flock.
+        if self._created_folder:
+            with contextlib.suppress(OSError):  # Not empty: something was written, it stays.
+                self.folder.rmdir()
 
     def __enter__(self) -> FolderLock:
         return self.acquire()

@@ -377,3 +377,59 @@ def test_a_run_killed_after_its_last_epoch_finishes_without_training_again(tmp_p
     assert record.begin is None and record.ends == {}  # nothing trained again
     assert [row["epoch"] for row in result.history] == [1, 2] and result.metadata["status"] == "completed"
     assert result.metrics["best_epoch"] == min(result.history, key=lambda row: row["val_loss"])["epoch"]
+
+
+def test_the_best_model_is_hashed_once_per_version_not_at_every_epoch(tmp_path, monkeypatch):
+    """Every record names the best epoch's model with its SHA-256; an unchanged file
+    (100 MB for a ResNet-50) is not read again at each epoch to say so."""
+    from kcnn import _files
+    from kcnn.train import checkpoint as kcheckpoint
+    from kcnn.train.checkpoint import Checkpoint, best_file_name
+
+    hashed = []
+    digest = _files.file_digest
+    for module in (_files, kcheckpoint):  # checking a file (`check_digest`) hashes it too
+        monkeypatch.setattr(module, "file_digest", lambda path: hashed.append(pathlib.Path(path).name) or digest(path))
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    folder = Checkpoint(tmp_path / "checkpoint")
+    best = folder.directory / best_file_name(1)
+    folder.directory.mkdir()
+    best.write_bytes(b"the best epoch's model")
+    common = dict(phase=0, phase_start=0, phase_done=False, more_phases=False, model=model, model_only=None, stopped_early=False, history=[])
+    for epoch in (1, 2, 3):  # epoch 1 stays the best
+        folder.commit(epoch=epoch, best_value=0.5, best_epoch=1, **common)
+    assert hashed.count(best.name) == 1
+    # A new version of the file (kcnn writes by renaming over it) is hashed again.
+    replacement = best.with_name("new.keras")
+    replacement.write_bytes(b"THE BEST EPOCH'S MODEL")
+    replacement.replace(best)
+    record = folder.commit(epoch=4, best_value=0.5, best_epoch=1, **common)
+    assert hashed.count(best.name) == 2
+    assert json.loads(record.read_text())["files"]["best_model"]["sha256"] == digest(best)["sha256"]
+    # A run resumed in a new process checks it once, when it restores the record.
+    hashed.clear()
+    resumed = Checkpoint(folder.directory)
+    restored, problems = resumed.restore_point()
+    assert problems == [] and restored.best_model == best and hashed.count(best.name) == 1
+    resumed.commit(epoch=5, best_value=0.5, best_epoch=1, **common)
+    assert hashed.count(best.name) == 1
+
+
+def test_a_checkpoint_left_by_a_kill_after_the_run_completed_goes_when_the_folder_is_opened_again(tmp_path, monkeypatch):
+    """Marked completed, then killed before its checkpoint/ was removed (300 MB for a
+    ResNet run): the next trainer to open the folder removes it, and is refused as
+    for any finished run."""
+    def killed(run):
+        raise KeyboardInterrupt  # the kill, between the two writes
+
+    config = train.TrainConfig(epochs=1, batch_size=8, augment=None)
+    with monkeypatch.context() as patch:
+        patch.setattr(RunFolder, "remove_checkpoint", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train.fit(small(), tiny(), config, output=tmp_path / "run", verbose=0)
+    run = RunFolder(tmp_path / "run")
+    assert run.read_metadata()["status"] == "completed" and run.checkpoint.records()
+    with pytest.raises(ValueError, match="holds a finished run"):
+        train.fit(small(), tiny(), config, output=run.path, verbose=0)
+    assert not run.checkpoint_dir.exists()
+    assert sorted(p.name for p in run.path.iterdir()) == ["curves.png", "history.csv", "logs", "metadata.json", "model.keras"]

@@ -1,4 +1,5 @@
 import os
+import re
 
 import numpy as np
 import pytest
@@ -74,3 +75,74 @@ def test_a_digest_tells_a_complete_file_from_a_truncated_or_damaged_one(tmp_path
     assert check_digest(path, digest) == "weights.h5 is damaged (its SHA-256 differs from the one recorded)"
     path.unlink()
     assert check_digest(path, digest) == "weights.h5 is missing"
+
+
+def _damaged_keras_files(folder):
+    """A LeNet-5 .keras file damaged four ways: {name: (path, what the message says)}."""
+    import io
+    import zipfile
+
+    from kcnn import lenet5
+
+    good = folder / "good.keras"
+    lenet5(classes=3).save(good)
+    raw = good.read_bytes()
+
+    def rewritten(change):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(good) as source, zipfile.ZipFile(buffer, "w") as target:
+            for name in source.namelist():
+                content = change(name, source.read(name))
+                if content is not None:
+                    target.writestr(name, content)
+        return buffer.getvalue()
+
+    with zipfile.ZipFile(good) as archive:
+        weights = archive.getinfo("model.weights.h5")
+    flipped = bytearray(raw)
+    # A byte in the middle of the weights' data: the archive's CRC-32 no longer matches.
+    flipped[weights.header_offset + 100 + weights.compress_size // 2] ^= 0xFF
+    damages = {
+        "truncated": (raw[:1000], r"it is no zip archive \(1,000 bytes\)"),
+        "flipped": (bytes(flipped), r"its archive member model\.weights\.h5 is damaged"),
+        "no_config": (rewritten(lambda name, data: None if name == "config.json" else data), r"its archive lacks config\.json"),
+        "bad_config": (rewritten(lambda name, data: b"{" if name == "config.json" else data), r"its config\.json is not valid JSON"),
+    }
+    files = {}
+    for name, (content, problem) in damages.items():
+        path = folder / name / "model.keras"  # as in a run folder
+        path.parent.mkdir()
+        path.write_bytes(content)
+        files[name] = (path, problem)
+    return files
+
+
+def test_a_damaged_keras_file_is_named_by_every_loader(tmp_path):
+    """Keras says "File not found" of a truncated .keras file, and raises zipfile's,
+    json's or a bare KeyError for a damaged archive: each loader that takes a .keras
+    path names the file and what is wrong with it."""
+    from kcnn import lenet5, train, weights
+    from kcnn._files import CorruptFileError, load_keras_model
+
+    target = lenet5(classes=3)
+    loaders = {
+        "load_keras_model": load_keras_model,
+        "train.load": train.load,
+        "train.evaluate": lambda path: train.evaluate(path, data=None),
+        "train.fine_tune": lambda path: train.fine_tune(path, data=None, output=tmp_path / "never"),
+        "weights.transfer_weights": lambda path: weights.transfer_weights(path, target),
+        "weights.load_weights": lambda path: weights.load_weights(target, path),
+    }
+    for name, (path, problem) in _damaged_keras_files(tmp_path).items():
+        for loader_name, loader in loaders.items():
+            with pytest.raises(CorruptFileError) as refused:
+                loader(path)
+            message = str(refused.value)
+            assert message.startswith(f"{path} is not a readable .keras model: "), (name, loader_name, message)
+            assert re.search(problem + r".*, so it is truncated, emptied or damaged\. ", message), (name, loader_name, message)
+            assert message.endswith(f"Received: path={os.fspath(path)!r}"), (name, loader_name, message)
+    assert not (tmp_path / "never").exists()
+    # A whole file loads, and an error that is not damage stays Keras' own.
+    assert load_keras_model(tmp_path / "good.keras").count_params() == lenet5(classes=3).count_params()
+    with pytest.raises(ValueError, match="File not found"):
+        load_keras_model(tmp_path / "absent.keras")

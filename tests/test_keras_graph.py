@@ -2,8 +2,10 @@
 upstream change moves what it reads, naming what moved."""
 
 import keras
+import numpy as np
+import pytest
 
-from kcnn._keras_graph import input_layer_name, layer_call, producer
+from kcnn._keras_graph import fit_iterations_per_epoch, input_layer_name, layer_call, producer
 
 
 def small_model():
@@ -37,19 +39,47 @@ def test_output_spec_recomputes_a_call_on_other_shapes():
 
 
 
-def test_fit_iterations_per_epoch_follows_the_dataset_length():
+# Keras' warning at the end of every epoch of a dataset of unknown length.
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")
+@pytest.mark.parametrize("known_length", [True, False], ids=["known-length", "unknown-length"])
+def test_fit_starts_the_iterators_per_epoch_that_fit_iterations_per_epoch_says(known_length):
+    """Keras' own epoch loop, watched: epoch e of `Model.fit` sees the dataset's
+    iteration number e * fit_iterations_per_epoch (its shuffle drawn afresh at each),
+    which is what a resumed run skips to."""
     import tensorflow as tf
 
-    from kcnn._keras_graph import fit_iterations_per_epoch
+    def dataset():
+        ds = tf.data.Dataset.range(8).shuffle(8, seed=1, reshuffle_each_iteration=True)
+        ds = ds if known_length else ds.filter(lambda i: True)
+        return ds.map(lambda i: (tf.cast(i, "float32")[None], 0.0)).batch(4)
 
-    known = tf.data.Dataset.range(8).batch(2)
-    assert fit_iterations_per_epoch(known) == 2
-    assert fit_iterations_per_epoch(known.filter(lambda x: True)) == 1  # length unknown
+    seen = []
+
+    class Watch(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.dense(x)
+
+        def train_step(self, data):
+            seen.extend(int(v) for v in np.asarray(data[0])[:, 0])
+            return {"seen": 0.0}
+
+    model = Watch()
+    model.compile("sgd", "mse", run_eagerly=True)
+    model.fit(dataset(), epochs=3, shuffle=False, verbose=0)
+    by_epoch = [seen[i : i + 8] for i in range(0, len(seen), 8)]
+    orders = dataset()
+    iterations = [[int(v) for x, _ in orders for v in np.asarray(x)[:, 0]] for _ in range(5)]
+    assert len({tuple(order) for order in iterations}) == 5  # each iteration tells itself apart
+    step = fit_iterations_per_epoch(orders)
+    assert step == (2 if known_length else 1)
+    assert by_epoch == [iterations[epoch * step] for epoch in range(3)]
 
 
 def test_get_layer_names_the_missing_layer_and_the_last_ones():
-    import pytest
-
     from kcnn import train
     from kcnn._keras_graph import get_layer
 

@@ -134,3 +134,62 @@ def test_a_search_is_refused_while_another_process_holds_its_project(tmp_path):
         stop(holder)
     result = search()
     assert [r.status for r in result.trials] == ["COMPLETED"] and not (project / LOCK_FILE).exists()
+
+
+def test_the_holder_may_take_its_lock_again_and_an_empty_folder_it_made_goes_with_it(tmp_path):
+    folder = tmp_path / "new" / "run"
+    lock = FolderLock(folder, "kcnn training run")
+    with lock:
+        with lock:  # the holder, again (the trainer claims its folder, then trains in it)
+            assert lock.held
+        assert lock.held and (folder / LOCK_FILE).exists()
+        with pytest.raises(FolderInUseError):
+            FolderLock(folder, "kcnn training run").acquire()
+    assert not lock.held and not folder.exists() and (tmp_path / "new").is_dir()
+    with lock:
+        (folder / "metadata.json").write_text("{}")
+    assert [p.name for p in folder.iterdir()] == ["metadata.json"]  # written in: it stays
+
+
+class _StartUp(Exception):
+    """Stands for the rest of a trainer's start-up."""
+
+
+def test_a_trainer_claims_its_folder_before_its_start_up_and_a_second_is_refused_before_any(tmp_path, monkeypatch):
+    """The model is built and the data loaded (seconds to minutes) with the folder
+    already locked: a second trainer is refused at once, before its own start-up."""
+    from kcnn import lenet5, train
+    from kcnn.train import driver, transfer
+
+    output, base = tmp_path / "run", tmp_path / "base.keras"
+    lenet5(classes=3).save(base)
+    started = []
+
+    def start_up(name, *, holding):
+        def step(*args, **kwargs):
+            started.append(name)
+            if holding:  # this trainer's folder is locked already, as another one finds it
+                with pytest.raises(FolderInUseError, match=f"is in use by process {os.getpid()} "):
+                    FolderLock(output, "probe").acquire()
+            raise _StartUp
+
+        return step
+
+    for holding in (True, False):
+        monkeypatch.setattr(driver, "model_and_data", start_up("model_and_data", holding=holding))
+        monkeypatch.setattr(transfer, "resolve_model", start_up("resolve_model", holding=holding))
+        monkeypatch.setattr(transfer, "load_data", start_up("load_data", holding=holding))
+        if holding:
+            for trainer in (lambda: train.fit("lenet5", "digits", output=output), lambda: train.fine_tune(base, "digits", output=output)):
+                with pytest.raises(_StartUp):
+                    trainer()
+                assert not output.exists()  # released, and the folder it made (empty) removed
+            assert started == ["model_and_data", "resolve_model"]
+        else:
+            started.clear()
+            with FolderLock(output, "kcnn training run"):  # another trainer's
+                with pytest.raises(FolderInUseError, match="is in use by process"):
+                    train.fit("lenet5", "digits", output=output)
+                with pytest.raises(FolderInUseError, match="is in use by process"):
+                    train.fine_tune(base, "digits", output=output)
+            assert started == []  # refused before building, loading or reading anything

@@ -5,8 +5,11 @@ import keras
 import numpy as np
 import pytest
 
+from kcnn.layers import FusedBatchNormalization
 from kcnn.train import compile as kcompile
+from kcnn.train._keras_optimizer import adam_moments
 from kcnn.train.config import TrainConfig
+from kcnn.train.distribute import DeviceSettings, prepare_model
 from kcnn.train.optimizers import FusedAdam, FusedAdamW
 
 
@@ -81,3 +84,77 @@ def test_a_checkpoint_written_with_keras_adamw_resumes_into_the_fused_one(tmp_pa
     after.fit(x, y, epochs=1, batch_size=4, shuffle=False, verbose=0)
     for a, b in zip(after.get_weights(), before.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("keras_class", [keras.optimizers.Adam, keras.optimizers.AdamW])
+def test_the_moments_read_are_the_ones_keras_own_adam_step_updates(keras_class, rng):
+    """Guards `kcnn.train._keras_optimizer`, the one reader of Keras' optimizer
+    internals: it fails as soon as Keras moves or renames the moments, or stops
+    updating the ones found there."""
+    optimizer = keras_class(learning_rate=0.1, beta_1=0.5, beta_2=0.75)
+    variables = [keras.Variable(np.ones((2, 3), np.float32), name="kernel"), keras.Variable(np.zeros(4, np.float32), name="bias")]
+    optimizer.build(variables)
+    gradients = [rng.normal(size=v.shape).astype(np.float32) for v in variables]
+    optimizer.apply(gradients, variables)  # Keras' own step, not the fused one
+    found = [adam_moments(optimizer, variable) for variable in variables]
+    for (m, v), variable, gradient in zip(found, variables, gradients, strict=True):
+        assert m.path.endswith(f"{variable.name}_momentum") and v.path.endswith(f"{variable.name}_velocity")
+        # From zero, one step: m = (1 - beta_1) g and v = (1 - beta_2) g^2.
+        np.testing.assert_allclose(m.numpy(), 0.5 * gradient, rtol=1e-6)
+        np.testing.assert_allclose(v.numpy(), 0.25 * gradient**2, rtol=1e-6)
+    # They are the optimizer's own state, which checkpoints save and restore.
+    assert {id(slot) for pair in found for slot in pair} <= {id(variable) for variable in optimizer.variables}
+
+
+def _float16_run(jit_compile, keras_class=None):
+    """A conv net with FusedBatchNormalization trained as kcnn trains on a GPU: its
+    layers in mixed_float16 (set per layer, `prepare_model`), AdamW in Keras'
+    LossScaleOptimizer (`compile_model`); with `keras_class`, Keras' AdamW instead
+    of the fused one."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="conv")(inputs)
+    x = keras.layers.ReLU(name="relu")(FusedBatchNormalization(name="bn")(x))
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="predictions")(x))
+    initial = model.get_weights()
+    device = DeviceSettings("mixed_float16", xla=jit_compile, strategy=None, devices=())
+    model = prepare_model(model, device)
+    config = TrainConfig(epochs=2, batch_size=8, learning_rate=0.01, weight_decay=0.05, warmup_epochs=0.0, steps_per_execution=1)
+    original = kcompile.FusedAdamW
+    kcompile.FusedAdamW = keras_class or original
+    try:
+        kcompile.compile_model(model, config, steps_per_epoch=3, device=device)
+    finally:
+        kcompile.FusedAdamW = original
+    rng = np.random.default_rng(0)
+    model.fit(rng.normal(size=(24, 8, 8, 3)).astype(np.float32), np.arange(24) % 3, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    return model, initial
+
+
+@pytest.fixture(scope="module")
+def keras_adamw_float16_run():
+    return _float16_run(False, keras.optimizers.AdamW)[0]
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_fused_adamw_under_loss_scaling_in_float16_follows_keras_adamw(jit_compile, keras_adamw_float16_run):
+    """The default GPU path (mixed_float16: `LossScaleOptimizer(FusedAdamW)`, fused
+    batch normalization), run on the CPU, against Keras' AdamW in its place (without
+    XLA, whose float16 rounding differs from TensorFlow's by less than the tolerance)."""
+    fused, initial = _float16_run(jit_compile)
+    reference = keras_adamw_float16_run
+    optimizer = fused.optimizer
+    assert type(optimizer) is keras.optimizers.LossScaleOptimizer and type(optimizer.inner_optimizer) is FusedAdamW
+    assert type(reference.optimizer.inner_optimizer) is keras.optimizers.AdamW and fused.jit_compile == jit_compile
+    assert fused.get_layer("bn").compute_dtype == "float16" and isinstance(fused.get_layer("bn"), FusedBatchNormalization)
+    assert keras.config.dtype_policy().name == "float32"  # set per layer: nothing process-wide
+    for a, b, start in zip(fused.get_weights(), reference.get_weights(), initial, strict=True):
+        # Float32 rounding of the update, through float16 forward and backward passes.
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
+        assert a.shape == start.shape
+    moved = [np.abs(a - start).max() for a, start in zip(fused.get_weights(), initial, strict=True)]
+    assert min(moved[:3]) > 1e-3  # the conv and the BatchNorm scale and offset trained
+    for a, b in zip(optimizer.variables, reference.optimizer.variables, strict=True):
+        assert a.name == b.name
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=2e-5)  # the moments and the loss scale

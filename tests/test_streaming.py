@@ -3,8 +3,10 @@ reported, and giving the same batches as the in-memory path."""
 
 import logging
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from kcnn import data
@@ -115,3 +117,58 @@ def test_tfds_split_is_cached_in_memory_only_when_it_fits(above, tmp_path, monke
                 assert y == y0
     assert ("not cached in memory" in caplog.text) == above
     assert caplog.text.count("not cached in memory") == (3 if above else 0)
+
+
+class _InterruptMidEpoch(keras.callbacks.Callback):
+    """Stops the run after the first batch of epoch `at` (from 0), as a kill would: the
+    epochs before it are committed, the one begun is lost."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == self.at:
+            raise KeyboardInterrupt
+
+
+# Keras' warning at the end of every epoch of a dataset of unknown length.
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")
+def test_a_run_on_streamed_data_of_unknown_length_resumes_as_the_uninterrupted_one(folder, tmp_path):
+    """On a training split of unknown length Keras starts one iterator an epoch where
+    it starts two for a known length (`fit_iterations_per_epoch`): the resumed run
+    must move the shuffle and the augmentation on by that count. The convnet's
+    dropout draws its masks from a generator whose state the checkpoint carries."""
+    import dataclasses
+
+    from kcnn import convnet, train
+
+    def streamed():
+        keras.utils.set_random_seed(3)  # as a new process of the command line would
+        with pytest.warns(UserWarning, match="unreadable"):
+            loaded = data.load(folder, image_size=8, batch_size=8, stream=True, augment="shift", seed=5, test_split=0)
+        # Streamed files are read past unreadable ones, which leaves the length unknown;
+        # the filter keeps it unknown whatever the pipeline learns to say.
+        loaded = dataclasses.replace(loaded, train=loaded.train.filter(lambda x, y: True))
+        assert loaded.streaming and int(loaded.train.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+        model = convnet(filters=(4,), hidden_units=(), dropout=0.5, input_shape=(8, 8, 3), classes=3)
+        return loaded, model
+
+    config = train.TrainConfig(epochs=2, batch_size=8, steps_per_execution=1, warmup_epochs=0.0, seed=5)
+
+    def fit(output, callbacks=()):
+        loaded, model = streamed()
+        return train.fit(model, loaded, config, output=tmp_path / output, callbacks=callbacks, verbose=0)
+
+    whole = fit("whole")
+    with pytest.raises(KeyboardInterrupt):
+        fit("resumed", [_InterruptMidEpoch(1)])
+    resumed = fit("resumed")
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
+    drop_seconds = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+    assert drop_seconds(resumed.history) == drop_seconds(whole.history)
+    for a, b in zip(resumed.model.get_weights(), whole.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -187,10 +187,13 @@ def _train(args):
 
 def _finetune(args):
     from kcnn import train
+    from kcnn._lock import check_free
     from kcnn.train.runs import RunFolder
 
     config = _config(args)
     _seed(config)
+    if args.output:  # Refused before the base model loads when another trainer is in the folder.
+        check_free(args.output, "kcnn training run")
     if args.weights:
         model, base = _pretrained(args), args.path
     else:

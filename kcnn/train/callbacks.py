@@ -1,9 +1,10 @@
 """The callbacks that write a run folder while it trains: history rows, the best
-model, and a stop on a non-finite loss."""
+model, the epoch's checkpoint, and a stop on a non-finite loss."""
 
 from __future__ import annotations
 
 import math
+import pathlib
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from kcnn.train.checkpoint import Checkpoint, best_file_name, make_current
+from kcnn.train.random_state import random_state
 from kcnn.train.runs import RunFolder
 
 
@@ -177,3 +180,72 @@ def check_monitor(monitor: str, model: keras.Model, *, validation: bool) -> None
             f"`monitor` must be a quantity the model logs{hint}: one of {', '.join(known)}. "
             f"Received: monitor={monitor!r}"
         )
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Commits a checkpoint at the end of each epoch (the last callback: the history
+    row and the best model of the epoch are on disk before it counts), then makes the
+    best epoch's model the run's model.keras.
+
+    Args:
+        checkpoint: the run's `Checkpoint`.
+        model_path: the run's model.keras.
+        phase: this phase's index.
+        phase_start: the epochs before this phase.
+        phase_end: the epoch (1-based count) this phase ends at.
+        more_phases: another phase follows.
+        model_only: the model whose weights start the next phase (an uncompiled view).
+        best: the `BestModel` callback of the phase (its best value, epoch, stop).
+        history: returns the history rows so far.
+        stopped_early: whether an earlier phase stopped early.
+        run: what the run is (metadata.json's kind, model and config).
+    """
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        model_path: pathlib.Path,
+        *,
+        phase: int,
+        phase_start: int,
+        phase_end: int,
+        more_phases: bool,
+        model_only: keras.Model,
+        best,
+        history: Callable[[], list[dict[str, Any]]],
+        stopped_early: bool,
+        run: Mapping[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.model_path = model_path
+        self.phase = phase
+        self.phase_start = phase_start
+        self.phase_end = phase_end
+        self.more_phases = more_phases
+        self.model_only = model_only
+        self.best = best
+        self.history = history
+        self.stopped_early = stopped_early
+        self.run = run
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1 >= self.phase_end or bool(self.model.stop_training)
+        stopped_early = self.stopped_early or self.best.stopped_epoch is not None
+        self.checkpoint.commit(
+            phase=self.phase,
+            phase_start=self.phase_start,
+            epoch=epoch + 1,
+            phase_done=done,
+            more_phases=self.more_phases,
+            model=self.model,
+            model_only=self.model_only,
+            best_value=self.best.best_value,
+            best_epoch=self.best.best_epoch,
+            stopped_early=stopped_early,
+            history=self.history(),
+            run=self.run,
+            random=random_state(self.model),
+        )
+        if self.best.best_epoch == epoch + 1:
+            make_current(self.checkpoint.directory / best_file_name(epoch + 1), self.model_path)

@@ -1,8 +1,9 @@
 """The epoch-end checkpoint a run resumes from: kcnn's own, consistent after a kill at
 any point.
 
-At the end of each epoch (the last callback, once everything else of the epoch is on
-disk) the run's `checkpoint/` folder receives, each file written atomically:
+At the end of each epoch (`kcnn.train.callbacks.EpochCheckpoint`, the last callback,
+once everything else of the epoch is on disk) the run's `checkpoint/` folder
+receives, each file written atomically:
 
     phase1-epoch0003.weights.h5   the training model's weights and its optimizer's
                                   state (step count, moments): where training resumes
@@ -12,7 +13,8 @@ disk) the run's `checkpoint/` folder receives, each file written atomically:
                                   (model.keras is then made the same file)
     phase1-epoch0003.json         the record, written LAST: phase, epoch, whether the
                                   phase is done, the files above with their sizes and
-                                  SHA-256, the best value and epoch, the history rows
+                                  SHA-256, the best value and epoch, the history rows,
+                                  the state of the model's random generators (dropout)
 
 A record names a complete checkpoint: the files it lists were on disk, whole, before
 it was written. The previous record and its files are kept until a newer one is
@@ -31,7 +33,7 @@ import pathlib
 import re
 import shutil
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -77,6 +79,8 @@ class Restored:
         record: the record's path.
         run: what the run is (kind, model, config: metadata.json's), to resume it
             when metadata.json is unreadable.
+        random: the state of the model's random generators at `epoch`
+            (`kcnn.train.random_state`); {} in records of earlier kcnn versions.
     """
 
     phase: int
@@ -92,6 +96,7 @@ class Restored:
     history: list[dict[str, Any]]
     record: pathlib.Path
     run: dict[str, Any] | None = None
+    random: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
     @property
     def phases_done(self) -> int:
@@ -114,6 +119,8 @@ class Checkpoint:
     def __init__(self, directory: str | os.PathLike):
         self.directory = pathlib.Path(directory)
         self._kept: list[pathlib.Path] = []  # Records this process committed or restored.
+        # {file name: (its version, its digest)}: each version of a file is hashed once.
+        self._digests: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
 
     # -- reading -------------------------------------------------------------
 
@@ -153,6 +160,7 @@ class Checkpoint:
                     problem = check_digest(self.directory / entry["name"], entry)
                     if problem:
                         raise CorruptFileError(f"{path} names {problem}")
+                    self._remember(self.directory / entry["name"], {"size": entry["size"], "sha256": entry["sha256"]})
             best = record["best"]
             restored = Restored(
                 phase=int(record["phase"]),
@@ -168,6 +176,7 @@ class Checkpoint:
                 history=list(record["history"]),
                 record=path,
                 run=record.get("run"),
+                random=dict(record.get("random") or {}),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             if isinstance(error, CorruptFileError):
@@ -194,6 +203,7 @@ class Checkpoint:
         stopped_early: bool,
         history: Sequence[Mapping[str, Any]],
         run: Mapping[str, Any] | None = None,
+        random: Mapping[str, list[int]] | None = None,
     ) -> pathlib.Path:
         """Writes the checkpoint of an epoch: its files, then its record, then drops
         the checkpoints no longer needed.
@@ -210,6 +220,7 @@ class Checkpoint:
             stopped_early: whether a phase stopped early so far.
             history: the history rows up to this epoch.
             run: what the run is (metadata.json's kind, model and config).
+            random: the state of the model's random generators (`random_state`).
 
         Returns:
             The record's path.
@@ -220,7 +231,7 @@ class Checkpoint:
             files["model_weights"] = self._save_weights(model_only, f"{stem}.model.weights.h5")
         if best_epoch is not None:
             best_path = self.directory / best_file_name(best_epoch)
-            files["best_model"] = {"name": best_path.name, **file_digest(best_path)}
+            files["best_model"] = {"name": best_path.name, **self._digest(best_path)}
         record = {
             "format": CHECKPOINT_FORMAT,
             "phase": phase,
@@ -233,6 +244,7 @@ class Checkpoint:
             "stopped_early": stopped_early,
             "history": [dict(row) for row in history],
             "run": dict(run) if run is not None else None,
+            "random": dict(random or {}),
         }
         path = self.directory / f"{stem}.json"
         write_json(path, record)  # The commit: the checkpoint is complete.
@@ -244,7 +256,24 @@ class Checkpoint:
         path = self.directory / name
         with atomic_path(path) as temporary:
             model.save_weights(temporary)
-        return {"name": name, **file_digest(path)}
+        return {"name": name, **self._digest(path)}
+
+    def _digest(self, path: pathlib.Path) -> dict[str, Any]:
+        """`file_digest(path)`, computed once per version of the file: the best
+        epoch's model, which every record names until a better epoch comes (100 MB
+        for a ResNet-50), is read when it is written or restored, not at every epoch.
+        A version is the file's inode, size and modification time: kcnn replaces a
+        file by renaming a new one over it (`atomic_path`), a new inode."""
+        version = _version(path)
+        cached = self._digests.get(path.name)
+        if cached is None or cached[0] != version:
+            cached = (version, file_digest(path))
+            self._digests[path.name] = cached
+        return dict(cached[1])
+
+    def _remember(self, path: pathlib.Path, digest: dict[str, Any]) -> None:
+        """Records the digest just checked of `path` as its current version's."""
+        self._digests[path.name] = (_version(path), dict(digest))
 
     def prune(self) -> None:
         """Removes every file no kept record needs: the kept records are the newest
@@ -270,6 +299,11 @@ class Checkpoint:
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _version(path: pathlib.Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _ends_phase(record: pathlib.Path) -> bool:
@@ -339,71 +373,3 @@ def is_current(best_model: pathlib.Path, model_path: pathlib.Path) -> bool:
     except OSError:
         return False
     return file_digest(best_model) == file_digest(model_path)
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Commits a checkpoint at the end of each epoch (the last callback: the history
-    row and the best model of the epoch are on disk before it counts), then makes the
-    best epoch's model the run's model.keras.
-
-    Args:
-        checkpoint: the run's `Checkpoint`.
-        model_path: the run's model.keras.
-        phase: this phase's index.
-        phase_start: the epochs before this phase.
-        phase_end: the epoch (1-based count) this phase ends at.
-        more_phases: another phase follows.
-        model_only: the model whose weights start the next phase (an uncompiled view).
-        best: the `BestModel` callback of the phase (its best value, epoch, stop).
-        history: returns the history rows so far.
-        stopped_early: whether an earlier phase stopped early.
-        run: what the run is (metadata.json's kind, model and config).
-    """
-
-    def __init__(
-        self,
-        checkpoint: Checkpoint,
-        model_path: pathlib.Path,
-        *,
-        phase: int,
-        phase_start: int,
-        phase_end: int,
-        more_phases: bool,
-        model_only: keras.Model,
-        best,
-        history: Callable[[], list[dict[str, Any]]],
-        stopped_early: bool,
-        run: Mapping[str, Any] | None = None,
-    ):
-        super().__init__()
-        self.checkpoint = checkpoint
-        self.model_path = model_path
-        self.phase = phase
-        self.phase_start = phase_start
-        self.phase_end = phase_end
-        self.more_phases = more_phases
-        self.model_only = model_only
-        self.best = best
-        self.history = history
-        self.stopped_early = stopped_early
-        self.run = run
-
-    def on_epoch_end(self, epoch, logs=None):
-        done = epoch + 1 >= self.phase_end or bool(self.model.stop_training)
-        stopped_early = self.stopped_early or self.best.stopped_epoch is not None
-        self.checkpoint.commit(
-            phase=self.phase,
-            phase_start=self.phase_start,
-            epoch=epoch + 1,
-            phase_done=done,
-            more_phases=self.more_phases,
-            model=self.model,
-            model_only=self.model_only,
-            best_value=self.best.best_value,
-            best_epoch=self.best.best_epoch,
-            stopped_early=stopped_early,
-            history=self.history(),
-            run=self.run,
-        )
-        if self.best.best_epoch == epoch + 1:
-            make_current(self.checkpoint.directory / best_file_name(epoch + 1), self.model_path)

@@ -14,15 +14,16 @@ from typing import Any
 import keras
 
 from kcnn import data as kdata
-from kcnn._lock import check_free
+from kcnn._files import load_keras_model
 from kcnn.train.callbacks import check_monitor
 from kcnn.train.compile import output_names
 from kcnn.train.config import TrainConfig
 from kcnn.train.distribute import DeviceSettings, prepare_model, resolve_device
 from kcnn.train.inference import evaluate_split, inference_model
 from kcnn.train.inputs import model_and_data
+from kcnn.train.metadata import parameter_counts, start_metadata
 from kcnn.train.phases import Phase, run_phases
-from kcnn.train.runs import RunFolder, open_run, parameter_counts, start_metadata
+from kcnn.train.runs import RunFolder, claim_output, open_run
 from kcnn.weights import transfer_weights
 
 
@@ -106,13 +107,12 @@ def fit(
     if not isinstance(config, TrainConfig):
         raise ValueError(f"`config` must be a kcnn.train.TrainConfig. Received: config={config!r}")
     device = resolve_device(config)  # First: a multi-worker strategy needs TensorFlow without ops yet.
-    if output is not None and device.is_chief:  # Refused at once, before loading anything, if another process trains there.
-        check_free(output, "kcnn training run")
-    loaded_here = not isinstance(data, kdata.Dataset)
-    model, data, builder_arguments = model_and_data(model, data, config, model_kwargs, data_options)
-    run = open_run(output, model.name, data, config, kind="fit", worker=None if device.is_chief else device.task)
-    metadata = start_metadata(run, model, data, config, builder_arguments, kind="fit", loaded_here=loaded_here)
-    return train_phases(run, metadata, model, data, [Phase(config)], callbacks=callbacks, verbose=verbose, device=device)
+    with claim_output(output, device) as claimed:  # Before anything loads: another trainer there is refused at once.
+        loaded_here = not isinstance(data, kdata.Dataset)
+        model, data, builder_arguments = model_and_data(model, data, config, model_kwargs, data_options)
+        run = open_run(claimed or output, model.name, data, config, kind="fit", worker=None if device.is_chief else device.task)
+        metadata = start_metadata(run, model, data, config, builder_arguments, kind="fit", loaded_here=loaded_here)
+        return train_phases(run, metadata, model, data, [Phase(config)], callbacks=callbacks, verbose=verbose, device=device)
 
 
 # --------------------------------------------------------------------------
@@ -122,8 +122,9 @@ def fit(
 def train_phases(run, metadata, model, data, phases, *, callbacks, verbose, device=None) -> TrainResult:
     """Runs the phases (resuming where the checkpoint says), then finishes the run.
 
-    The run folder is locked for the duration: another process training there is
-    refused at once. A non-chief worker's folder (`kcnn.train.runs.worker_folder`)
+    The run folder is locked for the duration (from the start of `fit` or `fine_tune`
+    when it is given, `claim_output`): another process training there is refused at
+    once. A non-chief worker's folder (`kcnn.train.runs.worker_folder`)
     is deleted at the end; its result names the chief's.
 
     Args:
@@ -185,7 +186,11 @@ def _leave_best_weights_in(given, *, trained, best):
 
 
 def _finish(run, metadata, data, seconds, progress) -> TrainResult:
-    best_model = keras.saving.load_model(run.model_path, compile=False)
+    best_model = load_keras_model(
+        run.model_path,
+        advice="Delete it and call `fit` (or `kcnn train`) again with the same output: the run's checkpoint "
+        "makes it anew.",
+    )
     if metadata["device"]["precision"] != "float32":
         # The saved model is for inference on any device: float32 everywhere (the
         # variables are float32 already, so nothing is lost).

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from kcnn import data as kdata
+from kcnn._files import load_keras_model
 from kcnn.train.compile import make_loss, make_metrics, outputs_logits
 from kcnn.train.runs import MODEL_FILE, RunFolder
 
@@ -35,20 +36,11 @@ def load(path: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
         raise ValueError(
             f"Expected a run folder holding {MODEL_FILE} or a .keras file. Received: path={os.fspath(path)!r}"
         )
-    try:
-        model = keras.saving.load_model(model_path, compile=False)
-    except ValueError as error:
-        # Keras says "File not found" of any file that is no zip archive.
-        import zipfile
-
-        if zipfile.is_zipfile(model_path):
-            raise
-        raise ValueError(
-            f"{os.fspath(model_path)} is not a readable .keras model: it is no zip archive "
-            f"({model_path.stat().st_size:,} bytes), so it is truncated, emptied or damaged. Use a copy of it or "
-            "train the model again (a run whose checkpoint/ folder is still there resumes with `kcnn train "
-            f"--output FOLDER`, `fit(output=...)`, and writes it anew). Received: path={os.fspath(path)!r}"
-        ) from error
+    model = load_keras_model(
+        model_path,
+        advice="Use a copy of it or train the model again (a run whose checkpoint/ folder is still there resumes "
+        "with `kcnn train --output FOLDER`, `fit(output=...)`, and writes it anew).",
+    )
     try:
         metadata = RunFolder(model_path.parent).read_metadata() or {}
     except ValueError as error:  # kcnn._files.CorruptFileError, naming the file

@@ -9,12 +9,15 @@ step at 64x64, batch 32. TensorFlow's `ResourceApplyAdam` computes the same upda
 it) in one kernel: 0.030-0.033 s (`benchmarks/optimizer_step.py`), and ResNet-50
 trains about 1.1x faster. The results differ from Keras' by float32 rounding. Weight decay stays
 Keras' own (decoupled, Loshchilov and Hutter 2019), as do AMSGrad, sparse gradients
-and any other backend, which take Keras' update.
+and any other backend, which take Keras' update. The moments it updates are Keras'
+own, found through `kcnn.train._keras_optimizer` (Keras keeps them private).
 """
 
 from __future__ import annotations
 
 import keras
+
+from kcnn.train._keras_optimizer import adam_moments
 
 
 class _FusedAdamUpdate:
@@ -30,11 +33,11 @@ class _FusedAdamUpdate:
         step = tf.cast(self.iterations + 1, dtype)
         beta_1 = tf.cast(self.beta_1, dtype)
         beta_2 = tf.cast(self.beta_2, dtype)
-        index = self._get_variable_index(variable)
+        m, v = adam_moments(self, variable)
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable),
-            m=_handle(self._momentums[index]),
-            v=_handle(self._velocities[index]),
+            m=_handle(m),
+            v=_handle(v),
             beta1_power=tf.pow(beta_1, step),
             beta2_power=tf.pow(beta_2, step),
             lr=tf.cast(learning_rate, dtype),

@@ -8,8 +8,9 @@ from the phase before. `run_phases` runs them, resuming where the run's checkpoi
 - What is restored: the newest usable checkpoint record, falling back to an older
   one (or to epoch 1) with a warning when files are missing or damaged; history.csv
   and model.keras are made the restored epoch's, the epochs finished, the best epoch
-  and value and whether a phase stopped early carry on, and the interrupted phase
-  gets its weights and optimizer state back. A phase that had ended only passes its
+  and value and whether a phase stopped early carry on, the model's random
+  generators (dropout) take their state back, and the interrupted phase gets its
+  weights and optimizer state back. A phase that had ended only passes its
   end weights on to the next phase.
 - Which epochs are skipped: the phases already done, and in the interrupted phase
   the epochs before the checkpoint's; the training split's shuffling and
@@ -33,9 +34,8 @@ from collections.abc import Callable
 import keras
 
 from kcnn._keras_graph import fit_iterations_per_epoch
-from kcnn.train.callbacks import BestModel, HistoryLogger, NonFiniteLossError, TerminateOnNonFinite
+from kcnn.train.callbacks import BestModel, EpochCheckpoint, HistoryLogger, NonFiniteLossError, TerminateOnNonFinite
 from kcnn.train.checkpoint import (
-    EpochCheckpoint,
     best_file_name,
     cleanup_leftovers,
     is_current,
@@ -45,6 +45,7 @@ from kcnn.train.checkpoint import (
 )
 from kcnn.train.compile import compile_model, output_names
 from kcnn.train.config import TrainConfig
+from kcnn.train.random_state import set_random_state
 
 logger = logging.getLogger("kcnn")
 
@@ -105,6 +106,7 @@ def run_phases(run, metadata, model, data, phases, device, main_output, monitor,
             restored.epoch, restored.best_value, restored.best_epoch, restored.stopped_early, restored.history
         )
         phases_done = restored.phases_done
+        set_random_state(model, restored.random)
     identity = {key: metadata[key] for key in ("kind", "model", "config")}
     _skip_epochs(data.train, progress.epoch)
     try:

@@ -1,4 +1,5 @@
-"""The run folder, its metadata, and whether an earlier run there can be resumed.
+"""The run folder, its files, and whether an earlier run there can be resumed (what a
+starting run's metadata.json says is `kcnn.train.metadata`'s).
 
 A run folder (`saved_models/<model>-<dataset>-<time>/`) holds:
 
@@ -20,24 +21,23 @@ One process at a time trains in a folder: the others are refused, naming it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import logging
 import math
 import os
 import pathlib
-import platform
 import re
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import keras
-import numpy as np
 
 from kcnn._files import CorruptFileError, atomic_path, atomic_write, is_temporary, read_json, write_json
 from kcnn._lock import LOCK_FILE, FolderLock
 from kcnn.train.checkpoint import Checkpoint
-from kcnn.train.compile import output_names
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
@@ -49,6 +49,8 @@ CHECKPOINT_DIR = "checkpoint"
 DEFAULT_ROOT = "saved_models"
 METADATA_FORMAT = "kcnn.run/1"
 
+logger = logging.getLogger("kcnn")
+
 
 class RunFolder:
     """The files of one training run (see the module docstring)."""
@@ -58,6 +60,7 @@ class RunFolder:
         # For a non-chief worker of a cluster: the chief's folder, of which this one is
         # a private, temporary copy (`worker_folder`).
         self.chief_path = pathlib.Path(chief_path) if chief_path is not None else None
+        self._lock: FolderLock | None = None
 
     @classmethod
     def new(cls, model_name: str, dataset_name: str, root: str | os.PathLike = DEFAULT_ROOT) -> RunFolder:
@@ -82,8 +85,11 @@ class RunFolder:
         return Checkpoint(self.checkpoint_dir)
 
     def lock(self) -> FolderLock:
-        """The folder's lock (`with run.lock():` trains alone in it)."""
-        return FolderLock(self.path, "kcnn training run")
+        """The folder's lock (`with run.lock():` trains alone in it): one per
+        `RunFolder`, which its holder may take again."""
+        if self._lock is None:
+            self._lock = FolderLock(self.path, "kcnn training run")
+        return self._lock
 
     # -- resuming ------------------------------------------------------------
 
@@ -92,13 +98,20 @@ class RunFolder:
         kind, model and config, or (with `probe_lock`, when this process does not hold
         the lock) that another process trains in.
 
+        A finished run's `checkpoint/`, left by a kill between the run's completion and
+        its removal, is removed here (under the lock).
+
         Raises:
             ValueError: naming what the folder holds and the way out.
             kcnn._lock.FolderInUseError: another process holds the folder's lock.
         """
         if probe_lock and self.path.is_dir():
             with self.lock():  # Refused at once, naming the holder, if another process trains here.
-                pass
+                self._check_resumable(kind, model_name, config)
+        else:
+            self._check_resumable(kind, model_name, config)
+
+    def _check_resumable(self, kind, model_name, config) -> None:
         output = os.fspath(self.path)
         if not self.path.is_dir() or not [p for p in self.path.iterdir() if p.name != LOCK_FILE and not is_temporary(p)]:
             return
@@ -106,6 +119,9 @@ class RunFolder:
         if previous is None or previous.get("format") != METADATA_FORMAT:
             raise ValueError(f"`output` is a non-empty folder that holds no kcnn run. Received: output={output!r}")
         if previous.get("status") == "completed":
+            if self.checkpoint_dir.exists():
+                logger.info("%s: removing checkpoint/, which a kill left behind after the run completed", output)
+                self.remove_checkpoint()
             raise ValueError(f"`output` holds a finished run; choose a new folder to train again. Received: output={output!r}")
         changed = {key: (value, config.get(key)) for key, value in previous.get("config", {}).items() if config.get(key) != value}
         if previous.get("kind") != kind or previous["model"]["name"] != model_name or changed:
@@ -240,18 +256,42 @@ def open_run(output, model_name, data, config, *, kind, worker=None) -> RunFolde
     `worker` (a non-chief task of a cluster, e.g. ("worker", 1)) a private copy of the
     chief's (`worker_folder`).
 
+    `output` is a path, None (a new folder) or a `RunFolder` (`claim_output`'s, whose
+    lock this process holds).
+
     Raises:
         ValueError: `output` holds something else than an unfinished run of the same
             kind, model and config.
         kcnn._lock.FolderInUseError: another process trains in `output`.
     """
     if worker is not None:
-        run = worker_folder(output, worker)
+        run = worker_folder(output.path if isinstance(output, RunFolder) else output, worker)
+    elif isinstance(output, RunFolder):
+        run = output
     else:
         run = RunFolder(output) if output is not None else RunFolder.new(model_name, data.name or "data")
     run.check_resumable(kind, model_name, config.to_dict())
     run.path.mkdir(parents=True, exist_ok=True)
     return run
+
+
+@contextlib.contextmanager
+def claim_output(output, device) -> Iterator[RunFolder | None]:
+    """The run folder `output`, locked by this process from the start of a `fit` or
+    `fine_tune` call, before its model is built and its data loaded: a second trainer
+    is refused at once, not after its start-up, and none can start in the folder
+    while this one starts up. None (nothing locked) for a new folder (`output` None)
+    and for a non-chief worker, which trains in a copy of its own.
+
+    Raises:
+        kcnn._lock.FolderInUseError: another process trains in `output`.
+    """
+    if output is None or not device.is_chief:
+        yield None
+        return
+    run = RunFolder(output)
+    with run.lock():
+        yield run
 
 
 def worker_folder(output, task) -> RunFolder:
@@ -270,7 +310,6 @@ def worker_folder(output, task) -> RunFolder:
         output: the chief's run folder, or None (a new run: nothing to copy).
         task: this worker's `(task type, index)`.
     """
-    import contextlib
     import hashlib
     import shutil
     import tempfile
@@ -299,84 +338,6 @@ def worker_folder(output, task) -> RunFolder:
             with contextlib.suppress(FileNotFoundError):  # Pruned by the chief meanwhile: not needed.
                 shutil.copyfile(file, target)
     return run
-
-
-def start_metadata(run, model, data, config, builder_arguments, *, kind, loaded_here=True) -> dict[str, Any]:
-    """The metadata.json of a run starting (or resuming: its creation time is kept).
-
-    Args:
-        run: the `RunFolder`.
-        model: the model being trained.
-        data: the `kcnn.data.Dataset` it trains on.
-        config: the `TrainConfig`.
-        builder_arguments: the registry builder's arguments, when known.
-        kind: "fit", "fine_tune" or "search".
-        loaded_here: whether the run loaded the data itself (with `config.augment`).
-    """
-    from kcnn import registry
-
-    try:
-        previous = run.read_metadata()
-    except CorruptFileError:  # Reported by open_run; the creation time is lost.
-        previous = None
-    spec = registry.MODELS.get(model.name)
-    return {
-        "format": METADATA_FORMAT,
-        "kind": kind,
-        "status": "running",
-        "created": (previous or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
-        "model": {
-            "name": model.name,
-            "registered": spec is not None,
-            "family": spec.family if spec else None,
-            "builder_arguments": builder_arguments,
-            "input_shape": list(model.input_shape[1:]),
-            "classes": int(model.outputs[0].shape[-1]),
-            "training_outputs": output_names(model),
-            "parameters": parameter_counts(model),
-        },
-        "dataset": {
-            "name": data.name,
-            "num_classes": data.num_classes,
-            "input_shape": list(data.input_shape),
-            "num_train": data.num_train,
-            "num_validation": data.num_validation,
-            "num_test": data.num_test,
-            "batch_size": data.batch_size,
-            "streaming": data.streaming,
-            # `config.augment` only applies when the run loads the data itself.
-            "augment": config.augment if loaded_here else "as loaded by the caller",
-            # Unreadable files the loader skipped (named, with the reason).
-            "skipped_files": list(data.skipped_files),
-        },
-        "class_names": list(data.class_names),
-        "preprocessing": dict(data.preprocessing),
-        # What the model expects to see: `kcnn.train.predict` warns on images far from it.
-        "input_statistics": data.input_statistics,
-        "config": config.to_dict(),
-        "versions": versions(),
-    }
-
-
-def parameter_counts(model: keras.Model) -> dict[str, int]:
-    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-    total = int(model.count_params())
-    return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
-
-
-def versions() -> dict[str, str]:
-    """The versions a run was made with."""
-    import tensorflow as tf
-
-    import kcnn
-
-    return {
-        "kcnn": kcnn.__version__,
-        "keras": keras.__version__,
-        "tensorflow": tf.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
 
 
 # --------------------------------------------------------------------------

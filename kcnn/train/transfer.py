@@ -19,8 +19,9 @@ from kcnn.train.distribute import resolve_device
 from kcnn.train.driver import TrainResult, train_phases
 from kcnn.train.inference import check_compatible, resolve_model
 from kcnn.train.inputs import load_data
+from kcnn.train.metadata import start_metadata
 from kcnn.train.phases import Phase
-from kcnn.train.runs import RunFolder, open_run, start_metadata
+from kcnn.train.runs import RunFolder, claim_output, open_run
 from kcnn.weights import preprocessing_layer, weight_set_of
 
 # Names of the layers `replace_head` adds.
@@ -196,67 +197,69 @@ def fine_tune(
     """
     config = config or TrainConfig()
     device = resolve_device(config)  # First: a multi-worker strategy needs TensorFlow without ops yet.
-    base, base_metadata = resolve_model(model)
-    if head_epochs is None:
-        head_epochs = max(1, config.epochs // 2)
-    if isinstance(head_epochs, bool) or not isinstance(head_epochs, int) or not 1 <= head_epochs <= config.epochs:
-        raise ValueError(f"`head_epochs` must be an int in [1, config.epochs={config.epochs}]. Received: head_epochs={head_epochs!r}")
-    if not 0 < learning_rate_factor <= 1:
-        raise ValueError(f"`learning_rate_factor` must be in (0, 1]. Received: learning_rate_factor={learning_rate_factor!r}")
-    loaded_here = not isinstance(data, kdata.Dataset)
-    # The base run's normalization, which its features expect; a model without run
-    # metadata takes data_options["normalize"] or "unit". Pretrained weights
-    # (`weights="imagenet..."`) bring their own: the new model normalizes 0..255
-    # images itself, as its first layer, so a saved run needs nothing else.
-    pretrained = weight_set_of(base)
-    normalize = "none" if pretrained else base_metadata.get("preprocessing", {}).get("normalization")
-    data = load_data(data, config, input_shape=base.input_shape[1:], normalize=normalize, data_options=data_options)
-    new = replace_head(base, data.num_classes, dropout=dropout)
-    if pretrained:
-        new = _normalizing(new, pretrained)
-    check_compatible(new, data)
-    prefixes = [stage_prefix(new)] if unfreeze == "auto" else [unfreeze] if isinstance(unfreeze, str) else list(unfreeze)
+    # Before the base model loads and the data: another trainer in `output` is refused at once.
+    with claim_output(output, device) as claimed:
+        base, base_metadata = resolve_model(model)
+        if head_epochs is None:
+            head_epochs = max(1, config.epochs // 2)
+        if isinstance(head_epochs, bool) or not isinstance(head_epochs, int) or not 1 <= head_epochs <= config.epochs:
+            raise ValueError(f"`head_epochs` must be an int in [1, config.epochs={config.epochs}]. Received: head_epochs={head_epochs!r}")
+        if not 0 < learning_rate_factor <= 1:
+            raise ValueError(f"`learning_rate_factor` must be in (0, 1]. Received: learning_rate_factor={learning_rate_factor!r}")
+        loaded_here = not isinstance(data, kdata.Dataset)
+        # The base run's normalization, which its features expect; a model without run
+        # metadata takes data_options["normalize"] or "unit". Pretrained weights
+        # (`weights="imagenet..."`) bring their own: the new model normalizes 0..255
+        # images itself, as its first layer, so a saved run needs nothing else.
+        pretrained = weight_set_of(base)
+        normalize = "none" if pretrained else base_metadata.get("preprocessing", {}).get("normalization")
+        data = load_data(data, config, input_shape=base.input_shape[1:], normalize=normalize, data_options=data_options)
+        new = replace_head(base, data.num_classes, dropout=dropout)
+        if pretrained:
+            new = _normalizing(new, pretrained)
+        check_compatible(new, data)
+        prefixes = [stage_prefix(new)] if unfreeze == "auto" else [unfreeze] if isinstance(unfreeze, str) else list(unfreeze)
 
-    head = Phase(
-        dataclasses.replace(config, epochs=head_epochs),
-        lambda m: set_trainable(m),
-        "the new classifier on the frozen backbone",
-    )
-    phases = [head]
-    if config.epochs > head_epochs:
-        second = dataclasses.replace(
-            config, epochs=config.epochs - head_epochs, learning_rate=config.learning_rate * learning_rate_factor
+        head = Phase(
+            dataclasses.replace(config, epochs=head_epochs),
+            lambda m: set_trainable(m),
+            "the new classifier on the frozen backbone",
         )
-        phases.append(
-            Phase(
-                second,
-                lambda m: set_trainable(m, prefixes, train_batch_norm=train_batch_norm),
-                f"unfrozen from {', '.join(prefixes)} at {learning_rate_factor:g}x the learning rate",
+        phases = [head]
+        if config.epochs > head_epochs:
+            second = dataclasses.replace(
+                config, epochs=config.epochs - head_epochs, learning_rate=config.learning_rate * learning_rate_factor
             )
-        )
-    if output is None:
-        output = RunFolder.new(f"{new.name}_finetuned", data.name or "data").path
-    run = open_run(output, new.name, data, config, kind="fine_tune", worker=None if device.is_chief else device.task)
-    metadata = start_metadata(run, new, data, config, None, kind="fine_tune", loaded_here=loaded_here)
-    metadata["fine_tuning"] = {
-        "base": os.fspath(model) if isinstance(model, (str, os.PathLike)) else base.name,
-        "base_model": base_metadata.get("model"),
-        "head_epochs": head_epochs,
-        "unfreeze": prefixes,
-        "unfrozen_layers": set_trainable(new, prefixes, train_batch_norm=train_batch_norm),
-        "learning_rate_factor": learning_rate_factor,
-        "dropout": dropout,
-        "train_batch_norm": train_batch_norm,
-    }
-    if pretrained:
-        metadata["fine_tuning"]["weights"] = {
-            "name": pretrained.name,
-            "url": pretrained.url,
-            "license": pretrained.license,
-            "preprocessing": pretrained.preprocessing.as_dict(),
-            "applied_by": "the model's first layer (image_normalization) to 0..255 RGB images",
+            phases.append(
+                Phase(
+                    second,
+                    lambda m: set_trainable(m, prefixes, train_batch_norm=train_batch_norm),
+                    f"unfrozen from {', '.join(prefixes)} at {learning_rate_factor:g}x the learning rate",
+                )
+            )
+        if output is None:
+            output = RunFolder.new(f"{new.name}_finetuned", data.name or "data").path
+        run = open_run(claimed or output, new.name, data, config, kind="fine_tune", worker=None if device.is_chief else device.task)
+        metadata = start_metadata(run, new, data, config, None, kind="fine_tune", loaded_here=loaded_here)
+        metadata["fine_tuning"] = {
+            "base": os.fspath(model) if isinstance(model, (str, os.PathLike)) else base.name,
+            "base_model": base_metadata.get("model"),
+            "head_epochs": head_epochs,
+            "unfreeze": prefixes,
+            "unfrozen_layers": set_trainable(new, prefixes, train_batch_norm=train_batch_norm),
+            "learning_rate_factor": learning_rate_factor,
+            "dropout": dropout,
+            "train_batch_norm": train_batch_norm,
         }
-    return train_phases(run, metadata, new, data, phases, callbacks=callbacks, verbose=verbose, device=device)
+        if pretrained:
+            metadata["fine_tuning"]["weights"] = {
+                "name": pretrained.name,
+                "url": pretrained.url,
+                "license": pretrained.license,
+                "preprocessing": pretrained.preprocessing.as_dict(),
+                "applied_by": "the model's first layer (image_normalization) to 0..255 RGB images",
+            }
+        return train_phases(run, metadata, new, data, phases, callbacks=callbacks, verbose=verbose, device=device)
 
 
 def _normalizing(model: keras.Model, weight_set) -> keras.Model:

@@ -17,7 +17,7 @@ from typing import Any
 
 import keras
 
-from kcnn._files import write_json
+from kcnn._files import load_keras_model, write_json
 from kcnn._lock import FolderLock
 from kcnn.tune import cost, finish, project, report
 from kcnn.tune._keras_tuner import checkpoint_path, collect_trials, make_tuner, metric_value, objective, public_values
@@ -282,7 +282,7 @@ def _finish(tuner, space, data, config, project_dir, role, bar, *, source=None, 
         best = tuner.oracle.trials[chosen.name]
         path = project_dir / BEST_DIR
         finish.copy_best(chosen, path, _search_facts(space, config, project_dir, best, restored=False))
-        model = keras.saving.load_model(path / "model.keras", compile=False)
+        model = load_keras_model(path / "model.keras")
     else:
         best = tuner.oracle.trials[ranked[0].trial_id]
         model, path = _save_best(tuner, space, data, config, project_dir, best)

@@ -12,6 +12,7 @@ import weakref
 
 import keras
 
+from kcnn._files import load_keras_model
 from kcnn._keras_graph import leaf_layers
 from kcnn.weights import convert, formats
 
@@ -45,7 +46,7 @@ def transfer_weights(source, target, *, skip_mismatch=False, require_all=False):
             `skip_mismatch`), or no layer is shared at all.
     """
     if isinstance(source, (str, os.PathLike)):
-        source = keras.saving.load_model(source, compile=False)
+        source = load_keras_model(source, advice="Use a copy of it or save the source model again.")
     source_layers = _weighted_layers(source)
     target_layers = _weighted_layers(target)
     missing = sorted(set(target_layers) - set(source_layers))
