@@ -58,8 +58,15 @@ class ModelSpec:
         if kwargs.get("name") is None:
             kwargs["name"] = self.name
         weight_set = None
-        if _is_weights_tag(kwargs.get("weights")):
+        weights = kwargs.get("weights")
+        if _is_weights_tag(weights):
             weight_set, kwargs["weights"] = self._pretrained(kwargs)
+        elif isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+            from kcnn.weights import store
+
+            identified, _ = store.identify(weights)
+            if identified is not None and identified.model == self.name:
+                self._take_arguments(identified, kwargs)
         model = self.builder(**{**self.arguments, **kwargs})
         if weight_set is not None:
             from kcnn.weights import transfer
@@ -67,21 +74,28 @@ class ModelSpec:
             transfer.remember(model, weight_set)
         return model
 
-    def _pretrained(self, kwargs):
-        """The weight set `weights="imagenet..."` picks, checked against the other
-        arguments, and its verified local file (downloaded if needed)."""
-        from kcnn.weights import store, table
-
-        weight_set = table.resolve(self.name, kwargs["weights"])
-        defaults = self.signature().parameters
+    def _take_arguments(self, weight_set, kwargs):
+        """The builder arguments the weights need (`WeightSet.variant`) become the
+        call's defaults: `kcnn.resnet18(weights="imagenet")` builds the v1.5 network
+        torchvision's weights are for. A different value given explicitly is refused."""
         for key, value in weight_set.variant.items():
-            given = kwargs.get(key, defaults[key].default)
+            given = kwargs.setdefault(key, value)
             if given != value:
                 arguments = "".join(f"{k}={v!r}, " for k, v in weight_set.variant.items())
                 raise ValueError(
                     f"The weights {weight_set.name} are for {key}={value!r}: build "
-                    f"kcnn.{self.name}({arguments}weights={kwargs['weights']!r}). Received: {key}={given!r}"
+                    f"kcnn.{self.name}({arguments}weights={kwargs['weights']!r}), or leave `{key}` out. "
+                    f"Received: {key}={given!r}"
                 )
+
+    def _pretrained(self, kwargs):
+        """The weight set `weights="imagenet..."` picks, with the arguments it needs
+        (`_take_arguments`), and its verified local file (downloaded if needed)."""
+        from kcnn.weights import store, table
+
+        weight_set = table.resolve(self.name, kwargs["weights"])
+        defaults = self.signature().parameters
+        self._take_arguments(weight_set, kwargs)
         include_top = kwargs.get("include_top", True)
         classes = kwargs.get("classes", defaults["classes"].default)
         if include_top is True and classes != 1000:

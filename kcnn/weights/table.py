@@ -12,7 +12,9 @@ Sources of every figure: /work/shared/notes/weights_sources.md (keras 3.15's
 md5s; timm's `results/results-imagenet.csv`, its pretrained configs and the Hub's
 Git-LFS sha256 for the timm files). A Hub file whose sha256 is not recorded there has
 `hash=None`: its row is listed, but `kcnn` refuses to download it (a file that cannot
-be checked is not loaded); it still loads from a local path the user checked.
+be checked is not loaded), and it is never a model's default; it still loads from a
+local path the user checked (`kcnn.weights.store.identify` tells by the file's name
+which row it is).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 
-__all__ = ["DEFAULT_TAGS", "WEIGHTS", "Preprocessing", "WeightSet", "get_weight_set", "list_weights", "resolve"]
+__all__ = ["WEIGHTS", "Preprocessing", "WeightSet", "default_weight_set", "get_weight_set", "list_weights", "resolve"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +72,8 @@ class WeightSet:
         model: the registry name it loads into.
         tag: `<source>_in1k`; `weights="imagenet-<source>"` picks it (e.g.
             "imagenet-tv2" -> "tv2_in1k"), `weights="imagenet"` the model's default.
-        variant: the builder arguments the weights need (e.g. {"variant": "v1.5"}).
+        variant: the builder arguments the weights need (e.g. {"variant": "v1.5"}):
+            a builder given these weights takes them as its defaults.
         format: "keras_h5" (keras.applications' legacy `.h5`, by layer name) or
             "safetensors" (torchvision/timm tensor names).
         url: the file; for the Hub, `https://huggingface.co/<repo>/resolve/<commit>/model.safetensors`.
@@ -233,11 +236,16 @@ WEIGHTS = (
           "f8249087e63bae61c6166bb23d7c26efe1b2a43fd9fb5cd60ac6ce00535ba312", 74.230, 91.848, 575),
 )
 
-#: The set `weights="imagenet"` picks per model: the first row of the model.
-DEFAULT_TAGS = {}
-for _row in WEIGHTS:
-    DEFAULT_TAGS.setdefault(_row.model, _row.tag)
-del _row
+
+def default_weight_set(model: str) -> WeightSet | None:
+    """The set `weights="imagenet"` picks for `model`: its first row with a recorded
+    hash (a file kcnn can download and check), None if it has none."""
+    return next((row for row in WEIGHTS if row.model == model and row.hash), None)
+
+
+def models_with_weights() -> list[str]:
+    """The registry names that have a row of the table, sorted."""
+    return sorted({row.model for row in WEIGHTS})
 
 
 def list_weights(pattern: str = "*") -> list[WeightSet]:
@@ -271,20 +279,26 @@ def resolve(model: str, weights: str) -> WeightSet:
     """
     rows = [row for row in WEIGHTS if row.model == model]
     if not rows:
-        have = sorted(DEFAULT_TAGS)
         raise ValueError(
-            f"No pretrained weights are known for `{model}`; models with ImageNet weights: {', '.join(have)} "
-            f"(`kcnn weights list`). Received: weights={weights!r}"
+            f"No pretrained weights are known for `{model}`; models with ImageNet weights: "
+            f"{', '.join(models_with_weights())} (`kcnn weights list`). Received: weights={weights!r}"
         )
+    default = default_weight_set(model)
     if weights == "imagenet":
-        return rows[0]
+        if default is None:
+            from kcnn.weights.store import WeightsUnavailableError, local_file_advice
+
+            raise WeightsUnavailableError(
+                f"`{model}` has no weight set kcnn can download and check: no hash is recorded for "
+                f"{', '.join(row.name for row in rows)}, so weights='imagenet' names none. {local_file_advice(rows[0])}"
+            )
+        return default
     for row in rows:
         if weights in (row.alias, row.name):
             return row
     known = ", ".join(f"{row.alias!r}" for row in rows)
-    raise ValueError(
-        f"Unknown weights for `{model}`. Known: 'imagenet' (= {rows[0].alias!r}), {known}. Received: weights={weights!r}"
-    )
+    meaning = f"= {default.alias!r}" if default else "none: no hash is recorded"
+    raise ValueError(f"Unknown weights for `{model}`. Known: 'imagenet' ({meaning}), {known}. Received: weights={weights!r}")
 
 
 def format_table(rows: list[WeightSet]) -> str:
@@ -293,13 +307,16 @@ def format_table(rows: list[WeightSet]) -> str:
     lines = [header, "-" * len(header)]
     for row in rows:
         arguments = ", ".join(f"{k}={v!r}" for k, v in row.variant.items()) or "-"
-        default = "*" if DEFAULT_TAGS[row.model] == row.tag else " "
+        default = "*" if default_weight_set(row.model) is row else " "
         hash_kind = row.hash.split(":")[0] if row.hash else "unknown"
         lines.append(
             f"{row.name:<22}{default}{row.alias:<17} {arguments:<20} {_percent(row.top1):>6} {_percent(row.top5):>6}  "
             f"{row.preprocessing.mode:<6} {row.format:<12} {hash_kind:<8} {row.license.split(' ')[0]}"
         )
-    lines.append("* the model's default (weights=\"imagenet\"); hash unknown: listed, not downloaded (load a local file)")
+    lines.append(
+        "* the model's default (weights=\"imagenet\"); hash unknown: listed, not downloaded, never a default "
+        "(load a local file named <weights>.<format>)"
+    )
     return "\n".join(lines)
 
 
@@ -311,7 +328,7 @@ def format_markdown(rows: list[WeightSet]) -> str:
     ]
     for row in rows:
         arguments = ", ".join(f"`{k}={v!r}`" for k, v in row.variant.items()) or ""
-        alias = f"`{row.alias}`" + (" (default: `imagenet`)" if DEFAULT_TAGS[row.model] == row.tag else "")
+        alias = f"`{row.alias}`" + (" (default: `imagenet`)" if default_weight_set(row.model) is row else "")
         prep = row.preprocessing
         prep_text = f"{prep.mode}, {prep.resize_size}->{prep.input_size} {prep.interpolation}"
         hash_text = f"`{row.hash[:14]}…`" if row.hash else "unknown (not downloaded)"
