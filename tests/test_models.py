@@ -394,3 +394,15 @@ def test_a_trunk_that_empties_the_map_is_refused_with_the_smallest_size():
     with pytest.raises(ValueError, match=r"`subsampled`: its layers need at least 2x2 pixels\. Received: input_shape=\(1, 1, 3\)"):
         subsampled(include_top=False)
     assert subsampled(include_top=False, input_shape=(2, 2, 3)).output_shape == (None, 1, 1, 3)
+
+
+def test_googlenet_is_keyword_only_and_its_minimum_input_counts_the_auxiliary_heads():
+    # Issue 27: `stages` was positional, and the registry's minimum ignored the
+    # auxiliary heads (1, where the builder refuses anything below 65).
+    assert {parameter.kind for parameter in inspect.signature(kcnn.googlenet).parameters.values()} == {inspect.Parameter.KEYWORD_ONLY}
+    with pytest.raises(TypeError, match=r"`googlenet` takes keyword arguments only"):
+        kcnn.googlenet((((64, 96, 128, 16, 32, 32),),))
+    assert registry.min_input_size("googlenet") == 1
+    assert registry.min_input_size("googlenet", aux_logits=True, classes=10) == 65
+    with pytest.raises(ValueError, match=r"too small for `googlenet`: its layers need at least 65x65 pixels"):
+        kcnn.googlenet(aux_logits=True, input_shape=(64, 64, 3))

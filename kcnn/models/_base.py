@@ -121,13 +121,26 @@ class ModelSpec:
         arguments = ", ".join(f"{key}={value!r}" for key, value in self.arguments.items())
         build.__name__ = build.__qualname__ = self.name
         build.__signature__ = self.signature()
-        build.__doc__ = (
-            f"Builds `{self.name}`: `{self.builder.__name__}({arguments})`.\n\n"
-            f"Reference: {self.paper} ({self.year}).\n\n"
-            f"Takes the keyword arguments of `kcnn.models.{self.builder.__name__}` but "
-            f"{', '.join(f'`{key}`' for key in self.arguments) or 'none'} (fixed here); see there."
-        )
+        if self.arguments or self.builder.__name__ != self.name:
+            build.__doc__ = (
+                f"Builds `{self.name}`: `{self.builder.__name__}({arguments})`.\n\n"
+                f"Reference: {self.paper} ({self.year}).\n\n"
+                f"Takes the keyword arguments of `kcnn.models.{self.builder.__name__}` but "
+                f"{', '.join(f'`{key}`' for key in self.arguments) or 'none'} (fixed here); see there."
+            )
+        else:  # A family of one model (AlexNet, GoogLeNet): the builder's own documentation.
+            build.__doc__ = self.builder.__doc__
         return build
+
+    def min_input_size(self, **kwargs):
+        """The smallest square input the model accepts, from its trunk's geometry,
+        auxiliary heads included (`trunk_min_input_size`); `kwargs` as `build`'s
+        (the contract's own, such as `classes`, play no part)."""
+        check_keywords(self.name, self.signature().parameters, kwargs, getattr(self.builder, "renamed", {}))
+        shape = kwargs.pop("input_shape", None) or self.default_input_shape
+        options = {key: value for key, value in kwargs.items() if key not in _CONTRACT}
+        network = self.builder.architecture(**{**self.arguments, **options})
+        return trunk_min_input_size(network.trunk, shape[2])
 
 
 def spec_table(*, family, builder, year, paper, default_input_shape, rows):
@@ -148,6 +161,8 @@ def spec_table(*, family, builder, year, paper, default_input_shape, rows):
     )
 
 
+# The keras.applications keywords every builder adds (`builder`).
+_CONTRACT = ("include_top", "weights", "input_tensor", "input_shape", "pooling", "classes", "classifier_activation", "name")
 _WEIGHT_SUFFIXES = (".weights.h5", ".keras", ".h5", ".safetensors")
 _WEIGHTS_EXPECTED = (
     "None, 'imagenet' or another tag of the weights table ('imagenet-tv2', `kcnn weights list`), or the path of "
@@ -208,14 +223,18 @@ def resolve_input_shape(input_shape, input_tensor, default, *, allow_unknown_siz
     return tuple(int(dim) if dim is not None else None for dim in shape)
 
 
-def _too_small_error(name, trunk, shape, cause):
-    """Builds the 'input too small' error if that is what went wrong, else None."""
+def trunk_min_input_size(trunk, channels):
+    """The smallest square input `trunk` takes: every tensor it returns counts, so
+    GoogLeNet's auxiliary heads (whose 5x5 pool needs a 14x14 map) do too."""
     from kcnn import shapes
 
-    channels = shape[2]
     probe = keras.Input((None, None, channels))
-    outputs = trunk(probe)
-    smallest = shapes.min_input_size(keras.Model(probe, outputs))
+    return shapes.min_input_size(keras.Model(probe, trunk(probe)))
+
+
+def _too_small_error(name, trunk, shape, cause):
+    """Builds the 'input too small' error if that is what went wrong, else None."""
+    smallest = trunk_min_input_size(trunk, shape[2])
     if all(dim is None or dim >= smallest for dim in shape[:2]):
         return None
     return ValueError(
@@ -400,6 +419,7 @@ def builder(*, default_input_shape, classes=1000, renamed=None):
 
         contract = inspect.signature(build, follow_wrapped=False).parameters
         build.renamed = renamed
+        build.architecture = architecture
         build.__signature__ = inspect.Signature(
             [
                 *own.parameters.values(),
