@@ -208,6 +208,9 @@ def test_the_table_is_consistent():
             assert row.url.startswith(f"https://huggingface.co/timm/{row.name}/resolve/")
             revision = row.url.split("/resolve/")[1].split("/")[0]
             assert revision == "main" or (len(revision) == 40 and int(revision, 16) >= 0)
+        if row.format == "onnx":  # The ONNX Model Zoo, pinned to a commit; the hash is its Git-LFS oid.
+            revision = row.url.removeprefix("https://github.com/onnx/models/raw/").split("/")[0]
+            assert len(revision) == 40 and int(revision, 16) >= 0 and row.url.endswith("-12.onnx") and row.hash
         if row.hash:
             algorithm, value = row.hash.split(":")
             assert len(value) == {"md5": 32, "sha256": 64}[algorithm] and int(value, 16) >= 0
@@ -339,5 +342,5 @@ def test_weights_list_command(capsys):
     assert [line.split()[0] for line in lines[2:-1]] == ["resnet50.keras_in1k", "resnet50.tv_in1k", "resnet50.tv2_in1k", "resnet50.a1_in1k"]
     assert "*imagenet-keras" in lines[2] and "74.9" in lines[2] and "caffe" in lines[2] and "md5" in lines[2]
     assert "unknown" in lines[4]  # tv2: no recorded hash
-    assert main(["weights", "list", "googlenet"]) == 2
-    assert "Models with weights: resnet101, resnet152, resnet18" in capsys.readouterr().err
+    assert main(["weights", "list", "lenet5"]) == 2
+    assert "Models with weights: alexnet, googlenet, resnet101, resnet152, resnet18" in capsys.readouterr().err

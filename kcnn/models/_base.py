@@ -163,10 +163,10 @@ def spec_table(*, family, builder, year, paper, default_input_shape, rows):
 
 # The keras.applications keywords every builder adds (`builder`).
 _CONTRACT = ("include_top", "weights", "input_tensor", "input_shape", "pooling", "classes", "classifier_activation", "name")
-_WEIGHT_SUFFIXES = (".weights.h5", ".keras", ".h5", ".safetensors")
+_WEIGHT_SUFFIXES = (".weights.h5", ".keras", ".h5", ".safetensors", ".onnx")
 _WEIGHTS_EXPECTED = (
     "None, 'imagenet' or another tag of the weights table ('imagenet-tv2', `kcnn weights list`), or the path of "
-    "a `.weights.h5`, `.keras`, keras.applications `.h5` or torchvision/timm `.safetensors` file"
+    "a `.weights.h5`, `.keras`, keras.applications `.h5`, torchvision/timm `.safetensors` or BVLC `.onnx` file"
 )
 
 

@@ -1,5 +1,6 @@
 """Reading weight files into plain NumPy arrays: safetensors (torchvision/timm), Keras
-2's legacy `.h5` (keras.applications) and Keras 3's `.weights.h5`.
+2's legacy `.h5` (keras.applications), Keras 3's `.weights.h5`, and ONNX graphs (the
+ONNX Model Zoo's BVLC AlexNet and GoogLeNet, read by the `onnx` package).
 
 safetensors files are read by the `safetensors` package (its NumPy API): it refuses
 what the format forbids (tensors that overlap, leave gaps or run past the buffer, a
@@ -14,7 +15,7 @@ import os
 
 import numpy as np
 
-__all__ = ["WeightFileError", "check_finite", "read_keras3_h5", "read_keras_h5", "read_safetensors"]
+__all__ = ["WeightFileError", "check_finite", "read_keras3_h5", "read_keras_h5", "read_onnx", "read_safetensors"]
 
 
 class WeightFileError(ValueError):
@@ -121,3 +122,27 @@ def read_keras3_h5(path: str | os.PathLike, keys=None) -> dict[str, list[np.ndar
         except (OSError, KeyError) as error:
             raise WeightFileError(f"{path} is truncated or damaged: {error}") from None
     return values
+
+
+def read_onnx(path: str | os.PathLike):
+    """The `onnx.ModelProto` of an `.onnx` file (weights inside it). Its structure is
+    checked where it is mapped (`kcnn.weights.convert_onnx`).
+
+    Raises:
+        WeightFileError: the file is truncated, damaged or no ONNX model; or `onnx`
+            is not installed (it comes with kcnn's `export` extra).
+    """
+    path = os.fspath(path)
+    try:
+        import onnx
+    except ImportError:
+        raise WeightFileError(
+            f"Reading {path} needs the `onnx` package: pip install 'kcnn[export]' (or pip install onnx)"
+        ) from None
+    try:
+        model = onnx.load(path)
+    except Exception as error:  # protobuf's DecodeError, onnx's errors about external data, ...
+        raise WeightFileError(f"{path} is truncated, damaged or no ONNX model ({type(error).__name__}: {error})") from None
+    if not model.graph.node:
+        raise WeightFileError(f"{path} is no ONNX model: its graph has no operations")
+    return model

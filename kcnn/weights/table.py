@@ -10,7 +10,10 @@ TensorFlow or NumPy.
 Sources of every figure: /work/shared/notes/weights_sources.md (keras 3.15's
 `keras/src/applications/{resnet,vgg16,vgg19}.py` for the keras.applications files and
 md5s; timm's `results/results-imagenet.csv`, its pretrained configs and the Hub's
-Git-LFS sha256 for the timm files). A Hub file whose sha256 is not recorded there has
+Git-LFS sha256 for the timm files); for the BVLC rows, BVLC/caffe's
+`models/bvlc_{alexnet,googlenet}/` (readme: accuracy, licence; prototxts: crops and
+means) and the Git-LFS pointers of onnx/models' `validated/vision/classification/`
+files (sha256, size). A Hub file whose sha256 is not recorded there has
 `hash=None`: its row is listed, but `kcnn` refuses to download it (a file that cannot
 be checked is not loaded), and it is never a model's default; it still loads from a
 local path the user checked (`kcnn.weights.store.identify` tells by the file's name
@@ -62,6 +65,11 @@ CAFFE = Preprocessing("caffe", (103.939, 116.779, 123.68), None)
 TORCH = Preprocessing("torch", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 TORCH_TV2 = dataclasses.replace(TORCH, crop_fraction=0.965)
 TORCH_RSB = dataclasses.replace(TORCH, crop_fraction=0.95, interpolation="bicubic")
+# BVLC Caffe: 256x256 images, center crops of 227 (AlexNet) or 224 (GoogLeNet), BGR. AlexNet
+# subtracted a mean image (python/caffe/imagenet/ilsvrc_2012_mean.npy of BVLC/caffe, whose
+# channel means these are); GoogLeNet's train_val.prototxt subtracts mean_value 104, 117, 123.
+CAFFE_BVLC_ALEXNET = Preprocessing("caffe", (104.007, 116.669, 122.679), None, input_size=227, crop_fraction=0.8867)
+CAFFE_BVLC_GOOGLENET = Preprocessing("caffe", (104.0, 117.0, 123.0), None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +82,9 @@ class WeightSet:
             "imagenet-tv2" -> "tv2_in1k"), `weights="imagenet"` the model's default.
         variant: the builder arguments the weights need (e.g. {"variant": "v1.5"}):
             a builder given these weights takes them as its defaults.
-        format: "keras_h5" (keras.applications' legacy `.h5`, by layer name) or
-            "safetensors" (torchvision/timm tensor names).
+        format: "keras_h5" (keras.applications' legacy `.h5`, by layer name),
+            "safetensors" (torchvision/timm tensor names) or "onnx" (the ONNX Model
+            Zoo's BVLC exports, by graph structure).
         url: the file; for the Hub, `https://huggingface.co/<repo>/resolve/<commit>/model.safetensors`.
         hash: "md5:<hex>" or "sha256:<hex>"; None when no published hash is known.
         notop_url, notop_hash: a smaller file without the classifier, where the
@@ -123,7 +132,7 @@ class WeightSet:
         if self.format == "keras_h5":  # keras.applications' own names
             notop = "" if include_top or not self.notop_url else "_notop"
             return f"{self.model}_weights_tf_dim_ordering_tf_kernels{notop}.h5"
-        return f"{self.name}.safetensors"
+        return f"{self.name}.{self.format}"
 
     def source(self, include_top: bool = True) -> tuple[str, str | None]:
         """(url, hash) of the file to fetch: the no-top file where there is one."""
@@ -185,9 +194,38 @@ def _timm(model, tag, commit, sha256, top1, top5, size_mb, *, variant=None, prep
 
 
 _V15 = {"variant": "v1.5"}
+# The ONNX Model Zoo ("Caffe BVLC ==> Caffe2 ==> ONNX"), pinned to the commit whose Git-LFS
+# pointers give these sha256s (onnx/models b1eeaa1a; the files are unchanged since 4c46cd00).
+_ZOO = "https://github.com/onnx/models/raw/b1eeaa1ac722dcc1cd1a8284bde34393dab61c3d/validated/vision/classification"
+_BVLC_LICENSE = "unrestricted use (BVLC model readme); the ONNX export: BSD-3-Clause (ONNX Model Zoo)"
+_BVLC_ACCURACY = "BVLC/caffe models/bvlc_*/readme.md (Caffe, center crop)"
 
-#: Every weight set, model by model; a model's first row is its default.
+
+def _bvlc(model, path, sha256, top1, top5, size_mb, preprocessing, trainer):
+    return WeightSet(
+        model=model,
+        tag="bvlc_in1k",
+        variant={"variant": "caffe"},
+        format="onnx",
+        url=f"{_ZOO}/{path}",
+        hash=f"sha256:{sha256}",
+        license=_BVLC_LICENSE,
+        top1=top1,
+        top5=top5,
+        accuracy_source=_BVLC_ACCURACY,
+        preprocessing=preprocessing,
+        origin=f"BVLC Caffe model zoo (trained by {trainer}), exported to ONNX by the ONNX Model Zoo",
+        size_mb=size_mb,
+    )
+
+
+#: Every weight set, model by model; a model's first row with a hash is its default.
 WEIGHTS = (
+    _bvlc("alexnet", "alexnet/model/bvlcalexnet-12.onnx", "6b0da9510f27f234ee96a85dc3809dd210150fdefad87f6850f9788513216945",
+          57.1, 80.2, 233, CAFFE_BVLC_ALEXNET, "Evan Shelhamer"),
+    _bvlc("googlenet", "inception_and_googlenet/googlenet/model/googlenet-12.onnx",
+          "c99c507058eaf41de8723408fdda7db8325cb57f0a89f2ee07a716d6e963e14e", 68.7, 88.9, 27, CAFFE_BVLC_GOOGLENET,
+          "Sergio Guadarrama"),
     _timm("resnet18", "tv_in1k", "a987fd6b60f845221bfff84b6f0191273ba56ead",
           "694f673df6520a3158624e8a89af086f59923ee4cd7436fe5bc3bc71d295ad81", 69.752, 89.082, 46.8, variant=_V15),
     _timm("resnet18", "a1_in1k", "ebd61f9c7420e5b5b53262b8ce6bbe311e1e872a",

@@ -111,6 +111,8 @@ def load_weights(model, path, *, weight_set=None):
       and VGG16/19 (top and no-top files), by layer name.
     - `.safetensors`: torchvision/timm tensor names (ResNet v1.5, VGG, VGG-BN),
       converted (`kcnn.weights.convert`).
+    - `.onnx`: the ONNX Model Zoo's BVLC AlexNet and GoogLeNet, matched by the
+      graph's structure into `variant="caffe"` models (`kcnn.weights.convert_onnx`).
 
     The file's weight set (the table row it is, by its hash or its name, see
     `kcnn.weights.store.identify`, or `weight_set` when given) is remembered with the
@@ -158,6 +160,14 @@ def _load(model, path):
         return assign(model, _from_torch(model, formats.read_safetensors(path), path), source=path)
     if path.endswith(".h5") and not path.endswith(".weights.h5"):
         return assign(model, formats.read_keras_h5(path), source=path)
+    if path.endswith(".onnx"):
+        from kcnn.weights import convert_onnx
+
+        try:
+            values = convert_onnx.from_onnx(formats.read_onnx(path), model, path)
+        except convert.WeightMapError as error:
+            raise convert.WeightMapError(f"{path} does not fit `{model.name}`: {error}") from None
+        return assign(model, values, source=path)
     return _load_keras3(model, path)
 
 
