@@ -138,7 +138,8 @@ def identify(path) -> tuple[object, str]:
 
     path = os.fspath(path)
     name = os.path.basename(path)
-    suffix = ".h5" if name.endswith(".h5") and not name.endswith(".weights.h5") else os.path.splitext(name)[1]
+    # A Keras 3 `.weights.h5` is never a table file (keras_h5 rows are Keras 2's `.h5`).
+    suffix = "" if name.endswith(".weights.h5") else os.path.splitext(name)[1]
     rows = [row for row in table.WEIGHTS if row.file_name().endswith(suffix)] if suffix else []
     for row in rows:
         for expected in (row.hash, row.notop_hash):

@@ -138,9 +138,11 @@ def load_weights(model, path, *, weight_set=None):
         weight_set, how = store.identify(path)
     names = _load(model, path)
     if weight_set is None:
+        _WEIGHT_SETS.pop(model, None)  # What it held before is gone.
         logger.warning(
             "%s is no weight set of the table (by hash or file name), so `%s` keeps no preprocessing of its "
-            "own: kcnn.train.fine_tune will feed it images scaled to [0, 1] (x / 255, normalization 'unit'). If the "
+            "own: kcnn.train.fine_tune will feed it images scaled to [0, 1] (x / 255, normalization 'unit', unless "
+            "data_options say otherwise). If the "
             "file is a published set, name it as `kcnn weights list` does (<weights>.<format>) or pass "
             "kcnn.weights.load_weights(model, path, weight_set='<weights>')",
             path, model.name,
