@@ -77,6 +77,7 @@ ROWS = (
     _row("lenet5", "lenet", (32, 32, 1), 61_706, 61_706, 416_520),
     _row("lenet5", "lenet", (32, 32, 1), 60_840, 60_000, 328_096, variant="paper"),
     _row("alexnet", "alexnet", (227, 227, 3), 60_965_224, 60_965_224, 724_406_816),
+    _row("alexnet", "alexnet", (227, 227, 3), 60_965_224, 60_965_224, 724_406_816, variant="caffe"),
     _row("vgg11", "vgg", _IMAGENET, 132_863_336, 132_863_336, 7_609_090_048),
     _row("vgg11_bn", "vgg", _IMAGENET, 132_874_344, 132_868_840, 7_609_090_048),
     _row("vgg13", "vgg", _IMAGENET, 133_047_848, 133_047_848, 11_308_466_176),
@@ -87,6 +88,7 @@ ROWS = (
     _row("vgg19_bn", "vgg", _IMAGENET, 143_689_256, 143_678_248, 19_632_062_464),
     _row("googlenet", "googlenet", _IMAGENET, 6_998_552, 6_998_552, 1_582_671_872),
     _row("googlenet", "googlenet", _IMAGENET, 13_378_280, 13_378_280, 1_591_044_096, aux_logits=True),
+    _row("googlenet", "googlenet", _IMAGENET, 6_998_552, 6_998_552, 1_582_671_872, variant="caffe"),
     _row("resnet18", "resnet", _IMAGENET, 11_703_912, 11_694_312, 1_814_073_344),
     _row("resnet18", "resnet", _IMAGENET, 11_699_112, 11_689_512, 1_814_073_344, variant="v1.5"),
     _row("resnet34", "resnet", _IMAGENET, 21_823_208, 21_806_184, 3_663_761_408),
@@ -131,13 +133,30 @@ def format_table(selected: list[ModelRow]) -> str:
     return "\n".join(lines)
 
 
+def pretrained(row: ModelRow) -> str:
+    """The ImageNet weight sets (`kcnn.weights.table`) built as this row is, by source
+    (`keras`, `tv`, `bvlc`, ...): "(default)" marks `weights="imagenet"`'s, "(local
+    file)" a set without a recorded hash, which loads from a local file only."""
+    from kcnn.weights import table
+
+    default = table.default_weight_set(row.name)
+    names = []
+    for weight_set in table.WEIGHTS:
+        if weight_set.model == row.name and weight_set.variant == dict(row.arguments):
+            note = " (default)" if weight_set is default else "" if weight_set.hash else " (local file)"
+            names.append(weight_set.tag.removesuffix("_in1k") + note)
+    return ", ".join(names) or "-"
+
+
 def format_markdown(selected: list[ModelRow]) -> str:
-    """The same table in Markdown (the README's model table)."""
-    lines = ["| model | year | input | params | trainable | MACs |", "|---|---|---|---:|---:|---:|"]
+    """The same table in Markdown (the README's model table), with the ImageNet weights
+    each row has (`pretrained`)."""
+    lines = ["| model | year | input | params | trainable | MACs | ImageNet weights |", "|---|---|---|---:|---:|---:|---|"]
     for row in selected:
         size = "x".join(map(str, row.input_shape))
         label = f"`{row.label}`"
         lines.append(
-            f"| {label} | {row.year} | {size} | {row.params:,} | {row.trainable_params:,} | {format_macs(row.macs)} |"
+            f"| {label} | {row.year} | {size} | {row.params:,} | {row.trainable_params:,} | {format_macs(row.macs)} | "
+            f"{pretrained(row)} |"
         )
     return "\n".join(lines)

@@ -13,7 +13,8 @@ class LocalResponseNormalization(keras.layers.Layer):
     centred on c, clipped at the channel edges)) ** beta
 
     Note the paper scales the sum by `alpha` itself, not `alpha / depth` as Caffe
-    does, so the defaults here are the paper's.
+    (and ONNX's `LRN`) does, so the defaults here are the paper's; `caffe()` builds
+    the layer from Caffe's parameters.
 
     Reference:
         Krizhevsky, Sutskever, Hinton, "ImageNet Classification with Deep
@@ -40,6 +41,14 @@ class LocalResponseNormalization(keras.layers.Layer):
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.axis = axis
+
+    @classmethod
+    def caffe(cls, local_size=5, alpha=1e-4, beta=0.75, k=1.0, **kwargs):
+        """The layer of a Caffe `LRN` layer (or an ONNX `LRN` node, `bias` = k):
+        Caffe divides `alpha` by `local_size` (`alpha_over_size` in its
+        lrn_layer.cpp) and its `k` defaults to 1, so BVLC's AlexNet and GoogLeNet
+        (local_size 5, alpha 1e-4, beta 0.75) compute x / (1 + 2e-5 * sum(x^2))^0.75."""
+        return cls(depth=local_size, k=k, alpha=alpha / local_size, beta=beta, **kwargs)
 
     def call(self, inputs):
         axis = self.axis % len(inputs.shape)

@@ -78,12 +78,8 @@ def model_info(name, /, **kwargs):
 
 def min_input_size(name, /, **kwargs):
     """The smallest square input (in pixels) that the registered model accepts,
-    computed from its layers' geometry (`kcnn.shapes.min_input_size`)."""
-    from kcnn import shapes
-
-    spec = get_spec(name)
-    channels = kwargs.pop("input_shape", None) or spec.default_input_shape
-    kwargs.pop("include_top", None)
-    trunk = spec.build(include_top=False, input_shape=(None, None, channels[2]), **kwargs)
-    return shapes.min_input_size(trunk)
+    computed from its layers' geometry (`kcnn.shapes.min_input_size`), auxiliary
+    heads included: `min_input_size("googlenet", aux_logits=True)` is 65, where the
+    main path alone takes 1."""
+    return get_spec(name).min_input_size(**kwargs)
 

@@ -202,8 +202,8 @@ def test_resnet_generic_custom_depth_and_small_stem():
         (lambda: kcnn.resnet18(classes=0), r"Received: classes=0"),
         (lambda: kcnn.resnet18(classes=2.5), r"Received: classes=2.5"),
         (lambda: kcnn.vgg16(input_shape=(None, None, 3)), r"Received: input_shape=\(None, None, 3\)"),
-        (lambda: kcnn.resnet18(weights="imagenet"), r"resnet18.tv_in1k are for variant='v1.5'.*Received: variant='v1'"),
-        (lambda: kcnn.googlenet(weights="imagenet"), r"No pretrained weights are known for `googlenet`"),
+        (lambda: kcnn.resnet18(variant="v1", weights="imagenet"), r"resnet18.tv_in1k are for variant='v1.5'.*Received: variant='v1'"),
+        (lambda: kcnn.lenet5(weights="imagenet"), r"No pretrained weights are known for `lenet5`"),
         (lambda: kcnn.resnet18(weights=3), r"`.weights.h5`, `.keras`.*Received: weights=3"),
         (lambda: kcnn.resnet18(weights="/nonexistent.keras"), r"does not exist"),
         (lambda: kcnn.resnet(stages=(), block="basic"), r"Received: stages=\(\)"),
@@ -394,3 +394,15 @@ def test_a_trunk_that_empties_the_map_is_refused_with_the_smallest_size():
     with pytest.raises(ValueError, match=r"`subsampled`: its layers need at least 2x2 pixels\. Received: input_shape=\(1, 1, 3\)"):
         subsampled(include_top=False)
     assert subsampled(include_top=False, input_shape=(2, 2, 3)).output_shape == (None, 1, 1, 3)
+
+
+def test_googlenet_is_keyword_only_and_its_minimum_input_counts_the_auxiliary_heads():
+    # Issue 27: `stages` was positional, and the registry's minimum ignored the
+    # auxiliary heads (1, where the builder refuses anything below 65).
+    assert {parameter.kind for parameter in inspect.signature(kcnn.googlenet).parameters.values()} == {inspect.Parameter.KEYWORD_ONLY}
+    with pytest.raises(TypeError, match=r"`googlenet` takes keyword arguments only"):
+        kcnn.googlenet((((64, 96, 128, 16, 32, 32),),))
+    assert registry.min_input_size("googlenet") == 1
+    assert registry.min_input_size("googlenet", aux_logits=True, classes=10) == 65
+    with pytest.raises(ValueError, match=r"too small for `googlenet`: its layers need at least 65x65 pixels"):
+        kcnn.googlenet(aux_logits=True, input_shape=(64, 64, 3))

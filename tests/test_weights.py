@@ -1,16 +1,20 @@
 import dataclasses
 import hashlib
+import json
 import os
 import pathlib
+import struct
 
 import h5py
 import keras
 import numpy as np
 import pytest
+from fixtures import torch_weights
 from fixtures.local_weights import save_keras2_h5
+from safetensors.numpy import save_file
 
 import kcnn
-from kcnn.weights import formats, load_weights, store, table, transfer_weights
+from kcnn.weights import convert, formats, load_weights, store, table, transfer_weights
 
 
 def randomize_batchnorm_statistics(model, rng):
@@ -36,6 +40,10 @@ H5_CASES = [
 
 @pytest.mark.parametrize("application,builder,shape,include_top", H5_CASES, ids=lambda f: getattr(f, "__name__", str(f)))
 def test_keras_applications_h5_files_load_with_equal_outputs(application, builder, shape, include_top, rng, tmp_path):
+    """Keras 2's legacy `.h5` (the published files) and, for ResNet50 and VGG16, the
+    Keras 3 `.weights.h5` the same model saves: Keras 3 keys its entries by layer class
+    and rank, not name, so the ResNet's BatchNormalization entries are read into kcnn's
+    fused BatchNorm (issue 26)."""
     source = application(weights=None, input_shape=shape, include_top=include_top, classifier_activation=None)
     randomize_batchnorm_statistics(source, rng)
     path = tmp_path / "weights.h5"
@@ -50,6 +58,10 @@ def test_keras_applications_h5_files_load_with_equal_outputs(application, builde
 
     target = builder(input_shape=shape, include_top=include_top, classifier_activation=None, weights=path)
     np.testing.assert_allclose(np.asarray(target(x, training=False)), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    if include_top:
+        source.save_weights(tmp_path / "source.weights.h5")
+        target = builder(input_shape=shape, classifier_activation=None, weights=tmp_path / "source.weights.h5")
+        np.testing.assert_allclose(np.asarray(target(x, training=False)), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
 @pytest.fixture(scope="module")
@@ -157,17 +169,33 @@ def test_weight_tags_are_resolved_and_checked():
     assert table.resolve("vgg16_bn", "imagenet").preprocessing.mode == "torch"
     with pytest.raises(ValueError, match=r"Unknown weights for `resnet50`\. Known: 'imagenet' \(= 'imagenet-keras'\), 'imagenet-keras', 'imagenet-tv', 'imagenet-tv2', 'imagenet-a1'\. Received: weights='imagenet-tv3'"):
         kcnn.resnet50(weights="imagenet-tv3")
-    with pytest.raises(ValueError, match=r"resnet50\.tv2_in1k are for variant='v1\.5': build kcnn\.resnet50\(variant='v1\.5', weights='imagenet-tv2'\)\. Received: variant='v1'"):
-        kcnn.resnet50(weights="imagenet-tv2")
+    # The builder takes the arguments the weights need; an explicit other value is refused.
+    with pytest.raises(ValueError, match=r"resnet50\.a1_in1k are for variant='v1\.5': build kcnn\.resnet50\(variant='v1\.5', weights='imagenet-a1'\), or leave `variant` out\. Received: variant='v1'"):
+        kcnn.resnet50(variant="v1", weights="imagenet-a1")
     with pytest.raises(ValueError, match=r"1000 ImageNet classes.*include_top=False.*Received: classes=10"):
         kcnn.vgg16(weights="imagenet", classes=10)
-    with pytest.raises(ValueError, match=r"No pretrained weights are known for `resnet`; models with ImageNet weights: resnet101, "):
+    with pytest.raises(ValueError, match=r"No pretrained weights are known for `resnet`; models with ImageNet weights: .*resnet101, "):
         kcnn.resnet(weights="imagenet")
     with pytest.raises(ValueError, match=r"build it by that model's name"):
         kcnn.resnet(stages=(3, 4, 6, 3), block="bottleneck", name="resnet50", weights="imagenet")
-    # No hash recorded: listed, never downloaded.
-    with pytest.raises(store.WeightsUnavailableError, match=r"No published hash is recorded for resnet34\.tv_in1k.*https://huggingface\.co/timm/resnet34\.tv_in1k/resolve/c983eba7f5e69bc3548a626d1b0b0b914e5de3a6/model\.safetensors.*kcnn\.resnet34\(variant='v1\.5', weights="):
-        kcnn.resnet34(variant="v1.5", weights="imagenet")
+
+
+def test_imagenet_never_names_a_set_that_cannot_be_downloaded_and_checked():
+    # resnet34, vgg13 and vgg11_bn have only rows without a recorded hash: no default,
+    # and the error says which file to fetch, how to name it and what to call.
+    for model in ("resnet34", "vgg13", "vgg11_bn"):
+        assert table.default_weight_set(model) is None
+    with pytest.raises(store.WeightsUnavailableError) as raised:
+        kcnn.resnet34(weights="imagenet")
+    message = str(raised.value)
+    assert message.startswith("`resnet34` has no weight set kcnn can download and check: no hash is recorded for resnet34.tv_in1k")
+    assert "https://huggingface.co/timm/resnet34.tv_in1k/resolve/c983eba7f5e69bc3548a626d1b0b0b914e5de3a6/model.safetensors" in message
+    assert "save it as `resnet34.tv_in1k.safetensors` and pass its path: kcnn.resnet34(weights='/path/to/resnet34.tv_in1k.safetensors')" in message
+    assert "(variant='v1.5')" in message and "'torch' preprocessing" in message
+    # Every default has a hash; a row without one is still named by its tag, and refused.
+    assert all(table.default_weight_set(model).hash for model in table.models_with_weights() if table.default_weight_set(model))
+    with pytest.raises(store.WeightsUnavailableError, match=r"No published hash is recorded for resnet50\.tv2_in1k.*save it as `resnet50\.tv2_in1k\.safetensors`"):
+        kcnn.resnet50(weights="imagenet-tv2")
 
 
 def test_the_table_is_consistent():
@@ -180,6 +208,9 @@ def test_the_table_is_consistent():
             assert row.url.startswith(f"https://huggingface.co/timm/{row.name}/resolve/")
             revision = row.url.split("/resolve/")[1].split("/")[0]
             assert revision == "main" or (len(revision) == 40 and int(revision, 16) >= 0)
+        if row.format == "onnx":  # The ONNX Model Zoo, pinned to a commit; the hash is its Git-LFS oid.
+            revision = row.url.removeprefix("https://github.com/onnx/models/raw/").split("/")[0]
+            assert len(revision) == 40 and int(revision, 16) >= 0 and row.url.endswith("-12.onnx") and row.hash
         if row.hash:
             algorithm, value = row.hash.split(":")
             assert len(value) == {"md5": 32, "sha256": 64}[algorithm] and int(value, 16) >= 0
@@ -192,22 +223,71 @@ def test_docs_table_is_generated_from_the_weights_table():
     assert generated == table.format_markdown(table.WEIGHTS), "regenerate it with `kcnn weights list --markdown`"
 
 
-def test_damaged_files_are_clear_errors(tmp_path, resnet50_files):
+def _rewrite_safetensors(source, target, edit_header, body_extra=b""):
+    """`source` with its JSON header edited (as a damaged or forged file would be)."""
+    raw = source.read_bytes()
+    length = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + length])
+    edit_header(header)
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    target.write_bytes(struct.pack("<Q", len(encoded)) + encoded + raw[8 + length :] + body_extra)
+    return target
+
+
+def test_damaged_files_are_refused_with_their_name(tmp_path, resnet50_files):
     truncated = tmp_path / "resnet50.h5"
     truncated.write_bytes(resnet50_files[False].read_bytes()[:5000])
     with pytest.raises(formats.WeightFileError, match=r"resnet50\.h5 is truncated, damaged or no HDF5 file"):
         kcnn.resnet50(input_shape=(32, 32, 3), include_top=False, weights=truncated)
-    tensors = {"conv1.weight": np.ones((4, 3, 7, 7), np.float32)}
+    # A Keras 3 file cut short: h5py's OSError becomes an error naming the file.
+    keras3 = tmp_path / "lenet.weights.h5"
+    kcnn.lenet5().save_weights(keras3)
+    keras3.write_bytes(keras3.read_bytes()[:3000])
+    with pytest.raises(formats.WeightFileError, match=r"lenet\.weights\.h5 is truncated, damaged or no HDF5 file"):
+        kcnn.lenet5(weights=keras3)
+
+    rng = np.random.default_rng(0)
+    tensors = {"a.weight": rng.normal(size=(4, 3)).astype(np.float32), "b.weight": rng.normal(size=(4, 3)).astype(np.float32)}
     good = tmp_path / "good.safetensors"
-    formats.write_safetensors(good, tensors)
-    np.testing.assert_array_equal(formats.read_safetensors(good)["conv1.weight"], tensors["conv1.weight"])
+    save_file(tensors, good)
+    assert {k: v.tolist() for k, v in formats.read_safetensors(good).items()} == {k: v.tolist() for k, v in tensors.items()}
+
+    def shift(header):  # every tensor 4 bytes later, the buffer 4 bytes longer
+        for name in ("a.weight", "b.weight"):
+            header[name]["data_offsets"] = [offset + 4 for offset in header[name]["data_offsets"]]
+
+    def share(header):  # two same-shaped tensors on the same bytes
+        header["b.weight"]["data_offsets"] = header["a.weight"]["data_offsets"]
+
+    def outside(header):
+        header["b.weight"]["data_offsets"] = [48, 4096]
+
+    damaged = {
+        "shifted": _rewrite_safetensors(good, tmp_path / "shifted.safetensors", shift, b"\0" * 4),
+        "shared": _rewrite_safetensors(good, tmp_path / "shared.safetensors", share),
+        "outside": _rewrite_safetensors(good, tmp_path / "outside.safetensors", outside),
+    }
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(good.read_bytes()[:-10])
-    with pytest.raises(formats.WeightFileError, match=r"cut\.safetensors is truncated or damaged: tensor 'conv1\.weight' needs bytes"):
-        formats.read_safetensors(cut)
-    cut.write_bytes(good.read_bytes()[:20])
-    with pytest.raises(formats.WeightFileError, match=r"header claims"):
-        formats.read_safetensors(cut)
+    damaged["cut"] = cut
+    for name, path in damaged.items():
+        with pytest.raises(formats.WeightFileError, match=rf"{name}\.safetensors is truncated, damaged or no safetensors file .*Received: Error while deserializing header"):
+            formats.read_safetensors(path)
+    tensors["b.weight"][1, 2] = np.nan
+    save_file(tensors, tmp_path / "nan.safetensors")
+    with pytest.raises(formats.WeightFileError, match=r"nan\.safetensors is damaged: tensor 'b\.weight' of shape \(4, 3\) holds 1 NaN or infinite"):
+        formats.read_safetensors(tmp_path / "nan.safetensors")
+
+
+def test_a_missing_tensor_is_named_with_the_file(tmp_path):
+    manifest = json.loads((pathlib.Path(__file__).parent / "fixtures" / "torch_manifests.json").read_text())["resnet18"]
+    tensors = torch_weights.random_tensors(manifest)
+    del tensors["layer2.0.bn1.running_var"]
+    path = tmp_path / "mine.safetensors"
+    save_file(tensors, path)
+    with pytest.raises(convert.WeightMapError, match=r"mine\.safetensors does not fit `resnet18`: tensor layer2\.0\.bn1\.running_var is missing \(the file has layer2\.0\.bn1\.bias, layer2\.0\.bn1\.running_mean, layer2\.0\.bn1\.weight\)"):
+        kcnn.resnet18(variant="v1.5", input_shape=(32, 32, 3), weights=path)
 
 
 def test_keras_applications_weights_transfer_by_name_with_equal_predictions(rng):
@@ -262,5 +342,5 @@ def test_weights_list_command(capsys):
     assert [line.split()[0] for line in lines[2:-1]] == ["resnet50.keras_in1k", "resnet50.tv_in1k", "resnet50.tv2_in1k", "resnet50.a1_in1k"]
     assert "*imagenet-keras" in lines[2] and "74.9" in lines[2] and "caffe" in lines[2] and "md5" in lines[2]
     assert "unknown" in lines[4]  # tv2: no recorded hash
-    assert main(["weights", "list", "googlenet"]) == 2
-    assert "Models with weights: resnet101, resnet152, resnet18" in capsys.readouterr().err
+    assert main(["weights", "list", "lenet5"]) == 2
+    assert "Models with weights: alexnet, googlenet, resnet101, resnet152, resnet18" in capsys.readouterr().err

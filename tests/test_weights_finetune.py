@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from fixtures import torch_weights
 from PIL import Image
+from safetensors.numpy import save_file
 
 import kcnn
 from kcnn.cli import main
 from kcnn.layers import ImageNormalization
-from kcnn.weights import decode_predictions, formats, imagenet_classes, preprocess, store, table
+from kcnn.weights import decode_predictions, imagenet_classes, preprocess, store, table
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 
@@ -59,7 +60,7 @@ def resnet18_weights(tmp_path, monkeypatch):
     empty cache in KCNN_HOME."""
     manifest = json.loads((FIXTURES / "torch_manifests.json").read_text())["resnet18"]
     path = tmp_path / "model.safetensors"
-    formats.write_safetensors(path, torch_weights.random_tensors(manifest, seed=3))
+    save_file(torch_weights.random_tensors(manifest, seed=3), path)
     row = table.get_weight_set("resnet18.tv_in1k")
     local = dataclasses.replace(row, url=path.as_uri(), hash="sha256:" + hashlib.sha256(path.read_bytes()).hexdigest())
     monkeypatch.setattr(table, "WEIGHTS", tuple(local if each is row else each for each in table.WEIGHTS))
@@ -76,7 +77,8 @@ def test_fine_tuning_from_imagenet_weights_normalizes_as_they_expect(resnet18_we
         for i in range(6):
             Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(folder / label / f"{i}.png")
     output = tmp_path / "run"
-    argv = ["finetune", "resnet18", "--weights", "imagenet", "--model-arg", "variant=v1.5", "--dataset", str(folder),
+    # As the README writes it: the builder takes variant="v1.5" from the weights.
+    argv = ["finetune", "resnet18", "--weights", "imagenet", "--dataset", str(folder),
             "--image-size", "32", "--epochs", "1", "--batch-size", "6", "--verbose", "0", "--output", str(output)]
     assert main(argv) == 0, capsys.readouterr().err
     metadata = json.loads((output / "metadata.json").read_text())
@@ -104,3 +106,37 @@ def test_fine_tuning_from_imagenet_weights_normalizes_as_they_expect(resnet18_we
     np.testing.assert_allclose(
         np.asarray(features(raw)), np.asarray(pretrained(preprocess(raw, "resnet18.tv_in1k"))), rtol=1e-4, atol=1e-4
     )
+
+
+def test_a_weights_file_keeps_the_normalization_of_its_table_row(resnet18_weights, tmp_path, caplog):
+    """By hash, by the row's file name, or declared; otherwise a warning names what
+    fine-tuning will feed the model (issue 26: a path used to lose it silently)."""
+    kwargs = dict(include_top=False, input_shape=(32, 32, 3))
+    # By hash (the fixture's row carries the file's sha256): the builder also takes the
+    # arguments the weights need (v1.5: no convolution biases), as with weights="imagenet".
+    by_hash = kcnn.resnet18(weights=resnet18_weights, **kwargs)
+    assert kcnn.weights.weight_set_of(by_hash).name == "resnet18.tv_in1k"
+    assert len(by_hash.get_layer("conv1_conv").weights) == 1
+    images = np.full((1, 32, 32, 3), 255.0, np.float32)
+    np.testing.assert_allclose(preprocess(images, by_hash)[0, 0, 0], (1 - np.array([0.485, 0.456, 0.406])) / [0.229, 0.224, 0.225], rtol=1e-6)
+    # By name: other bytes saved under the name kcnn's cache gives a row (how a set
+    # without a recorded hash is loaded): that row, with a warning that it is not the
+    # published file when the row has a hash.
+    manifest = json.loads((FIXTURES / "torch_manifests.json").read_text())["resnet18"]
+    other = tmp_path / "resnet18.a1_in1k.safetensors"
+    save_file(torch_weights.random_tensors(manifest, seed=4), other)
+    with caplog.at_level("WARNING", logger="kcnn"):
+        by_name = kcnn.resnet18(weights=other, **kwargs)
+    assert kcnn.weights.weight_set_of(by_name).name == "resnet18.a1_in1k"
+    assert "not the published file: its hash differs" in caplog.text
+    # Unknown: loaded, nothing attached, and the warning says what fine-tuning will do.
+    caplog.clear()
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(other.read_bytes())
+    with caplog.at_level("WARNING", logger="kcnn"):
+        unknown = kcnn.resnet18(variant="v1.5", weights=mine, **kwargs)
+    assert kcnn.weights.weight_set_of(unknown) is None
+    assert "mine.safetensors is no weight set of the table" in caplog.text and "x / 255, normalization 'unit'" in caplog.text
+    # Declared.
+    kcnn.weights.load_weights(unknown, mine, weight_set="resnet18.tv_in1k")
+    assert kcnn.weights.weight_set_of(unknown).preprocessing.mode == "torch"

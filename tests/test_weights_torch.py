@@ -10,9 +10,10 @@ import pathlib
 import numpy as np
 import pytest
 from fixtures import torch_weights
+from safetensors.numpy import save_file
 
 import kcnn
-from kcnn.weights import convert, formats, table
+from kcnn.weights import convert, table
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 
@@ -28,7 +29,7 @@ def _builder_arguments(name):
 def test_torchvision_logits_are_reproduced_from_a_safetensors_file(name, tmp_path):
     case = PARITY["cases"][name]
     path = tmp_path / f"{name}.safetensors"
-    formats.write_safetensors(path, torch_weights.random_tensors(case["entries"], seed=case["seed"]))
+    save_file(torch_weights.random_tensors(case["entries"], seed=case["seed"]), path)
     size = case["size"]
     model = kcnn.create_model(
         name, input_shape=(size, size, 3), classifier_activation=None, weights=path, **_builder_arguments(name)
@@ -87,13 +88,13 @@ def test_a_tensor_without_a_place_is_an_error():
 
 def test_a_deeper_networks_file_is_refused(tmp_path):
     path = tmp_path / "resnet34.safetensors"
-    formats.write_safetensors(path, torch_weights.random_tensors(MANIFESTS["resnet34"]))
+    save_file(torch_weights.random_tensors(MANIFESTS["resnet34"]), path)
     with pytest.raises(ValueError, match=r"holds layers `resnet18` does not have, e\.g\. \['conv2_block3_1_bn'"):
         kcnn.resnet18(variant="v1.5", input_shape=(32, 32, 3), weights=path)
 
 
 def test_a_torchvision_file_into_a_v1_resnet_names_the_variant(tmp_path):
     path = tmp_path / "resnet18.safetensors"
-    formats.write_safetensors(path, torch_weights.random_tensors(MANIFESTS["resnet18"]))
+    save_file(torch_weights.random_tensors(MANIFESTS["resnet18"]), path)
     with pytest.raises(ValueError, match=r"have no biases: it is for variant='v1\.5'"):
         kcnn.resnet18(input_shape=(32, 32, 3), weights=path)

@@ -24,7 +24,7 @@ def _list(args):
     selected = table.list_weights(args.pattern)
     if not selected:
         raise ValueError(
-            f"No weight set matches the pattern. Models with weights: {', '.join(sorted(table.DEFAULT_TAGS))}. "
+            f"No weight set matches the pattern. Models with weights: {', '.join(table.models_with_weights())}. "
             f"Received: pattern={args.pattern!r}"
         )
     print(table.format_markdown(selected) if args.markdown else table.format_table(selected))

@@ -58,8 +58,15 @@ class ModelSpec:
         if kwargs.get("name") is None:
             kwargs["name"] = self.name
         weight_set = None
-        if _is_weights_tag(kwargs.get("weights")):
+        weights = kwargs.get("weights")
+        if _is_weights_tag(weights):
             weight_set, kwargs["weights"] = self._pretrained(kwargs)
+        elif isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+            from kcnn.weights import store
+
+            identified, _ = store.identify(weights)
+            if identified is not None and identified.model == self.name:
+                self._take_arguments(identified, kwargs)
         model = self.builder(**{**self.arguments, **kwargs})
         if weight_set is not None:
             from kcnn.weights import transfer
@@ -67,21 +74,28 @@ class ModelSpec:
             transfer.remember(model, weight_set)
         return model
 
-    def _pretrained(self, kwargs):
-        """The weight set `weights="imagenet..."` picks, checked against the other
-        arguments, and its verified local file (downloaded if needed)."""
-        from kcnn.weights import store, table
-
-        weight_set = table.resolve(self.name, kwargs["weights"])
-        defaults = self.signature().parameters
+    def _take_arguments(self, weight_set, kwargs):
+        """The builder arguments the weights need (`WeightSet.variant`) become the
+        call's defaults: `kcnn.resnet18(weights="imagenet")` builds the v1.5 network
+        torchvision's weights are for. A different value given explicitly is refused."""
         for key, value in weight_set.variant.items():
-            given = kwargs.get(key, defaults[key].default)
+            given = kwargs.setdefault(key, value)
             if given != value:
                 arguments = "".join(f"{k}={v!r}, " for k, v in weight_set.variant.items())
                 raise ValueError(
                     f"The weights {weight_set.name} are for {key}={value!r}: build "
-                    f"kcnn.{self.name}({arguments}weights={kwargs['weights']!r}). Received: {key}={given!r}"
+                    f"kcnn.{self.name}({arguments}weights={kwargs['weights']!r}), or leave `{key}` out. "
+                    f"Received: {key}={given!r}"
                 )
+
+    def _pretrained(self, kwargs):
+        """The weight set `weights="imagenet..."` picks, with the arguments it needs
+        (`_take_arguments`), and its verified local file (downloaded if needed)."""
+        from kcnn.weights import store, table
+
+        weight_set = table.resolve(self.name, kwargs["weights"])
+        defaults = self.signature().parameters
+        self._take_arguments(weight_set, kwargs)
         include_top = kwargs.get("include_top", True)
         classes = kwargs.get("classes", defaults["classes"].default)
         if include_top is True and classes != 1000:
@@ -107,13 +121,26 @@ class ModelSpec:
         arguments = ", ".join(f"{key}={value!r}" for key, value in self.arguments.items())
         build.__name__ = build.__qualname__ = self.name
         build.__signature__ = self.signature()
-        build.__doc__ = (
-            f"Builds `{self.name}`: `{self.builder.__name__}({arguments})`.\n\n"
-            f"Reference: {self.paper} ({self.year}).\n\n"
-            f"Takes the keyword arguments of `kcnn.models.{self.builder.__name__}` but "
-            f"{', '.join(f'`{key}`' for key in self.arguments) or 'none'} (fixed here); see there."
-        )
+        if self.arguments or self.builder.__name__ != self.name:
+            build.__doc__ = (
+                f"Builds `{self.name}`: `{self.builder.__name__}({arguments})`.\n\n"
+                f"Reference: {self.paper} ({self.year}).\n\n"
+                f"Takes the keyword arguments of `kcnn.models.{self.builder.__name__}` but "
+                f"{', '.join(f'`{key}`' for key in self.arguments) or 'none'} (fixed here); see there."
+            )
+        else:  # A family of one model (AlexNet, GoogLeNet): the builder's own documentation.
+            build.__doc__ = self.builder.__doc__
         return build
+
+    def min_input_size(self, **kwargs):
+        """The smallest square input the model accepts, from its trunk's geometry,
+        auxiliary heads included (`trunk_min_input_size`); `kwargs` as `build`'s
+        (the contract's own, such as `classes`, play no part)."""
+        check_keywords(self.name, self.signature().parameters, kwargs, getattr(self.builder, "renamed", {}))
+        shape = kwargs.pop("input_shape", None) or self.default_input_shape
+        options = {key: value for key, value in kwargs.items() if key not in _CONTRACT}
+        network = self.builder.architecture(**{**self.arguments, **options})
+        return trunk_min_input_size(network.trunk, shape[2])
 
 
 def spec_table(*, family, builder, year, paper, default_input_shape, rows):
@@ -134,10 +161,12 @@ def spec_table(*, family, builder, year, paper, default_input_shape, rows):
     )
 
 
-_WEIGHT_SUFFIXES = (".weights.h5", ".keras", ".h5", ".safetensors")
+# The keras.applications keywords every builder adds (`builder`).
+_CONTRACT = ("include_top", "weights", "input_tensor", "input_shape", "pooling", "classes", "classifier_activation", "name")
+_WEIGHT_SUFFIXES = (".weights.h5", ".keras", ".h5", ".safetensors", ".onnx")
 _WEIGHTS_EXPECTED = (
     "None, 'imagenet' or another tag of the weights table ('imagenet-tv2', `kcnn weights list`), or the path of "
-    "a `.weights.h5`, `.keras`, keras.applications `.h5` or torchvision/timm `.safetensors` file"
+    "a `.weights.h5`, `.keras`, keras.applications `.h5`, torchvision/timm `.safetensors` or BVLC `.onnx` file"
 )
 
 
@@ -194,14 +223,18 @@ def resolve_input_shape(input_shape, input_tensor, default, *, allow_unknown_siz
     return tuple(int(dim) if dim is not None else None for dim in shape)
 
 
-def _too_small_error(name, trunk, shape, cause):
-    """Builds the 'input too small' error if that is what went wrong, else None."""
+def trunk_min_input_size(trunk, channels):
+    """The smallest square input `trunk` takes: every tensor it returns counts, so
+    GoogLeNet's auxiliary heads (whose 5x5 pool needs a 14x14 map) do too."""
     from kcnn import shapes
 
-    channels = shape[2]
     probe = keras.Input((None, None, channels))
-    outputs = trunk(probe)
-    smallest = shapes.min_input_size(keras.Model(probe, outputs))
+    return shapes.min_input_size(keras.Model(probe, trunk(probe)))
+
+
+def _too_small_error(name, trunk, shape, cause):
+    """Builds the 'input too small' error if that is what went wrong, else None."""
+    smallest = trunk_min_input_size(trunk, shape[2])
     if all(dim is None or dim >= smallest for dim in shape[:2]):
         return None
     return ValueError(
@@ -386,6 +419,7 @@ def builder(*, default_input_shape, classes=1000, renamed=None):
 
         contract = inspect.signature(build, follow_wrapped=False).parameters
         build.renamed = renamed
+        build.architecture = architecture
         build.__signature__ = inspect.Signature(
             [
                 *own.parameters.values(),

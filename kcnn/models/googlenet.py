@@ -3,6 +3,11 @@
 Reference: Szegedy et al., "Going Deeper with Convolutions", CVPR 2015 (arXiv 2014),
 table 1 and figure 3. The paper's network, not torchvision's: true 5x5 branches, local
 response normalization in the stem and no BatchNorm.
+
+`variant="caffe"` is the network the BVLC Caffe weights were trained and published in
+(`models/bvlc_googlenet/deploy.prototxt` of BVLC/caffe), as the ONNX Model Zoo's
+`googlenet-12.onnx` runs it: conv1 padded by 3 on every side, max pools that round up,
+Caffe's local response normalization (k=1, alpha/n).
 """
 
 from keras import layers
@@ -28,34 +33,50 @@ STAGES = (
 # The auxiliary classifiers read these modules' outputs.
 _AUXILIARY_AFTER = {"4a": "aux1", "4d": "aux2"}
 _STEMS = ("imagenet", "small")
+_VARIANTS = ("paper", "caffe")
 
 
 def _module_name(stage, index):
     return f"inception{stage + 3}{chr(ord('a') + index)}"
 
 
-def _stem(x, stem, width, batch_norm):
+def _max_pool(x, name, caffe):
+    """The 3x3/2 max pool between stages. Caffe rounds the output size up (its
+    pooling_layer.cpp), which is a valid pool after one row and column of padding at
+    the bottom and right, for any input size (Caffe2 and the ONNX file write it so);
+    zeros stand for the clipped windows, as every pooled map is a ReLU's (>= 0)."""
+    if not caffe:
+        return layers.MaxPooling2D(3, strides=2, padding="same", name=name)(x)
+    x = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}_pad")(x)
+    return layers.MaxPooling2D(3, strides=2, name=name)(x)
+
+
+def _stem(x, stem, width, batch_norm, caffe):
     if stem == "small":
         # For 32x32 images: one 3x3/1 convolution keeps the full resolution.
         return blocks.conv_bn_act(x, width, 3, name="conv1", conv_suffix="", batch_norm=batch_norm)
-    x = layers.Conv2D(64, 7, strides=2, padding="same", activation="relu", name="conv1")(x)
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)  # 56x56x64
-    x = LocalResponseNormalization(name="norm1")(x)
+    lrn = LocalResponseNormalization.caffe if caffe else LocalResponseNormalization
+    if caffe:  # Caffe pads 3 on every side; "same" pads (2, 3) at stride 2.
+        x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+    x = layers.Conv2D(64, 7, strides=2, padding="valid" if caffe else "same", activation="relu", name="conv1")(x)
+    x = _max_pool(x, "pool1", caffe)  # 56x56x64
+    x = lrn(name="norm1")(x)
     x = layers.Conv2D(64, 1, activation="relu", name="conv2_reduce")(x)
     x = layers.Conv2D(192, 3, padding="same", activation="relu", name="conv2")(x)
-    x = LocalResponseNormalization(name="norm2")(x)
-    return layers.MaxPooling2D(3, strides=2, padding="same", name="pool2")(x)  # 28x28x192
+    x = lrn(name="norm2")(x)
+    return _max_pool(x, "pool2", caffe)  # 28x28x192
 
 
 @builder(default_input_shape=(224, 224, 3))
 def googlenet(
-    stages=STAGES,
     *,
+    stages=STAGES,
     stem="imagenet",
     stem_width=64,
     batch_norm=False,
     aux_logits=False,
     dropout=0.4,
+    variant="paper",
 ):
     """GoogLeNet (Inception v1), or an inception network of another table.
 
@@ -79,6 +100,13 @@ def googlenet(
             and dropped for inference (`kcnn.train` does both).
         dropout: the classifier's dropout, before it (the paper's 0.4; the
             auxiliary heads keep the paper's 0.7).
+        variant: "paper", or "caffe": the BVLC Caffe release's arithmetic, which
+            `weights="imagenet"` (the BVLC weights) builds: conv1 padded by 3 on
+            every side (`conv1_pad`; "same" pads 2 and 3), the four 3x3/2 max pools
+            rounding up (`pool1_pad` ...; equal to "same" at 224x224, not at every
+            size), Caffe's LRN constants (`LocalResponseNormalization.caffe`), and the
+            auxiliary heads flattening C,H,W (`aux1_chw`). Needs the imagenet stem
+            without BatchNorm. Same layers and parameters otherwise.
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name: the builder contract (see `kcnn`).
     """
@@ -88,6 +116,12 @@ def googlenet(
     batch_norm = check_bool("batch_norm", batch_norm)
     aux_logits = check_bool("aux_logits", aux_logits)
     dropout = check_fraction("dropout", dropout)
+    caffe = check_choice("variant", variant, _VARIANTS) == "caffe"
+    if caffe and (stem != "imagenet" or batch_norm):
+        raise ValueError(
+            "`variant='caffe'` is the BVLC network: the imagenet stem, no BatchNorm. "
+            f"Received: stem={stem!r}, batch_norm={batch_norm!r}"
+        )
     names = {_module_name(stage, index) for stage, modules in enumerate(stages) for index in range(len(modules))}
     if aux_logits and not {f"inception{module}" for module in _AUXILIARY_AFTER} <= names:
         raise ValueError(
@@ -96,7 +130,7 @@ def googlenet(
         )
 
     def trunk(x):
-        x = _stem(x, stem, stem_width, batch_norm)
+        x = _stem(x, stem, stem_width, batch_norm, caffe)
         auxiliary_inputs = []
         for stage, modules in enumerate(stages):
             for index, widths in enumerate(modules):
@@ -105,7 +139,7 @@ def googlenet(
                 if aux_logits and module[len("inception") :] in _AUXILIARY_AFTER:
                     auxiliary_inputs.append(x)  # 14x14x512 (4a), 14x14x528 (4d)
             if stage + 1 < len(stages):
-                x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"pool{stage + 3}")(x)
+                x = _max_pool(x, f"pool{stage + 3}", caffe)
         # 7x7x1024
         if not aux_logits:
             return x
@@ -124,7 +158,7 @@ def googlenet(
         if not aux_logits:
             return outputs
         auxiliary = [
-            _auxiliary_head(pooled, classes, classifier_activation, aux)
+            _auxiliary_head(pooled, classes, classifier_activation, aux, caffe)
             for aux, pooled in zip(_AUXILIARY_AFTER.values(), features[1:])
         ]
         return [outputs, *auxiliary]
@@ -157,10 +191,13 @@ def _check_stages(stages):
     return tuple(checked)
 
 
-def _auxiliary_head(pooled, classes, classifier_activation, name):
+def _auxiliary_head(pooled, classes, classifier_activation, name, caffe):
     """Figure 3's side branch after its 5x5/3 average pool (in the trunk): 1x1x128
-    conv, fc 1024, dropout 0.7, classifier. At 224x224 it flattens 4x4x128."""
+    conv, fc 1024, dropout 0.7, classifier. At 224x224 it flattens 4x4x128 (Caffe:
+    in C,H,W order)."""
     x = layers.Conv2D(128, 1, activation="relu", name=f"{name}_conv")(pooled)  # 4x4x128
+    if caffe:
+        x = layers.Permute((3, 1, 2), name=f"{name}_chw")(x)
     return blocks.classifier_head(
         x,
         classes,
@@ -181,3 +218,5 @@ SPECS = spec_table(
     default_input_shape=(224, 224, 3),
     rows={"googlenet": {}},
 )
+# The registered model (keyword-only, and `weights="imagenet"` picks its table row).
+googlenet = SPECS["googlenet"].function()

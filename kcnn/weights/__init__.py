@@ -1,9 +1,11 @@
 """Pretrained weights: the weights table, download + cache + hash check, converters
-(keras.applications `.h5`, torchvision/timm `.safetensors`), transfer by layer name,
-and the preprocessing and ImageNet labels that travel with the weights.
+(keras.applications `.h5` and `.weights.h5`, torchvision/timm `.safetensors`, the BVLC
+Caffe models' ONNX exports), transfer by layer name, and the preprocessing and ImageNet
+labels that travel with the weights.
 
     model = kcnn.resnet50(weights="imagenet")                  # keras.applications' set
-    model = kcnn.resnet50(variant="v1.5", weights="imagenet-tv2")
+    model = kcnn.resnet50(weights="imagenet-a1")               # builds variant="v1.5"
+    model = kcnn.alexnet(weights="imagenet")                   # BVLC's, variant="caffe"
     kcnn.weights.list_weights("resnet*")
 
 The table and its listing import no TensorFlow (`kcnn weights list` starts fast).
@@ -33,4 +35,4 @@ _EXPORTS = {
     "imagenet_wnids": "kcnn.weights.imagenet",
 }
 __all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, ("table", "store", "formats", "convert", "transfer", "imagenet"))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, ("table", "store", "formats", "convert", "convert_onnx", "transfer", "imagenet"))

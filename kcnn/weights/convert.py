@@ -47,6 +47,29 @@ class WeightMapError(ValueError):
     kcnn weight without a tensor."""
 
 
+class _Parameters(dict):
+    """One module's {parameter: array}, which remembers its module and every parameter
+    it held (for the error about a missing one)."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+        self.names = []
+
+    def __setitem__(self, key, value):
+        self.names.append(key)
+        super().__setitem__(key, value)
+
+
+def _take(params, key):
+    """Removes and returns a parameter; a missing one is named with what the module has."""
+    if key not in params:
+        module = getattr(params, "module", "?")
+        present = ", ".join(f"{module}.{name}" for name in sorted(getattr(params, "names", params))) or "none"
+        raise WeightMapError(f"tensor {module}.{key} is missing (the file has {present})")
+    return params.pop(key)
+
+
 def _modules(tensors):
     """{module: {parameter: array}}: `layer1.0.bn1.running_mean` -> `layer1.0.bn1`."""
     modules = {}
@@ -54,29 +77,29 @@ def _modules(tensors):
         module, _, parameter = key.rpartition(".")
         if parameter == "num_batches_tracked":
             continue
-        modules.setdefault(module, {})[parameter] = value
+        modules.setdefault(module, _Parameters(module))[parameter] = value
     return modules
 
 
 def _conv(params):
-    kernel = np.transpose(params.pop("weight"), (2, 3, 1, 0))
-    return [kernel] + ([params.pop("bias")] if "bias" in params else [])
+    kernel = np.transpose(_take(params, "weight"), (2, 3, 1, 0))
+    return [kernel] + ([_take(params, "bias")] if "bias" in params else [])
 
 
 def _batch_norm(params):
-    return [params.pop(key) for key in _BN]
+    return [_take(params, key) for key in _BN]
 
 
 def _dense(params):
-    weight = params.pop("weight")
+    weight = _take(params, "weight")
     if weight.ndim == 4:  # timm's 1x1-convolution form of a dense layer
         weight = weight[:, :, 0, 0]
-    return [weight.T, params.pop("bias")]
+    return [weight.T, _take(params, "bias")]
 
 
 def _flatten_dense(params, feature_shape):
     """The first dense layer after a Flatten: rows from C, H, W order to H, W, C."""
-    weight = params.pop("weight")
+    weight = _take(params, "weight")
     height, width, channels = feature_shape
     out = weight.shape[0]
     if weight.ndim == 2:
@@ -93,7 +116,7 @@ def _flatten_dense(params, feature_shape):
             "build the model at the input size the weights were trained at (224x224 for VGG), or include_top=False"
         )
     kernel = np.transpose(weight, (2, 3, 1, 0)).reshape(height * width * channels, out)
-    return [kernel, params.pop("bias")]
+    return [kernel, _take(params, "bias")]
 
 
 def _resnet(modules):

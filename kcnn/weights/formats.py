@@ -1,31 +1,21 @@
-"""Reading weight files: safetensors (torchvision/timm) and Keras 2's legacy `.h5`
-(keras.applications), each into plain NumPy arrays.
+"""Reading weight files into plain NumPy arrays: safetensors (torchvision/timm), Keras
+2's legacy `.h5` (keras.applications), Keras 3's `.weights.h5`, and ONNX graphs (the
+ONNX Model Zoo's BVLC AlexNet and GoogLeNet, read by the `onnx` package).
 
-safetensors is read here rather than with the `safetensors` package: the format is
-an 8-byte little-endian header length, a JSON header `{name: {dtype, shape,
-data_offsets}}` and one flat little-endian buffer, and checking every offset against
-the file is what turns a truncated or damaged download into a clear error naming the
-file. The writer exists for the tests and `tests/fixtures/make_torch_fixtures.py`.
-This module imports NumPy only (the fixture script loads it into a PyTorch venv).
+safetensors files are read by the `safetensors` package (its NumPy API): it refuses
+what the format forbids (tensors that overlap, leave gaps or run past the buffer, a
+header of the wrong size), which an own reader would have to reproduce. kcnn adds what
+the package does not check: the file's name in every error, and no NaN or infinite
+value in a float tensor (a damaged file that the format cannot see).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 
 import numpy as np
 
-__all__ = ["WeightFileError", "read_keras_h5", "read_safetensors", "write_safetensors"]
-
-_DTYPES = {
-    "F16": np.float16, "F32": np.float32, "F64": np.float64, "BF16": None,
-    "I8": np.int8, "I16": np.int16, "I32": np.int32, "I64": np.int64, "U8": np.uint8, "BOOL": np.bool_,
-}
-_NAMES = {np.dtype(v).str: k for k, v in _DTYPES.items() if v is not None}
-# A header beyond this is no weight file (safetensors itself refuses headers over 100 MB).
-_MAX_HEADER = 100 << 20
+__all__ = ["WeightFileError", "check_finite", "read_keras3_h5", "read_keras_h5", "read_onnx", "read_safetensors"]
 
 
 class WeightFileError(ValueError):
@@ -33,70 +23,45 @@ class WeightFileError(ValueError):
     message names the file."""
 
 
+def check_finite(path, name, array):
+    """Refuses a float tensor holding NaN or infinite values (a damaged file)."""
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int(array.size - np.isfinite(array).sum())
+        raise WeightFileError(
+            f"{os.fspath(path)} is damaged: tensor {name!r} of shape {tuple(array.shape)} holds {bad:,} NaN or infinite "
+            "values; a trained weight is finite. Download the file again"
+        )
+    return array
+
+
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """{tensor name: array} of a `.safetensors` file (memory-mapped, read-only).
+    """{tensor name: array} of a `.safetensors` file.
 
     Raises:
-        WeightFileError: the file is truncated, damaged or no safetensors file.
+        WeightFileError: the file is truncated, damaged (overlapping, misplaced or
+            non-finite tensors) or no safetensors file; the message names it.
     """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
     path = os.fspath(path)
-    size = os.path.getsize(path)
-    with open(path, "rb") as file:
-        head = file.read(8)
-        if len(head) < 8:
-            raise WeightFileError(f"{path} is no safetensors file: it has {size} bytes, fewer than its 8-byte header length")
-        (length,) = struct.unpack("<Q", head)
-        if length > _MAX_HEADER or 8 + length > size:
-            raise WeightFileError(
-                f"{path} is truncated or no safetensors file: its header claims {length:,} bytes, the file has {size:,}"
-            )
-        try:
-            header = json.loads(file.read(length))
-        except ValueError as error:
-            raise WeightFileError(f"{path} is damaged: its header is not valid JSON ({error})") from None
-    if not isinstance(header, dict):
-        raise WeightFileError(f"{path} is damaged: its header is not a JSON object")
-    start = 8 + length
-    buffer = np.memmap(path, dtype=np.uint8, mode="r", offset=start, shape=(size - start,)) if size > start else np.zeros(0, np.uint8)
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = _DTYPES[info["dtype"]]
-            shape = tuple(int(d) for d in info["shape"])
-            begin, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise WeightFileError(f"{path} is damaged: tensor {name!r} has a malformed entry {info!r}") from None
-        if dtype is None:
-            raise WeightFileError(f"{path}: tensor {name!r} is {info['dtype']}, which kcnn does not read; convert it to F32")
-        expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        if end - begin != expected or end > buffer.size or begin < 0:
-            raise WeightFileError(
-                f"{path} is truncated or damaged: tensor {name!r} needs bytes {begin:,}..{end:,} of a "
-                f"{buffer.size:,}-byte buffer ({expected:,} bytes for shape {shape})"
-            )
-        tensors[name] = buffer[begin:end].view(np.dtype(dtype).newbyteorder("<")).reshape(shape)
-    return tensors
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, ValueError, TypeError) as error:
+        raise WeightFileError(
+            f"{path} is truncated, damaged or no safetensors file (a JSON header, then tensors packed back to back "
+            f"from byte 0 of the buffer, none overlapping, none outside it). Received: {error}"
+        ) from None
+    return {name: check_finite(path, name, value) for name, value in tensors.items()}
 
 
-def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray]) -> None:
-    """Writes {name: array} as a `.safetensors` file (what torch's `save_file` writes)."""
-    header, offset, arrays = {}, 0, []
-    for name in sorted(tensors):
-        array = np.ascontiguousarray(tensors[name])
-        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
-        nbytes = array.nbytes
-        header[name] = {"dtype": _NAMES[array.dtype.str], "shape": list(array.shape), "data_offsets": [offset, offset + nbytes]}
-        arrays.append(array)
-        offset += nbytes
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)  # safetensors aligns the buffer to 8 bytes
-    with open(path, "wb") as file:
-        file.write(struct.pack("<Q", len(encoded)))
-        file.write(encoded)
-        for array in arrays:
-            file.write(array.tobytes())
+def _open_h5(path):
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise WeightFileError(f"{path} is truncated, damaged or no HDF5 file ({error})") from None
 
 
 def read_keras_h5(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
@@ -107,19 +72,13 @@ def read_keras_h5(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
     Raises:
         WeightFileError: the file is truncated, damaged or not in that layout.
     """
-    import h5py
-
     path = os.fspath(path)
-    try:
-        file = h5py.File(path, "r")
-    except OSError as error:
-        raise WeightFileError(f"{path} is truncated, damaged or no HDF5 file ({error})") from None
-    with file:
+    with _open_h5(path) as file:
         group = file.get("model_weights", file)
         if "layer_names" not in group.attrs:
             raise WeightFileError(
                 f"{path} is no Keras 2 legacy weights file: it has no `layer_names` attribute "
-                "(a Keras 3 `.weights.h5` file loads into the model it was saved from)"
+                "(a Keras 3 file is named `.weights.h5`)"
             )
         layers = {}
         try:
@@ -127,7 +86,63 @@ def read_keras_h5(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
                 layer = layer.decode() if isinstance(layer, bytes) else str(layer)
                 names = [n.decode() if isinstance(n, bytes) else str(n) for n in group[layer].attrs["weight_names"]]
                 if names:
-                    layers[layer] = [np.asarray(group[layer][name]) for name in names]
+                    layers[layer] = [check_finite(path, f"{layer}/{name}", np.asarray(group[layer][name])) for name in names]
         except (OSError, KeyError) as error:
             raise WeightFileError(f"{path} is truncated or damaged: {error}") from None
     return layers
+
+
+def read_keras3_h5(path: str | os.PathLike, keys=None) -> dict[str, list[np.ndarray]]:
+    """{key: variables in order} of a Keras 3 `.weights.h5` file, for its top-level
+    layers: `layers/<key>/vars/<i>`, where Keras names each key after the layer's
+    class and its rank among the model's layers of that class (`conv2d`,
+    `batch_normalization_3`), not after the layer.
+
+    Args:
+        path: the file.
+        keys: read only these keys' variables; None: none, only the number of
+            variables of each key is returned (as a list of that many None).
+
+    Raises:
+        WeightFileError: the file is truncated, damaged or not in that layout.
+    """
+    path = os.fspath(path)
+    with _open_h5(path) as file:
+        if "layers" not in file:
+            raise WeightFileError(f"{path} is no Keras 3 `.weights.h5` file: it has no `layers` group")
+        values = {}
+        try:
+            for key, group in file["layers"].items():
+                variables = group.get("vars", {})
+                names = [f"layers/{key}/vars/{i}" for i in range(len(variables))]
+                if keys is None or key not in keys:
+                    values[key] = [None] * len(names)
+                else:
+                    values[key] = [check_finite(path, name, np.asarray(file[name])) for name in names]
+        except (OSError, KeyError) as error:
+            raise WeightFileError(f"{path} is truncated or damaged: {error}") from None
+    return values
+
+
+def read_onnx(path: str | os.PathLike):
+    """The `onnx.ModelProto` of an `.onnx` file (weights inside it). Its structure is
+    checked where it is mapped (`kcnn.weights.convert_onnx`).
+
+    Raises:
+        WeightFileError: the file is truncated, damaged or no ONNX model; or `onnx`
+            is not installed (it comes with kcnn's `export` extra).
+    """
+    path = os.fspath(path)
+    try:
+        import onnx
+    except ImportError:
+        raise WeightFileError(
+            f"Reading {path} needs the `onnx` package: pip install 'kcnn[export]' (or pip install onnx)"
+        ) from None
+    try:
+        model = onnx.load(path)
+    except Exception as error:  # protobuf's DecodeError, onnx's errors about external data, ...
+        raise WeightFileError(f"{path} is truncated, damaged or no ONNX model ({type(error).__name__}: {error})") from None
+    if not model.graph.node:
+        raise WeightFileError(f"{path} is no ONNX model: its graph has no operations")
+    return model

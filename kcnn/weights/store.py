@@ -2,13 +2,15 @@
 
 Files are kept in `$KCNN_HOME/weights/` (default: `$XDG_CACHE_HOME/kcnn`, else
 `~/.cache/kcnn`). A file is checked against the table's hash every time before it
-loads; a download is written to a temporary name, checked, and only then renamed into
+loads (a file unchanged since its last check, same size and modification time, is not
+read again); a download is written to a temporary name, checked, and only then renamed into
 the cache (`kcnn._files.atomic_path`), so the cache never holds a file that would later
 load as valid without being so. `KCNN_OFFLINE=1` never opens a connection.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -19,7 +21,7 @@ import urllib.request
 
 from kcnn._files import atomic_path
 
-__all__ = ["HashMismatchError", "WeightsUnavailableError", "cache_dir", "fetch", "file_hash"]
+__all__ = ["HashMismatchError", "WeightsUnavailableError", "cache_dir", "fetch", "file_hash", "identify"]
 
 _CHUNK = 1 << 20
 _TIMEOUT = 60
@@ -44,7 +46,14 @@ def cache_dir() -> pathlib.Path:
 
 
 def file_hash(path, algorithm: str) -> str:
-    """The hex digest of a file ("md5" or "sha256"), read in chunks."""
+    """The hex digest of a file ("md5" or "sha256"), read in chunks; each version of a
+    file (its size and modification time) is read once per algorithm."""
+    stat = os.stat(path)
+    return _digest(os.path.realpath(path), stat.st_size, stat.st_mtime_ns, algorithm)
+
+
+@functools.lru_cache(maxsize=32)
+def _digest(path, size, mtime, algorithm):
     digest = hashlib.new(algorithm)
     with open(path, "rb") as file:
         while chunk := file.read(_CHUNK):
@@ -77,9 +86,8 @@ def fetch(weight_set, include_top: bool = True) -> pathlib.Path:
     path = cache_dir() / weight_set.file_name(include_top)
     if expected is None:
         raise WeightsUnavailableError(
-            f"No published hash is recorded for {weight_set.name}, and kcnn loads no file it cannot check. Download "
-            f"{url} yourself, check it, and pass its path: "
-            f"kcnn.{weight_set.model}({_arguments(weight_set)}weights='/path/to/{weight_set.name}.safetensors')"
+            f"No published hash is recorded for {weight_set.name}, and kcnn downloads no file it cannot check. "
+            f"{local_file_advice(weight_set)}"
         )
     if path.is_file():
         _check(path, expected, "The cached file")
@@ -97,8 +105,51 @@ def fetch(weight_set, include_top: bool = True) -> pathlib.Path:
     return path
 
 
+def local_file_advice(weight_set) -> str:
+    """How to load a set kcnn cannot download: the file, its name, the call."""
+    name = weight_set.file_name()
+    return (
+        f"Download {weight_set.url} yourself, check it, save it as `{name}` and pass its path: "
+        f"kcnn.{weight_set.model}(weights='/path/to/{name}'). That name declares the file {weight_set.name}, so the "
+        f"model is built as the weights need ({_arguments(weight_set) or 'the default arguments'}) and keeps their "
+        f"{weight_set.preprocessing.mode!r} preprocessing for fine-tuning"
+    )
+
+
 def _arguments(weight_set):
-    return "".join(f"{key}={value!r}, " for key, value in weight_set.variant.items())
+    return ", ".join(f"{key}={value!r}" for key, value in weight_set.variant.items())
+
+
+
+def identify(path) -> tuple[object, str]:
+    """Which row of the weights table a local file is, and how that is known.
+
+    By its hash first: a file whose md5/sha256 equals a row's (its top or no-top file)
+    is that row's file. Else by its name: a file named as kcnn's cache names a row's
+    file (`resnet34.tv_in1k.safetensors`, `vgg16_weights_tf_dim_ordering_tf_kernels.h5`)
+    declares itself that row's, which is how a set without a recorded hash is loaded.
+    Only files of a format the table has are hashed (each version of a file once).
+
+    Returns:
+        (row, "hash") or (row, "name") or (row, "name, but not the published file:
+        its hash differs"), or (None, "") when neither tells.
+    """
+    from kcnn.weights import table
+
+    path = os.fspath(path)
+    name = os.path.basename(path)
+    # A Keras 3 `.weights.h5` is never a table file (keras_h5 rows are Keras 2's `.h5`).
+    suffix = "" if name.endswith(".weights.h5") else os.path.splitext(name)[1]
+    rows = [row for row in table.WEIGHTS if row.file_name().endswith(suffix)] if suffix else []
+    for row in rows:
+        for expected in (row.hash, row.notop_hash):
+            algorithm, _, value = (expected or "").partition(":")
+            if expected and file_hash(path, algorithm) == value:
+                return row, "hash"
+    for row in rows:
+        if name in (row.file_name(True), row.file_name(False)):
+            return row, "name" if not row.hash else "name, but not the published file: its hash differs"
+    return None, ""
 
 
 def _offline_message(weight_set, url, path, why):

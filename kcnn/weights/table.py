@@ -10,9 +10,14 @@ TensorFlow or NumPy.
 Sources of every figure: /work/shared/notes/weights_sources.md (keras 3.15's
 `keras/src/applications/{resnet,vgg16,vgg19}.py` for the keras.applications files and
 md5s; timm's `results/results-imagenet.csv`, its pretrained configs and the Hub's
-Git-LFS sha256 for the timm files). A Hub file whose sha256 is not recorded there has
+Git-LFS sha256 for the timm files); for the BVLC rows, BVLC/caffe's
+`models/bvlc_{alexnet,googlenet}/` (readme: accuracy, licence; prototxts: crops and
+means) and the Git-LFS pointers of onnx/models' `validated/vision/classification/`
+files (sha256, size). A Hub file whose sha256 is not recorded there has
 `hash=None`: its row is listed, but `kcnn` refuses to download it (a file that cannot
-be checked is not loaded); it still loads from a local path the user checked.
+be checked is not loaded), and it is never a model's default; it still loads from a
+local path the user checked (`kcnn.weights.store.identify` tells by the file's name
+which row it is).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 
-__all__ = ["DEFAULT_TAGS", "WEIGHTS", "Preprocessing", "WeightSet", "get_weight_set", "list_weights", "resolve"]
+__all__ = ["WEIGHTS", "Preprocessing", "WeightSet", "default_weight_set", "get_weight_set", "list_weights", "resolve"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +65,11 @@ CAFFE = Preprocessing("caffe", (103.939, 116.779, 123.68), None)
 TORCH = Preprocessing("torch", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 TORCH_TV2 = dataclasses.replace(TORCH, crop_fraction=0.965)
 TORCH_RSB = dataclasses.replace(TORCH, crop_fraction=0.95, interpolation="bicubic")
+# BVLC Caffe: 256x256 images, center crops of 227 (AlexNet) or 224 (GoogLeNet), BGR. AlexNet
+# subtracted a mean image (python/caffe/imagenet/ilsvrc_2012_mean.npy of BVLC/caffe, whose
+# channel means these are); GoogLeNet's train_val.prototxt subtracts mean_value 104, 117, 123.
+CAFFE_BVLC_ALEXNET = Preprocessing("caffe", (104.007, 116.669, 122.679), None, input_size=227, crop_fraction=0.8867)
+CAFFE_BVLC_GOOGLENET = Preprocessing("caffe", (104.0, 117.0, 123.0), None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,9 +80,11 @@ class WeightSet:
         model: the registry name it loads into.
         tag: `<source>_in1k`; `weights="imagenet-<source>"` picks it (e.g.
             "imagenet-tv2" -> "tv2_in1k"), `weights="imagenet"` the model's default.
-        variant: the builder arguments the weights need (e.g. {"variant": "v1.5"}).
-        format: "keras_h5" (keras.applications' legacy `.h5`, by layer name) or
-            "safetensors" (torchvision/timm tensor names).
+        variant: the builder arguments the weights need (e.g. {"variant": "v1.5"}):
+            a builder given these weights takes them as its defaults.
+        format: "keras_h5" (keras.applications' legacy `.h5`, by layer name),
+            "safetensors" (torchvision/timm tensor names) or "onnx" (the ONNX Model
+            Zoo's BVLC exports, by graph structure).
         url: the file; for the Hub, `https://huggingface.co/<repo>/resolve/<commit>/model.safetensors`.
         hash: "md5:<hex>" or "sha256:<hex>"; None when no published hash is known.
         notop_url, notop_hash: a smaller file without the classifier, where the
@@ -120,7 +132,7 @@ class WeightSet:
         if self.format == "keras_h5":  # keras.applications' own names
             notop = "" if include_top or not self.notop_url else "_notop"
             return f"{self.model}_weights_tf_dim_ordering_tf_kernels{notop}.h5"
-        return f"{self.name}.safetensors"
+        return f"{self.name}.{self.format}"
 
     def source(self, include_top: bool = True) -> tuple[str, str | None]:
         """(url, hash) of the file to fetch: the no-top file where there is one."""
@@ -182,9 +194,38 @@ def _timm(model, tag, commit, sha256, top1, top5, size_mb, *, variant=None, prep
 
 
 _V15 = {"variant": "v1.5"}
+# The ONNX Model Zoo ("Caffe BVLC ==> Caffe2 ==> ONNX"), pinned to the commit whose Git-LFS
+# pointers give these sha256s (onnx/models b1eeaa1a; the files are unchanged since 4c46cd00).
+_ZOO = "https://github.com/onnx/models/raw/b1eeaa1ac722dcc1cd1a8284bde34393dab61c3d/validated/vision/classification"
+_BVLC_LICENSE = "unrestricted use (BVLC model readme); the ONNX export: BSD-3-Clause (ONNX Model Zoo)"
+_BVLC_ACCURACY = "BVLC/caffe models/bvlc_*/readme.md (Caffe, center crop)"
 
-#: Every weight set, model by model; a model's first row is its default.
+
+def _bvlc(model, path, sha256, top1, top5, size_mb, preprocessing, trainer):
+    return WeightSet(
+        model=model,
+        tag="bvlc_in1k",
+        variant={"variant": "caffe"},
+        format="onnx",
+        url=f"{_ZOO}/{path}",
+        hash=f"sha256:{sha256}",
+        license=_BVLC_LICENSE,
+        top1=top1,
+        top5=top5,
+        accuracy_source=_BVLC_ACCURACY,
+        preprocessing=preprocessing,
+        origin=f"BVLC Caffe model zoo (trained by {trainer}), exported to ONNX by the ONNX Model Zoo",
+        size_mb=size_mb,
+    )
+
+
+#: Every weight set, model by model; a model's first row with a hash is its default.
 WEIGHTS = (
+    _bvlc("alexnet", "alexnet/model/bvlcalexnet-12.onnx", "6b0da9510f27f234ee96a85dc3809dd210150fdefad87f6850f9788513216945",
+          57.1, 80.2, 233, CAFFE_BVLC_ALEXNET, "Evan Shelhamer"),
+    _bvlc("googlenet", "inception_and_googlenet/googlenet/model/googlenet-12.onnx",
+          "c99c507058eaf41de8723408fdda7db8325cb57f0a89f2ee07a716d6e963e14e", 68.7, 88.9, 27, CAFFE_BVLC_GOOGLENET,
+          "Sergio Guadarrama"),
     _timm("resnet18", "tv_in1k", "a987fd6b60f845221bfff84b6f0191273ba56ead",
           "694f673df6520a3158624e8a89af086f59923ee4cd7436fe5bc3bc71d295ad81", 69.752, 89.082, 46.8, variant=_V15),
     _timm("resnet18", "a1_in1k", "ebd61f9c7420e5b5b53262b8ce6bbe311e1e872a",
@@ -233,11 +274,16 @@ WEIGHTS = (
           "f8249087e63bae61c6166bb23d7c26efe1b2a43fd9fb5cd60ac6ce00535ba312", 74.230, 91.848, 575),
 )
 
-#: The set `weights="imagenet"` picks per model: the first row of the model.
-DEFAULT_TAGS = {}
-for _row in WEIGHTS:
-    DEFAULT_TAGS.setdefault(_row.model, _row.tag)
-del _row
+
+def default_weight_set(model: str) -> WeightSet | None:
+    """The set `weights="imagenet"` picks for `model`: its first row with a recorded
+    hash (a file kcnn can download and check), None if it has none."""
+    return next((row for row in WEIGHTS if row.model == model and row.hash), None)
+
+
+def models_with_weights() -> list[str]:
+    """The registry names that have a row of the table, sorted."""
+    return sorted({row.model for row in WEIGHTS})
 
 
 def list_weights(pattern: str = "*") -> list[WeightSet]:
@@ -271,20 +317,26 @@ def resolve(model: str, weights: str) -> WeightSet:
     """
     rows = [row for row in WEIGHTS if row.model == model]
     if not rows:
-        have = sorted(DEFAULT_TAGS)
         raise ValueError(
-            f"No pretrained weights are known for `{model}`; models with ImageNet weights: {', '.join(have)} "
-            f"(`kcnn weights list`). Received: weights={weights!r}"
+            f"No pretrained weights are known for `{model}`; models with ImageNet weights: "
+            f"{', '.join(models_with_weights())} (`kcnn weights list`). Received: weights={weights!r}"
         )
+    default = default_weight_set(model)
     if weights == "imagenet":
-        return rows[0]
+        if default is None:
+            from kcnn.weights.store import WeightsUnavailableError, local_file_advice
+
+            raise WeightsUnavailableError(
+                f"`{model}` has no weight set kcnn can download and check: no hash is recorded for "
+                f"{', '.join(row.name for row in rows)}, so weights='imagenet' names none. {local_file_advice(rows[0])}"
+            )
+        return default
     for row in rows:
         if weights in (row.alias, row.name):
             return row
     known = ", ".join(f"{row.alias!r}" for row in rows)
-    raise ValueError(
-        f"Unknown weights for `{model}`. Known: 'imagenet' (= {rows[0].alias!r}), {known}. Received: weights={weights!r}"
-    )
+    meaning = f"= {default.alias!r}" if default else "none: no hash is recorded"
+    raise ValueError(f"Unknown weights for `{model}`. Known: 'imagenet' ({meaning}), {known}. Received: weights={weights!r}")
 
 
 def format_table(rows: list[WeightSet]) -> str:
@@ -293,13 +345,16 @@ def format_table(rows: list[WeightSet]) -> str:
     lines = [header, "-" * len(header)]
     for row in rows:
         arguments = ", ".join(f"{k}={v!r}" for k, v in row.variant.items()) or "-"
-        default = "*" if DEFAULT_TAGS[row.model] == row.tag else " "
+        default = "*" if default_weight_set(row.model) is row else " "
         hash_kind = row.hash.split(":")[0] if row.hash else "unknown"
         lines.append(
             f"{row.name:<22}{default}{row.alias:<17} {arguments:<20} {_percent(row.top1):>6} {_percent(row.top5):>6}  "
             f"{row.preprocessing.mode:<6} {row.format:<12} {hash_kind:<8} {row.license.split(' ')[0]}"
         )
-    lines.append("* the model's default (weights=\"imagenet\"); hash unknown: listed, not downloaded (load a local file)")
+    lines.append(
+        "* the model's default (weights=\"imagenet\"); hash unknown: listed, not downloaded, never a default "
+        "(load a local file named <weights>.<format>)"
+    )
     return "\n".join(lines)
 
 
@@ -311,7 +366,7 @@ def format_markdown(rows: list[WeightSet]) -> str:
     ]
     for row in rows:
         arguments = ", ".join(f"`{k}={v!r}`" for k, v in row.variant.items()) or ""
-        alias = f"`{row.alias}`" + (" (default: `imagenet`)" if DEFAULT_TAGS[row.model] == row.tag else "")
+        alias = f"`{row.alias}`" + (" (default: `imagenet`)" if default_weight_set(row.model) is row else "")
         prep = row.preprocessing
         prep_text = f"{prep.mode}, {prep.resize_size}->{prep.input_size} {prep.interpolation}"
         hash_text = f"`{row.hash[:14]}…`" if row.hash else "unknown (not downloaded)"

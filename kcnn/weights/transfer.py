@@ -7,16 +7,20 @@ keras.applications ResNet50 and `kcnn.resnet50()` share every weighted layer's n
 so one's weights load into the other.
 """
 
+import logging
 import os
+import re
 import weakref
 
 import keras
 
 from kcnn._files import load_keras_model
 from kcnn._keras_graph import leaf_layers
-from kcnn.weights import convert, formats
+from kcnn.weights import convert, formats, store
 
 __all__ = ["assign", "load_weights", "transfer_weights", "weight_set_of"]
+
+logger = logging.getLogger("kcnn")
 
 # Layers a model without its top lacks; a file with a top may still load into it.
 _TOP_LAYERS = frozenset({"fc1", "fc2", "predictions"})
@@ -95,27 +99,90 @@ def remember(model, weight_set):
     _WEIGHT_SETS[model] = weight_set
 
 
-def load_weights(model, path):
-    """Loads a weights file into a built kcnn model.
+def load_weights(model, path, *, weight_set=None):
+    """Loads a weights file into a built kcnn model, with the preprocessing it needs.
 
     - `.keras`: matched by layer name (`transfer_weights`), so its head may be absent
       (include_top=False).
-    - `.weights.h5`: Keras 3 weights in layer order; the model must be built with the
-      same arguments.
+    - `.weights.h5`: Keras 3 weights, by Keras' own loader; a file whose layer classes
+      differ from kcnn's (keras.applications' BatchNormalization where kcnn has its
+      fused one) is read in Keras' layout instead, layer by layer in order. The model
+      must be built with the same arguments.
     - `.h5`: Keras 2's legacy layout, as keras.applications publishes ResNet50/101/152
       and VGG16/19 (top and no-top files), by layer name.
     - `.safetensors`: torchvision/timm tensor names (ResNet v1.5, VGG, VGG-BN),
       converted (`kcnn.weights.convert`).
+    - `.onnx`: the ONNX Model Zoo's BVLC AlexNet and GoogLeNet, matched by the
+      graph's structure into `variant="caffe"` models (`kcnn.weights.convert_onnx`).
+
+    The file's weight set (the table row it is, by its hash or its name, see
+    `kcnn.weights.store.identify`, or `weight_set` when given) is remembered with the
+    model, so that `kcnn.train.fine_tune` and `preprocess(..., weights=model)`
+    normalize images as the weights expect. A file that is no row of the table is
+    loaded with no preprocessing attached, and a warning says so.
+
+    Args:
+        model: the kcnn model, built with the arguments the weights need.
+        path: the file.
+        weight_set: the table row (or its name, "resnet34.tv_in1k") the file is, when
+            neither its hash nor its name tells.
 
     Every weighted layer of the model must receive weights (`assign`).
     """
     path = os.fspath(path)
+    if isinstance(weight_set, str):
+        from kcnn.weights import table
+
+        weight_set = table.get_weight_set(weight_set)
+    how = "declared"
+    if weight_set is None:
+        weight_set, how = store.identify(path)
+    names = _load(model, path)
+    if weight_set is None:
+        _WEIGHT_SETS.pop(model, None)  # What it held before is gone.
+        logger.warning(
+            "%s is no weight set of the table (by hash or file name), so `%s` keeps no preprocessing of its "
+            "own: kcnn.train.fine_tune will feed it images scaled to [0, 1] (x / 255, normalization 'unit', unless "
+            "data_options say otherwise). If the "
+            "file is a published set, name it as `kcnn weights list` does (<weights>.<format>) or pass "
+            "kcnn.weights.load_weights(model, path, weight_set='<weights>')",
+            path, model.name,
+        )
+    else:
+        if how.startswith("name, but"):
+            logger.warning("%s is named as %s's file, %s; loaded as that set", path, weight_set.name, how[len("name, but "):])
+        logger.info("%s is %s (by %s): %s preprocessing", path, weight_set.name, how, weight_set.preprocessing.mode)
+        remember(model, weight_set)
+    return names
+
+
+def _load(model, path):
     if path.endswith(".keras"):
         return transfer_weights(path, model)
     if path.endswith(".safetensors"):
-        return assign(model, _from_torch(model, formats.read_safetensors(path)), source=path)
+        return assign(model, _from_torch(model, formats.read_safetensors(path), path), source=path)
     if path.endswith(".h5") and not path.endswith(".weights.h5"):
         return assign(model, formats.read_keras_h5(path), source=path)
+    if path.endswith(".onnx"):
+        from kcnn.weights import convert_onnx
+
+        try:
+            values = convert_onnx.from_onnx(formats.read_onnx(path), model, path)
+        except convert.WeightMapError as error:
+            raise convert.WeightMapError(f"{path} does not fit `{model.name}`: {error}") from None
+        return assign(model, values, source=path)
+    return _load_keras3(model, path)
+
+
+def _load_keras3(model, path):
+    listed = formats.read_keras3_h5(path)  # A damaged file is refused here, with its name.
+    weighted = {key for key, values in listed.items() if values}
+    keyed = _keras3_keys(model)
+    if weighted == set(keyed) and set(keyed) != set(_keras3_keys(model, aliases={})):
+        # Written by a model with Keras' class where kcnn has its drop-in (a
+        # keras.applications ResNet's BatchNormalization): the same layers in order.
+        stored = formats.read_keras3_h5(path, keys=set(keyed))
+        return assign(model, {layer.name: stored[key] for key, layer in keyed.items()}, source=path)
     try:
         model.load_weights(path)
     except ValueError as error:
@@ -127,17 +194,41 @@ def load_weights(model, path):
     return [layer.name for layer in leaf_layers(model) if layer.weights]
 
 
-def _from_torch(model, tensors):
+# kcnn layers that are drop-in replacements of a Keras class: a `.weights.h5` file
+# written by a model with the Keras class keys them under that class's name.
+_KERAS_CLASS_OF = {"FusedBatchNormalization": "BatchNormalization"}
+
+
+def _keras3_keys(model, aliases=_KERAS_CLASS_OF):
+    """{key: layer} of the model's weighted layers as a Keras 3 `.weights.h5` file
+    keys them: the layer's class name in snake case, numbered from the second layer of
+    that class on (`conv2d`, `conv2d_1`), in `model.layers` order; a kcnn class under
+    the Keras class it replaces."""
+    counts, keys = {}, {}
+    for layer in model.layers:
+        name = aliases.get(type(layer).__name__, type(layer).__name__)
+        name = re.sub("([a-z])([A-Z])", r"\1_\2", re.sub("(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", name))).lower()
+        count = counts.get(name, -1) + 1
+        counts[name] = count
+        if layer.weights:
+            keys[name if count == 0 else f"{name}_{count}"] = layer
+    return keys
+
+
+def _from_torch(model, tensors, path):
     layers = _weighted_layers(model)
-    if "conv1_conv" in layers:
-        return convert.from_torch(tensors, family="resnet")
-    if "block1_conv1" in layers:
-        convs = [name for name, layer in layers.items() if isinstance(layer, keras.layers.Conv2D)]
-        feature_shape = None
-        names = {layer.name: layer for layer in leaf_layers(model)}
-        if "flatten" in names:
-            feature_shape = tuple(names["flatten"].input.shape[1:])
-        return convert.from_torch(tensors, family="vgg", conv_layers=convs, feature_shape=feature_shape)
+    try:
+        if "conv1_conv" in layers:
+            return convert.from_torch(tensors, family="resnet")
+        if "block1_conv1" in layers:
+            convs = [name for name, layer in layers.items() if isinstance(layer, keras.layers.Conv2D)]
+            feature_shape = None
+            names = {layer.name: layer for layer in leaf_layers(model)}
+            if "flatten" in names:
+                feature_shape = tuple(names["flatten"].input.shape[1:])
+            return convert.from_torch(tensors, family="vgg", conv_layers=convs, feature_shape=feature_shape)
+    except convert.WeightMapError as error:
+        raise convert.WeightMapError(f"{path} does not fit `{model.name}`: {error}") from None
     raise ValueError(
         f"torchvision/timm weights map onto kcnn's ResNets and VGGs, whose layers `{model.name}` does not have "
         "(no `conv1_conv` or `block1_conv1`)"
