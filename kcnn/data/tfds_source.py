@@ -77,12 +77,12 @@ def _slices(num: int | None, fractions: Sequence[float]) -> list[str | None]:
     return specs
 
 
-def _load_tfds(
-    name, *, data_dir, download, cache, image_size, channels, validation_split, test_split, seed
-) -> dict:
+def _open_builder(name, data_dir, download):
+    """`(builder, folder, received)`: the TFDS builder of `name` (downloaded and prepared
+    first with `download`, when it is not yet), its data folder, and the "Received:"
+    part of the errors about it."""
     import tensorflow_datasets as tfds  # Deferred: slow to import, only this source needs it.
 
-    del seed  # TFDS slices are fixed; the seed only drives shuffling/augmentation.
     data_dir = None if data_dir is None else os.fspath(data_dir)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
@@ -110,6 +110,14 @@ def _load_tfds(
                 f"{str(error).splitlines()[0] if str(error) else type(error).__name__}. "
                 f"{_tfds_ways_out(name, folder)} {received}"
             ) from error
+    return builder, folder, received
+
+
+def _load_tfds(
+    name, *, data_dir, download, cache, image_size, channels, validation_split, test_split, seed
+) -> dict:
+    del seed  # TFDS slices are fixed; the seed only drives shuffling/augmentation.
+    builder, folder, received = _open_builder(name, data_dir, download)
     info = builder.info
     keys = info.supervised_keys
     if not keys or len(keys) < 2 or not all(isinstance(k, str) for k in keys[:2]):
