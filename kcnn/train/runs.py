@@ -38,6 +38,7 @@ from kcnn._files import CorruptFileError, atomic_path, atomic_write, is_temporar
 from kcnn._lock import LOCK_FILE, FolderLock
 from kcnn.train.checkpoint import Checkpoint
 from kcnn.train.compile import output_names
+from kcnn.train.segmentation import task_metadata
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
@@ -320,7 +321,7 @@ def start_metadata(run, model, data, config, builder_arguments, *, kind, loaded_
     except CorruptFileError:  # Reported by open_run; the creation time is lost.
         previous = None
     spec = registry.MODELS.get(model.name)
-    return {
+    metadata = {
         "format": METADATA_FORMAT,
         "kind": kind,
         "status": "running",
@@ -356,6 +357,8 @@ def start_metadata(run, model, data, config, builder_arguments, *, kind, loaded_
         "config": config.to_dict(),
         "versions": versions(),
     }
+    metadata.update(task_metadata(data))  # A segmentation run's task, ignore label and palette.
+    return metadata
 
 
 def parameter_counts(model: keras.Model) -> dict[str, int]:
