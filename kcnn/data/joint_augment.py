@@ -127,6 +127,9 @@ def transform_pair(images: tf.Tensor, masks: tf.Tensor, transforms: tf.Tensor, *
     nearest edge pixel."""
     fill_mode = "NEAREST" if inside else "CONSTANT"
     output_shape = tf.shape(images)[1:3]
+    # The op's outputs have no static height and width; a model whose layers need them
+    # (bilinear upsampling) gets them back.
+    image_shape, mask_shape = images.shape, masks.shape
     images = tf.raw_ops.ImageProjectiveTransformV3(
         images=images,
         transforms=transforms,
@@ -143,4 +146,4 @@ def transform_pair(images: tf.Tensor, masks: tf.Tensor, transforms: tf.Tensor, *
         interpolation="NEAREST",
         fill_mode=fill_mode,
     )[..., 0]
-    return images, masks
+    return tf.ensure_shape(images, image_shape), tf.ensure_shape(masks, mask_shape)
