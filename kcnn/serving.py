@@ -34,9 +34,9 @@ def _resize_weights(in_size, out_size):
     kernel: weights of the source pixels within the kernel's support, normalized to
     sum to one), for sizes that may be known only when the graph runs."""
     in_float = tf.cast(in_size, tf.float32)
-    inverse_scale = in_float / tf.cast(out_size, tf.float32)
+    inverse_scale = in_float / (float(out_size) if isinstance(out_size, int) else tf.cast(out_size, tf.float32))
     kernel_scale = tf.maximum(inverse_scale, 1.0)
-    sample = (tf.cast(tf.range(out_size), tf.float32) + 0.5) * inverse_scale
+    sample = (tf.range(out_size, dtype=tf.float32) + 0.5) * inverse_scale
     source = tf.cast(tf.range(in_size), tf.float32) + 0.5
     position = (source[None, :] - sample[:, None]) / kernel_scale
     weights = tf.maximum(0.0, 1.0 - tf.abs(position))
