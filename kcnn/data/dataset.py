@@ -369,8 +369,8 @@ def _load_splits(
     return splits
 
 
-def _build(splits, *, normalization, augment, shuffle, seed, batch_size) -> Dataset:
-    """The `Dataset` of loaded splits: its preprocessing dict and pipelines."""
+def _preprocessing(splits, normalization) -> dict[str, Any]:
+    """The preprocessing dict (`Dataset.preprocessing`) of loaded splits."""
     preprocessing = {
         "version": PREPROCESSING_VERSION,
         "image_size": [int(splits["image_size"][0]), int(splits["image_size"][1])],
@@ -385,6 +385,12 @@ def _build(splits, *, normalization, augment, shuffle, seed, batch_size) -> Data
         mean, std = splits["stats"]()
         preprocessing["mean"] = [float(v) for v in mean]
         preprocessing["std"] = [float(v) for v in std]
+    return preprocessing
+
+
+def _build(splits, *, normalization, augment, shuffle, seed, batch_size) -> Dataset:
+    """The `Dataset` of loaded splits: its preprocessing dict and pipelines."""
+    preprocessing = _preprocessing(splits, normalization)
     augmenter = _make_augmenter(augment, seed)
 
     def build(batch: int) -> Dataset:

@@ -22,10 +22,10 @@ import tensorflow as tf
 from kcnn.data import pipeline
 from kcnn.data.masks import IGNORE_LABEL
 from kcnn.data.pipeline import AUTOTUNE, _TFDSSplit
-from kcnn.data.preprocessing import _adapt_images, _finish_stats
+from kcnn.data.preprocessing import _adapt_images
 from kcnn.data.sources import DEFAULT_VARIABLE_IMAGE_SIZE
 from kcnn.data.statistics import TFDS_SAMPLE, _input_statistics, _memory_sample
-from kcnn.data.tfds_source import _open_builder, _slices, _tfds_ways_out
+from kcnn.data.tfds_source import _open_builder, _slices, _split_stats, _tfds_ways_out
 
 logger = logging.getLogger("kcnn")
 
@@ -119,22 +119,13 @@ def _load_mask_tfds(name, *, data_dir, download, cache, image_size, channels, va
         raise ValueError(f"Not enough examples to leave a training split. Received: {name!r} with split {train_spec!r} empty")
     sample, shapes = batch
 
-    def stats():
-        total, total_sq, count = np.zeros(channels), np.zeros(channels), 0
-        for x, _ in splits["train"].ds.batch(512).as_numpy_iterator():
-            flat = x.reshape(-1, channels).astype(np.float64)
-            total += flat.sum(0)
-            total_sq += np.square(flat).sum(0)
-            count += len(flat)
-        return _finish_stats(total, total_sq, count)
-
     return {
         **splits,
         "class_names": list(spec.class_names),
         "image_size": size,
         "channels": channels,
         "name": name,
-        "stats": stats,
+        "stats": lambda: _split_stats(splits["train"], channels),
         "statistics": _input_statistics(_memory_sample(sample), [tuple(s) for s in shapes]),
         "palette": None,
     }

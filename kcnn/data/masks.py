@@ -1,5 +1,6 @@
 """Segmentation masks: one class index per pixel, read from palette or grey image files,
-checked against the classes, and drawn in colour (a mask PNG, an overlay on the image).
+checked against the classes (with counts and the masks' names), resized by nearest
+neighbour, and drawn in colour (a mask PNG, an overlay on the image).
 
 A mask is a uint8 `(height, width)` array of class indices `0..classes-1`, with
 `IGNORE_LABEL` (255) for pixels that carry no label (a boundary, a "void" region, the
@@ -14,7 +15,7 @@ refused unless their three channels are equal (grey saved as RGB); a colour-code
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -31,6 +32,8 @@ MAX_CLASSES = IGNORE_LABEL
 _IGNORE_COLOR = (224, 224, 192)
 # PIL modes whose pixel values are class indices as read.
 _INDEX_MODES = frozenset({"P", "L", "1", "I", "I;16", "I;16B", "I;16L", "I;16N"})
+# Masks (files) named in an error message, at most.
+_SHOWN = 5
 
 
 def default_palette(classes: int) -> list[list[int]]:
@@ -178,3 +181,102 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
     image = np.asarray(image, np.uint8)
     with atomic_path(path) as temporary:
         Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image).save(temporary, format="PNG")
+
+
+# --------------------------------------------------------------------------
+# Checks of a source's masks.
+
+
+def remap_ignored(masks: np.ndarray, ignore_value: int | None) -> np.ndarray:
+    """`masks` with the source's `ignore_value` replaced by `IGNORE_LABEL` (and, when the
+    source ignores another value, its 255s left to be refused as a class too many)."""
+    if ignore_value is None or ignore_value == IGNORE_LABEL:
+        return masks
+    if np.any(masks == IGNORE_LABEL):
+        raise ValueError(
+            f"Masks with ignore_value={ignore_value} also hold {IGNORE_LABEL}, which kcnn reserves for pixels without a label; "
+            f"relabel those pixels (at most {MAX_CLASSES} classes, 0..{MAX_CLASSES - 1}). Received: ignore_value={ignore_value}"
+        )
+    return np.where(masks == ignore_value, np.uint8(IGNORE_LABEL), masks)
+
+
+def check_classes(class_names: Sequence[str] | None, masks: Mapping[str, tuple[Sequence[np.ndarray], Sequence[str]]]) -> list[str]:
+    """The class names of a source, its masks checked against them.
+
+    Args:
+        class_names: the given names, or None: "0", "1", ... up to the largest value
+            of the training masks, which must then hold every class from 0 up (a
+            value past a gap is more likely a stray than a class).
+        masks: `{split: (masks, names)}`: each split's masks (2D arrays of any
+            sizes), and a name per mask (its file) for the messages.
+
+    Raises:
+        ValueError: fewer than 2 or more than `MAX_CLASSES` classes, or values
+            outside the classes (`check_mask_values`).
+    """
+    if class_names is not None:
+        names = [str(c) for c in class_names]
+        if not 2 <= len(names) <= MAX_CLASSES:
+            raise ValueError(f"Expected 2 to {MAX_CLASSES} class names. Received: {len(names)} class_names")
+    else:
+        found = np.zeros(256, bool)
+        for mask in masks["train"][0]:
+            found[np.unique(mask)] = True
+        found[IGNORE_LABEL] = False
+        count = int(np.argmin(found)) if not found.all() else 256  # the first value missing from 0 up
+        if count < 2:
+            raise ValueError(
+                "A segmentation model needs at least 2 classes, labelled 0, 1, ...; the training masks hold "
+                f"{np.flatnonzero(found).tolist() or 'no labelled pixel'}. Received: {len(masks['train'][0])} training masks"
+            )
+        names = [str(i) for i in range(count)]
+    for split_masks, split_names in masks.values():
+        check_mask_values(split_masks, len(names), split_names, inferred=class_names is None)
+    return names
+
+
+def check_mask_values(masks: Sequence[np.ndarray], classes: int, names: Sequence[str], *, inferred: bool = False) -> None:
+    """Refuses mask values that are neither a class (`0..classes-1`) nor `IGNORE_LABEL`,
+    saying which values, how many pixels, and in which masks (`names`, one per mask).
+
+    Args:
+        masks: the masks (2D arrays of any sizes, or one NHW array).
+        classes: how many classes.
+        names: one name per mask, for the message.
+        inferred: the classes were counted from the masks (0 up to the first gap).
+    """
+    counts = np.zeros(256, np.int64)
+    culprits = []
+    for index, mask in enumerate(masks):
+        bad = mask[(mask >= classes) & (mask != IGNORE_LABEL)]
+        if bad.size:
+            counts += np.bincount(bad, minlength=256)
+            culprits.append(f"{names[index]!r} ({bad.size} pixels)")
+    if not culprits:
+        return
+    found = ", ".join(f"{value} ({counts[value]} pixels)" for value in np.flatnonzero(counts))
+    more = f" and {len(culprits) - _SHOWN} more" if len(culprits) > _SHOWN else ""
+    how = (
+        f"the training masks label classes 0..{classes - 1} with no gap, so larger values look like strays; pass "
+        "class_names (or a classes.txt) to make them classes"
+        if inferred
+        else "pass more class_names (or classes.txt lines) to make them classes"
+    )
+    raise ValueError(
+        f"Expected mask values 0..{classes - 1} (the {classes} classes) or {IGNORE_LABEL} (no label): "
+        f"{len(culprits)} mask(s) hold other values: {', '.join(culprits[:_SHOWN])}{more}. {how.capitalize()}, or "
+        f"ignore_value for the value of unlabelled pixels. Received: values {found}"
+    )
+
+
+def resize_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 NHW masks at `size` (height, width), by nearest neighbour: labels stay labels."""
+    import tensorflow as tf
+
+    if tuple(masks.shape[1:3]) == tuple(size):
+        return masks
+    out = np.empty((len(masks), *size), np.uint8)
+    for start in range(0, len(masks), 1024):
+        chunk = tf.convert_to_tensor(masks[start : start + 1024, ..., None])
+        out[start : start + 1024] = tf.image.resize(chunk, size, method="nearest")[..., 0].numpy()
+    return out

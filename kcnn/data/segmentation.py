@@ -32,20 +32,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-import tensorflow as tf
 
-from kcnn.data.dataset import Dataset
+from kcnn.data.dataset import Dataset, _preprocessing
 from kcnn.data.joint_augment import CastMasks, make_joint_augmenter
-from kcnn.data.masks import IGNORE_LABEL, MAX_CLASSES, default_palette
+from kcnn.data.masks import IGNORE_LABEL, check_classes, default_palette, remap_ignored, resize_masks
 from kcnn.data.pipeline import _check_batch_size, _MemorySplit, _pipeline
-from kcnn.data.preprocessing import PREPROCESSING_VERSION, _adapt_array, _channel_stats, _parse_image_size, _parse_normalize
+from kcnn.data.preprocessing import _adapt_array, _channel_stats, _parse_image_size, _parse_normalize
 from kcnn.data.scenes import SHAPES_IMAGE_SIZE, SHAPES_SCENES, SHAPES_SEED, synthetic_scenes
 from kcnn.data.sources import _prepare_x
 from kcnn.data.statistics import _input_statistics, _memory_sample
 
 TASKS = ("classification", "segmentation")
-#: Masks named in an error message, at most.
-_SHOWN = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,99 +239,6 @@ def _prepare_masks(y: Any, x: np.ndarray, *, what: str, ignore_value: int | None
     return remap_ignored(y.astype(np.uint8), ignore_value)
 
 
-def remap_ignored(masks: np.ndarray, ignore_value: int | None) -> np.ndarray:
-    """`masks` with the source's `ignore_value` replaced by `IGNORE_LABEL` (and, when the
-    source ignores another value, its 255s left to be refused as a class too many)."""
-    if ignore_value is None or ignore_value == IGNORE_LABEL:
-        return masks
-    if np.any(masks == IGNORE_LABEL):
-        raise ValueError(
-            f"Masks with ignore_value={ignore_value} also hold {IGNORE_LABEL}, which kcnn reserves for pixels without a label; "
-            f"relabel those pixels (at most {MAX_CLASSES} classes, 0..{MAX_CLASSES - 1}). Received: ignore_value={ignore_value}"
-        )
-    return np.where(masks == ignore_value, np.uint8(IGNORE_LABEL), masks)
-
-
-def check_classes(class_names: Sequence[str] | None, masks: Mapping[str, tuple[Sequence[np.ndarray], Sequence[str]]]) -> list[str]:
-    """The class names of a source, its masks checked against them.
-
-    Args:
-        class_names: the given names, or None: "0", "1", ... up to the largest value
-            of the training masks, which must then hold every class from 0 up (a
-            value past a gap is more likely a stray than a class).
-        masks: `{split: (masks, names)}`: each split's masks (2D arrays of any
-            sizes), and a name per mask (its file) for the messages.
-
-    Raises:
-        ValueError: fewer than 2 or more than `MAX_CLASSES` classes, or values
-            outside the classes (`check_mask_values`).
-    """
-    if class_names is not None:
-        names = [str(c) for c in class_names]
-        if not 2 <= len(names) <= MAX_CLASSES:
-            raise ValueError(f"Expected 2 to {MAX_CLASSES} class names. Received: {len(names)} class_names")
-    else:
-        found = np.zeros(256, bool)
-        for mask in masks["train"][0]:
-            found[np.unique(mask)] = True
-        found[IGNORE_LABEL] = False
-        count = int(np.argmin(found)) if not found.all() else 256  # the first value missing from 0 up
-        if count < 2:
-            raise ValueError(
-                "A segmentation model needs at least 2 classes, labelled 0, 1, ...; the training masks hold "
-                f"{np.flatnonzero(found).tolist() or 'no labelled pixel'}. Received: {len(masks['train'][0])} training masks"
-            )
-        names = [str(i) for i in range(count)]
-    for split_masks, split_names in masks.values():
-        check_mask_values(split_masks, len(names), split_names, inferred=class_names is None)
-    return names
-
-
-def check_mask_values(masks: Sequence[np.ndarray], classes: int, names: Sequence[str], *, inferred: bool = False) -> None:
-    """Refuses mask values that are neither a class (`0..classes-1`) nor `IGNORE_LABEL`,
-    saying which values, how many pixels, and in which masks (`names`, one per mask).
-
-    Args:
-        masks: the masks (2D arrays of any sizes, or one NHW array).
-        classes: how many classes.
-        names: one name per mask, for the message.
-        inferred: the classes were counted from the masks (0 up to the first gap).
-    """
-    counts = np.zeros(256, np.int64)
-    culprits = []
-    for index, mask in enumerate(masks):
-        bad = mask[(mask >= classes) & (mask != IGNORE_LABEL)]
-        if bad.size:
-            counts += np.bincount(bad, minlength=256)
-            culprits.append(f"{names[index]!r} ({bad.size} pixels)")
-    if not culprits:
-        return
-    found = ", ".join(f"{value} ({counts[value]} pixels)" for value in np.flatnonzero(counts))
-    more = f" and {len(culprits) - _SHOWN} more" if len(culprits) > _SHOWN else ""
-    how = (
-        f"the training masks label classes 0..{classes - 1} with no gap, so larger values look like strays; pass "
-        "class_names (or a classes.txt) to make them classes"
-        if inferred
-        else "pass more class_names (or classes.txt lines) to make them classes"
-    )
-    raise ValueError(
-        f"Expected mask values 0..{classes - 1} (the {classes} classes) or {IGNORE_LABEL} (no label): "
-        f"{len(culprits)} mask(s) hold other values: {', '.join(culprits[:_SHOWN])}{more}. {how.capitalize()}, or "
-        f"ignore_value for the value of unlabelled pixels. Received: values {found}"
-    )
-
-
-def resize_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 NHW masks at `size` (height, width), by nearest neighbour: labels stay labels."""
-    if tuple(masks.shape[1:3]) == tuple(size):
-        return masks
-    out = np.empty((len(masks), *size), np.uint8)
-    for start in range(0, len(masks), 1024):
-        chunk = tf.convert_to_tensor(masks[start : start + 1024, ..., None])
-        out[start : start + 1024] = tf.image.resize(chunk, size, method="nearest")[..., 0].numpy()
-    return out
-
-
 def _random_splits(parts, *, validation_split, test_split, seed):
     """Carves test (if the source has none) then validation (if none) at random: a
     seeded permutation, test first, so the test set depends on `seed` and `test_split`
@@ -380,20 +284,7 @@ def _finish_splits(splits, *, class_names, image_size, channels, name, source_si
 def _build_segmentation(splits, *, normalization, augmenter, shuffle, seed, batch_size) -> SegmentationDataset:
     classes = len(splits["class_names"])
     palette = [list(map(int, color)) for color in (splits.get("palette") or default_palette(classes))[:classes]]
-    preprocessing = {
-        "version": PREPROCESSING_VERSION,
-        "image_size": [int(splits["image_size"][0]), int(splits["image_size"][1])],
-        "channels": int(splits["channels"]),
-        "normalization": normalization,
-        "mean": None,
-        "std": None,
-        "resize": "bilinear",
-        "antialias": True,
-    }
-    if normalization == "standardize":
-        mean, std = splits["stats"]()
-        preprocessing["mean"] = [float(v) for v in mean]
-        preprocessing["std"] = [float(v) for v in std]
+    preprocessing = _preprocessing(splits, normalization)
 
     def build(batch: int) -> SegmentationDataset:
         pipelines = {

@@ -208,28 +208,29 @@ def _load_tfds(
     sample, shapes = batch
     source_sizes = [image_shape[:2]] if None not in image_shape[:2] else [tuple(s) for s in shapes]
 
-    def stats():
-        # One pass over the (cached) training split; fills the cache as a
-        # side effect, so the first epoch is no slower.
-        total = np.zeros(channels)
-        total_sq = np.zeros(channels)
-        count = 0
-        for x, _ in splits["train"].ds.batch(512).as_numpy_iterator():
-            flat = x.reshape(-1, channels).astype(np.float64)
-            total += flat.sum(0)
-            total_sq += np.square(flat).sum(0)
-            count += len(flat)
-        return _finish_stats(total, total_sq, count)
-
     return {
         **splits,
         "class_names": list(class_names),
         "image_size": size,
         "channels": channels,
         "name": name,
-        "stats": stats,
+        "stats": lambda: _split_stats(splits["train"], channels),
         "statistics": _input_statistics(_memory_sample(sample), source_sizes),
     }
+
+
+def _split_stats(split: _TFDSSplit, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of a TFDS split's images: one pass over the (cached)
+    split, which fills the cache as a side effect, so the first epoch is no slower."""
+    total = np.zeros(channels)
+    total_sq = np.zeros(channels)
+    count = 0
+    for x, _ in split.ds.batch(512).as_numpy_iterator():
+        flat = x.reshape(-1, channels).astype(np.float64)
+        total += flat.sum(0)
+        total_sq += np.square(flat).sum(0)
+        count += len(flat)
+    return _finish_stats(total, total_sq, count)
 
 
 def _tfds_ways_out(name: str, folder: str) -> str:
