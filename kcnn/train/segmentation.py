@@ -100,10 +100,16 @@ class SegmentationCrossentropy(keras.losses.Loss):
         labelled / unlabelled pixels, both `(batch, height, width)`."""
         labels = ops.cast(y_true, "int32")
         labelled = ops.not_equal(labels, self.ignore_label)
-        targets = ops.one_hot(ops.where(labelled, labels, 0), self.num_classes, dtype=y_pred.dtype)
-        losses = keras.losses.categorical_crossentropy(
-            targets, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing
-        )
+        if self.from_logits:
+            log_p = ops.log_softmax(y_pred, axis=-1)
+        else:  # as Keras' crossentropy of probabilities: normalized, clipped
+            epsilon = keras.config.epsilon()
+            log_p = ops.log(ops.clip(y_pred / ops.sum(y_pred, axis=-1, keepdims=True), epsilon, 1.0 - epsilon))
+        # Label smoothing's targets are (1 - s) on the label plus s / classes on every
+        # class: the loss is (1 - s) x the label's -log p plus s x the mean -log p, with
+        # no one-hot tensor of every pixel's classes.
+        label_term = ops.take_along_axis(log_p, ops.where(labelled, labels, 0)[..., None], axis=-1)[..., 0]
+        losses = -(1.0 - self.label_smoothing) * label_term - self.label_smoothing * ops.mean(log_p, axis=-1)
         labelled = ops.cast(labelled, losses.dtype)
         return losses * labelled, labelled
 
