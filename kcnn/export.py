@@ -33,6 +33,7 @@ import numpy as np
 
 from kcnn import data as kdata
 from kcnn._files import atomic_path, write_json
+from kcnn.data.masks import IGNORE_LABEL
 from kcnn.serving import load_exported, raw_pixels, serving_model
 from kcnn.train.inference import load_data_for, resolve_model
 
@@ -90,7 +91,8 @@ def export(
     calibration_images: int = CALIBRATION_IMAGES,
     overwrite: bool = False,
 ) -> ExportResult:
-    """Exports a classifier that takes raw images and returns class probabilities.
+    """Exports a classifier that takes raw images and returns class probabilities (a
+    segmentation model: per-pixel probabilities at the images' size).
 
     Args:
         model_or_run: a run folder or `.keras` file (its metadata.json gives the
@@ -154,7 +156,7 @@ def export(
             "layout": "NHWC",
             "pixels": "0..255, any height and width, 1, 3 or 4 channels (alpha is dropped)",
         },
-        "output": {"name": "probabilities", "dtype": "float32", "shape": [None, classes]},
+        "output": {"name": "probabilities", "dtype": "float32", "shape": [None] * (len(serving.outputs[0].shape) - 1) + [classes]},
         "class_names": class_names,
         "preprocessing": dict(preprocessing),
         "model": {"name": model.name, **({"run": os.fspath(model_or_run)} if not isinstance(model_or_run, keras.Model) else {})},
@@ -342,7 +344,10 @@ def _export_int8(serving: keras.Model, path: pathlib.Path, calibration: np.ndarr
         serving.export(folder, format="tf_saved_model", verbose=False)
         interpreter = tf.lite.Interpreter(model_content=converter(folder).convert())
         preprocessing = [
-            detail["name"] for detail in interpreter.get_tensor_details() if re.search(r"(^|/)preprocessing(_\d+)?/", detail["name"])
+            detail["name"]
+            for detail in interpreter.get_tensor_details()
+            # The resizing before the network (and a segmentation network's after it) sees any size.
+            if re.search(r"(^|/)(preprocessing|probabilities)(_\d+)?/", detail["name"])
         ]
         quantizing = converter(folder)
         quantizing.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -412,8 +417,10 @@ def _accuracy_change(model: keras.Model, run, dataset: kdata.Dataset) -> dict[st
     network = model if len(model.outputs) == 1 else keras.Model(model.inputs, model.outputs[0])
     keras_scores = network.predict(kdata.preprocess_images(images, dataset.preprocessing), verbose=0, batch_size=256)
     exported = np.concatenate([run(images[start : start + 256]) for start in range(0, len(images), 256)])
-    keras_accuracy = float(np.mean(np.argmax(keras_scores, axis=1) == labels))
-    exported_accuracy = float(np.mean(np.argmax(exported, axis=1) == labels))
+    # Per image, or per labelled pixel of a segmentation model (the same argmax over the last axis).
+    labelled = labels != IGNORE_LABEL if keras_scores.ndim == 4 else np.ones(labels.shape, bool)
+    keras_accuracy = float(np.mean((np.argmax(keras_scores, axis=-1) == labels)[labelled]))
+    exported_accuracy = float(np.mean((np.argmax(exported, axis=-1) == labels)[labelled]))
     return {
         "split": "test",
         "examples": len(labels),

@@ -1,6 +1,7 @@
 """A trained classifier as a model of raw images: the run's preprocessing
 (`kcnn.data.preprocess_images`: resize, channels, rounding, normalization) as graph
-ops in front of the network, and class probabilities out. `kcnn.export` writes it in
+ops in front of the network, and class probabilities out (per pixel, at the images'
+size, for a segmentation network). `kcnn.export` writes it in
 each format; `load_exported` runs a written file (SavedModel, ONNX, LiteRT) on raw
 images, as a check or for inference without kcnn's training code.
 
@@ -24,16 +25,16 @@ import tensorflow as tf
 from kcnn import data as kdata
 from kcnn.train.compile import outputs_logits
 
-__all__ = ["RawImagePreprocessing", "load_exported", "raw_pixels", "serving_model"]
+__all__ = ["ProbabilitiesAtInputSize", "RawImagePreprocessing", "load_exported", "raw_pixels", "serving_model"]
 
 
-def _resize_weights(in_size, out_size: int):
+def _resize_weights(in_size, out_size):
     """The `(out_size, in_size)` matrix of `tf.image.resize(..., "bilinear",
     antialias=True)` along one axis (TensorFlow's ScaleAndTranslate with its triangle
     kernel: weights of the source pixels within the kernel's support, normalized to
-    sum to one), for an input size known only when the graph runs."""
+    sum to one), for sizes that may be known only when the graph runs."""
     in_float = tf.cast(in_size, tf.float32)
-    inverse_scale = in_float / float(out_size)
+    inverse_scale = in_float / (float(out_size) if isinstance(out_size, int) else tf.cast(out_size, tf.float32))
     kernel_scale = tf.maximum(inverse_scale, 1.0)
     sample = (tf.range(out_size, dtype=tf.float32) + 0.5) * inverse_scale
     source = tf.cast(tf.range(in_size), tf.float32) + 0.5
@@ -44,7 +45,7 @@ def _resize_weights(in_size, out_size: int):
     return weights / tf.reduce_sum(weights, axis=1, keepdims=True)
 
 
-def _portable_resize(images, size: tuple[int, int]):
+def _portable_resize(images, size):
     """Antialiased bilinear resizing by two matrix products, for the formats whose
     converters have no ScaleAndTranslate (ONNX, LiteRT): the same function as
     `tf.image.resize`, computed in another order (equal to ~1e-5 of a grey level)."""
@@ -113,6 +114,35 @@ class RawImagePreprocessing(keras.layers.Layer):
         return {**super().get_config(), "preprocessing": self.preprocessing, "portable": self.portable}
 
 
+class ProbabilitiesAtInputSize(keras.layers.Layer):
+    """A segmentation network's per-pixel probabilities resized to the raw images'
+    height and width: `[probabilities, images]` in, probabilities `(batch, height,
+    width, classes)` of the images out, as `kcnn.train.predict` resizes them
+    (antialiased bilinear: each pixel's probabilities still sum to one).
+
+    Args:
+        portable: resize with matrix products (`RawImagePreprocessing`'s `portable`).
+    """
+
+    def __init__(self, *, portable: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.portable = portable
+
+    def call(self, inputs):
+        probabilities, images = inputs
+        size = tf.shape(images)[1:3]
+        if self.portable:
+            return _portable_resize(probabilities, size)
+        return tf.image.resize(probabilities, size, method="bilinear", antialias=True)
+
+    def compute_output_shape(self, input_shapes):
+        probabilities, images = input_shapes
+        return (probabilities[0], images[1], images[2], probabilities[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "portable": self.portable}
+
+
 def serving_model(model: keras.Model, preprocessing: Mapping[str, Any], *, portable: bool = False) -> keras.Model:
     """`model` behind its preprocessing: uint8 images in, class probabilities out.
 
@@ -125,7 +155,8 @@ def serving_model(model: keras.Model, preprocessing: Mapping[str, Any], *, porta
     Returns:
         A functional model with one input, `images`, uint8 `(None, None, None, None)`
         (NHWC), and one output, `probabilities` (softmax of the network's logits, or
-        its own softmax output).
+        its own softmax output); of a segmentation network, per-pixel probabilities
+        at the images' own height and width (`ProbabilitiesAtInputSize`).
     """
     network = model if len(model.outputs) == 1 else keras.Model(model.inputs, model.outputs[0], name=model.name)
     if len(network.inputs) != 1:
@@ -141,10 +172,14 @@ def serving_model(model: keras.Model, preprocessing: Mapping[str, Any], *, porta
     images = keras.Input((None, None, None), dtype="uint8", name="images")
     x = RawImagePreprocessing(preprocessing, portable=portable, name="preprocessing")(images)
     outputs = network(x, training=False)
+    segments = len(network.outputs[0].shape) == 4
+    name = "network_probabilities" if segments else "probabilities"
     if outputs_logits(network):
-        outputs = keras.layers.Softmax(name="probabilities")(outputs)
+        outputs = keras.layers.Softmax(name=name)(outputs)
     else:
-        outputs = keras.layers.Identity(name="probabilities")(outputs)
+        outputs = keras.layers.Identity(name=name)(outputs)
+    if segments:
+        outputs = ProbabilitiesAtInputSize(portable=portable, name="probabilities")([outputs, images])
     return keras.Model(images, outputs, name=f"{model.name}_serving")
 
 
@@ -173,7 +208,9 @@ def load_exported(path: str | os.PathLike) -> Callable[[Any], np.ndarray]:
 
     Returns:
         A function of raw images (a uint8 NHWC or NHW array, or a list of HWC / HW
-        arrays of any sizes) returning float32 class probabilities `(N, classes)`.
+        arrays of any sizes) returning float32 class probabilities `(N, classes)`,
+        or for a segmentation model `(N, height, width, classes)` (a list of images
+        of several sizes: a list of `(height, width, classes)` arrays).
     """
     path = pathlib.Path(path)
     if path.is_dir() and (path / "saved_model.pb").is_file():
@@ -197,7 +234,10 @@ def load_exported(path: str | os.PathLike) -> Callable[[Any], np.ndarray]:
 
     def predict(images) -> np.ndarray:
         if isinstance(images, (list, tuple)):
-            return np.concatenate([predict(np.asarray(image)[None]) for image in images])
+            outputs = [predict(np.asarray(image)[None]) for image in images]
+            if outputs[0].ndim == 4 and len({o.shape for o in outputs}) > 1:
+                return [o[0] for o in outputs]  # per-pixel probabilities of images of several sizes
+            return np.concatenate(outputs)
         batch = np.asarray(images)
         if batch.ndim == 3:
             batch = batch[..., None]  # NHW: grey images, as for kcnn.train.predict

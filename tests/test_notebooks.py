@@ -18,7 +18,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
-NAMES = ["01_from_perceptron_to_resnet", "02_transfer_learning", "03_hyperparameter_tuning"]
+NAMES = ["01_from_perceptron_to_resnet", "02_transfer_learning", "03_hyperparameter_tuning", "04_segmentation"]
 
 _spec = importlib.util.spec_from_file_location("kcnn_notebooks_run_all", NOTEBOOK_DIR / "run_all.py")
 run_all = importlib.util.module_from_spec(_spec)
@@ -51,6 +51,8 @@ FAST = {
         "REFERENCES": "lenet5",
         "RANGES": {"depth": 2, "filters": 8, "kernel_size": 3, "convs_per_stage": 1, "batch_norm": False},
     },
+    # An epoch of each segmentation model on 64 scenes of 32x32: the path runs, the scores are chance.
+    "04_segmentation": {"SCENES": 64, "IMAGE_SIZE": 32, "EPOCHS": 1, "BATCH_SIZE": 16, "PYRAMIDS": ["lenet5", "resnet18"], "SHOWN": 2},
 }
 
 
@@ -179,3 +181,18 @@ def test_03_hyperparameter_tuning(tmp_path):
     best_run = pathlib.Path(results["project_dir"]) / "best"
     assert results["test_accuracy"] == pytest.approx(train.evaluate(best_run)["accuracy"])
     assert any("image/png" in o.get("data", {}) for o in outputs(notebook)), "the Pareto plot is shown"
+
+
+def test_04_segmentation(tmp_path):
+    notebook, results = run_fast(NAMES[3], tmp_path)
+    assert results["classes"] == ["background", "circle", "square", "triangle"]
+    assert sum(results["pixel_shares"]) == pytest.approx(1.0)
+    assert list(results["runs"]) == ["fcn32s", "fcn8s", "unet"]
+    for name, run in results["runs"].items():
+        assert 0 <= run["mean_iou"] <= 1 and 0 <= run["boundary_accuracy"] <= 1 and len(run["class_iou"]) == 4
+        metadata = json.loads((tmp_path / "runs" / name / "metadata.json").read_text())
+        assert metadata["status"] == "completed" and metadata["task"] == "segmentation"
+        assert metadata["metrics"]["test"]["mean_iou"] == pytest.approx(run["mean_iou"])
+    if results["models_merged"]:
+        assert list(results["pyramids"]) == FAST[NAMES[3]]["PYRAMIDS"]
+    assert len([o for o in outputs(notebook) if "image/png" in o.get("data", {})]) >= 4

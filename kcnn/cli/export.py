@@ -16,7 +16,7 @@ def register(subparsers):
         help="write a saved model as a SavedModel, ONNX or LiteRT file that takes raw images",
         description="Exports a run's model with Keras' exporters. The exported model takes uint8 images "
         "(NHWC, any height and width, 1, 3 or 4 channels), applies the run's preprocessing and returns class "
-        "probabilities; class names and preprocessing are written to OUTPUT.json beside it.",
+        "probabilities (a segmentation model's per pixel, at the images' height and width); class names and preprocessing are written to OUTPUT.json beside it.",
     )
     export.add_argument("path", metavar="RUN_OR_MODEL", help="a run folder or a .keras file")
     export.add_argument("--output", required=True, help="the file (.onnx, .tflite) or folder (SavedModel) to write")

@@ -18,7 +18,12 @@ def register(subparsers):
         "Run it again with the same --output to resume an interrupted run.",
     )
     train.add_argument("model", nargs="?", default="lenet5", help="a registered model name (default: lenet5)")
-    train.add_argument("--dataset", default="digits", help="digits, a TFDS name, an image folder or an .npz file")
+    train.add_argument(
+        "--dataset",
+        default="digits",
+        help="digits, a TFDS name, an image folder or an .npz file; for a segmentation model: shapes (synthetic scenes), "
+        "a folder of images/ and masks/, or oxford_iiit_pet",
+    )
     train.add_argument(
         "--model-arg",
         action="append",
@@ -33,19 +38,26 @@ def register(subparsers):
     )
     train.set_defaults(handler=_train)
 
-    evaluate = subparsers.add_parser("evaluate", help="loss and accuracy of a saved model")
+    evaluate = subparsers.add_parser("evaluate", help="loss and accuracy of a saved model (and per-class IoU of a segmentation model)")
     evaluate.add_argument("path", help="a run folder or a .keras file")
     evaluate.add_argument("--dataset", default=None, help="default: the run's dataset, with its split")
     evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"))
     _add_inference_precision(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
-    predict = subparsers.add_parser("predict", help="classify image files with a saved model")
+    predict = subparsers.add_parser(
+        "predict", help="classify image files with a saved model (a segmentation model writes mask and overlay PNGs)"
+    )
     predict.add_argument("path", help="a run folder or a .keras file")
     predict.add_argument(
         "images", nargs="+", help="image files, or folders: every image file directly in one, sorted by name"
     )
     predict.add_argument("--top-k", type=int, default=3, help="classes shown per image")
+    predict.add_argument(
+        "--output-dir",
+        default="predictions",
+        help="segmentation models: the folder for each image's <name>.mask.png and <name>.overlay.png (default: predictions)",
+    )
     _add_inference_precision(predict)
     predict.set_defaults(handler=_predict)
 
@@ -156,7 +168,7 @@ def _run(start, output, describe):
         return 130
     test = result.metrics.get("test")
     if test:
-        print(f"test accuracy: {test['accuracy']:.2%} ({test['examples']} images, {_losses(test)})")
+        print(f"test {_scores(test, top5=False)} ({test['examples']} images, {_losses(test)})")
     print(f"{describe} saved to {result.path}")
     return 0
 
@@ -239,19 +251,39 @@ def _losses(metrics):
     return f"loss {metrics['loss']:.4f} (label-smoothed, as in training), cross-entropy {metrics['crossentropy']:.4f}"
 
 
+def _scores(metrics, *, top5=True):
+    """Accuracy (and top-5 accuracy), or a segmentation model's pixel accuracy and mean IoU."""
+    if "mean_iou" in metrics:
+        return f"pixel accuracy: {metrics['accuracy']:.2%}, mean IoU {metrics['mean_iou']:.4f}"
+    extra = f", top-5 accuracy {metrics['top5_accuracy']:.2%}" if top5 and "top5_accuracy" in metrics else ""
+    return f"accuracy: {metrics['accuracy']:.2%}{extra}"
+
+
 def _evaluate(args):
     from kcnn import train
+    from kcnn.train.segmentation import run_metadata
 
     metrics = train.evaluate(args.path, args.dataset, split=args.split, mixed_precision=args.mixed_precision)
-    extra = f", top-5 accuracy {metrics['top5_accuracy']:.2%}" if "top5_accuracy" in metrics else ""
-    print(f"{args.split} accuracy: {metrics['accuracy']:.2%}{extra}, {_losses(metrics)} ({metrics['examples']} images)")
+    print(f"{args.split} {_scores(metrics)}, {_losses(metrics)} ({metrics['examples']} images)")
+    if "class_iou" in metrics:
+        names = run_metadata(args.path).get("class_names") or [str(i) for i in range(len(metrics["class_iou"]))]
+        width = max(len(name) for name in names)
+        print("IoU per class:")
+        for name, iou in zip(names, metrics["class_iou"]):
+            print(f"  {name:<{width}}  {'-' if iou is None else f'{iou:.4f}'}")
     return 0
 
 
 def _predict(args):
     from kcnn import data, train
+    from kcnn.train.segmentation import SEGMENTATION, run_metadata, save_segmentations
 
     images = [path for given in args.images for path in data.image_files(given)]
+    if run_metadata(args.path).get("task") == SEGMENTATION:
+        for picture in save_segmentations(args.path, images, args.output_dir, mixed_precision=args.mixed_precision):
+            shares = ", ".join(f"{name} {share:.0%}" for name, share in picture["shares"].items() if share >= 0.005)
+            print(f"{picture['image']}: {shares}; mask {picture['mask']}, overlay {picture['overlay']}")
+        return 0
     for image, top in zip(images, train.predict(args.path, images, top_k=args.top_k, mixed_precision=args.mixed_precision)):
         ranked = ", ".join(f"{name} ({probability:.1%})" for name, probability in top)
         print(f"{image}: {ranked}")

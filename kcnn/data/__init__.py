@@ -1,4 +1,4 @@
-"""Image classification datasets as fast, reproducible `tf.data` pipelines.
+"""Image classification (and segmentation) datasets as fast, reproducible `tf.data` pipelines.
 
 `load()` turns any of these sources into a `Dataset` holding batched
 train/validation/test `tf.data.Dataset`s of `(images, labels)`:
@@ -44,6 +44,13 @@ never on `validation_split`, and accuracy figures stay comparable. TFDS
 splits are carved with split slicing (contiguous, e.g. `train[:90%]` and
 `train[90%:]`; TFDS shuffles examples when it prepares a dataset).
 
+Segmentation datasets (`SegmentationDataset`: `(images, masks)` splits, a class
+index per pixel, `IGNORE_LABEL` for unlabelled pixels) come from the same `load()`:
+the synthetic scenes `"shapes"` (`synthetic_scenes`), folders of `images/` and
+`masks/`, mask arrays, and `oxford_iiit_pet`'s trimaps with `task="segmentation"`;
+see `kcnn.data.segmentation`. Their augmentation moves images and masks alike
+(`SEGMENTATION_AUGMENT_POLICIES`).
+
 `few_shot()` keeps some classes of a source, with a fixed number of training
 and validation images per class. `kcnn.train.fit`, `kcnn.train.fine_tune` and
 `kcnn.tune.search` pass a `data_options` mapping (`DATA_OPTIONS`, checked by
@@ -53,18 +60,26 @@ and validation images per class. `kcnn.train.fit`, `kcnn.train.fine_tune` and
 
 from kcnn.data.dataset import DATA_OPTIONS, Dataset, check_data_options, load
 from kcnn.data.files import IMAGE_EXTENSIONS, image_files, load_image, read_images
+from kcnn.data.joint_augment import SEGMENTATION_AUGMENT_POLICIES
+from kcnn.data.masks import IGNORE_LABEL, load_mask
 from kcnn.data.pipeline import AUGMENT_POLICIES, IN_MEMORY_LIMIT, as_numpy
 from kcnn.data.preprocessing import NORMALIZATIONS, preprocess_images
+from kcnn.data.scenes import SHAPES_CLASSES, synthetic_scenes
+from kcnn.data.segmentation import SegmentationDataset, load_segmentation
 from kcnn.data.selection import few_shot
 from kcnn.data.statistics import image_statistics
 
 __all__ = [
     "AUGMENT_POLICIES",
     "DATA_OPTIONS",
+    "IGNORE_LABEL",
     "IMAGE_EXTENSIONS",
     "IN_MEMORY_LIMIT",
     "NORMALIZATIONS",
+    "SEGMENTATION_AUGMENT_POLICIES",
+    "SHAPES_CLASSES",
     "Dataset",
+    "SegmentationDataset",
     "as_numpy",
     "check_data_options",
     "few_shot",
@@ -72,6 +87,9 @@ __all__ = [
     "image_statistics",
     "load",
     "load_image",
+    "load_mask",
+    "load_segmentation",
     "preprocess_images",
     "read_images",
+    "synthetic_scenes",
 ]

@@ -8,7 +8,7 @@ import dataclasses
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow as tf
@@ -143,6 +143,9 @@ class Dataset:
             `stream=True`), rather than held decoded in memory.
     """
 
+    #: "classification"; `kcnn.data.segmentation.SegmentationDataset` says "segmentation".
+    task: ClassVar[str] = "classification"
+
     train: tf.data.Dataset
     validation: tf.data.Dataset | None
     test: tf.data.Dataset | None
@@ -201,8 +204,9 @@ def load(
     data_dir: str | os.PathLike | None = None,
     download: bool = False,
     stream: bool | str = "auto",
+    task: str | None = None,
 ) -> Dataset:
-    """Loads an image classification dataset as batched `tf.data` pipelines.
+    """Loads an image classification (or segmentation) dataset as batched `tf.data` pipelines.
 
     Args:
         source: `"digits"` (default), a TFDS dataset name, a directory of
@@ -254,9 +258,14 @@ def load(
             decoded images would take more than `IN_MEMORY_LIMIT` bytes, and
             decodes them into memory once otherwise; True or False forces one
             way. Both give the same batches (`Dataset.streaming` says which).
+        task: None (the source's own: "shapes", a folder of image/mask pairs and
+            arrays of masks are segmentation sources, the rest classification),
+            "classification" or "segmentation" (e.g. `oxford_iiit_pet`'s trimaps
+            rather than its breeds): see `kcnn.data.segmentation`, whose
+            `load_segmentation` takes the segmentation sources' own options.
 
     Returns:
-        A `Dataset`.
+        A `Dataset` (a `SegmentationDataset` for a segmentation source).
 
     Raises:
         ValueError: on invalid arguments, an unknown dataset name, an empty
@@ -266,6 +275,14 @@ def load(
             absent from training, or a TFDS dataset not prepared in `data_dir`
             while `download=False`.
     """
+    from kcnn.data import segmentation  # Deferred: it builds on this module.
+
+    if segmentation.wants_segmentation(source, task):
+        return segmentation.load_segmentation(
+            source, image_size=image_size, channels=channels, batch_size=batch_size, validation_split=validation_split,
+            test_split=test_split, seed=seed, augment=augment, normalize=normalize, cache=cache, shuffle=shuffle,
+            data_dir=data_dir, download=download, stream=stream,
+        )  # fmt: skip
     _check_batch_size(batch_size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"`seed` must be an int. Received: seed={seed!r}")
@@ -290,12 +307,9 @@ def load(
     )
 
 
-def _load_splits(
-    source, *, image_size, channels, validation_split, test_split, seed, cache, data_dir, download, stream="auto"
-) -> dict[str, Any]:
-    """Checks the source's arguments and reads it: the splits of adapted uint8
-    images plus what describes them (class names, size, channels, name, statistics)."""
-    image_size = _parse_image_size(image_size)
+def _check_split_arguments(image_size, channels, validation_split, test_split, seed, cache) -> dict[str, Any]:
+    """Checks the arguments every source takes (`image_size` parsed already); returns
+    the keywords the sources' readers take."""
     if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
         raise ValueError(
             "`channels` must be 1 (grey), 3 (RGB) or None (the source's own). "
@@ -315,13 +329,21 @@ def _load_splits(
     if not isinstance(cache, (bool, str, os.PathLike)):
         raise ValueError(f"`cache` must be a bool or a file path. Received: cache={cache!r}")
 
-    common = dict(
+    return dict(
         image_size=image_size,
         channels=channels,
         validation_split=float(validation_split),
         test_split=float(test_split),
         seed=seed,
     )
+
+
+def _load_splits(
+    source, *, image_size, channels, validation_split, test_split, seed, cache, data_dir, download, stream="auto"
+) -> dict[str, Any]:
+    """Checks the source's arguments and reads it: the splits of adapted uint8
+    images plus what describes them (class names, size, channels, name, statistics)."""
+    common = _check_split_arguments(_parse_image_size(image_size), channels, validation_split, test_split, seed, cache)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if path == "digits":
@@ -347,8 +369,8 @@ def _load_splits(
     return splits
 
 
-def _build(splits, *, normalization, augment, shuffle, seed, batch_size) -> Dataset:
-    """The `Dataset` of loaded splits: its preprocessing dict and pipelines."""
+def _preprocessing(splits, normalization) -> dict[str, Any]:
+    """The preprocessing dict (`Dataset.preprocessing`) of loaded splits."""
     preprocessing = {
         "version": PREPROCESSING_VERSION,
         "image_size": [int(splits["image_size"][0]), int(splits["image_size"][1])],
@@ -363,6 +385,12 @@ def _build(splits, *, normalization, augment, shuffle, seed, batch_size) -> Data
         mean, std = splits["stats"]()
         preprocessing["mean"] = [float(v) for v in mean]
         preprocessing["std"] = [float(v) for v in std]
+    return preprocessing
+
+
+def _build(splits, *, normalization, augment, shuffle, seed, batch_size) -> Dataset:
+    """The `Dataset` of loaded splits: its preprocessing dict and pipelines."""
+    preprocessing = _preprocessing(splits, normalization)
     augmenter = _make_augmenter(augment, seed)
 
     def build(batch: int) -> Dataset:

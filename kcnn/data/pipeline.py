@@ -206,7 +206,9 @@ def _pipeline(
 
     def finish(x, y, key=None):
         x = tf.cast(x, tf.float32)
-        if isinstance(augmenter, _Policy):
+        if getattr(augmenter, "joint", False):  # segmentation: the masks move with the images
+            x, y = augmenter(x, y, key)
+        elif isinstance(augmenter, _Policy):
             x = augmenter(x, key)
         elif augmenter is not None:
             x = augmenter(x, training=True) if isinstance(augmenter, keras.layers.Layer) else augmenter(x)

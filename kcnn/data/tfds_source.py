@@ -77,12 +77,12 @@ def _slices(num: int | None, fractions: Sequence[float]) -> list[str | None]:
     return specs
 
 
-def _load_tfds(
-    name, *, data_dir, download, cache, image_size, channels, validation_split, test_split, seed
-) -> dict:
+def _open_builder(name, data_dir, download):
+    """`(builder, folder, received)`: the TFDS builder of `name` (downloaded and prepared
+    first with `download`, when it is not yet), its data folder, and the "Received:"
+    part of the errors about it."""
     import tensorflow_datasets as tfds  # Deferred: slow to import, only this source needs it.
 
-    del seed  # TFDS slices are fixed; the seed only drives shuffling/augmentation.
     data_dir = None if data_dir is None else os.fspath(data_dir)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
@@ -110,6 +110,14 @@ def _load_tfds(
                 f"{str(error).splitlines()[0] if str(error) else type(error).__name__}. "
                 f"{_tfds_ways_out(name, folder)} {received}"
             ) from error
+    return builder, folder, received
+
+
+def _load_tfds(
+    name, *, data_dir, download, cache, image_size, channels, validation_split, test_split, seed
+) -> dict:
+    del seed  # TFDS slices are fixed; the seed only drives shuffling/augmentation.
+    builder, folder, received = _open_builder(name, data_dir, download)
     info = builder.info
     keys = info.supervised_keys
     if not keys or len(keys) < 2 or not all(isinstance(k, str) for k in keys[:2]):
@@ -200,28 +208,29 @@ def _load_tfds(
     sample, shapes = batch
     source_sizes = [image_shape[:2]] if None not in image_shape[:2] else [tuple(s) for s in shapes]
 
-    def stats():
-        # One pass over the (cached) training split; fills the cache as a
-        # side effect, so the first epoch is no slower.
-        total = np.zeros(channels)
-        total_sq = np.zeros(channels)
-        count = 0
-        for x, _ in splits["train"].ds.batch(512).as_numpy_iterator():
-            flat = x.reshape(-1, channels).astype(np.float64)
-            total += flat.sum(0)
-            total_sq += np.square(flat).sum(0)
-            count += len(flat)
-        return _finish_stats(total, total_sq, count)
-
     return {
         **splits,
         "class_names": list(class_names),
         "image_size": size,
         "channels": channels,
         "name": name,
-        "stats": stats,
+        "stats": lambda: _split_stats(splits["train"], channels),
         "statistics": _input_statistics(_memory_sample(sample), source_sizes),
     }
+
+
+def _split_stats(split: _TFDSSplit, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of a TFDS split's images: one pass over the (cached)
+    split, which fills the cache as a side effect, so the first epoch is no slower."""
+    total = np.zeros(channels)
+    total_sq = np.zeros(channels)
+    count = 0
+    for x, _ in split.ds.batch(512).as_numpy_iterator():
+        flat = x.reshape(-1, channels).astype(np.float64)
+        total += flat.sum(0)
+        total_sq += np.square(flat).sum(0)
+        count += len(flat)
+    return _finish_stats(total, total_sq, count)
 
 
 def _tfds_ways_out(name: str, folder: str) -> str:

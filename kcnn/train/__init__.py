@@ -25,6 +25,7 @@ The modules, one concept each:
     phases.py      the loop that runs a run's phases, resuming from its checkpoint
     driver.py      fit and the driver it shares with fine_tune: set-up, phases, output
     inference.py   load, evaluate, predict, inference_model (the precision they compute in)
+    segmentation.py  a model's task; per-pixel loss, metrics, evaluation, predicted masks
     transfer.py    fine_tune, replace_head, feature_extractor, nearest_neighbours
 """
 

@@ -11,7 +11,7 @@ import keras
 from keras import ops
 
 from kcnn._keras_graph import leaf_layers, producer
-from kcnn.train import _keras_distribute
+from kcnn.train import _keras_distribute, segmentation
 from kcnn.train.config import TrainConfig
 from kcnn.train.distribute import DeviceSettings, resolve_device
 from kcnn.train.optimizers import FusedAdam, FusedAdamW
@@ -301,8 +301,12 @@ def compile_model(
     with scope:
         # The metrics' variables too: created outside the scope, they would count
         # each worker's batches alone (per-worker accuracy, per-worker early stopping).
-        loss = make_loss(num_classes, config.label_smoothing, from_logits=from_logits)
-        metrics = make_metrics(num_classes, from_logits=from_logits)
+        if segmentation.model_task(model) == segmentation.SEGMENTATION:
+            loss = segmentation.make_segmentation_loss(num_classes, config.label_smoothing, from_logits=from_logits)
+            metrics = segmentation.make_segmentation_metrics(num_classes, from_logits=from_logits)
+        else:
+            loss = make_loss(num_classes, config.label_smoothing, from_logits=from_logits)
+            metrics = make_metrics(num_classes, from_logits=from_logits)
         if len(names) > 1:
             loss = dict.fromkeys(names, loss)
             loss_weights = {name: 1.0 if i == 0 else config.aux_loss_weight for i, name in enumerate(names)}

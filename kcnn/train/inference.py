@@ -14,6 +14,7 @@ import numpy as np
 
 from kcnn import data as kdata
 from kcnn._files import load_keras_model
+from kcnn.train import segmentation
 from kcnn.train.compile import make_loss, make_metrics, outputs_logits
 from kcnn.train.runs import MODEL_FILE, RunFolder
 
@@ -112,8 +113,10 @@ def check_compatible(model: keras.Model, data: kdata.Dataset) -> None:
     """Checks that `data` fits `model`'s input and output.
 
     Raises:
-        ValueError: on a different image shape or number of classes.
+        ValueError: on a different task (`kcnn.train.segmentation.check_task`), image
+            shape or number of classes.
     """
+    segmentation.check_task(model, data)
     expected = tuple(model.input_shape[1:])
     received = tuple(data.input_shape)
     if len(expected) != 3 or any(e is not None and e != r for e, r in zip(expected, received)):
@@ -153,6 +156,7 @@ def load_data_for(metadata: Mapping[str, Any], source: Any = None, *, batch_size
         normalize=preprocessing["normalization"],
         batch_size=batch_size,
         seed=metadata.get("config", {}).get("seed", 1337),
+        task=metadata.get("task"),
     )
     if data.preprocessing.get("mean") != preprocessing.get("mean") or data.preprocessing.get("std") != preprocessing.get("std"):
         raise ValueError(
@@ -182,7 +186,8 @@ def evaluate(model_or_path, data: Any = None, *, split: str = "test", mixed_prec
 
     Returns:
         `{"loss", "crossentropy", "accuracy", "examples"}`, plus "top5_accuracy" with
-        more than 10 classes.
+        more than 10 classes; for a segmentation model, pixel accuracy, "mean_iou",
+        "class_iou" and "pixels" (`kcnn.train.segmentation.evaluate_segmentation`).
     """
     model, metadata = resolve_model(model_or_path)
     if split not in SPLITS:
@@ -204,7 +209,10 @@ def evaluate(model_or_path, data: Any = None, *, split: str = "test", mixed_prec
 
 def evaluate_split(model: keras.Model, dataset, *, label_smoothing: float = 0.0) -> dict[str, float]:
     """`evaluate`'s figures for a model on one batched `(images, labels)` split, the
-    loss label-smoothed by `label_smoothing` (the run's)."""
+    loss label-smoothed by `label_smoothing` (the run's); a segmentation model's are
+    `kcnn.train.segmentation.evaluate_segmentation`'s."""
+    if segmentation.model_task(model) == segmentation.SEGMENTATION:
+        return segmentation.evaluate_segmentation(model, dataset, label_smoothing=label_smoothing)
     from_logits = outputs_logits(model)
     num_classes = int(model.outputs[0].shape[-1])
     loss = make_loss(num_classes, label_smoothing, from_logits=from_logits)
@@ -227,7 +235,7 @@ def evaluate_split(model: keras.Model, dataset, *, label_smoothing: float = 0.0)
 def predict(
     model_or_path, images, top_k: int = 5, *, class_names: Sequence[str] | None = None, mixed_precision: str = "auto"
 ):
-    """Classifies images.
+    """Classifies images (or segments them, with a segmentation model).
 
     With a run folder, each image goes through the run's preprocessing and is checked
     against the run's training images (`metadata.json`'s "input_statistics"): a
@@ -249,6 +257,10 @@ def predict(
 
     Returns:
         One list per image of `(class_name, probability)` pairs, most likely first.
+        For a segmentation model (`kcnn.train.segmentation`), one float32 `(height,
+        width, classes)` array per image instead: each pixel's class probabilities,
+        at the image's own size (at the model's for a bare model); `top_k` and
+        `class_names` do not apply.
     """
     model, metadata = resolve_model(model_or_path)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -268,6 +280,9 @@ def predict(
     else:
         x = np.asarray(images, np.float32)
     outputs = predict_in_batches(inference_model(model, mixed_precision), x)
+    if segmentation.model_task(model) == segmentation.SEGMENTATION:
+        sizes = [np.shape(image)[:2] for image in images] if preprocessing is not None else None
+        return segmentation.probabilities_at(outputs, sizes, from_logits=outputs_logits(model))
     if outputs_logits(model):
         outputs = keras.ops.softmax(outputs, axis=-1)
     probabilities = keras.ops.convert_to_numpy(outputs).astype(np.float64)

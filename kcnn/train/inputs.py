@@ -10,6 +10,7 @@ from typing import Any
 import keras
 
 from kcnn import data as kdata
+from kcnn.train import segmentation
 from kcnn.train.config import TrainConfig
 from kcnn.train.inference import check_compatible
 
@@ -40,8 +41,9 @@ def model_and_data(model, data, config, model_kwargs, data_options=None):
         if spec.family in _FIXED_SIZE_FAMILIES or _is_folder(data):
             default_size = tuple(spec.default_input_shape[:2])
         data = load_data(
-            data, config, input_shape=shape, data_options=data_options, default_image_size=default_size
-        )
+            data, config, input_shape=shape, data_options=data_options, default_image_size=default_size,
+            task=segmentation.spec_task(spec),
+        )  # fmt: skip
         kwargs.setdefault("input_shape", tuple(data.input_shape))
         kwargs.setdefault("classes", data.num_classes)
         model = spec.build(**kwargs)
@@ -49,7 +51,9 @@ def model_and_data(model, data, config, model_kwargs, data_options=None):
     elif isinstance(model, keras.Model):
         if model_kwargs:
             raise ValueError(f"`model_kwargs` only apply when `model` is a registered name. Received: model_kwargs={model_kwargs!r}")
-        data = load_data(data, config, input_shape=model.input_shape[1:], data_options=data_options)
+        data = load_data(
+            data, config, input_shape=model.input_shape[1:], data_options=data_options, task=segmentation.model_task(model)
+        )
         builder_arguments = None  # A built model does not record them.
     else:
         raise ValueError(f"`model` must be a keras.Model or a registered model name. Received: model={model!r}")
@@ -69,6 +73,7 @@ def load_data(
     normalize: str | None = None,
     data_options: Mapping[str, Any] | None = None,
     default_image_size=None,
+    task: str = "classification",
 ) -> kdata.Dataset:
     """The data of a run, batched by `config.batch_size`.
 
@@ -90,6 +95,8 @@ def load_data(
             `data` is loaded here.
         default_image_size: `(height, width)` when neither the model nor
             `data_options` sets the size (a model family's own size).
+        task: the model's, "classification" or "segmentation" (a source such as
+            `oxford_iiit_pet` is read for it: breeds or trimaps).
 
     Raises:
         ValueError: for invalid `data_options`, options that contradict the model,
@@ -117,6 +124,8 @@ def load_data(
         _check_agrees("normalize", options.get("normalize"), normalize, "the model was trained with normalize={0!r}")
         options["normalize"] = normalize
     options.setdefault("normalize", "unit")
+    if task == "segmentation":
+        options["task"] = task
     return kdata.load(
         data,
         batch_size=config.batch_size,

@@ -14,6 +14,7 @@ import numpy as np
 from kcnn._files import CorruptFileError
 from kcnn.train.compile import output_names
 from kcnn.train.runs import METADATA_FORMAT
+from kcnn.train.segmentation import task_metadata
 
 
 def start_metadata(run, model, data, config, builder_arguments, *, kind, loaded_here=True) -> dict[str, Any]:
@@ -35,7 +36,7 @@ def start_metadata(run, model, data, config, builder_arguments, *, kind, loaded_
     except CorruptFileError:  # Reported by open_run; the creation time is lost.
         previous = None
     spec = registry.MODELS.get(model.name)
-    return {
+    metadata = {
         "format": METADATA_FORMAT,
         "kind": kind,
         "status": "running",
@@ -71,6 +72,8 @@ def start_metadata(run, model, data, config, builder_arguments, *, kind, loaded_
         "config": config.to_dict(),
         "versions": versions(),
     }
+    metadata.update(task_metadata(data))  # A segmentation run's task, ignore label and palette.
+    return metadata
 
 
 def parameter_counts(model: keras.Model) -> dict[str, int]:
