@@ -60,6 +60,8 @@ BAD = {
     "strides": [*NOT_POSITIVE_INT, (), (1, 1), (1, 0, 1), (1, True, 1)],
     "padding": [*NOT_CHOICE, "full", (), ("same", "same"), ("same", "same", "full")],
     "pool": NOT_BOOL + [(), (True, True), (True, "yes", True)],
+    # ResNet's dilation: the stride of one of its stages (4, 8, 16, 32 with the imagenet stem).
+    "output_stride": [0, -1, True, False, 2.5, "16", 2, 12, 64, 16.0, (16,), math.nan],
 }
 # ResNet's and GoogLeNet's `stages` differ: blocks per stage, or modules' widths per stage.
 BAD_STAGES = {

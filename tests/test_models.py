@@ -311,7 +311,7 @@ def test_named_builders_show_their_own_keyword_only_signature(name):
 
 
 def test_resnet50_and_vgg16_bn_signatures():
-    assert str(inspect.signature(kcnn.resnet50)).startswith("(*, width=64, variant='v1', stem='imagenet', include_top=True,")
+    assert str(inspect.signature(kcnn.resnet50)).startswith("(*, width=64, variant='v1', stem='imagenet', output_stride=None, include_top=True,")
     assert list(inspect.signature(kcnn.vgg16_bn).parameters)[:1] == ["dropout"]
     assert "Takes the keyword arguments of `kcnn.models.resnet` but `stages`, `block`" in kcnn.resnet50.__doc__
 
