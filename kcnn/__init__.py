@@ -27,16 +27,29 @@ _BUILDERS = (
     "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
 )
 _REGISTRY = ("MODELS", "create_model", "get_spec", "list_models", "min_input_size", "model_info")
+# Dense prediction (kcnn.dense): backbone pyramids and segmentation models.
+_DENSE = (
+    "backbone",
+    "fcn",
+    "fcn8s",
+    "fcn16s",
+    "fcn32s",
+    "unet",
+)
 
 _SUBMODULES = (
-    "blocks", "data", "explain", "export", "layers", "models", "registry", "serving", "shapes", "train", "tune",
+    "blocks", "data", "dense", "explain", "export", "layers", "models", "registry", "serving", "shapes", "train", "tune",
     "visualize", "weights",
 )
 
-__all__ = [*_BUILDERS, *_REGISTRY]
+__all__ = [*_BUILDERS, *_REGISTRY, *_DENSE]
 __getattr__, __dir__ = lazy_exports(
     __name__,
-    {**dict.fromkeys(_BUILDERS, "kcnn.models"), **dict.fromkeys(_REGISTRY, "kcnn.registry")},
+    {
+        **dict.fromkeys(_BUILDERS, "kcnn.models"),
+        **dict.fromkeys(_REGISTRY, "kcnn.registry"),
+        **dict.fromkeys(_DENSE, "kcnn.dense"),
+    },
     _SUBMODULES,
 )
 

@@ -26,6 +26,7 @@ def conv_bn_act(
     name,
     conv_suffix="_conv",
     groups=1,
+    dilation=1,
     batch_norm=True,
     use_bias=True,
     bn_epsilon=1e-3,
@@ -40,6 +41,7 @@ def conv_bn_act(
     Args:
         x: input tensor (N, H, W, C).
         filters, kernel_size, strides, padding, groups: as `keras.layers.Conv2D`.
+        dilation: its `dilation_rate`.
         name: prefix of the layer names.
         conv_suffix: suffix of the convolution's name ("" names it `name` itself).
         batch_norm: add a BatchNormalization after the convolution (TensorFlow's
@@ -55,6 +57,7 @@ def conv_bn_act(
         strides=strides,
         padding=padding,
         groups=groups,
+        dilation_rate=dilation,
         use_bias=use_bias,
         activation=fused,
         name=f"{name}{conv_suffix}",
@@ -80,13 +83,14 @@ def residual_conv_options(variant):
     raise ValueError(f"`variant` must be 'v1' or 'v1.5'. Received: variant={variant!r}")
 
 
-def _strided_conv(x, filters, kernel_size, strides, *, name, options):
+def _strided_conv(x, filters, kernel_size, strides, *, name, options, dilation=1):
     """A 'same' convolution; when strided, explicit symmetric zero padding instead of
-    TensorFlow's asymmetric 'same', as torchvision pads (same output size)."""
+    TensorFlow's asymmetric 'same', as torchvision pads (same output size). A dilated
+    one pads `dilation` per side for a 3x3 ('same'), as torchvision's `padding=dilation`."""
     if strides > 1 and kernel_size > 1:
         x = layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
         return conv_bn_act(x, filters, kernel_size, strides, "valid", name=name, **options)
-    return conv_bn_act(x, filters, kernel_size, strides, "same", name=name, **options)
+    return conv_bn_act(x, filters, kernel_size, strides, "same", name=name, dilation=dilation, **options)
 
 
 def _shortcut_and_merge(inputs, residual, *, strides, projection, name, options):
@@ -107,7 +111,7 @@ def _shortcut_and_merge(inputs, residual, *, strides, projection, name, options)
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
-def basic_block(x, filters, *, strides=1, projection=None, variant="v1", name):
+def basic_block(x, filters, *, strides=1, projection=None, variant="v1", dilation=1, first_dilation=None, name):
     """Two 3x3 convolutions with a shortcut (ResNet-18/34).
 
     Reference: He et al., "Deep Residual Learning for Image Recognition", CVPR 2016,
@@ -120,18 +124,23 @@ def basic_block(x, filters, *, strides=1, projection=None, variant="v1", name):
         projection: None = a 1x1 projection shortcut where the shape changes;
             True/False forces it.
         variant: "v1" or "v1.5" (conv bias and BN epsilon; both stride the 3x3).
+        dilation, first_dilation: dilation of the 3x3 convolutions (a stage that
+            trades its stride for dilation, `kcnn.resnet(output_stride=...)`): the
+            first 3x3 takes `first_dilation` (default `dilation`), the one a stride
+            would have been on; the second `dilation` (timm's `first_dilation`).
         name: prefix, e.g. "conv3_block1".
     """
     options = residual_conv_options(variant)
-    residual = _strided_conv(x, filters, 3, strides, name=f"{name}_1", options=options)
-    residual = conv_bn_act(residual, filters, 3, name=f"{name}_2", activation=None, **options)
+    first_dilation = dilation if first_dilation is None else first_dilation
+    residual = _strided_conv(x, filters, 3, strides, name=f"{name}_1", options=options, dilation=first_dilation)
+    residual = conv_bn_act(residual, filters, 3, name=f"{name}_2", activation=None, dilation=dilation, **options)
     return _shortcut_and_merge(
         x, residual, strides=strides, projection=projection, name=name, options=options
     )
 
 
 def bottleneck_block(
-    x, filters, *, strides=1, expansion=4, projection=None, variant="v1", name
+    x, filters, *, strides=1, expansion=4, projection=None, variant="v1", dilation=1, first_dilation=None, name
 ):
     """1x1 reduce, 3x3, 1x1 expand (x`expansion`) with a shortcut (ResNet-50/101/152).
 
@@ -150,12 +159,16 @@ def bottleneck_block(
         expansion: output width factor.
         projection: None = a 1x1 projection shortcut where the shape changes.
         variant: "v1" or "v1.5".
+        dilation, first_dilation: dilation of the 3x3 convolution: `first_dilation`
+            (default `dilation`) in a stage's first block, as torchvision's
+            `previous_dilation`; the 1x1 convolutions have none.
         name: prefix, e.g. "conv3_block1".
     """
     options = residual_conv_options(variant)
     stride_1x1, stride_3x3 = (strides, 1) if variant == "v1" else (1, strides)
+    dilation_3x3 = dilation if first_dilation is None else first_dilation
     residual = conv_bn_act(x, filters, 1, stride_1x1, name=f"{name}_1", **options)
-    residual = _strided_conv(residual, filters, 3, stride_3x3, name=f"{name}_2", options=options)
+    residual = _strided_conv(residual, filters, 3, stride_3x3, name=f"{name}_2", options=options, dilation=dilation_3x3)
     residual = conv_bn_act(
         residual, filters * expansion, 1, name=f"{name}_3", activation=None, **options
     )

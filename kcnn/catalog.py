@@ -22,7 +22,8 @@ class ModelRow:
     Attributes:
         name: the registry name.
         arguments: builder arguments of a variant ({} for the registered model).
-        family: the family (its module under `kcnn.models`).
+        family: the family (its module under `kcnn.models`, or `fcn` and `unet`,
+            the segmentation models of `kcnn.dense`).
         year: of the paper.
         paper: authors and title.
         input_shape: the default input (H, W, C).
@@ -59,8 +60,13 @@ _PAPERS = {
     "vgg": (2014, "Simonyan & Zisserman, Very Deep Convolutional Networks for Large-Scale Image Recognition"),
     "googlenet": (2014, "Szegedy et al., Going Deeper with Convolutions"),
     "resnet": (2015, "He et al., Deep Residual Learning for Image Recognition"),
+    "fcn": (2015, "Long et al., Fully Convolutional Networks for Semantic Segmentation"),
+    "unet": (2015, "Ronneberger et al., U-Net: Convolutional Networks for Biomedical Image Segmentation"),
 }
 _IMAGENET = (224, 224, 3)
+# The classifier a segmentation family's `weights=` load into by default (`kcnn.fcn8s`'s
+# VGG-16, `kcnn.unet`'s `backbone` default).
+_SEGMENTATION_BACKBONES = {"fcn": "vgg16", "unet": "resnet18"}
 
 
 def _row(name, family, input_shape, params, trainable_params, macs, **arguments):
@@ -70,7 +76,7 @@ def _row(name, family, input_shape, params, trainable_params, macs, **arguments)
     )
 
 
-#: In the order of the lectures; variants follow their model.
+#: In the order of the lectures, then the segmentation models; variants follow their model.
 ROWS = (
     _row("mlp", "mlp", (32, 32, 3), 30_730, 30_730, 30_720),
     _row("convnet", "convnet", (32, 32, 3), 550_570, 550_570, 38_896_896),
@@ -99,6 +105,12 @@ ROWS = (
     _row("resnet101", "resnet", _IMAGENET, 44_654_504, 44_549_160, 7_801_405_440, variant="v1.5"),
     _row("resnet152", "resnet", _IMAGENET, 60_419_944, 60_268_520, 11_282_415_616),
     _row("resnet152", "resnet", _IMAGENET, 60_344_232, 60_192_808, 11_513_626_624, variant="v1.5"),
+    # Segmentation (kcnn.dense), 21 classes; FCN's bilinear upsamplings are fixed, so not trainable.
+    _row("fcn32s", "fcn", _IMAGENET, 136_152_917, 134_346_581, 62_787_564_288),
+    _row("fcn16s", "fcn", _IMAGENET, 134_815_994, 134_357_354, 62_826_561_792),
+    _row("fcn8s", "fcn", _IMAGENET, 134_489_759, 134_362_751, 62_860_657_728),
+    _row("unet", "unet", _IMAGENET, 14_344_805, 14_333_221, 4_142_530_560),
+    _row("unet", "unet", _IMAGENET, 24_464_101, 24_445_093, 5_992_218_624, backbone="resnet34"),
 )
 
 #: The registered model names, sorted (what `kcnn.list_models()` returns).
@@ -139,6 +151,10 @@ def pretrained(row: ModelRow) -> str:
     file)" a set without a recorded hash, which loads from a local file only."""
     from kcnn.weights import table
 
+    if row.family in _SEGMENTATION_BACKBONES:  # `weights=` are the backbone's.
+        backbone = dict(row.arguments).get("backbone", _SEGMENTATION_BACKBONES[row.family])
+        default = table.default_weight_set(backbone)
+        return f"{backbone}'s {default.tag.removesuffix('_in1k')} (default)" if default else "-"
     default = table.default_weight_set(row.name)
     names = []
     for weight_set in table.WEIGHTS:

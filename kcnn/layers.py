@@ -349,3 +349,9 @@ class ImageNormalization(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "mode": self.mode, "mean": list(self.mean), "std": None if self.std is None else list(self.std)}
 
+
+
+# The dense-prediction heads' layers (crop and resize to a reference, the bilinear
+# initialiser) live with the heads; importing them here registers them with Keras
+# whenever kcnn's layers are, so a saved FCN or U-Net loads after `import kcnn`.
+from kcnn.dense import layers as _dense_layers  # noqa: E402, F401

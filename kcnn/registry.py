@@ -8,11 +8,16 @@ from types import MappingProxyType
 
 __all__ = ["MODELS", "create_model", "get_spec", "list_models", "min_input_size", "model_info"]
 
-# The family modules, in the order of the lectures. (Imported by path: the package
-# kcnn.models exports builders of the same names as some of its modules.)
+# The family modules, in the order of the lectures, then the dense-prediction models
+# built on them. (Imported by path: the package kcnn.models exports builders of the
+# same names as some of its modules.)
 _FAMILIES = tuple(
-    importlib.import_module(f"kcnn.models.{module}")
-    for module in ("mlp", "convnet", "lenet", "alexnet", "vgg", "googlenet", "resnet")
+    importlib.import_module(module)
+    for module in (
+        *(f"kcnn.models.{family}" for family in ("mlp", "convnet", "lenet", "alexnet", "vgg", "googlenet", "resnet")),
+        "kcnn.dense.fcn_vgg",
+        "kcnn.dense.unet_decoder",
+    )
 )
 
 MODELS = MappingProxyType({name: spec for family in _FAMILIES for name, spec in family.SPECS.items()})
@@ -28,7 +33,11 @@ def list_models(pattern="*"):
 
 
 def get_spec(name):
-    """The `ModelSpec` (builder, arguments, year, paper) of a registered model."""
+    """The `ModelSpec` (builder, arguments, year, paper, task) of a registered model.
+
+    `spec.task` says what the model predicts: "classification" (a class vector per
+    image) or "segmentation" (per pixel: (batch, H, W, classes) at the input's size).
+    """
     if name not in MODELS:
         close = difflib.get_close_matches(str(name), list(MODELS), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -63,6 +72,9 @@ def model_info(name, /, **kwargs):
 
     spec = get_spec(name)
     model = spec.build(**kwargs)
+    # Without a top that flattens (the segmentation models), sizes propagate through the
+    # model as built: its smallest input needs no second build.
+    fully_convolutional = "include_top" not in spec.signature().parameters
     return {
         "name": name,
         "family": spec.family,
@@ -72,7 +84,7 @@ def model_info(name, /, **kwargs):
         "params": model.count_params(),
         "trainable_params": sum(math.prod(w.shape) for w in model.trainable_weights),
         "macs": shapes.count_macs(model),
-        "min_input_size": min_input_size(name, **kwargs),
+        "min_input_size": shapes.min_input_size(model) if fully_convolutional else min_input_size(name, **kwargs),
     }
 
 

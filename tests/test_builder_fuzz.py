@@ -60,6 +60,14 @@ BAD = {
     "strides": [*NOT_POSITIVE_INT, (), (1, 1), (1, 0, 1), (1, True, 1)],
     "padding": [*NOT_CHOICE, "full", (), ("same", "same"), ("same", "same", "full")],
     "pool": NOT_BOOL + [(), (True, True), (True, "yes", True)],
+    # ResNet's dilation: the stride of one of its stages (4, 8, 16, 32 with the imagenet stem).
+    "output_stride": [0, -1, True, False, 2.5, "16", 2, 12, 64, 16.0, (16,), math.nan],
+    # The segmentation models (kcnn.dense).
+    "stride": [0, 4, 64, True, "8", None, 8.0, (8,)],
+    "backbone": ["resnet51", "fcn8s", "unet", 5, None, True, ("resnet18",)],
+    "backbone_kwargs": [5, "variant=v1.5", [("variant", "v1.5")], {1: 2}, {"include_top": True}, {"weights": "imagenet"},
+                        {"variant": "v3"}, {"depth": 3}],
+    "decoder_width": NOT_POSITIVE_INT,
 }
 # ResNet's and GoogLeNet's `stages` differ: blocks per stage, or modules' widths per stage.
 BAD_STAGES = {

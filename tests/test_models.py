@@ -9,6 +9,7 @@ import pytest
 
 import kcnn
 from kcnn import catalog, registry
+from kcnn.models._base import spec_table
 
 ALL_MODELS = kcnn.list_models()
 # ResNet-101 and -152 are ResNet-50 with longer third and fourth stages (the same
@@ -17,7 +18,13 @@ ALL_MODELS = kcnn.list_models()
 # each model, or save and reload it, run on ResNet-50 for them: a ResNet-152 costs
 # 20-30 s per such test on two cores.
 DEEP_TWINS = {"resnet101", "resnet152"}
-BUILT_MODELS = [name for name in ALL_MODELS if name not in DEEP_TWINS]
+# The FCNs hold VGG-16's 134 M parameters (a 540 MB .keras file) at any input size, and
+# their smallest forward pass convolves a 199x199 map (conv1 is padded by 100):
+# tests/test_dense.py builds and runs each once, and round-trips FCN-8s, in
+# module-scoped fixtures; here they are checked without building them.
+FCNS = {"fcn8s", "fcn16s", "fcn32s"}
+BUILT_MODELS = [name for name in ALL_MODELS if name not in DEEP_TWINS | FCNS]
+CLASSIFIERS = [name for name in BUILT_MODELS if registry.get_spec(name).task == "classification"]
 
 # design.md section 3, by (registry name, builder arguments). The figures are checked
 # against kcnn.catalog's pinned rows, which tests/test_catalog.py checks against the
@@ -99,9 +106,26 @@ def test_list_models_lists_every_family():
         "mlp", "convnet", "lenet5", "alexnet", "googlenet",
         *(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")),
         *(f"resnet{d}" for d in (18, 34, 50, 101, 152)),
+        "fcn8s", "fcn16s", "fcn32s", "unet",
     }
     with pytest.raises(TypeError):
         registry.MODELS["mine"] = None
+
+
+def test_every_spec_says_what_its_model_predicts():
+    """`task` is the one place that says it: the training side reads it."""
+    tasks = {name: registry.get_spec(name).task for name in ALL_MODELS}
+    segmentation = {"fcn8s", "fcn16s", "fcn32s", "unet"}
+    assert tasks == {name: "segmentation" if name in segmentation else "classification" for name in ALL_MODELS}
+    with pytest.raises(ValueError, match=r"`task` must be one of 'classification', 'segmentation'\. Received: task='detection'"):
+        spec_table(family="x", builder=kcnn.lenet5, year=1, paper="", default_input_shape=(1, 1, 1), rows={}, task="detection")
+
+
+def expected_output_shape(name, batch, shape, classes):
+    """A class vector per image, or per pixel at the input's size for segmentation."""
+    if registry.get_spec(name).task == "segmentation":
+        return (batch, *shape[:2], classes)
+    return (batch, classes)
 
 
 @pytest.mark.parametrize("name", BUILT_MODELS)
@@ -114,7 +138,7 @@ def test_model_builds_runs_has_valid_names_and_round_trips(name, tmp_path, rng):
     assert all(re.fullmatch(r"[a-z0-9_]+", layer_name) for layer_name in names), names
     x = rng.uniform(size=(2, *shape)).astype("float32")
     y = np.asarray(model(x, training=False))
-    assert y.shape == (2, 7)
+    assert y.shape == expected_output_shape(name, 2, shape, 7)
     assert np.all(np.isfinite(y))
     np.testing.assert_allclose(y.sum(axis=-1), 1.0, rtol=1e-5)
     path = tmp_path / f"{name}.keras"
@@ -124,7 +148,7 @@ def test_model_builds_runs_has_valid_names_and_round_trips(name, tmp_path, rng):
     np.testing.assert_allclose(np.asarray(restored(x, training=False)), y, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", BUILT_MODELS)
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_include_top_false_pooling_behaves_as_named(name, rng):
     shape = small_shape(name)
     features = kcnn.create_model(name, include_top=False, input_shape=shape)
@@ -141,7 +165,7 @@ def test_include_top_false_pooling_behaves_as_named(name, rng):
         )
 
 
-@pytest.mark.parametrize("name", BUILT_MODELS)
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_too_small_input_is_refused_with_the_smallest_size(name):
     smallest = registry.min_input_size(name)
     channels = registry.get_spec(name).default_input_shape[2]
@@ -289,6 +313,8 @@ def test_vgg11_bn_first_block_is_torchvisions(rng):
 
 
 CONTRACT = ["include_top", "weights", "input_tensor", "input_shape", "pooling", "classes", "classifier_activation", "name"]
+# A segmentation model's (kcnn.dense): no top to leave out, no pooling; `weights` are its backbone's.
+SEGMENTATION_CONTRACT = ["classes", "input_shape", "weights", "classifier_activation", "name"]
 
 
 # The models that are rows of a family table (resnet50 = resnet(stages=..., block=...));
@@ -303,7 +329,8 @@ def test_named_builders_show_their_own_keyword_only_signature(name):
     signature = inspect.signature(getattr(kcnn, name))
     assert list(signature.parameters) == [key for key in family if key not in spec.arguments]
     assert {p.kind for p in signature.parameters.values()} == {inspect.Parameter.KEYWORD_ONLY}
-    assert list(signature.parameters)[-len(CONTRACT) :] == CONTRACT
+    contract = CONTRACT if spec.task == "classification" else SEGMENTATION_CONTRACT
+    assert list(signature.parameters)[-len(contract) :] == contract
     assert signature.parameters["name"].default == name
     for key, parameter in signature.parameters.items():
         if key != "name":
@@ -311,7 +338,7 @@ def test_named_builders_show_their_own_keyword_only_signature(name):
 
 
 def test_resnet50_and_vgg16_bn_signatures():
-    assert str(inspect.signature(kcnn.resnet50)).startswith("(*, width=64, variant='v1', stem='imagenet', include_top=True,")
+    assert str(inspect.signature(kcnn.resnet50)).startswith("(*, width=64, variant='v1', stem='imagenet', output_stride=None, include_top=True,")
     assert list(inspect.signature(kcnn.vgg16_bn).parameters)[:1] == ["dropout"]
     assert "Takes the keyword arguments of `kcnn.models.resnet` but `stages`, `block`" in kcnn.resnet50.__doc__
 

@@ -29,7 +29,8 @@ def run_python(code, timeout=SUBPROCESS_TIMEOUT):
 @pytest.mark.parametrize(
     "package,modules",
     [
-        ("kcnn", ["kcnn.models", "kcnn.registry"]),
+        ("kcnn", ["kcnn.models", "kcnn.registry", "kcnn.dense.fcn_vgg", "kcnn.dense.unet_decoder"]),
+        ("kcnn.dense", [f"kcnn.dense.{m}" for m in ("fcn_vgg", "unet_decoder", "pyramid", "layers")]),
         ("kcnn.train", [f"kcnn.train.{m}" for m in ("config", "distribute", "compile", "runs", "callbacks", "inputs", "phases", "driver", "inference", "transfer")]),
         ("kcnn.tune", [f"kcnn.tune.{m}" for m in ("config", "spaces", "driver", "report", "_keras_tuner")]),
     ],

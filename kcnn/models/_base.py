@@ -14,7 +14,10 @@ import keras
 from kcnn import blocks
 from kcnn.models._checks import check_activation, check_bool, check_keywords, check_name, check_positive_int
 
-__all__ = ["ModelSpec", "Network", "build_model", "builder", "spec_table"]
+__all__ = ["TASKS", "ModelSpec", "Network", "build_model", "builder", "check_weights_file", "spec_table"]
+
+#: What a registered model can predict (`ModelSpec.task`).
+TASKS = ("classification", "segmentation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +31,10 @@ class ModelSpec:
     year: int
     paper: str
     default_input_shape: tuple
+    # What the model predicts: "classification" (one class vector per image) or
+    # "segmentation" (one per pixel, at the input's height and width). The one place
+    # that says it; training, evaluation and export read it here.
+    task: str = "classification"
 
     def signature(self):
         """The named model's signature: the family builder's parameters less the ones
@@ -59,7 +66,8 @@ class ModelSpec:
             kwargs["name"] = self.name
         weight_set = None
         weights = kwargs.get("weights")
-        if _is_weights_tag(weights):
+        # A segmentation model's `weights` are its backbone's: its builder passes them on.
+        if self.task == "classification" and _is_weights_tag(weights):
             weight_set, kwargs["weights"] = self._pretrained(kwargs)
         elif isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
             from kcnn.weights import store
@@ -138,13 +146,19 @@ class ModelSpec:
         (the contract's own, such as `classes`, play no part)."""
         check_keywords(self.name, self.signature().parameters, kwargs, getattr(self.builder, "renamed", {}))
         shape = kwargs.pop("input_shape", None) or self.default_input_shape
+        if self.task != "classification":  # No top to leave out: the whole model, at any size.
+            from kcnn import shapes
+
+            return shapes.min_input_size(self.build(**kwargs, input_shape=(None, None, shape[2])))
         options = {key: value for key, value in kwargs.items() if key not in _CONTRACT}
         network = self.builder.architecture(**{**self.arguments, **options})
         return trunk_min_input_size(network.trunk, shape[2])
 
 
-def spec_table(*, family, builder, year, paper, default_input_shape, rows):
+def spec_table(*, family, builder, year, paper, default_input_shape, rows, task="classification"):
     """A read-only {name: ModelSpec} table from {name: builder arguments} rows."""
+    if task not in TASKS:
+        raise ValueError(f"`task` must be one of {', '.join(map(repr, TASKS))}. Received: task={task!r}")
     return MappingProxyType(
         {
             name: ModelSpec(
@@ -155,6 +169,7 @@ def spec_table(*, family, builder, year, paper, default_input_shape, rows):
                 year=year,
                 paper=paper,
                 default_input_shape=default_input_shape,
+                task=task,
             )
             for name, arguments in rows.items()
         }
@@ -174,6 +189,18 @@ def _is_weights_tag(weights):
     from kcnn.weights import table
 
     return table.is_tag(weights)
+
+
+def check_weights_file(weights):
+    """The path of a weights file a builder loads, checked: a known suffix, and there."""
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(f"`weights` must be {_WEIGHTS_EXPECTED}. Received: weights={weights!r}")
+    weights = os.fspath(weights)
+    if not weights.endswith(_WEIGHT_SUFFIXES):
+        raise ValueError(f"`weights` must be {_WEIGHTS_EXPECTED}. Received: weights={weights!r}")
+    if not os.path.exists(weights):
+        raise ValueError(f"The weights file does not exist. Received: weights={weights!r}")
+    return weights
 
 
 # Checks of the builders' arguments, called at each builder's entry so that a wrong
@@ -300,11 +327,7 @@ def build_model(
             f"kcnn.resnet50(weights={weights!r}) (`kcnn weights list`). Received: weights={weights!r} for `{name}`"
         )
     if weights is not None:
-        weights = os.fspath(weights)
-        if not weights.endswith(_WEIGHT_SUFFIXES):
-            raise ValueError(f"`weights` must be {_WEIGHTS_EXPECTED}. Received: weights={weights!r}")
-        if not os.path.exists(weights):
-            raise ValueError(f"The weights file does not exist. Received: weights={weights!r}")
+        weights = check_weights_file(weights)
     shape = resolve_input_shape(
         input_shape,
         input_tensor,

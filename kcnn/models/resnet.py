@@ -4,6 +4,8 @@ Reference: He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition",
 CVPR 2016 (arXiv 2015), table 1.
 """
 
+import numbers
+
 from keras import layers
 
 from kcnn import blocks
@@ -12,6 +14,8 @@ from kcnn.models._checks import check_choice, check_positive_int, check_positive
 
 _BLOCKS = {"basic": blocks.basic_block, "bottleneck": blocks.bottleneck_block}
 _STEMS = ("imagenet", "small")
+# How much each stem shrinks the image: the first stage runs at this stride.
+_STEM_STRIDES = {"imagenet": 4, "small": 1}
 
 
 def _stem(x, width, stem, options):
@@ -34,6 +38,7 @@ def resnet(
     width=64,
     variant="v1",
     stem="imagenet",
+    output_stride=None,
 ):
     """A ResNet of any depth.
 
@@ -51,6 +56,12 @@ def resnet(
             epsilon 1e-5, stride on the 3x3).
         stem: "imagenet" (7x7/2 convolution and 3x3/2 max pool) or "small"
             (one 3x3/1 convolution, for 32x32 images).
+        output_stride: None (every stage after the first halves the map: stride 32
+            with the imagenet stem), or the stride to stop at, e.g. 16 or 8: the later
+            stages keep their input's size and dilate their 3x3 convolutions instead,
+            as torchvision's `replace_stride_with_dilation` ([False, False, True] and
+            [False, True, True]) and DeepLab's output stride. The weights are the
+            same, so pretrained ones load unchanged.
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name: the builder contract (see `kcnn`).
 
@@ -62,19 +73,27 @@ def resnet(
     check_choice("stem", stem, _STEMS)
     width = check_positive_int("width", width)
     stages = check_positive_ints("stages", stages)
+    stage_strides = _stage_strides(len(stages), stem, output_stride)
     block_fn = _BLOCKS[block]
     options = blocks.residual_conv_options(variant)
 
     def trunk(x):
         x = _stem(x, width, stem, options)
-        for stage, num_blocks in enumerate(stages):
+        dilation = 1
+        for stage, (num_blocks, strides) in enumerate(zip(stages, stage_strides)):
+            # A stage that keeps its input's size dilates by the stride it gave up; its
+            # first 3x3 (where the stride would be) keeps the previous dilation.
+            previous = dilation
+            if stage > 0 and strides == 1:
+                dilation *= 2
             for index in range(num_blocks):
-                strides = 2 if stage > 0 and index == 0 else 1
                 x = block_fn(
                     x,
                     width * 2**stage,
-                    strides=strides,
+                    strides=strides if index == 0 else 1,
                     variant=variant,
+                    dilation=dilation,
+                    first_dilation=previous if index == 0 else dilation,
                     name=f"conv{stage + 2}_block{index + 1}",
                 )
         return x
@@ -85,6 +104,19 @@ def resnet(
         )
 
     return Network(trunk, top)
+
+
+def _stage_strides(num_stages, stem, output_stride):
+    """Each stage's stride (2 after the first, 1 once `output_stride` is reached)."""
+    natural = [_STEM_STRIDES[stem] * 2**stage for stage in range(num_stages)]
+    if output_stride is None:
+        return (1,) + (2,) * (num_stages - 1)
+    if not isinstance(output_stride, numbers.Integral) or isinstance(output_stride, bool) or output_stride not in natural:
+        raise ValueError(
+            f"`output_stride` must be None or the stride of one of this ResNet's stages "
+            f"({', '.join(map(str, natural))}, with the {stem} stem). Received: output_stride={output_stride!r}"
+        )
+    return tuple(1 if stage == 0 or natural[stage] > output_stride else 2 for stage in range(num_stages))
 
 
 SPECS = spec_table(

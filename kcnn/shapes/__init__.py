@@ -14,16 +14,20 @@ This module is the lecture's "conv arithmetic" made executable:
 * `min_input_size` finds the smallest square input a (usually fully
   convolutional) trunk accepts.
 
-MACs convention: only `Conv2D`, `DepthwiseConv2D`, `SeparableConv2D` and
-`Dense` count, as one multiply-add per weight use:
+MACs convention: only `Conv2D`, `Conv2DTranspose`, `DepthwiseConv2D`,
+`SeparableConv2D` and `Dense` count, as one multiply-add per weight use:
 
 * ``Conv2D``: ``H_out * W_out * C_out * (k_h * k_w * C_in / groups)``
+* ``Conv2DTranspose``: ``H_in * W_in * C_in * k_h * k_w * C_out`` (every input
+  position scatters one kernel; its positions are ``1 / stride`` as far apart).
 * ``DepthwiseConv2D``: ``H_out * W_out * (C_in * depth_multiplier) * k_h * k_w``
 * ``SeparableConv2D``: its depthwise part plus a 1x1 pointwise conv.
 * ``Dense``: ``in_features * units`` (times the number of positions if it is
   applied to a non-flat tensor).
 
-Pooling, normalization, activations, merges and bias additions count 0. A custom
+Pooling, normalization, activations, merges, resizing and bias additions count 0.
+kcnn's `CropToReference` and `ResizeToReference` (`kcnn.dense.layers`) take their
+reference's height and width; a crop that does not fit makes the size invalid. A custom
 layer that multiplies declares its own count with a method
 ``count_macs(input_shape, output_shape)`` (shapes without the batch axis), as
 kcnn's LeNet-5 layers do.

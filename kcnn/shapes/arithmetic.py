@@ -238,3 +238,16 @@ def _out_len(n, k, s, padding, d=1):
         "Expected padding 'valid' or 'same'. "
         f"Received: padding={padding!r}"
     )
+
+
+def _transposed_len(n, k, s, padding, output_padding=None, d=1):
+    """Keras' `Conv2DTranspose` output length (keras.src.backend.common.backend_utils,
+    `_get_output_shape_given_tf_padding`): 'valid' (N - 1) * S + F (at least N * S),
+    'same' N * S, each plus `output_padding` where given."""
+    f_eff = _effective_kernel(k, d)
+    if padding == "valid":
+        extra = max(f_eff, s) - f_eff if output_padding is None else output_padding
+        return (n - 1) * s + f_eff + extra
+    if padding == "same":
+        return n * s if output_padding is None else (n - 1) * s + f_eff % 2 + output_padding
+    raise ValueError(f"Expected padding 'valid' or 'same'. Received: padding={padding!r}")

@@ -1,36 +1,23 @@
 """How each layer changes what is known of a tensor: its size, the MACs of the call
 and the receptive field, propagated arithmetically from the layer's configuration."""
 
-import dataclasses
 import math
 
 import keras
 
+from kcnn.dense.layers import CropToReference, ResizeToReference
 from kcnn.shapes.arithmetic import _out_len
 from kcnn.shapes.report import LayerRow
-
-
-class _SizeError(ValueError):
-    """The input size is invalid for the model (empty output, mismatch)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _State:
-    """What is known about one tensor: shape (no batch) and receptive field."""
-
-    shape: tuple
-    rf: tuple | None = None
-    jump: tuple | None = None
-
-
-@dataclasses.dataclass
-class _Info:
-    """Per-call extras that end up in a `LayerRow`."""
-
-    kernel_size: tuple | None = None
-    strides: tuple | None = None
-    padding: object = None
-    macs: int = 0
+from kcnn.shapes.resampling import _kcnn_window, _to_reference, _transposed
+from kcnn.shapes.states import (
+    _check_nonempty,
+    _grow_rf,
+    _Info,
+    _require_image,
+    _SizeError,
+    _State,
+    _where,
+)
 
 
 def _layer_classes(*names):
@@ -40,6 +27,7 @@ def _layer_classes(*names):
 
 
 _CONV = _layer_classes("Conv2D")
+_TRANSPOSED = _layer_classes("Conv2DTranspose")
 _DEPTHWISE = _layer_classes("DepthwiseConv2D")
 _SEPARABLE = _layer_classes("SeparableConv2D")
 _POOL = _layer_classes("MaxPooling2D", "AveragePooling2D")
@@ -70,25 +58,6 @@ _PASS_THROUGH = _layer_classes(
 )
 
 
-def _input_state(shape):
-    spatial = len(shape) == 3
-    return _State(
-        tuple(shape), (1, 1) if spatial else None, (1, 1) if spatial else None
-    )
-
-
-def _grow_rf(state, kernel, strides, dilation=(1, 1)):
-    """Receptive-field recurrence r += (k - 1) * d * j, j *= s, per axis."""
-    if state.rf is None or state.jump is None:
-        return None, None
-    rf = tuple(
-        r + (k - 1) * d * j
-        for r, k, d, j in zip(state.rf, kernel, dilation, state.jump)
-    )
-    jump = tuple(j * s for j, s in zip(state.jump, strides))
-    return rf, jump
-
-
 def _whole_input_rf(state):
     # A unit that mixes all positions sees the receptive field of a kernel
     # as large as the whole (H, W) map.
@@ -115,37 +84,6 @@ def _make_row(node, in_states, out_states, info, prefix):
         jump=out.jump,
         input_shapes=tuple(s.shape for s in in_states),
     )
-
-
-def _where(node, in_states, prefix):
-    op = node.layer
-    shapes = ", ".join(str(s.shape) for s in in_states)
-    return f"Layer {prefix + op.name!r} ({type(op).__name__}) at input {shapes}"
-
-
-def _require_image(node, in_states, prefix):
-    op = node.layer
-    if getattr(op, "data_format", "channels_last") != "channels_last":
-        raise ValueError(
-            f"{_where(node, in_states, prefix)}: expected channels_last "
-            f"data. Received: data_format={op.data_format!r}"
-        )
-    shape = in_states[0].shape
-    if len(shape) != 3:
-        raise ValueError(
-            f"{_where(node, in_states, prefix)}: expected an (H, W, C) "
-            f"image tensor. Received: shape={shape}"
-        )
-    return shape
-
-
-def _check_nonempty(node, in_states, prefix, out_shape, detail):
-    if any(d < 1 for d in out_shape):
-        raise _SizeError(
-            f"{_where(node, in_states, prefix)} would produce an empty "
-            f"output {out_shape} ({detail}). Expected every output size to "
-            f"be at least 1. Received: input shape {in_states[0].shape}"
-        )
 
 
 def _windowed(node, in_states, prefix, kernel, strides, padding, dilation):
@@ -210,6 +148,12 @@ def _propagate(node, in_states, prefix):
             c_out = op.filters
         return [_State((*out_hw, c_out), rf, jump)], info
 
+    if isinstance(op, _TRANSPOSED):
+        return _transposed(node, in_states, prefix)
+
+    if isinstance(op, (CropToReference, ResizeToReference)):
+        return [_to_reference(node, in_states, prefix)], _Info()
+
     if isinstance(op, _POOL):
         out_hw, c, rf, jump, info = _windowed(
             node, in_states, prefix, op.pool_size, op.strides, op.padding,
@@ -271,6 +215,10 @@ def _propagate(node, in_states, prefix):
         return [first], _Info()
 
     out_states = _fallback(node, in_states, prefix)
+    window = _kcnn_window(op)
+    if window is not None:  # LeNet's custom layers: a valid window, kcnn knows where
+        rf, jump = _grow_rf(first, *window)
+        out_states = [_State(out_states[0].shape, rf, jump)]
     # Custom layers that multiply (kcnn.layers' LeNet-5 layers) report their own
     # count: `count_macs(input_shape, output_shape)` without the batch axis.
     count = getattr(op, "count_macs", None)

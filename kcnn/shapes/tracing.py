@@ -5,8 +5,8 @@ import keras
 from kcnn._keras_graph import input_layer_name, producer
 from kcnn.shapes.arithmetic import _check_positive_int, _is_int
 from kcnn.shapes.graph import _Graph
-from kcnn.shapes.propagation import _input_state, _SizeError
 from kcnn.shapes.report import LayerRow, Trace
+from kcnn.shapes.states import _input_state, _SizeError
 
 # ---------------------------------------------------------------------------
 # Public entry points
