@@ -309,8 +309,12 @@ def test_unet_takes_its_backbones_weights_and_options(rng, tmp_path):
     assert model.get_layer("predictions").activation is keras.activations.linear
     x = rng.uniform(0, 255, size=(1, 64, 64, 3)).astype("float32")
     np.testing.assert_array_equal(np.asarray(tap(model, "conv4_block2_out")(x)), np.asarray(tap(classifier, "conv4_block2_out")(x)))
-    with pytest.raises(ValueError, match=r"weights .* are for variant='v1.5'.*Received: variant='v1'"):
+    # The backbone's default weights build the variant they need (offline: the file is looked for)...
+    with pytest.raises(ValueError, match=r"resnet18\.tv_in1k are not in the cache"):
         kcnn.unet(backbone="resnet18", weights="imagenet")
+    # ... and another variant asked for is refused.
+    with pytest.raises(ValueError, match=r"weights .* are for variant='v1.5'.*Received: variant='v1'"):
+        kcnn.unet(backbone="resnet18", backbone_kwargs={"variant": "v1"}, weights="imagenet")
     with pytest.raises(ValueError, match=r"`mlp` has no feature map at a power-of-two stride"):
         kcnn.unet(backbone="mlp")
     with pytest.raises(ValueError, match=r"input_shape are the U-Net's arguments\. Received: backbone_kwargs="):
