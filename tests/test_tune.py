@@ -461,7 +461,7 @@ def finish_rows(project):
 
 
 def test_the_rank_is_the_cheapest_within_one_standard_error_of_the_top():
-    from kcnn.tune.finish import FinishRecord, rank, standard_error
+    from kcnn.tune.selection import FinishRecord, rank, standard_error
 
     assert standard_error(0.99, 179) == pytest.approx(0.0092080, abs=1e-6)  # q = (177.21 + 1) / 181
     assert standard_error(1.0, 179) == pytest.approx(0.0055403, abs=1e-6)  # q = 180 / 181, not 0
@@ -478,7 +478,7 @@ def test_the_rank_is_the_cheapest_within_one_standard_error_of_the_top():
 
 
 def test_the_finish_retrains_the_cheapest_trials_the_validation_split_cannot_tell_from_the_best():
-    from kcnn.tune.finish import select_candidates
+    from kcnn.tune.selection import select_candidates
 
     def trial(number, score, macs):
         return tune.TrialRecord(f"{number:04d}", number + 1, None, "COMPLETED", score=score, macs=macs)

@@ -14,7 +14,7 @@ import kcnn
 from kcnn import data as kdata
 from kcnn import tune
 from kcnn.tune import cost, report
-from kcnn.tune.finish import FinishRecord, rank, select_candidates
+from kcnn.tune.selection import FinishRecord, rank, select_candidates
 
 
 def test_the_factor_is_one_within_the_target_and_charges_five_percent_per_doubling_above():

@@ -11,7 +11,7 @@ from typing import Any
 
 from kcnn.train.config import TrainConfig
 
-__all__ = ["SPACE_NAMES", "TUNERS", "SearchConfig", "parse_address", "search_train_config"]
+__all__ = ["SPACE_NAMES", "TUNERS", "SearchConfig", "finish_train_config", "parse_address", "search_train_config"]
 
 TUNERS = ("hyperband", "random", "bayesian", "grid")
 #: The search spaces of `kcnn.tune` (`kcnn.tune.spaces.SPACES`), by name.
@@ -33,6 +33,17 @@ def search_train_config() -> TrainConfig:
     defaults (`SearchConfig.top_k`).
     """
     return TrainConfig(batch_size=32, augment=None, bn_momentum=0.9)
+
+
+def finish_train_config(config: SearchConfig, learning_rate: float | None = None) -> TrainConfig:
+    """The recipe of the finish's runs (`kcnn.tune.finish`): that of `kcnn train`
+    (`TrainConfig()`: its augmentation, batch size and schedule), `config.finish_epochs`
+    epochs, the search's seed and device settings, and the trial's learning rate."""
+    device = {key: getattr(config.train, key) for key in ("mixed_precision", "xla", "distribution", "steps_per_execution")}
+    changes = dict(epochs=config.finish_epochs, seed=config.train.seed, **device)
+    if learning_rate is not None:
+        changes["learning_rate"] = float(learning_rate)
+    return dataclasses.replace(TrainConfig(), **changes)
 
 
 def _field(default, help, *, choices=None, flags=(), factory=None):
@@ -83,7 +94,7 @@ class SearchConfig:
             one's (within one standard error of the difference), then the next best,
             the best one always among them. `best/` is the cheapest of them whose
             score (validation accuracy with the cost term) is within one standard
-            error of the difference from the top one's (`kcnn.tune.finish`). 0: no
+            error of the difference from the top one's (`kcnn.tune.selection`). 0: no
             finish; `best/` is the best trial as it trained.
         finish_epochs: epochs of the finish's runs (`kcnn train`'s 30).
         target_macs: the cost term of the score (`kcnn.tune.cost`, MnasNet's soft

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 
 import keras
 
+from kcnn.tune.seeding import seeded
+
 __all__ = [
     "EXPONENT",
     "CostWeighted",
@@ -144,7 +146,6 @@ def cheapest_reference(references: Sequence[str], input_shape, classes: int) -> 
     """(name, MACs) of the cheapest of the registered `references` that builds for the
     input, or None when none does."""
     from kcnn import registry, shapes
-    from kcnn.tune.finish import seeded
 
     counts = {}
     for name in references:

@@ -19,7 +19,7 @@ import keras
 
 from kcnn._files import write_json
 from kcnn._lock import FolderLock
-from kcnn.tune import cost, finish, project, report
+from kcnn.tune import cost, finish, project, references, report, selection
 from kcnn.tune._keras_tuner import checkpoint_path, collect_trials, make_tuner, metric_value, objective, public_values
 from kcnn.tune.config import SearchConfig
 from kcnn.tune.report import TrialRecord
@@ -57,7 +57,7 @@ class SearchResult:
         target_macs: the cost term's target (`kcnn.tune.cost`): trials of more MACs
             per image were charged; None: no cost term.
         bar: with a cost term, the cheapest reference's objective trained as a
-            trial (`kcnn.tune.finish.reference_bar`): proposals that could not beat
+            trial (`kcnn.tune.references.reference_bar`): proposals that could not beat
             it even at 100% accuracy were drawn again; None without one.
         retrained: the finish's runs of the top trials (`kcnn.tune.FinishRecord`),
             ranked; empty without a finish (`top_k=0`) and on a worker.
@@ -77,8 +77,8 @@ class SearchResult:
     objective: str = "val_accuracy"
     target_macs: int | None = None
     bar: float | None = None
-    retrained: tuple[finish.FinishRecord, ...] = ()
-    references: tuple[finish.FinishRecord, ...] = ()
+    retrained: tuple[selection.FinishRecord, ...] = ()
+    references: tuple[selection.FinishRecord, ...] = ()
 
     @property
     def best_metric(self) -> float | None:
@@ -89,7 +89,7 @@ class SearchResult:
     def best_test_accuracy(self) -> float | None:
         """The best model's test accuracy after the full-recipe retraining (None
         without a finish or a test split)."""
-        chosen = finish.choose(self.retrained)
+        chosen = selection.choose(self.retrained)
         return None if chosen is None else chosen.test
 
     def table(self, top: int = 10) -> str:
@@ -174,7 +174,7 @@ def search(
         )
     space = _make_space(space, data, config, ranges)
     target_macs, reference = cost.resolve_target(
-        config.target_macs, finish.reference_names(config), data.input_shape, data.num_classes
+        config.target_macs, references.reference_names(config), data.input_shape, data.num_classes
     )
     config = dataclasses.replace(config, target_macs=target_macs)  # Resolved: the MACs, or None.
     project_dir = project.directory(config, space, data)
@@ -196,7 +196,7 @@ def search(
         )
         if role != "worker" and reference is not None and validation_accuracy:
             # The proposals' bar from the start: what the hand-designed net scores as a trial.
-            bar = finish.reference_bar(reference, data, config, project_dir)
+            bar = references.reference_bar(reference, data, config, project_dir)
         tuner = make_tuner(space, config, project_dir, role, on_trial, bar=bar)
         if role != "worker":
             write_json(project_dir / project.SETTINGS_FILE, settings)
@@ -273,12 +273,12 @@ def _finish(tuner, space, data, config, project_dir, role, bar, *, source=None, 
     if config.top_k:
         # Of equal scores the cheapest, where keras-tuner would take the first.
         accuracy = "accuracy" in config.objective
-        chosen = finish.select_candidates(ranked, config.top_k, data.num_validation, accuracy=accuracy)
+        chosen = selection.select_candidates(ranked, config.top_k, data.num_validation, accuracy=accuracy)
         candidates = [tuner.oracle.trials[r.trial_id] for r in chosen]
         retrained, references = finish.finish_search(
             tuner, space, data, config, project_dir, candidates, source=source, data_options=data_options
         )
-        chosen = finish.choose(retrained)
+        chosen = selection.choose(retrained)
         best = tuner.oracle.trials[chosen.name]
         path = project_dir / BEST_DIR
         finish.copy_best(chosen, path, _search_facts(space, config, project_dir, best, restored=False))

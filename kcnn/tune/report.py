@@ -228,7 +228,7 @@ def plot_pareto(path, records, objective, *, maximize=True, title="", finish=())
     """Writes a PNG of the objective (its own value, not the cost-weighted score)
     against MACs per image (log scale) for the completed trials, with the Pareto
     front drawn and the best trial (by score) marked; with the finish's
-    runs (`kcnn.tune.finish.FinishRecord`), their test accuracy (filled) and
+    runs (`kcnn.tune.selection.FinishRecord`), their test accuracy (filled) and
     validation accuracy (open) joined by a line, the chosen one and the references
     (squares) labelled.
 

@@ -20,7 +20,7 @@ from kcnn.train.compile import compile_model
 from kcnn.train.config import TrainConfig
 from kcnn.train.distribute import prepare_model, resolve_device
 from kcnn.tune.config import search_train_config
-from kcnn.tune.finish import seeded
+from kcnn.tune.seeding import seeded
 
 __all__ = ["SearchSpace"]
 
