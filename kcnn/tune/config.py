@@ -97,8 +97,8 @@ class SearchConfig:
             error of the difference from the top one's (`kcnn.tune.selection`). 0: no
             finish; `best/` is the best trial as it trained.
         finish_epochs: epochs of the finish's runs (`kcnn train`'s 30).
-        target_macs: the cost term of the score (`kcnn.tune.cost`, MnasNet's soft
-            constraint): a trial of more MACs per image than this is scored by its
+        target_macs: the cost term of the score (`kcnn.tune.cost`: the penalty side
+            of MnasNet's soft constraint): a trial of more MACs per image than this is scored by its
             objective times (MACs / target_macs) ** -0.07 (a loss: divided by it),
             about 5% per doubling, and ranked, selected for the finish and chosen by
             that score. "references" (default): the MACs of the cheapest of
@@ -141,7 +141,7 @@ class SearchConfig:
     finish_epochs: int = _field(30, "epochs of the retraining of the top trials and the references")
     references: str | None = _field("lenet5,convnet", "registered models trained the same way as reference points")
     target_macs: int | str | None = _field(
-        "references", "MACs above which the score pays MnasNet's cost term: N, 'references' (the cheapest) or none"
+        "references", "MACs above which the score pays the cost term (MnasNet's beta): N, 'references' (the cheapest) or none"
     )
     max_consecutive_failed_trials: int | None = _field(20, "stop after this many failed trials in a row (none: never)")
     chief: str | None = _field(None, "HOST:PORT of the chief of a distributed search")

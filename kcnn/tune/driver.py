@@ -117,8 +117,8 @@ def search(
 
     Each trial builds its model with the space's builder, trains it as `kcnn.train`
     does (same compile, optimizer, schedule and device settings) and is scored by the
-    best epoch's objective, weighed by its cost above `config.target_macs` (MnasNet's
-    soft constraint, `kcnn.tune.cost`; by default the MACs of the cheapest reference
+    best epoch's objective, weighed by its cost above `config.target_macs` (the penalty
+    side of MnasNet's soft constraint, `kcnn.tune.cost`; by default the MACs of the cheapest reference
     net, so that what costs more than LeNet-5 must be that much more accurate). A
     random proposal that does not fit the input or the budget is drawn again before
     any trial is spent on it; one proposed anyway (a grid point, Bayesian
