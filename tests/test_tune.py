@@ -19,6 +19,7 @@ from keras_tuner.errors import FailedTrialError
 import kcnn
 from kcnn import data as kdata
 from kcnn import tune
+from kcnn._files import is_temporary
 from kcnn.tune import report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -350,7 +351,7 @@ def test_retrained_best_model_is_a_kcnn_train_run(tmp_path):
     assert (result.path / "history.csv").is_file() and (result.path / "model.keras").is_file()
 
 
-def test_search_killed_mid_trial_resumes_without_rerunning_finished_trials(tmp_path):
+def test_search_killed_mid_trial_resumes_to_the_scores_of_an_uninterrupted_one(tmp_path):
     project, log = tmp_path / "project", tmp_path / "events.jsonl"
     script = os.path.join(HERE, "_tune_resume.py")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -372,7 +373,8 @@ def test_search_killed_mid_trial_resumes_without_rerunning_finished_trials(tmp_p
             assert first.poll() is None, first.stderr.read().decode()[-3000:]
             assert time.monotonic() < deadline, "the search never reached its third trial"
             time.sleep(0.5)
-        first.send_signal(signal.SIGKILL)  # Mid-trial: after the first of its two epochs.
+        # Mid-trial, after the first of its two epochs, and inside a write of oracle.json.
+        first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
     finally:
         if first.poll() is None:
@@ -381,19 +383,44 @@ def test_search_killed_mid_trial_resumes_without_rerunning_finished_trials(tmp_p
     before = events()
     finished_before = [e["trial"] for e in before if e["event"] == "end"]
     assert finished_before == ["0000", "0001"]
+    assert list(project.glob(f".oracle.{first.pid}.tmp*"))  # What the kill left.
 
+    # Resumed, then the same search uninterrupted in another folder, in one process.
     second = subprocess.run(
-        [sys.executable, script, str(project), str(log), "0"], env=env, capture_output=True, timeout=300
+        [sys.executable, script, str(project), str(log), "0", str(tmp_path / "fresh")],
+        env=env,
+        capture_output=True,
+        timeout=300,
     )
     assert second.returncode == 0, second.stderr.decode()[-3000:]
     after = events()[len(before) :]
-    started_after = [e["trial"] for e in after if e["event"] == "start"]
-    finished_after = [e["trial"] for e in after if e["event"] == "end"]
+    resumed = [e for e in after if e["run"] == "resumed"]
+    started_after = [e["trial"] for e in resumed if e["event"] == "start"]
+    finished_after = [e["trial"] for e in resumed if e["event"] == "end"]
     assert started_after == finished_after == ["0002", "0003"]  # The killed trial again, then the last.
+    scores = {e["trial"]: e["score"] for e in [*before, *resumed] if e["event"] == "end"}
+    uninterrupted = {e["trial"]: e["score"] for e in after if e["run"] == "fresh" and e["event"] == "end"}
+    assert len(set(uninterrupted.values())) > 1  # Scores that tell trials apart.
+    assert scores == uninterrupted  # Exactly: the same data order, weights and proposals.
     rows = read_trials(project / "trials.csv")
     assert [row["trial"] for row in rows] == ["0000", "0001", "0002", "0003"]
     assert all(row["status"] in ("COMPLETED", "FAILED") for row in rows)
     assert (project / "best" / "model.keras").is_file()
+    assert not [path for path in project.rglob("*") if is_temporary(path)]
+
+
+def test_a_chief_removes_the_temporary_files_of_writers_no_longer_alive_only(tmp_path):
+    from kcnn.tune import project
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, timeout=60)
+    dead, alive = int(ended.stdout), os.getpid()
+    (tmp_path / "trial_0001").mkdir()
+    files = [tmp_path / f".oracle.{dead}.tmp.json", tmp_path / "trial_0001" / f".kcnn_trial.{alive}.tmp.json"]
+    for path in [*files, tmp_path / "oracle.json"]:
+        path.write_text("{")
+    assert project.remove_leftovers(tmp_path, "chief") == files[:1]  # A worker may be writing the other.
+    assert project.remove_leftovers(tmp_path, "local") == files[1:]  # Under the lock, nobody is.
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["oracle.json", "trial_0001"]
 
 
 # --------------------------------------------------------------------------

@@ -190,6 +190,7 @@ def search(
                 config = dataclasses.replace(config, overwrite=False)
             else:
                 project.check_settings(project_dir, settings)  # Before keras-tuner reloads the project.
+                project.remove_leftovers(project_dir, role)
         bar = None
         validation_accuracy = config.objective.startswith("val_") and cost.bounded(
             config.objective, maximize=_maximize(config.objective)
@@ -216,7 +217,7 @@ def search(
             )
         try:
             tuner.search(
-                data.train,
+                data,  # Each trial trains on its training split anew (`SearchSpace.fit`).
                 validation_data=data.validation,
                 epochs=config.max_epochs,
                 callbacks=fit_callbacks,

@@ -60,7 +60,7 @@ def reference_bar(name, data, config, project_dir) -> float | None:
         logger.info("search: training the reference %s as a trial (%d epochs), the bar to beat", name, recipe.epochs)
         with seeded(recipe.seed, "bar", name):
             model = registry.create_model(name, input_shape=tuple(data.input_shape), classes=data.num_classes)
-            metadata = train.fit(model, data, recipe, output=run, verbose=0).metadata
+            metadata = train.fit(model, data.restarted(), recipe, output=run, verbose=0).metadata
     validation = (metadata.get("metrics") or {}).get("validation") or {}
     value = validation.get(config.objective.removeprefix("val_"))
     return None if value is None else float(value)

@@ -19,8 +19,10 @@ def fit(model, source, recipe, run, data_options, model_kwargs=None, model_facts
     from kcnn import data as kdata
     from kcnn import shapes, train
 
-    options = None if isinstance(source, kdata.Dataset) else data_options
-    result = train.fit(model, source, recipe, output=run, model_kwargs=model_kwargs, data_options=options, verbose=0)
+    if isinstance(source, kdata.Dataset):
+        # The data order and augmentation of a run in a new process, whatever trained before.
+        source, data_options = source.restarted(), None
+    result = train.fit(model, source, recipe, output=run, model_kwargs=model_kwargs, data_options=data_options, verbose=0)
     metadata = result.metadata
     metadata["model"]["macs"] = int(shapes.count_macs(result.model))
     metadata["model"].update(model_facts or {})

@@ -182,11 +182,19 @@ class SearchSpace(keras_tuner.HyperModel):
         """Trains a trial's model as `kcnn.train` trains a run.
 
         The schedule spans the epochs of this call (`epochs - initial_epoch`; Hyperband
-        continues a trial from its earlier round with a fresh optimizer).
+        continues a trial from its earlier round with a fresh optimizer). Given a
+        `kcnn.data.Dataset` (as `kcnn.tune.search` gives it) rather than a `tf.data`
+        split, the trial trains on its training split in new pipelines
+        (`Dataset.restarted`): every trial sees the same order and augmentation of its
+        epochs, whatever ran before it in the process, so a trial run again when a
+        killed search resumes scores what it would have.
         """
+        from kcnn.data import Dataset
         from kcnn.train.callbacks import NonFiniteLossError, TerminateOnNonFinite
 
         x = args[0] if args else kwargs.pop("x")
+        if isinstance(x, Dataset):
+            x = x.restarted().train
         steps = _steps_per_epoch(x)
         config = self.trial_config(hp, max(int(epochs) - int(initial_epoch), 1))
         compile_model(model, config, steps, device=self.device_for(model))
