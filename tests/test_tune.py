@@ -264,8 +264,9 @@ def test_space_arguments_are_checked():
 # Searches.
 
 
-def test_configurations_too_small_for_the_input_are_failed_trials_and_a_best_model_is_returned(tmp_path, capfd):
-    """Stride 2 in all of 6 stages on 32x32: pooling late stages empties the map."""
+def test_configurations_too_small_for_the_input_are_failed_trials_and_a_best_model_is_returned(tmp_path, capfd, caplog):
+    """Stride 2 in all of 6 stages on 32x32: pooling late stages empties the map. Each
+    trial's line goes to the `kcnn` logger (shown by default: tests/test_log.py)."""
     data = tiny_data(size=32)
     ranges = dict(
         depth=6, strides=2, pool=(False, True), filters=4, kernel_size=3, convs_per_stage=1,
@@ -293,6 +294,12 @@ def test_configurations_too_small_for_the_input_are_failed_trials_and_a_best_mod
     assert "failed:" in result.table()
     captured = capfd.readouterr()
     assert "Traceback" not in captured.err + captured.out
+    lines = [r.getMessage() for r in caplog.records if r.name == "kcnn" and r.getMessage().startswith("trial ")]
+    assert [line.split("  ")[0] for line in lines] == [f"trial {n}/4 ({n - 1:04d})" for n in range(1, 5)]
+    assert all(r.levelname == "INFO" for r in caplog.records if r.getMessage() in lines)
+    for line, row in zip(lines, rows, strict=True):
+        expected = "FAILED: The input is too small" if row["status"] == "FAILED" else f"val_accuracy {float(row['val_accuracy']):.4f}"
+        assert expected in line
 
 
 def test_seeded_random_searches_propose_the_same_configurations(tmp_path, monkeypatch):

@@ -100,17 +100,13 @@ def _tune(args):
             flush=True,
         )
 
-    def progress(record):
-        if record.status != "RUNNING":
-            print(record.progress_line(config.objective), flush=True)
-
+    # Each trial's line comes through the `kcnn` logger, as in Python (stderr).
     result = tune.search(
         args.space,
         args.dataset,
         config,
         ranges=_ranges(args.range),
         data_options=data_options(args),
-        on_trial=progress,
         verbose=args.verbose,
     )
     if result.role == "worker":

@@ -124,7 +124,14 @@ def search(
     any trial is spent on it; one proposed anyway (a grid point, Bayesian
     optimization's model) is a failed trial with its reason, and the search goes on.
     The Keras session is cleared between trials. Calling `search` again with the same
-    project resumes it: finished trials are kept, an interrupted one runs again.
+    project resumes it: finished trials are kept, an interrupted one runs again, to
+    the score it would have had.
+
+    Progress goes to the `kcnn` logger (`logging.getLogger("kcnn")`), one INFO line
+    per finished trial (`TrialRecord.progress_line`) and one per reference and
+    retraining run, shown on stderr by default and through the program's own
+    handlers once it configures logging (`kcnn._log`); `logging.getLogger("kcnn")
+    .setLevel(logging.WARNING)` quiets it.
 
     Example:
         >>> result = search("convnet", "digits", tuner="random", max_trials=5)
@@ -198,7 +205,7 @@ def search(
         if role != "worker" and reference is not None and validation_accuracy:
             # The proposals' bar from the start: what the hand-designed net scores as a trial.
             bar = references.reference_bar(reference, data, config, project_dir)
-        tuner = make_tuner(space, config, project_dir, role, on_trial, bar=bar)
+        tuner = make_tuner(space, config, project_dir, role, _reporter(config.objective, on_trial), bar=bar)
         if role != "worker":
             write_json(project_dir / project.SETTINGS_FILE, settings)
         fit_callbacks = list(callbacks)
@@ -361,7 +368,7 @@ def _save_best(tuner, space, data, config, project_dir, best):
         )
         model = keras.Model(model.inputs, model.outputs[0], name=model.name)  # What save_run saved.
     else:
-        result = train.fit(space.build(hp.copy()), data, trial_config, output=run.path, verbose=0)
+        result = train.fit(space.build(hp.copy()), data.restarted(), trial_config, output=run.path, verbose=0)
         model, metadata = result.model, result.metadata
         metadata["kind"] = "search"
         metadata["model"]["builder_arguments"] = builder_arguments
@@ -372,7 +379,19 @@ def _save_best(tuner, space, data, config, project_dir, best):
 
 
 # --------------------------------------------------------------------------
-# The space, the objective.
+# The space, the objective, the progress.
+
+
+def _reporter(objective, on_trial):
+    """The tuner's progress callback: each trial's line to the `kcnn` logger (INFO when
+    it ends, DEBUG when it starts; shown by default, `kcnn._log`), then `on_trial`."""
+
+    def report(record):
+        logger.log(logging.DEBUG if record.status == "RUNNING" else logging.INFO, record.progress_line(objective))
+        if on_trial is not None:
+            on_trial(record)
+
+    return report
 
 
 def _make_space(space, data, config, ranges) -> SearchSpace:
