@@ -3,6 +3,7 @@
 import csv
 import inspect
 import json
+import math
 import os
 import re
 import shutil
@@ -511,6 +512,39 @@ def test_the_rank_is_the_cheapest_within_one_standard_error_of_the_top():
     assert [(r.name, r.rank) for r in rank(records)] == [("0004", 1), ("0002", 2), ("0001", 3), ("0003", 4)]
 
 
+def test_the_verdict_names_every_split_on_which_best_is_below_a_reference():
+    from kcnn.tune import verdict
+    from kcnn.tune.selection import FinishRecord, rank
+
+    def run(name, kind, validation, test, macs):
+        return FinishRecord(name, kind, validation=validation, validation_examples=179, test=test, test_examples=359,
+                            macs=macs, params=macs // 10)  # fmt: skip
+
+    # The trial is one validation image below LeNet-5, within the standard error, and cheaper:
+    # it is kept, and the verdict says it is below on validation and test. The ConvNet,
+    # more accurate still, pays for 16x the MACs: a lower score, and the trial is below it too.
+    ranked = rank([run("0003", "trial", 0.9777, 0.9666, 200_000), run("lenet5", "reference", 0.9832, 0.9721, 416_520),
+                   run("convnet", "reference", 0.9944, 0.9889, 16 * 416_520)], 416_520)  # fmt: skip
+    assert [(r.name, r.rank) for r in ranked] == [("0003", 1), ("lenet5", 2), ("convnet", 3)]
+    chosen, references = ranked[0], ranked[1:]
+    comparisons = verdict.compare(chosen, references)
+    assert [c["reference"] for c in comparisons] == ["lenet5", "convnet"] and verdict.below(comparisons) == ["lenet5", "convnet"]
+    lenet = comparisons[0]
+    assert lenet["below"] == ["validation", "test"] and lenet["macs"] == [200_000, 416_520]
+    assert lenet["validation"]["difference"] == pytest.approx(-0.0055) and lenet["validation"]["error"] == pytest.approx(
+        math.hypot(chosen.validation_error, references[0].validation_error)
+    )
+    assert verdict.lines(chosen, comparisons, note=", retrained") == [
+        # Standard errors by Laplace's rule: sqrt(q (1 - q) / n), q = (k + 1) / (n + 2); of a difference, hypot.
+        "best/: trial 0003, retrained: validation 97.77% ±1.22, test 96.66% ±0.98",
+        "  vs lenet5: validation -0.55 ±1.65 points, test -0.55 ±1.34 points, 200.0K vs 416.5K MACs  BELOW it on validation and test",
+        "  vs convnet: validation -1.67 ±1.45 points, test -2.23 ±1.16 points, 200.0K vs 6.7M MACs  BELOW it on validation and test",
+    ]
+    # A reference chosen is not compared with itself; above every reference, nothing is marked.
+    assert verdict.compare(references[0], references) == verdict.compare(references[0], references[1:])
+    assert not verdict.below(verdict.compare(references[1], [chosen, references[0]]))
+
+
 def test_the_finish_retrains_the_cheapest_trials_the_validation_split_cannot_tell_from_the_best():
     from kcnn.tune.selection import select_candidates
 
@@ -553,27 +587,38 @@ def test_the_top_trials_are_retrained_with_the_full_recipe_tested_and_ranked_the
         assert record.test == metadata["metrics"]["test"]["accuracy"] and record.test_examples == 24
         assert record.validation == metadata["metrics"]["validation"]["accuracy"] and record.validation_examples == 24
         assert record.macs == next(r.macs for r in result.trials if r.trial_id == record.name)
-    # best/ is the chosen run (rank 1), with the search's facts.
+    # best/ is the chosen run (rank 1 of the trials and the reference, all at chance on these
+    # images: the cheapest), with the search's facts and its verdict against the reference.
     chosen = result.retrained[0]
-    assert result.best_trial == chosen.name and result.best_test_accuracy == chosen.test
+    assert result.chosen == chosen and result.best_trial == chosen.name and result.best_test_accuracy == chosen.test
     best = json.loads((result.path / "metadata.json").read_text())
     assert best["search"]["trial_id"] == chosen.name and best["kind"] == "search" and not best["search"]["restored"]
     assert best["metrics"]["test"]["accuracy"] == chosen.test
+    assert best["search"]["chosen"] == {"kind": "trial", "name": chosen.name, "validation": chosen.validation,
+                                        "test": chosen.test, "macs": chosen.macs, "params": chosen.params,
+                                        "score": chosen.score}  # fmt: skip
+    assert best["search"]["against_references"] == list(result.comparisons) and best["search"]["below_references"] == []
+    (comparison,) = result.comparisons
+    assert (comparison["reference"], comparison["validation"]["difference"], comparison["below"]) == ("lenet5", 0.0, [])
+    assert result.verdict().splitlines()[0].startswith(f"best/: trial {chosen.name}, retrained with the full recipe: ")
+    assert result.verdict().splitlines()[1].startswith("  vs lenet5: validation +0.00 ±")
     # trials.csv shows the retrained scores next to the search's.
     rows = {row["trial"]: row for row in read_trials(result.trials_csv)}
     for record in result.retrained:
         row = rows[record.name]
         assert (row["retrained_rank"], float(row["retrained_test_accuracy"])) == (str(record.rank), record.test)
-    # The reference, trained with the same recipe on the same data, is plotted and labelled.
+    # The reference, trained with the same recipe on the same data, is ranked with them (a
+    # candidate for best/: the costliest of equal scores here), plotted and labelled.
     (reference,) = result.references
     # LeNet-5 (61,706 parameters, 416,520 MACs with 10 classes) with 4 outputs of its 84-unit F6.
     assert (reference.name, reference.kind, reference.params, reference.macs) == ("lenet5", "reference", 61_196, 416_016)
+    assert reference.rank == 3 and reference.score == reference.validation
     assert reference.test is not None
     labels = report.plot_pareto(tmp_path / "plot.png", result.trials, "val_accuracy", finish=[*result.retrained, reference])
     assert f"lenet5 {100 * reference.test:.2f}%" in labels and f"trial {chosen.name} (chosen) {100 * chosen.test:.2f}%" in labels
     assert "reference, test (val open)" in labels
     table = result.table()
-    assert re.search(rf"^ +\*1 trial {chosen.name} ", table, re.M) and re.search(r"^ +ref lenet5 ", table, re.M)
+    assert re.search(rf"^ +\*1 trial {chosen.name} ", table, re.M) and re.search(r"^ +3 lenet5 \(ref\) ", table, re.M)
     assert [row["name"] for row in read_trials(project / "finish.csv")] == [*(r.name for r in result.retrained), "lenet5"]
 
     # The same seed, another project: the same trials, retrained to the same scores and ranking.

@@ -25,8 +25,10 @@ The modules, one concept each:
     cost.py          the cost term of the score (on MACs, after MnasNet's soft constraint)
     report.py        trial records, trials.csv, the Pareto plot, the results table
     selection.py     the statistics of the choices: the trials retrained, the model kept
-    finish.py        the top trials retrained with the full recipe, best/
+    finish.py        the top trials retrained with the full recipe, ranked with the references
     references.py    the reference nets: the bar (as a trial), the finish's runs
+    best.py          best/: the model kept, with the search's facts
+    verdict.py       what best/ holds against each reference, as facts and lines
     runs.py          the kcnn.train run folders of the finish and the bar
     seeding.py       the seeded build of a model (Python's `random`, restored)
     _keras_tuner/    every override of keras-tuner's internals (oracles, tuners)

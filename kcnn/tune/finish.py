@@ -1,6 +1,7 @@
 """The finish of a search: its top configurations retrained with the full `kcnn train`
 recipe, scored on validation and test, and the best chosen among them and the
-registered lecture nets trained the same way as reference points.
+registered lecture nets trained the same way, the references: a reference is a
+candidate for best/ like a retrained trial, under the same score and rule.
 
 A trial is a short run (a few epochs, no augmentation): good for ranking many
 configurations, not for the model a user keeps. `finish_search` retrains `top_k`
@@ -8,7 +9,9 @@ trials (`kcnn.tune.selection.select_candidates`) with `kcnn.train.fit` and the
 finish's recipe (`kcnn.tune.config.finish_train_config`: `TrainConfig()`'s
 augmentation, cosine schedule, `finish_epochs` epochs; the trial's learning rate),
 trains the `references` (`kcnn.tune.references`) with the same recipe on the same
-data, and ranks the retrained candidates by the rule of `kcnn.tune.selection`.
+data, and ranks them all by the rule of `kcnn.tune.selection`: the retrained trials
+and the references alike, so that `best/` is a reference when no trial beats it
+(`kcnn.tune.verdict` states how the chosen model compares with each reference).
 
 Every run is a `kcnn.train` run folder under `<project>/finish/` (`trial_<id>/`,
 `reference_<name>/`): an interrupted finish resumes where it stopped, a finished run is
@@ -20,18 +23,17 @@ same seed retrain to the same scores and ranking.
 from __future__ import annotations
 
 import logging
+import math
 import pathlib
 import shutil
-from collections.abc import Mapping
-from typing import Any
 
 from kcnn._files import CorruptFileError, read_json, write_json
 from kcnn.tune import runs
 from kcnn.tune.config import finish_train_config
 from kcnn.tune.references import reference_names, train_reference
-from kcnn.tune.selection import FinishRecord, rank
+from kcnn.tune.selection import rank
 
-__all__ = ["FINISH_DIR", "FinishRecord", "copy_best", "finish_search"]
+__all__ = ["FINISH_DIR", "finish_search"]
 
 logger = logging.getLogger("kcnn")
 
@@ -55,7 +57,8 @@ def finish_search(tuner, space, data, config, project_dir, candidates, *, source
         data_options: the `kcnn.data.load` options `data` was loaded with.
 
     Returns:
-        (retrained, references): `FinishRecord`s, the retrained ranked (`rank`).
+        (retrained, references): `FinishRecord`s ranked together (`rank`), the
+        retrained by rank, the references in `config.references`' order.
     """
     from kcnn.tune._keras_tuner import public_values
 
@@ -83,20 +86,10 @@ def finish_search(tuner, space, data, config, project_dir, candidates, *, source
             metadata = runs.fit(model, source, recipe, run, data_options, model_facts=model_facts, search=search)
         retrained.append(runs.record(trial.trial_id, "trial", run, metadata, search_score=float(trial.score)))
     references = [train_reference(name, root, source, data, config, data_options) for name in reference_names(config)]
-    return rank(retrained, config.target_macs), references
-
-
-def copy_best(record: FinishRecord, best_dir, search_facts: Mapping[str, Any]) -> dict[str, Any]:
-    """Makes `best_dir` a copy of the chosen run folder, its metadata extended with the
-    search's facts; returns the metadata."""
-    best_dir = pathlib.Path(best_dir)
-    shutil.rmtree(best_dir, ignore_errors=True)
-    shutil.copytree(record.path, best_dir, ignore=shutil.ignore_patterns("kcnn.lock", "*.tmp*"))
-    metadata = read_json(best_dir / "metadata.json")
-    metadata["kind"] = "search"
-    metadata["search"] = {**metadata.get("search", {}), **search_facts}
-    write_json(best_dir / "metadata.json", metadata)
-    return metadata
+    ranked = {(r.kind, r.name): r for r in rank([*retrained, *references], config.target_macs)}
+    retrained = [ranked[("trial", r.name)] for r in retrained]
+    retrained.sort(key=lambda r: math.inf if r.rank is None else r.rank)
+    return retrained, [ranked[("reference", r.name)] for r in references]
 
 
 def _check_finish_settings(root, settings):
