@@ -347,11 +347,26 @@ def test_rejected_configurations_are_recorded_without_a_traceback(tmp_path, capf
     assert all(re.fullmatch(r"The model has [\d,]+ parameters, over the budget\. Received: max_params=1", row["reason"]) for row in rows)
 
 
-def test_retrained_best_model_is_a_kcnn_train_run(tmp_path):
+def test_retrained_best_model_is_a_kcnn_train_run_and_each_execution_starts_from_other_weights(tmp_path):
+    import keras
+
+    first_kernels = []
+
+    class Initial(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            first_kernels.append(self.model.get_layer("block1_conv1").get_weights()[0])
+
     data = tiny_data(size=16, n=32)
     ranges = dict(depth=2, filters=4, hidden_units=8, convs_per_stage=1, strides=1, pool=True)
     result = tune.search("convnet", data, tuner="random", max_trials=1, max_epochs=1, retrain=True, top_k=0,
-                         directory=tmp_path / "p", ranges=ranges)  # fmt: skip
+                         executions_per_trial=2, directory=tmp_path / "p", ranges=ranges, callbacks=[Initial()])  # fmt: skip
+    # Two executions of the trial, from other (seeded) weights: averaging them means something.
+    first, second = first_kernels
+    assert not np.array_equal(first, second)
+    space = tune.get_space("convnet", (16, 16, 1), 4, **ranges)
+    hp = keras_tuner.HyperParameters()
+    hp.values = dict(result.best_hyperparameters)
+    np.testing.assert_array_equal(space.build(hp).get_layer("block1_conv1").get_weights()[0], first)
     metadata = json.loads((result.path / "metadata.json").read_text())
     assert metadata["kind"] == "search" and not metadata["search"]["restored"]
     assert metadata["model"]["builder"] == "kcnn.convnet"
@@ -642,7 +657,9 @@ def test_the_top_trials_are_retrained_with_the_full_recipe_tested_and_ranked_the
     ],
 )
 def test_the_resnet_and_inception_spaces_finish_the_same_way(tmp_path, name, ranges):
-    result = tune.search(name, digits_like(n=48), directory=tmp_path, ranges=ranges, **dict(SEARCH, max_trials=1, top_k=1))
+    # No references: the spaces' retraining is the point (a reference would compete for best/).
+    result = tune.search(name, digits_like(n=48), directory=tmp_path, ranges=ranges, references=None,
+                         **dict(SEARCH, max_trials=1, top_k=1))  # fmt: skip
     (record,) = result.retrained
     assert (record.name, record.rank, record.test_examples) == ("0000", 1, 12) and record.test is not None
     metadata = json.loads((result.path / "metadata.json").read_text())

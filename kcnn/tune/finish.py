@@ -71,6 +71,7 @@ def finish_search(tuner, space, data, config, project_dir, candidates, *, source
     }
     _check_finish_settings(root, settings)
     source = data if source is None else source
+    space.execution = 0  # Each trial's first execution: its initial weights in the search.
     retrained = []
     for trial in candidates:
         hp = trial.hyperparameters

@@ -76,6 +76,9 @@ class SearchSpace(keras_tuner.HyperModel):
         # Facts of the latest `build` (params, MACs), read by the tuner for its trial
         # records; one tuner runs one trial at a time.
         self.last_build: dict[str, Any] = {}
+        # Which execution of the trial is built (`SearchConfig.executions_per_trial`),
+        # numbered from 0 by the tuner: each starts from other initial weights.
+        self.execution = 0
         # A space whose default configuration cannot be built would fail keras-tuner
         # (and every user) before the first trial: refuse it here, with the builder's
         # reason. Its trunk is enough (the top adds no size constraint) and cheap.
@@ -160,8 +163,10 @@ class SearchSpace(keras_tuner.HyperModel):
         arguments = self.declare(hp)
         try:
             # A configuration starts from the same weights whenever it is built with the
-            # same seed: a search is repeatable, and the finish retrains what was searched.
-            with seeded(self.train.seed, sorted((k, v) for k, v in hp.values.items() if not k.startswith("tuner/"))):
+            # same seed: a search is repeatable, and the finish retrains what was searched
+            # (its first execution's weights; the others' differ, as averaging wants).
+            values = sorted((k, v) for k, v in hp.values.items() if not k.startswith("tuner/"))
+            with seeded(self.train.seed, values, *(("execution", self.execution) if self.execution > 0 else ())):
                 model = self.build_model(arguments)
         except ValueError as error:
             # The builder's own checks are the one word on what is buildable.
