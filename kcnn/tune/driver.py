@@ -271,8 +271,9 @@ def search(
                 objective=config.objective,
                 target_macs=config.target_macs,
             )
+        bar_reference = reference if bar is not None else None
         return _finish(
-            tuner, space, data, config, project_dir, role, bar, reference, source=source, data_options=data_options
+            tuner, space, data, config, project_dir, role, bar, bar_reference, source=source, data_options=data_options
         )
 
 
@@ -285,7 +286,7 @@ def _finish(tuner, space, data, config, project_dir, role, bar, reference, *, so
     retrained with the full recipe and the references (`kcnn.tune.finish`), the model
     kept in best/ with the verdict against the references (`kcnn.tune.best`),
     trials.csv, finish.csv and the Pareto plot (`bar`: the search's, for its result;
-    `reference`: the net it is of)."""
+    `reference`: the net it is of, None without a bar)."""
     records = collect_trials(tuner, project_dir)
     maximize = _maximize(config.objective)
     order = [hp.name for hp in tuner.oracle.get_space().space]
