@@ -53,7 +53,7 @@ x = rng.integers(0, 256, (64, 16, 16, 1), dtype=np.uint8)
 data = kdata.load((x, np.arange(64) % 4), batch_size=32, validation_split=0.25, test_split=0.0)
 search = dict(
     tuner="random",
-    max_trials=4,
+    max_trials=3,
     max_epochs=2,
     seed=7,
     top_k=0,
