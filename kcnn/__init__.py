@@ -18,8 +18,12 @@ import sys
 import warnings
 
 from kcnn._lazy import lazy_exports
+from kcnn._log import install as _install_logger
 
 __version__ = "0.1.0"
+
+# kcnn's own logger shows its progress (INFO) until the program configures logging (kcnn._log).
+_install_logger()
 
 _BUILDERS = (
     "alexnet", "convnet", "googlenet", "lenet5", "mlp", "resnet", "resnet18", "resnet34",

@@ -54,6 +54,15 @@ def is_temporary(path: str | os.PathLike) -> bool:
     return name.startswith(".") and TEMPORARY_MARK in name
 
 
+def temporary_writer(path: str | os.PathLike) -> int | None:
+    """The process id in one of `atomic_path`'s temporary names (the writer's), else None."""
+    name = pathlib.Path(path).name
+    if not is_temporary(name):
+        return None
+    pid = name[: name.index(TEMPORARY_MARK)].rpartition(".")[2]
+    return int(pid) if pid.isdigit() else None
+
+
 def sync_folder(folder: str | os.PathLike) -> None:
     """Flushes a folder's entries (a rename in it) to disk, where the OS allows it."""
     try:

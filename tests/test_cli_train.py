@@ -163,6 +163,24 @@ def test_interrupting_before_training_says_there_is_nothing_to_resume(tmp_path, 
     assert "interrupted: before training began, nothing to resume" in captured.err
 
 
+def test_a_worker_that_is_not_the_chief_says_the_chief_saves_the_model(tmp_path, capsys, monkeypatch):
+    import types
+
+    from kcnn.train import distribute
+
+    # Worker 1 of a two-worker cluster (the strategy stands in: no cluster runs here).
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}))
+    resolver = types.SimpleNamespace(
+        task_type="worker", task_id=1, cluster_spec=lambda: types.SimpleNamespace(as_dict=lambda: {"worker": ["a:1", "b:2"]})
+    )
+    monkeypatch.setattr(distribute, "multi_worker_strategy", lambda: types.SimpleNamespace(cluster_resolver=resolver))
+    monkeypatch.setattr(train, "fit", lambda *args, **kwargs: types.SimpleNamespace(path=kwargs["output"], metrics={}))
+    assert main(["train", "--epochs", "1", "--output", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "saved to" not in out
+    assert out.splitlines()[-1] == f"this worker's part is done; the chief saves the model to {tmp_path / 'run'}"
+
+
 def test_predict_takes_a_folder_of_images(trained, tmp_path, capsys):
     for name in ("b.png", "a.png"):
         Image.fromarray(np.zeros((8, 8), np.uint8), mode="L").save(tmp_path / name)

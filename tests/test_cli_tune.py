@@ -1,6 +1,7 @@
 """`kcnn tune`: flags, progress lines and results table. A distributed search with real
 processes (a chief and two workers on 127.0.0.1) runs in tests/test_tune_workers.py."""
 
+import json
 import re
 import socket
 
@@ -110,57 +111,61 @@ def test_tune_download_offline_fails_fast_with_the_ways_out(tmp_path, monkeypatc
     assert repr(str(tmp_path)) in err and "`--download --data-dir DIR`" in err
 
 
-def test_tune_prints_a_line_per_trial_and_a_results_table(npz, tmp_path, capsys):
-    code = main(
-        [
-            "tune",
-            "convnet",
-            "--dataset",
-            npz,
-            "--tuner",
-            "random",
-            "--max-trials",
-            "2",
-            "--max-epochs",
-            "1",
-            "--max-macs",
-            "1e8",
-            "--directory",
-            str(tmp_path / "project"),
-            "--top-k",
-            "1",
-            "--finish-epochs",
-            "1",
-            "--references",
-            "none",
-            *TINY,
-        ]
-    )
+def test_tune_prints_a_line_per_trial_a_results_table_and_keeps_the_reference_no_trial_beats(tmp_path, capsys, caplog):
+    # Images whose class is the bright quadrant, which LeNet-5 learns; trials that cannot
+    # learn (learning rate 1e-7). The reference competes for best/ with the retrained trial.
+    rng = np.random.default_rng(0)
+    y = np.arange(96) % 4
+    x = rng.integers(0, 60, (96, 32, 32, 1), dtype=np.uint8)
+    for image, label in zip(x, y, strict=True):
+        row, column = divmod(int(label), 2)
+        image[16 * row : 16 * row + 16, 16 * column : 16 * column + 16] += 150
+    np.savez(tmp_path / "quadrants.npz", x=x, y=y)
+    project = tmp_path / "project"
+    command = ["tune", "convnet", "--dataset", str(tmp_path / "quadrants.npz"), "--tuner", "random", "--max-trials", "2"]
+    command += ["--max-epochs", "1", "--top-k", "1", "--finish-epochs", "3", "--references", "lenet5", "--target-macs", "none"]
+    for choice in ("learning_rate=1e-7", "filters=4,8", "hidden_units=8", "convs_per_stage=1", "depth=2", "strides=2"):
+        command += ["--range", choice]
+    code = main([*command, "--directory", str(project)])
     out = capsys.readouterr().out
     assert code == 0, out
+    # Each trial's line once, through the `kcnn` logger as in Python (stderr, "kcnn: ..."), not printed.
+    progress = "\n".join(r.getMessage() for r in caplog.records if r.name == "kcnn" and r.levelname == "INFO")
     assert re.search(
         r"^trial 1/2 \(0+\)  val_accuracy \d\.\d{4}  best \d\.\d{4}  [\d.]+[KM]? params  [\d.]+[KM]? MACs  [\d.]+s$",
-        out,
+        progress,
         re.M,
     )
-    assert re.search(r"^trial 2/2 \(0*1\)  ", out, re.M)
+    assert len(re.findall(r"^trial 2/2 \(0*1\)  ", progress, re.M)) == 1
+    assert not re.search(r"^trial \d/2", out, re.M)
     assert re.search(r"^trial +val_accuracy +params +MACs +seconds  hyperparameters$", out, re.M)
-    assert f"best model saved to {tmp_path / 'project' / 'best'}" in out
-    # The finish: the best trial retrained with the full recipe, tested.
-    assert re.search(r"^retrained with the full recipe", out, re.M)
-    assert re.search(r"^ +\*1 trial \d{4} +\d+\.\d\d ±\d+\.\d\d +\d+\.\d\d ±\d+\.\d\d ", out, re.M)
+    # The finish: the best trial retrained with the full recipe and the reference, ranked together.
+    assert re.search(r"^retrained with the full recipe, and the references", out, re.M)
+    assert re.search(r"^ +\*1 lenet5 \(ref\) +100\.00 ±\d+\.\d\d +\d+\.\d\d ±\d+\.\d\d ", out, re.M)
+    assert re.search(r"^ +2 trial \d{4} +\d+\.\d\d ±\d+\.\d\d +\d+\.\d\d ±\d+\.\d\d ", out, re.M)
     assert re.search(r"^best trial \d{4}: val_accuracy \d\.\d{4}, test accuracy \d\.\d{4} after the full recipe$", out, re.M)
-    assert (tmp_path / "project" / "best" / "model.keras").is_file()
+    # The last lines say what best/ holds: the reference, which no retrained trial beat.
+    last = out.strip().splitlines()[-3:]
+    assert re.fullmatch(
+        r"best/: the reference lenet5 \(no retrained trial beat it\): validation 100\.00% ±\d+\.\d\d, test \d+\.\d\d% ±\d+\.\d\d",
+        last[0],
+    )
+    assert last[1] == f"best model saved to {project / 'best'}"
+    metadata = json.loads((project / "best" / "metadata.json").read_text())
+    assert metadata["model"]["name"] == "lenet5" and metadata["search"]["chosen"]["kind"] == "reference"
+    assert metadata["search"]["trial_id"] is None and metadata["search"]["best_trial"]["trial_id"] in ("0000", "0001")
+    assert (project / "best" / "model.keras").is_file()
 
 
-def test_tune_with_a_cost_term_prints_the_score_next_to_the_objective(npz, tmp_path, capsys):
+def test_tune_with_a_cost_term_prints_the_score_next_to_the_objective(npz, tmp_path, capsys, caplog):
     project = tmp_path / "project"
     command = ["tune", "convnet", "--dataset", npz, "--tuner", "random", "--max-trials", "1", "--max-epochs", "1"]
     command += ["--top-k", "0", "--references", "none", "--target-macs", "100", "--directory", str(project), *TINY]
     assert main(command) == 0
     out = capsys.readouterr().out
+    progress = "\n".join(r.getMessage() for r in caplog.records if r.name == "kcnn")
     # Every configuration costs more than 100 MACs: the score is charged, and shown.
-    line = re.search(r"^trial 1/1 \(0+\)  val_accuracy (\d\.\d{4}) \(score (\d\.\d{4})\)  best (\d\.\d{4})  ", out, re.M)
+    line = re.search(r"^trial 1/1 \(0+\)  val_accuracy (\d\.\d{4}) \(score (\d\.\d{4})\)  best (\d\.\d{4})  ", progress, re.M)
     assert line and float(line.group(2)) < float(line.group(1)) and line.group(3) == line.group(2), out
     assert re.search(r"^trial +val_accuracy +score +params +MACs +seconds  hyperparameters$", out, re.M)
     value, score = line.group(1), line.group(2)

@@ -28,6 +28,7 @@ def test_keras_tuner_is_within_the_pinned_minor():
         (keras_tuner.Tuner, "_populate_initial_space", ["self"]),
         (keras_tuner.Tuner, "_try_run_and_update_trial", ["self", "trial", "fit_args", "fit_kwargs"]),
         (keras_tuner.Tuner, "_run_and_update_trial", ["self", "trial", "fit_args", "fit_kwargs"]),
+        (keras_tuner.Tuner, "_build_and_fit_model", ["self", "trial", "args", "kwargs"]),
         (keras_tuner.Tuner, "on_trial_end", ["self", "trial"]),
         (keras_tuner.Tuner, "run_trial", ["self", "trial", "args", "kwargs"]),
     ],

@@ -162,10 +162,12 @@ def test_03_hyperparameter_tuning(tmp_path):
     assert len(trials) == FAST[NAMES[2]]["MAX_TRIALS"]
     scores = {row["trial"]: float(row["score"]) for row in trials if row["status"] == "COMPLETED"}
     accuracies = {row["trial"]: float(row["val_accuracy"]) for row in trials if row["status"] == "COMPLETED"}
-    # The chosen trial is the finish's rank 1, of the two trials it retrained and tested.
+    # The best trial is the finish's best-ranked of the two trials it retrained and tested
+    # (rank 1, unless the reference, ranked with them, is what best/ holds).
     assert scores[results["best_trial"]] == pytest.approx(results["best_score"])
     assert sorted(results["retrained"]) == sorted(scores)
-    assert results["retrained"][results["best_trial"]]["rank"] == 1
+    ranks = [run["rank"] for run in results["retrained"].values()]
+    assert results["retrained"][results["best_trial"]]["rank"] == min(ranks) and sorted(ranks) in ([1, 2], [1, 3], [2, 3])
     retrained = {row["trial"]: float(row["retrained_test_accuracy"]) for row in trials if row["retrained_rank"]}
     assert retrained == pytest.approx({name: run["test"] for name, run in results["retrained"].items()})
     assert list(results["references"]) == ["lenet5"] and 0 <= results["references"]["lenet5"] <= 1

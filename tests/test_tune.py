@@ -3,6 +3,7 @@
 import csv
 import inspect
 import json
+import math
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from keras_tuner.errors import FailedTrialError
 import kcnn
 from kcnn import data as kdata
 from kcnn import tune
+from kcnn._files import is_temporary
 from kcnn.tune import report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -263,8 +265,9 @@ def test_space_arguments_are_checked():
 # Searches.
 
 
-def test_configurations_too_small_for_the_input_are_failed_trials_and_a_best_model_is_returned(tmp_path, capfd):
-    """Stride 2 in all of 6 stages on 32x32: pooling late stages empties the map."""
+def test_configurations_too_small_for_the_input_are_failed_trials_and_a_best_model_is_returned(tmp_path, capfd, caplog):
+    """Stride 2 in all of 6 stages on 32x32: pooling late stages empties the map. Each
+    trial's line goes to the `kcnn` logger (shown by default: tests/test_log.py)."""
     data = tiny_data(size=32)
     ranges = dict(
         depth=6, strides=2, pool=(False, True), filters=4, kernel_size=3, convs_per_stage=1,
@@ -292,6 +295,12 @@ def test_configurations_too_small_for_the_input_are_failed_trials_and_a_best_mod
     assert "failed:" in result.table()
     captured = capfd.readouterr()
     assert "Traceback" not in captured.err + captured.out
+    lines = [r.getMessage() for r in caplog.records if r.name == "kcnn" and r.getMessage().startswith("trial ")]
+    assert [line.split("  ")[0] for line in lines] == [f"trial {n}/4 ({n - 1:04d})" for n in range(1, 5)]
+    assert all(r.levelname == "INFO" for r in caplog.records if r.getMessage() in lines)
+    for line, row in zip(lines, rows, strict=True):
+        expected = "FAILED: The input is too small" if row["status"] == "FAILED" else f"val_accuracy {float(row['val_accuracy']):.4f}"
+        assert expected in line
 
 
 def test_seeded_random_searches_propose_the_same_configurations(tmp_path, monkeypatch):
@@ -338,11 +347,26 @@ def test_rejected_configurations_are_recorded_without_a_traceback(tmp_path, capf
     assert all(re.fullmatch(r"The model has [\d,]+ parameters, over the budget\. Received: max_params=1", row["reason"]) for row in rows)
 
 
-def test_retrained_best_model_is_a_kcnn_train_run(tmp_path):
+def test_retrained_best_model_is_a_kcnn_train_run_and_each_execution_starts_from_other_weights(tmp_path):
+    import keras
+
+    first_kernels = []
+
+    class Initial(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            first_kernels.append(self.model.get_layer("block1_conv1").get_weights()[0])
+
     data = tiny_data(size=16, n=32)
     ranges = dict(depth=2, filters=4, hidden_units=8, convs_per_stage=1, strides=1, pool=True)
     result = tune.search("convnet", data, tuner="random", max_trials=1, max_epochs=1, retrain=True, top_k=0,
-                         directory=tmp_path / "p", ranges=ranges)  # fmt: skip
+                         executions_per_trial=2, directory=tmp_path / "p", ranges=ranges, callbacks=[Initial()])  # fmt: skip
+    # Two executions of the trial, from other (seeded) weights: averaging them means something.
+    first, second = first_kernels
+    assert not np.array_equal(first, second)
+    space = tune.get_space("convnet", (16, 16, 1), 4, **ranges)
+    hp = keras_tuner.HyperParameters()
+    hp.values = dict(result.best_hyperparameters)
+    np.testing.assert_array_equal(space.build(hp).get_layer("block1_conv1").get_weights()[0], first)
     metadata = json.loads((result.path / "metadata.json").read_text())
     assert metadata["kind"] == "search" and not metadata["search"]["restored"]
     assert metadata["model"]["builder"] == "kcnn.convnet"
@@ -350,7 +374,7 @@ def test_retrained_best_model_is_a_kcnn_train_run(tmp_path):
     assert (result.path / "history.csv").is_file() and (result.path / "model.keras").is_file()
 
 
-def test_search_killed_mid_trial_resumes_without_rerunning_finished_trials(tmp_path):
+def test_search_killed_mid_trial_resumes_to_the_scores_of_an_uninterrupted_one(tmp_path):
     project, log = tmp_path / "project", tmp_path / "events.jsonl"
     script = os.path.join(HERE, "_tune_resume.py")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -361,7 +385,7 @@ def test_search_killed_mid_trial_resumes_without_rerunning_finished_trials(tmp_p
         return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
     first = subprocess.Popen(
-        [sys.executable, script, str(project), str(log), "3"],
+        [sys.executable, script, str(project), str(log), "2"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -370,9 +394,10 @@ def test_search_killed_mid_trial_resumes_without_rerunning_finished_trials(tmp_p
         deadline = time.monotonic() + 240
         while not any(e["event"] == "hang" for e in events()):
             assert first.poll() is None, first.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the search never reached its third trial"
+            assert time.monotonic() < deadline, "the search never reached its second trial"
             time.sleep(0.5)
-        first.send_signal(signal.SIGKILL)  # Mid-trial: after the first of its two epochs.
+        # Mid-trial, after the first of its two epochs, and inside a write of oracle.json.
+        first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
     finally:
         if first.poll() is None:
@@ -380,20 +405,45 @@ def test_search_killed_mid_trial_resumes_without_rerunning_finished_trials(tmp_p
             first.wait()
     before = events()
     finished_before = [e["trial"] for e in before if e["event"] == "end"]
-    assert finished_before == ["0000", "0001"]
+    assert finished_before == ["0000"]
+    assert list(project.glob(f".oracle.{first.pid}.tmp*"))  # What the kill left.
 
+    # Resumed, then the same search uninterrupted in another folder, in one process.
     second = subprocess.run(
-        [sys.executable, script, str(project), str(log), "0"], env=env, capture_output=True, timeout=300
+        [sys.executable, script, str(project), str(log), "0", str(tmp_path / "fresh")],
+        env=env,
+        capture_output=True,
+        timeout=300,
     )
     assert second.returncode == 0, second.stderr.decode()[-3000:]
     after = events()[len(before) :]
-    started_after = [e["trial"] for e in after if e["event"] == "start"]
-    finished_after = [e["trial"] for e in after if e["event"] == "end"]
-    assert started_after == finished_after == ["0002", "0003"]  # The killed trial again, then the last.
+    resumed = [e for e in after if e["run"] == "resumed"]
+    started_after = [e["trial"] for e in resumed if e["event"] == "start"]
+    finished_after = [e["trial"] for e in resumed if e["event"] == "end"]
+    assert started_after == finished_after == ["0001", "0002"]  # The killed trial again, then the last.
+    scores = {e["trial"]: e["score"] for e in [*before, *resumed] if e["event"] == "end"}
+    uninterrupted = {e["trial"]: e["score"] for e in after if e["run"] == "fresh" and e["event"] == "end"}
+    assert len(set(uninterrupted.values())) > 1  # Scores that tell trials apart.
+    assert scores == uninterrupted  # Exactly: the same data order, weights and proposals.
     rows = read_trials(project / "trials.csv")
-    assert [row["trial"] for row in rows] == ["0000", "0001", "0002", "0003"]
+    assert [row["trial"] for row in rows] == ["0000", "0001", "0002"]
     assert all(row["status"] in ("COMPLETED", "FAILED") for row in rows)
     assert (project / "best" / "model.keras").is_file()
+    assert not [path for path in project.rglob("*") if is_temporary(path)]
+
+
+def test_a_chief_removes_the_temporary_files_of_writers_no_longer_alive_only(tmp_path):
+    from kcnn.tune import project
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, timeout=60)
+    dead, alive = int(ended.stdout), os.getpid()
+    (tmp_path / "trial_0001").mkdir()
+    files = [tmp_path / f".oracle.{dead}.tmp.json", tmp_path / "trial_0001" / f".kcnn_trial.{alive}.tmp.json"]
+    for path in [*files, tmp_path / "oracle.json"]:
+        path.write_text("{")
+    assert project.remove_leftovers(tmp_path, "chief") == files[:1]  # A worker may be writing the other.
+    assert project.remove_leftovers(tmp_path, "local") == files[1:]  # Under the lock, nobody is.
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["oracle.json", "trial_0001"]
 
 
 # --------------------------------------------------------------------------
@@ -461,7 +511,7 @@ def finish_rows(project):
 
 
 def test_the_rank_is_the_cheapest_within_one_standard_error_of_the_top():
-    from kcnn.tune.finish import FinishRecord, rank, standard_error
+    from kcnn.tune.selection import FinishRecord, rank, standard_error
 
     assert standard_error(0.99, 179) == pytest.approx(0.0092080, abs=1e-6)  # q = (177.21 + 1) / 181
     assert standard_error(1.0, 179) == pytest.approx(0.0055403, abs=1e-6)  # q = 180 / 181, not 0
@@ -477,8 +527,41 @@ def test_the_rank_is_the_cheapest_within_one_standard_error_of_the_top():
     assert [(r.name, r.rank) for r in rank(records)] == [("0004", 1), ("0002", 2), ("0001", 3), ("0003", 4)]
 
 
+def test_the_verdict_names_every_split_on_which_best_is_below_a_reference():
+    from kcnn.tune import verdict
+    from kcnn.tune.selection import FinishRecord, rank
+
+    def run(name, kind, validation, test, macs):
+        return FinishRecord(name, kind, validation=validation, validation_examples=179, test=test, test_examples=359,
+                            macs=macs, params=macs // 10)  # fmt: skip
+
+    # The trial is one validation image below LeNet-5, within the standard error, and cheaper:
+    # it is kept, and the verdict says it is below on validation and test. The ConvNet,
+    # more accurate still, pays for 16x the MACs: a lower score, and the trial is below it too.
+    ranked = rank([run("0003", "trial", 0.9777, 0.9666, 200_000), run("lenet5", "reference", 0.9832, 0.9721, 416_520),
+                   run("convnet", "reference", 0.9944, 0.9889, 16 * 416_520)], 416_520)  # fmt: skip
+    assert [(r.name, r.rank) for r in ranked] == [("0003", 1), ("lenet5", 2), ("convnet", 3)]
+    chosen, references = ranked[0], ranked[1:]
+    comparisons = verdict.compare(chosen, references)
+    assert [c["reference"] for c in comparisons] == ["lenet5", "convnet"] and verdict.below(comparisons) == ["lenet5", "convnet"]
+    lenet = comparisons[0]
+    assert lenet["below"] == ["validation", "test"] and lenet["macs"] == [200_000, 416_520]
+    assert lenet["validation"]["difference"] == pytest.approx(-0.0055) and lenet["validation"]["error"] == pytest.approx(
+        math.hypot(chosen.validation_error, references[0].validation_error)
+    )
+    assert verdict.lines(chosen, comparisons, note=", retrained") == [
+        # Standard errors by Laplace's rule: sqrt(q (1 - q) / n), q = (k + 1) / (n + 2); of a difference, hypot.
+        "best/: trial 0003, retrained: validation 97.77% ±1.22, test 96.66% ±0.98",
+        "  vs lenet5: validation -0.55 ±1.65 points, test -0.55 ±1.34 points, 200.0K vs 416.5K MACs  BELOW it on validation and test",
+        "  vs convnet: validation -1.67 ±1.45 points, test -2.23 ±1.16 points, 200.0K vs 6.7M MACs  BELOW it on validation and test",
+    ]
+    # A reference chosen is not compared with itself; above every reference, nothing is marked.
+    assert verdict.compare(references[0], references) == verdict.compare(references[0], references[1:])
+    assert not verdict.below(verdict.compare(references[1], [chosen, references[0]]))
+
+
 def test_the_finish_retrains_the_cheapest_trials_the_validation_split_cannot_tell_from_the_best():
-    from kcnn.tune.finish import select_candidates
+    from kcnn.tune.selection import select_candidates
 
     def trial(number, score, macs):
         return tune.TrialRecord(f"{number:04d}", number + 1, None, "COMPLETED", score=score, macs=macs)
@@ -519,27 +602,38 @@ def test_the_top_trials_are_retrained_with_the_full_recipe_tested_and_ranked_the
         assert record.test == metadata["metrics"]["test"]["accuracy"] and record.test_examples == 24
         assert record.validation == metadata["metrics"]["validation"]["accuracy"] and record.validation_examples == 24
         assert record.macs == next(r.macs for r in result.trials if r.trial_id == record.name)
-    # best/ is the chosen run (rank 1), with the search's facts.
+    # best/ is the chosen run (rank 1 of the trials and the reference, all at chance on these
+    # images: the cheapest), with the search's facts and its verdict against the reference.
     chosen = result.retrained[0]
-    assert result.best_trial == chosen.name and result.best_test_accuracy == chosen.test
+    assert result.chosen == chosen and result.best_trial == chosen.name and result.best_test_accuracy == chosen.test
     best = json.loads((result.path / "metadata.json").read_text())
     assert best["search"]["trial_id"] == chosen.name and best["kind"] == "search" and not best["search"]["restored"]
     assert best["metrics"]["test"]["accuracy"] == chosen.test
+    assert best["search"]["chosen"] == {"kind": "trial", "name": chosen.name, "validation": chosen.validation,
+                                        "test": chosen.test, "macs": chosen.macs, "params": chosen.params,
+                                        "score": chosen.score}  # fmt: skip
+    assert best["search"]["against_references"] == list(result.comparisons) and best["search"]["below_references"] == []
+    (comparison,) = result.comparisons
+    assert (comparison["reference"], comparison["validation"]["difference"], comparison["below"]) == ("lenet5", 0.0, [])
+    assert result.verdict().splitlines()[0].startswith(f"best/: trial {chosen.name}, retrained with the full recipe: ")
+    assert result.verdict().splitlines()[1].startswith("  vs lenet5: validation +0.00 ±")
     # trials.csv shows the retrained scores next to the search's.
     rows = {row["trial"]: row for row in read_trials(result.trials_csv)}
     for record in result.retrained:
         row = rows[record.name]
         assert (row["retrained_rank"], float(row["retrained_test_accuracy"])) == (str(record.rank), record.test)
-    # The reference, trained with the same recipe on the same data, is plotted and labelled.
+    # The reference, trained with the same recipe on the same data, is ranked with them (a
+    # candidate for best/: the costliest of equal scores here), plotted and labelled.
     (reference,) = result.references
     # LeNet-5 (61,706 parameters, 416,520 MACs with 10 classes) with 4 outputs of its 84-unit F6.
     assert (reference.name, reference.kind, reference.params, reference.macs) == ("lenet5", "reference", 61_196, 416_016)
+    assert reference.rank == 3 and reference.score == reference.validation
     assert reference.test is not None
     labels = report.plot_pareto(tmp_path / "plot.png", result.trials, "val_accuracy", finish=[*result.retrained, reference])
     assert f"lenet5 {100 * reference.test:.2f}%" in labels and f"trial {chosen.name} (chosen) {100 * chosen.test:.2f}%" in labels
     assert "reference, test (val open)" in labels
     table = result.table()
-    assert re.search(rf"^ +\*1 trial {chosen.name} ", table, re.M) and re.search(r"^ +ref lenet5 ", table, re.M)
+    assert re.search(rf"^ +\*1 trial {chosen.name} ", table, re.M) and re.search(r"^ +3 lenet5 \(ref\) ", table, re.M)
     assert [row["name"] for row in read_trials(project / "finish.csv")] == [*(r.name for r in result.retrained), "lenet5"]
 
     # The same seed, another project: the same trials, retrained to the same scores and ranking.
@@ -563,7 +657,9 @@ def test_the_top_trials_are_retrained_with_the_full_recipe_tested_and_ranked_the
     ],
 )
 def test_the_resnet_and_inception_spaces_finish_the_same_way(tmp_path, name, ranges):
-    result = tune.search(name, digits_like(n=48), directory=tmp_path, ranges=ranges, **dict(SEARCH, max_trials=1, top_k=1))
+    # No references: the spaces' retraining is the point (a reference would compete for best/).
+    result = tune.search(name, digits_like(n=48), directory=tmp_path, ranges=ranges, references=None,
+                         **dict(SEARCH, max_trials=1, top_k=1))  # fmt: skip
     (record,) = result.retrained
     assert (record.name, record.rank, record.test_examples) == ("0000", 1, 12) and record.test is not None
     metadata = json.loads((result.path / "metadata.json").read_text())

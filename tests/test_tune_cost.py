@@ -1,5 +1,6 @@
-"""kcnn.tune.cost: MnasNet's soft constraint on MACs in the search's score, and a search
-ranked by it (tiny data, a few trials)."""
+"""kcnn.tune.cost: a one-sided penalty on MACs above a target in the search's score
+(MnasNet's soft constraint without its reward below the target), and a search ranked by
+it (tiny data, a few trials)."""
 
 import csv
 import json
@@ -14,11 +15,15 @@ import kcnn
 from kcnn import data as kdata
 from kcnn import tune
 from kcnn.tune import cost, report
-from kcnn.tune.finish import FinishRecord, rank, select_candidates
+from kcnn.tune.selection import FinishRecord, rank, select_candidates
 
 
 def test_the_factor_is_one_within_the_target_and_charges_five_percent_per_doubling_above():
-    assert cost.EXPONENT == -0.07  # Tan et al. 2019, section 3: alpha = 0, beta = -0.07
+    # MnasNet's eq. 2, ACC x (MACs / T) ** w, with w = beta = -0.07 above T (Tan et al. 2019,
+    # sec. 3) and w = alpha = 0 within it: one-sided. MnasNet's soft constraint has alpha =
+    # -0.07 too, which would reward a model at a quarter of T by 4 ** 0.07 = 1.10; here not.
+    assert cost.EXPONENT == -0.07
+    assert cost.factor(416_520 // 4, 416_520) == 1.0 != pytest.approx(4**0.07)
     assert cost.factor(416_520, 416_520) == cost.factor(100, 416_520) == cost.factor(10**9, None) == 1.0
     assert cost.factor(2 * 416_520, 416_520) == pytest.approx(2**-0.07) == pytest.approx(0.952638, abs=1e-6)
     assert cost.factor(14_600_000, 416_520) == pytest.approx((14_600_000 / 416_520) ** -0.07)
@@ -205,12 +210,25 @@ def test_a_configuration_that_could_not_beat_the_best_score_even_at_full_accurac
     assert space.ceilings[-1] == top
 
 
+def _quadrants(n=96, size=32, classes=4, seed=0):
+    """Images whose class is the bright quadrant: LeNet-5 learns them in a few steps."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = rng.integers(0, 60, (n, size, size, 1), dtype=np.uint8)
+    half = size // 2
+    for image, label in zip(x, y, strict=True):
+        row, column = divmod(int(label), 2)
+        image[row * half : (row + 1) * half, column * half : (column + 1) * half] += 150
+    return kdata.load((x, y), batch_size=32, validation_split=0.25, test_split=0.25, seed=seed)
+
+
 def test_the_bar_is_the_cheapest_reference_trained_as_a_trial_and_is_kept_for_the_resumed_search(tmp_path, monkeypatch):
     from kcnn import train
 
-    ranges = dict(depth=2, filters=4, hidden_units=8, convs_per_stage=1, strides=2, pool=True, kernel_size=3)
+    # A trial that cannot learn (learning rate 1e-7) against LeNet-5, which can.
+    ranges = dict(depth=2, filters=4, hidden_units=8, convs_per_stage=1, strides=2, pool=True, kernel_size=3, learning_rate=1e-7)
     options = dict(directory=tmp_path, ranges=ranges, tuner="random", max_trials=1, max_epochs=2, top_k=0, seed=3)
-    data = _digits_like()
+    data = _quadrants()
     result = tune.search("convnet", data, references="convnet,lenet5", **options)
     assert result.target_macs == 416_016  # LeNet-5 with 4 classes, cheaper than the ConvNet
     metadata = json.loads((tmp_path / "bar" / "lenet5" / "metadata.json").read_text())
@@ -219,11 +237,21 @@ def test_the_bar_is_the_cheapest_reference_trained_as_a_trial_and_is_kept_for_th
     expected = {**tune.search_train_config().to_dict(), "epochs": 2, "monitor": "val_accuracy"}
     assert {k: metadata["config"][k] for k in expected} == expected
     assert result.bar == metadata["metrics"]["validation"]["accuracy"]
+    # The bar is a candidate for best/ under the same score (at the target, its accuracy) and
+    # rule: no trial beat it, so best/ is LeNet-5's run, and says so.
+    (trial,) = result.trials
+    assert result.bar - trial.score > 0.5 and result.chosen.kind == "reference" and result.chosen.name == "lenet5"
+    assert result.model.name == "lenet5" and result.best_trial == "0000"
+    best = json.loads((result.path / "metadata.json").read_text())
+    assert best["kind"] == "search" and best["metrics"] == metadata["metrics"]
+    assert best["search"]["chosen"]["kind"] == "reference" and best["search"]["trial_id"] is None
+    assert best["search"]["best_trial"]["trial_id"] == "0000" and best["search"]["best_trial"]["score"] == trial.score
+    assert result.verdict().startswith("best/: the reference lenet5 (no trial beat it): validation ")
     # Resumed, the search reads the bar from its run instead of training LeNet-5 again.
     fits = []
     real_fit = train.fit
     monkeypatch.setattr(train, "fit", lambda *args, **kwargs: fits.append(kwargs.get("output")) or real_fit(*args, **kwargs))
     again = tune.search("convnet", data, references="convnet,lenet5", **options)
-    assert again.bar == result.bar and fits == []
+    assert again.bar == result.bar and fits == [] and again.chosen == result.chosen
     # No bar without a cost term from the references.
     assert tune.search("convnet", data, references="lenet5", **dict(options, directory=tmp_path / "b"), target_macs=10**9).bar is None

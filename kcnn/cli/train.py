@@ -125,26 +125,32 @@ def _model_kwargs(pairs):
     return kwargs
 
 
-def _seed(config):
+def _seed(config) -> bool:
+    """Sets up the cluster's strategy (if any) and the global seed; returns whether this
+    process writes the run folder (in a cluster, the chief only)."""
     import keras
 
-    from kcnn.train.distribute import multi_worker_strategy, wants_multi_worker
+    from kcnn.train.distribute import multi_worker_strategy, resolve_device, wants_multi_worker
 
     # A cluster in TF_CONFIG (distribution "auto" or "multi_worker"): TensorFlow sets
     # up its collective ops before any other op, so the strategy comes first.
+    chief = True
     if wants_multi_worker(config):
         # tf.distribute logs each collective it builds at INFO (30-odd lines a run).
         logging.getLogger("tensorflow").setLevel(logging.WARNING)
         multi_worker_strategy()
+        chief = resolve_device(config).is_chief
 
     # Process-wide state belongs here, in the entry point: the library never seeds
     # the global generators (the data pipeline takes the seed explicitly).
     keras.utils.set_random_seed(config.seed)
+    return chief
 
 
-def _run(start, output, describe):
+def _run(start, output, describe, *, chief=True):
     """Runs `start(callbacks)`, announcing the run folder once training has begun:
-    only then does the folder exist, with a checkpoint to resume from."""
+    only then does the folder exist, with a checkpoint to resume from. A worker that
+    is not the chief (`chief=False`) saves nothing of its own, and says so."""
     import keras
 
     from kcnn.train import NonFiniteLossError
@@ -169,7 +175,10 @@ def _run(start, output, describe):
     test = result.metrics.get("test")
     if test:
         print(f"test {_scores(test, top5=False)} ({test['examples']} images, {_losses(test)})")
-    print(f"{describe} saved to {result.path}")
+    if chief:
+        print(f"{describe} saved to {result.path}")
+    else:
+        print(f"this worker's part is done; the chief saves the {describe} to {result.path}")
     return 0
 
 
@@ -179,7 +188,7 @@ def _train(args):
 
     config = _config(args)
     model_kwargs = _model_kwargs(args.model_arg)
-    _seed(config)
+    chief = _seed(config)
     output = args.output or RunFolder.new(args.model, args.dataset).path
     return _run(
         lambda callbacks: train.fit(
@@ -194,6 +203,7 @@ def _train(args):
         ),
         output,
         "model",
+        chief=chief,
     )
 
 
@@ -203,7 +213,7 @@ def _finetune(args):
     from kcnn.train.runs import RunFolder
 
     config = _config(args)
-    _seed(config)
+    chief = _seed(config)
     if args.output:  # Refused before the base model loads when another trainer is in the folder.
         check_free(args.output, "kcnn training run")
     if args.weights:
@@ -228,6 +238,7 @@ def _finetune(args):
         ),
         output,
         "fine-tuned model",
+        chief=chief,
     )
 
 

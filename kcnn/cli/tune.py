@@ -100,17 +100,13 @@ def _tune(args):
             flush=True,
         )
 
-    def progress(record):
-        if record.status != "RUNNING":
-            print(record.progress_line(config.objective), flush=True)
-
+    # Each trial's line comes through the `kcnn` logger, as in Python (stderr).
     result = tune.search(
         args.space,
         args.dataset,
         config,
         ranges=_ranges(args.range),
         data_options=data_options(args),
-        on_trial=progress,
         verbose=args.verbose,
     )
     if result.role == "worker":
@@ -119,7 +115,8 @@ def _tune(args):
     print()
     print(result.table())
     print()
-    test = "" if result.best_test_accuracy is None else f", test accuracy {result.best_test_accuracy:.4f} after the full recipe"
+    retrained = next((r for r in result.retrained if r.name == result.best_trial and r.test is not None), None)
+    test = "" if retrained is None else f", test accuracy {retrained.test:.4f} after the full recipe"
     best = next(r for r in result.trials if r.trial_id == result.best_trial)
     print(f"best trial {result.best_trial}: {config.objective} {best.value:.4f}{best.score_note}{test}")
     if result.target_macs is not None:
@@ -130,6 +127,7 @@ def _tune(args):
             f"{cost.ceiling(result.bar, result.target_macs):,} MACs could beat it"
         )
     print("  " + " ".join(f"{key}={value}" for key, value in result.best_hyperparameters.items()))
+    print(result.verdict())  # What best/ holds, and every reference it is below.
     print(f"best model saved to {result.path}")
     print(f"trials: {result.trials_csv}  plot: {result.plot}")
     return 0

@@ -187,6 +187,17 @@ class Dataset:
             raise ValueError("This Dataset was not created by `kcnn.data.load()` and cannot be re-batched.")
         return self._rebuild(batch_size)
 
+    def restarted(self) -> Dataset:
+        """Returns the same data in new pipelines, without decoding again: their
+        shuffling and augmentation start at epoch 1 again.
+
+        The training split draws its order and augmentation afresh at each iteration,
+        counting from the pipeline's creation: a model trained on a `Dataset` another
+        model trained on first sees other epochs than it would in a new process. A
+        Dataset not created by `kcnn.data.load()` is returned as it is.
+        """
+        return self if self._rebuild is None else self._rebuild(self.batch_size)
+
 
 def load(
     source: Any = "digits",

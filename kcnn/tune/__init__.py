@@ -22,9 +22,15 @@ The modules, one concept each:
     spaces/          the search spaces: their base, one module per space
     project.py       the project folder: its layout, settings, overwrite, distributed roles
     driver.py        search(): the tuner run, its result, the best model
-    cost.py          the cost term of the score (MnasNet's soft constraint on MACs)
+    cost.py          the cost term of the score (on MACs, after MnasNet's soft constraint)
     report.py        trial records, trials.csv, the Pareto plot, the results table
-    finish.py        the top trials retrained with the full recipe, references, selection
+    selection.py     the statistics of the choices: the trials retrained, the model kept
+    finish.py        the top trials retrained with the full recipe, ranked with the references
+    references.py    the reference nets: the bar (as a trial), the finish's runs
+    best.py          best/: the model kept, with the search's facts
+    verdict.py       what best/ holds against each reference, as facts and lines
+    runs.py          the kcnn.train run folders of the finish and the bar
+    seeding.py       the seeded build of a model (Python's `random`, restored)
     _keras_tuner/    every override of keras-tuner's internals (oracles, tuners)
 """
 
@@ -43,7 +49,7 @@ _EXPORTS = {
     "SearchSpace": "kcnn.tune.spaces",
     "get_space": "kcnn.tune.spaces",
     "TrialRecord": "kcnn.tune.report",
-    "FinishRecord": "kcnn.tune.finish",
+    "FinishRecord": "kcnn.tune.selection",
     "FolderInUseError": "kcnn._lock",
     "pareto_front": "kcnn.tune.report",
 }

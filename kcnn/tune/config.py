@@ -11,7 +11,7 @@ from typing import Any
 
 from kcnn.train.config import TrainConfig
 
-__all__ = ["SPACE_NAMES", "TUNERS", "SearchConfig", "parse_address", "search_train_config"]
+__all__ = ["SPACE_NAMES", "TUNERS", "SearchConfig", "finish_train_config", "parse_address", "search_train_config"]
 
 TUNERS = ("hyperband", "random", "bayesian", "grid")
 #: The search spaces of `kcnn.tune` (`kcnn.tune.spaces.SPACES`), by name.
@@ -33,6 +33,17 @@ def search_train_config() -> TrainConfig:
     defaults (`SearchConfig.top_k`).
     """
     return TrainConfig(batch_size=32, augment=None, bn_momentum=0.9)
+
+
+def finish_train_config(config: SearchConfig, learning_rate: float | None = None) -> TrainConfig:
+    """The recipe of the finish's runs (`kcnn.tune.finish`): that of `kcnn train`
+    (`TrainConfig()`: its augmentation, batch size and schedule), `config.finish_epochs`
+    epochs, the search's seed and device settings, and the trial's learning rate."""
+    device = {key: getattr(config.train, key) for key in ("mixed_precision", "xla", "distribution", "steps_per_execution")}
+    changes = dict(epochs=config.finish_epochs, seed=config.train.seed, **device)
+    if learning_rate is not None:
+        changes["learning_rate"] = float(learning_rate)
+    return dataclasses.replace(TrainConfig(), **changes)
 
 
 def _field(default, help, *, choices=None, flags=(), factory=None):
@@ -83,11 +94,11 @@ class SearchConfig:
             one's (within one standard error of the difference), then the next best,
             the best one always among them. `best/` is the cheapest of them whose
             score (validation accuracy with the cost term) is within one standard
-            error of the difference from the top one's (`kcnn.tune.finish`). 0: no
+            error of the difference from the top one's (`kcnn.tune.selection`). 0: no
             finish; `best/` is the best trial as it trained.
         finish_epochs: epochs of the finish's runs (`kcnn train`'s 30).
-        target_macs: the cost term of the score (`kcnn.tune.cost`, MnasNet's soft
-            constraint): a trial of more MACs per image than this is scored by its
+        target_macs: the cost term of the score (`kcnn.tune.cost`: the penalty side
+            of MnasNet's soft constraint): a trial of more MACs per image than this is scored by its
             objective times (MACs / target_macs) ** -0.07 (a loss: divided by it),
             about 5% per doubling, and ranked, selected for the finish and chosen by
             that score. "references" (default): the MACs of the cheapest of
@@ -130,7 +141,7 @@ class SearchConfig:
     finish_epochs: int = _field(30, "epochs of the retraining of the top trials and the references")
     references: str | None = _field("lenet5,convnet", "registered models trained the same way as reference points")
     target_macs: int | str | None = _field(
-        "references", "MACs above which the score pays MnasNet's cost term: N, 'references' (the cheapest) or none"
+        "references", "MACs above which the score pays the cost term (MnasNet's beta): N, 'references' (the cheapest) or none"
     )
     max_consecutive_failed_trials: int | None = _field(20, "stop after this many failed trials in a row (none: never)")
     chief: str | None = _field(None, "HOST:PORT of the chief of a distributed search")

@@ -1,14 +1,24 @@
-"""The search's cost term: MnasNet's soft constraint, on multiply-accumulates.
+"""The search's cost term: a one-sided penalty above a target cost, in the form of
+MnasNet's objective, on multiply-accumulates.
 
-Tan et al. 2019 (MnasNet, eq. 2) score a model m as
+Tan et al. 2019 (MnasNet, eq. 2, section 3) score a model m as
 
-    ACC(m) x (LAT(m) / T) ** w,   w = alpha if LAT(m) <= T else beta,
+    ACC(m) x (LAT(m) / T) ** w,   w = alpha if LAT(m) <= T else beta.
 
-and with alpha = 0, beta = -0.07 (their "soft" constraint, section 3) a model within the
-target T is scored by its accuracy alone, and one above it pays about 5% per doubling of
-its cost: a model twice as costly must be 5% more accurate to tie. Here the cost is the
-MACs per image (`kcnn.shapes.count_macs`: what the search can count exactly on any
-machine) and T, by default, the MACs of the cheapest of the search's reference nets that
+Their hard constraint is alpha = 0, beta = -1 (a model above the target T is all but
+ruled out); their soft constraint, the one they search with, is alpha = beta = -0.07,
+from the premise that a model twice as costly must be about 5% more accurate to tie
+(2 ** -0.07 = 0.953): it charges a model above T and rewards one below it alike.
+
+kcnn takes alpha = 0, beta = -0.07: the soft constraint's penalty above T, its reward
+below T dropped. A model within the target is scored by its accuracy alone, one above
+it pays about 5% per doubling of its cost. Below T, cost is no longer what the search
+trades accuracy for: a smaller model is preferred only where the accuracies tie
+(`kcnn.tune.selection`'s cheapest-within-one-standard-error rule), not paid for
+being small.
+
+Here the cost is the MACs per image (`kcnn.shapes.count_macs`: what the search can
+count exactly on any machine) and T, by default, the MACs of the cheapest of the search's reference nets that
 fits the data (`SearchConfig.references`: LeNet-5, 416,520 MACs on 32x32 digits), so the
 search prefers what beats the hand-designed net at its cost, and pays for going above it.
 
@@ -27,6 +37,8 @@ from collections.abc import Sequence
 
 import keras
 
+from kcnn.tune.seeding import seeded
+
 __all__ = [
     "EXPONENT",
     "CostWeighted",
@@ -41,7 +53,9 @@ __all__ = [
 
 logger = logging.getLogger("kcnn")
 
-#: MnasNet's beta: the exponent of MACs / T above the target (Tan et al. 2019, sec. 3).
+#: The exponent of MACs / T above the target: MnasNet's beta = -0.07 (Tan et al. 2019,
+#: sec. 3). Within the target the exponent is 0 (MnasNet's soft constraint has -0.07
+#: there too): see the module's docstring.
 EXPONENT = -0.07
 
 
@@ -144,7 +158,6 @@ def cheapest_reference(references: Sequence[str], input_shape, classes: int) -> 
     """(name, MACs) of the cheapest of the registered `references` that builds for the
     input, or None when none does."""
     from kcnn import registry, shapes
-    from kcnn.tune.finish import seeded
 
     counts = {}
     for name in references:

@@ -9,18 +9,19 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import math
 import pathlib
-import shutil
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
 
-from kcnn._files import load_keras_model, write_json
+from kcnn._files import write_json
 from kcnn._lock import FolderLock
-from kcnn.tune import cost, finish, project, report
-from kcnn.tune._keras_tuner import checkpoint_path, collect_trials, make_tuner, metric_value, objective, public_values
+from kcnn.tune import best as best_dir
+from kcnn.tune import cost, finish, project, references, report, runs, selection, verdict
+from kcnn.tune._keras_tuner import collect_trials, make_tuner, objective, public_values
 from kcnn.tune.config import SearchConfig
 from kcnn.tune.report import TrialRecord
 from kcnn.tune.spaces import SearchSpace, get_space
@@ -29,7 +30,6 @@ __all__ = ["SearchResult", "search"]
 
 logger = logging.getLogger("kcnn")
 
-BEST_DIR = "best"
 TRIALS_FILE = "trials.csv"
 PLOT_FILE = "pareto.png"
 FINISH_FILE = "finish.csv"
@@ -40,14 +40,16 @@ class SearchResult:
     """What a search produced.
 
     Attributes:
-        best_hyperparameters: the chosen trial's hyperparameter values (None on a
-            worker): the finish's rank 1, or without a finish the best trial.
+        best_hyperparameters: the best trial's hyperparameter values (None on a
+            worker): the finish's best-ranked retrained trial, or without a finish
+            the best trial by score.
         best_score: its score in the search: the objective, weighed by the cost
             term when there is one (`target_macs`).
         best_trial: its trial id.
-        model: the chosen model (retrained with the full recipe, or without a
-            finish restored or retrained), None on a worker.
-        path: the best model's run folder (model.keras + metadata.json).
+        model: the model in best/ (`chosen`'s), None on a worker.
+        path: best/, the run folder of the model kept (model.keras + metadata.json):
+            the best trial (retrained with the full recipe, or without a finish
+            restored or retrained), or a reference that it did not beat (`chosen`).
         project_dir: the project folder.
         trials: every trial of the search (on a worker: the ones it ran).
         trials_csv: path of trials.csv.
@@ -57,11 +59,17 @@ class SearchResult:
         target_macs: the cost term's target (`kcnn.tune.cost`): trials of more MACs
             per image were charged; None: no cost term.
         bar: with a cost term, the cheapest reference's objective trained as a
-            trial (`kcnn.tune.finish.reference_bar`): proposals that could not beat
+            trial (`kcnn.tune.references.reference_bar`): proposals that could not beat
             it even at 100% accuracy were drawn again; None without one.
         retrained: the finish's runs of the top trials (`kcnn.tune.FinishRecord`),
             ranked; empty without a finish (`top_k=0`) and on a worker.
-        references: the finish's reference nets, in `config.references`' order.
+        references: the finish's reference nets, in `config.references`' order,
+            ranked with the retrained trials (a candidate for best/ like them).
+        chosen: the `FinishRecord` of the run in best/: rank 1 of the retrained
+            trials and the references, or without a finish of the best trial and
+            the reference trained as a trial (the bar's); None on a worker.
+        comparisons: `chosen` against each other reference trained alike
+            (`kcnn.tune.verdict.compare`), as in best/metadata.json.
     """
 
     best_hyperparameters: dict[str, Any] | None
@@ -77,8 +85,10 @@ class SearchResult:
     objective: str = "val_accuracy"
     target_macs: int | None = None
     bar: float | None = None
-    retrained: tuple[finish.FinishRecord, ...] = ()
-    references: tuple[finish.FinishRecord, ...] = ()
+    retrained: tuple[selection.FinishRecord, ...] = ()
+    references: tuple[selection.FinishRecord, ...] = ()
+    chosen: selection.FinishRecord | None = None
+    comparisons: tuple[dict[str, Any], ...] = ()
 
     @property
     def best_metric(self) -> float | None:
@@ -87,10 +97,19 @@ class SearchResult:
 
     @property
     def best_test_accuracy(self) -> float | None:
-        """The best model's test accuracy after the full-recipe retraining (None
-        without a finish or a test split)."""
-        chosen = finish.choose(self.retrained)
-        return None if chosen is None else chosen.test
+        """The test accuracy of the model in best/ after the full recipe (None without
+        a finish or a test split)."""
+        return self.chosen.test if self.retrained and self.chosen is not None else None
+
+    def verdict(self) -> str:
+        """What best/ holds and how it compares with each reference trained alike,
+        every split on which it is less accurate named (`kcnn.tune.verdict`)."""
+        note = ""
+        if self.chosen is not None and self.chosen.kind == "trial":
+            note = ", retrained with the full recipe" if self.retrained else ", as it trained"
+        elif self.chosen is not None:
+            note = " (no " + ("retrained trial" if self.retrained else "trial") + " beat it)"
+        return "\n".join(verdict.lines(self.chosen, self.comparisons, note=note))
 
     def table(self, top: int = 10) -> str:
         """The results table (best trials first, then failures), and the finish's
@@ -117,14 +136,21 @@ def search(
 
     Each trial builds its model with the space's builder, trains it as `kcnn.train`
     does (same compile, optimizer, schedule and device settings) and is scored by the
-    best epoch's objective, weighed by its cost above `config.target_macs` (MnasNet's
-    soft constraint, `kcnn.tune.cost`; by default the MACs of the cheapest reference
+    best epoch's objective, weighed by its cost above `config.target_macs` (the penalty
+    side of MnasNet's soft constraint, `kcnn.tune.cost`; by default the MACs of the cheapest reference
     net, so that what costs more than LeNet-5 must be that much more accurate). A
     random proposal that does not fit the input or the budget is drawn again before
     any trial is spent on it; one proposed anyway (a grid point, Bayesian
     optimization's model) is a failed trial with its reason, and the search goes on.
     The Keras session is cleared between trials. Calling `search` again with the same
-    project resumes it: finished trials are kept, an interrupted one runs again.
+    project resumes it: finished trials are kept, an interrupted one runs again, to
+    the score it would have had.
+
+    Progress goes to the `kcnn` logger (`logging.getLogger("kcnn")`), one INFO line
+    per finished trial (`TrialRecord.progress_line`) and one per reference and
+    retraining run, shown on stderr by default and through the program's own
+    handlers once it configures logging (`kcnn._log`); `logging.getLogger("kcnn")
+    .setLevel(logging.WARNING)` quiets it.
 
     Example:
         >>> result = search("convnet", "digits", tuner="random", max_trials=5)
@@ -174,7 +200,7 @@ def search(
         )
     space = _make_space(space, data, config, ranges)
     target_macs, reference = cost.resolve_target(
-        config.target_macs, finish.reference_names(config), data.input_shape, data.num_classes
+        config.target_macs, references.reference_names(config), data.input_shape, data.num_classes
     )
     config = dataclasses.replace(config, target_macs=target_macs)  # Resolved: the MACs, or None.
     project_dir = project.directory(config, space, data)
@@ -190,14 +216,15 @@ def search(
                 config = dataclasses.replace(config, overwrite=False)
             else:
                 project.check_settings(project_dir, settings)  # Before keras-tuner reloads the project.
+                project.remove_leftovers(project_dir, role)
         bar = None
         validation_accuracy = config.objective.startswith("val_") and cost.bounded(
             config.objective, maximize=_maximize(config.objective)
         )
         if role != "worker" and reference is not None and validation_accuracy:
             # The proposals' bar from the start: what the hand-designed net scores as a trial.
-            bar = finish.reference_bar(reference, data, config, project_dir)
-        tuner = make_tuner(space, config, project_dir, role, on_trial, bar=bar)
+            bar = references.reference_bar(reference, data, config, project_dir)
+        tuner = make_tuner(space, config, project_dir, role, _reporter(config.objective, on_trial), bar=bar)
         if role != "worker":
             write_json(project_dir / project.SETTINGS_FILE, settings)
         fit_callbacks = list(callbacks)
@@ -216,7 +243,7 @@ def search(
             )
         try:
             tuner.search(
-                data.train,
+                data,  # Each trial trains on its training split anew (`SearchSpace.fit`).
                 validation_data=data.validation,
                 epochs=config.max_epochs,
                 callbacks=fit_callbacks,
@@ -244,18 +271,22 @@ def search(
                 objective=config.objective,
                 target_macs=config.target_macs,
             )
-        return _finish(tuner, space, data, config, project_dir, role, bar, source=source, data_options=data_options)
+        bar_reference = reference if bar is not None else None
+        return _finish(
+            tuner, space, data, config, project_dir, role, bar, bar_reference, source=source, data_options=data_options
+        )
 
 
 # --------------------------------------------------------------------------
 # Results.
 
 
-def _finish(tuner, space, data, config, project_dir, role, bar, *, source=None, data_options=None) -> SearchResult:
+def _finish(tuner, space, data, config, project_dir, role, bar, reference, *, source=None, data_options=None):
     """What follows the search, in the chief or a local search only: the top trials
-    retrained with the full recipe and the references (`kcnn.tune.finish`), the best
-    model in best/, trials.csv, finish.csv and the Pareto plot (`bar`: the search's,
-    for its result)."""
+    retrained with the full recipe and the references (`kcnn.tune.finish`), the model
+    kept in best/ with the verdict against the references (`kcnn.tune.best`),
+    trials.csv, finish.csv and the Pareto plot (`bar`: the search's, for its result;
+    `reference`: the net it is of, None without a bar)."""
     records = collect_trials(tuner, project_dir)
     maximize = _maximize(config.objective)
     order = [hp.name for hp in tuner.oracle.get_space().space]
@@ -269,28 +300,43 @@ def _finish(tuner, space, data, config, project_dir, role, bar, *, source=None, 
             f"No trial of the search completed, so there is no best model (see {trials_csv}). "
             f"Widen the space or the budget. Received: {len(records)} trials, failing with: {'; '.join(reasons[:3])}"
         )
-    retrained, references = (), ()
+    path = project_dir / best_dir.BEST_DIR
+    retrained, trained_references = (), ()
     if config.top_k:
         # Of equal scores the cheapest, where keras-tuner would take the first.
         accuracy = "accuracy" in config.objective
-        chosen = finish.select_candidates(ranked, config.top_k, data.num_validation, accuracy=accuracy)
-        candidates = [tuner.oracle.trials[r.trial_id] for r in chosen]
-        retrained, references = finish.finish_search(
-            tuner, space, data, config, project_dir, candidates, source=source, data_options=data_options
-        )
-        chosen = finish.choose(retrained)
-        best = tuner.oracle.trials[chosen.name]
-        path = project_dir / BEST_DIR
-        finish.copy_best(chosen, path, _search_facts(space, config, project_dir, best, restored=False))
-        model = load_keras_model(path / "model.keras")
+        candidates = selection.select_candidates(ranked, config.top_k, data.num_validation, accuracy=accuracy)
+        retrained, trained_references = finish.finish_search(
+            tuner, space, data, config, project_dir, [tuner.oracle.trials[r.trial_id] for r in candidates],
+            source=source, data_options=data_options,
+        )  # fmt: skip
+        best = tuner.oracle.trials[retrained[0].name]  # The best-ranked trial.
+        chosen = selection.choose([*retrained, *trained_references]) or retrained[0]  # Unranked: no validation.
+        restored, model = False, None
+        others = trained_references
     else:
         best = tuner.oracle.trials[ranked[0].trial_id]
-        model, path = _save_best(tuner, space, data, config, project_dir, best)
-    report.write_trials_csv(trials_csv, records, config.objective, maximize=maximize, order=order, finish=retrained)
-    report.write_finish_csv(project_dir / FINISH_FILE, [*retrained, *references])
-    report.plot_pareto(
-        plot, records, config.objective, maximize=maximize, title=project_dir.name, finish=[*retrained, *references]
+        model, metadata, restored = best_dir.save_trial(tuner, space, data, config, project_dir, best)
+        trial = runs.record(best.trial_id, "trial", path, metadata, search_score=float(best.score))
+        candidates = best_dir.without_finish(dataclasses.replace(trial, macs=ranked[0].macs), reference, config, project_dir)
+        chosen = selection.choose(candidates)
+        others = [r for r in candidates if r.kind == "reference"]
+        if chosen.kind == "trial":
+            chosen = dataclasses.replace(chosen, path=None)  # Its run is best/ itself.
+    comparisons = verdict.compare(chosen, others)
+    facts = best_dir.search_facts(
+        space, config, project_dir, best, restored=restored, chosen=chosen, comparisons=comparisons
     )
+    if chosen.path is None:
+        best_dir.write_facts(path, facts)
+    else:
+        model = best_dir.copy_run(chosen, path, facts)
+    report.write_trials_csv(trials_csv, records, config.objective, maximize=maximize, order=order, finish=retrained)
+    report.write_finish_csv(project_dir / FINISH_FILE, sorted([*retrained, *trained_references], key=_by_rank))
+    report.plot_pareto(
+        plot, records, config.objective, maximize=maximize, title=project_dir.name,
+        finish=[*retrained, *trained_references],
+    )  # fmt: skip
     return SearchResult(
         best_hyperparameters=public_values(best.hyperparameters),
         best_score=float(best.score),
@@ -306,72 +352,30 @@ def _finish(tuner, space, data, config, project_dir, role, bar, *, source=None, 
         target_macs=config.target_macs,
         bar=bar,
         retrained=tuple(retrained),
-        references=tuple(references),
+        references=tuple(trained_references),
+        chosen=chosen,
+        comparisons=tuple(comparisons),
     )
 
 
-def _search_facts(space, config, project_dir, best, *, restored) -> dict[str, Any]:
-    return {
-        "project": project_dir.name,
-        "space": space.name,
-        "trial_id": best.trial_id,
-        "score": float(best.score),
-        "objective": config.objective,
-        "target_macs": config.target_macs,
-        "metric": metric_value(best, config.objective),
-        "hyperparameters": public_values(best.hyperparameters),
-        "restored": restored,
-        "config": config.to_dict(),
-    }
-
-
-def _save_best(tuner, space, data, config, project_dir, best):
-    """The best model, restored from its checkpoint (or retrained), saved as a
-    `kcnn.train` run folder with the search's facts in its metadata."""
-    from kcnn import train
-    from kcnn.train.driver import save_run
-    from kcnn.train.runs import RunFolder
-
-    hp = best.hyperparameters
-    builder_arguments = {**space.declare(hp.copy()), "input_shape": list(space.input_shape), "classes": space.classes}
-    epochs = int(hp.values.get("tuner/epochs", config.max_epochs))
-    trial_config = dataclasses.replace(
-        space.trial_config(hp, epochs), early_stopping=config.early_stopping, monitor=config.objective
-    )
-    run = RunFolder(project_dir / BEST_DIR)
-    shutil.rmtree(run.path, ignore_errors=True)  # The results of this search replace earlier ones.
-    model = None
-    if not config.retrain:
-        try:
-            with warnings.catch_warnings():
-                # The checkpoint holds the trial's optimizer too, which is not wanted.
-                warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-                model = tuner.load_model(best)
-        except (OSError, ValueError) as error:  # e.g. a chief without the worker's checkpoint
-            checkpoint = checkpoint_path(tuner, best.trial_id)
-            logger.warning("Cannot restore trial %s from %s (%s: %s); retraining it", best.trial_id, checkpoint, type(error).__name__, error)
-    restored = model is not None
-    if restored:
-        metadata = save_run(
-            model, data, trial_config, run.path, kind="search", builder_arguments=builder_arguments
-        )
-        metadata["metrics"].update(
-            best_epoch=None if best.best_step is None else best.best_step + 1, monitor=config.objective
-        )
-        model = keras.Model(model.inputs, model.outputs[0], name=model.name)  # What save_run saved.
-    else:
-        result = train.fit(space.build(hp.copy()), data, trial_config, output=run.path, verbose=0)
-        model, metadata = result.model, result.metadata
-        metadata["kind"] = "search"
-        metadata["model"]["builder_arguments"] = builder_arguments
-    metadata["model"]["builder"] = space.builder_name
-    metadata["search"] = _search_facts(space, config, project_dir, best, restored=restored)
-    run.write_metadata(metadata)
-    return model, run.path
+def _by_rank(record) -> float:
+    return math.inf if record.rank is None else record.rank
 
 
 # --------------------------------------------------------------------------
-# The space, the objective.
+# The space, the objective, the progress.
+
+
+def _reporter(objective, on_trial):
+    """The tuner's progress callback: each trial's line to the `kcnn` logger (INFO when
+    it ends, DEBUG when it starts; shown by default, `kcnn._log`), then `on_trial`."""
+
+    def report(record):
+        logger.log(logging.DEBUG if record.status == "RUNNING" else logging.INFO, record.progress_line(objective))
+        if on_trial is not None:
+            on_trial(record)
+
+    return report
 
 
 def _make_space(space, data, config, ranges) -> SearchSpace:

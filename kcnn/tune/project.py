@@ -17,7 +17,8 @@ resumed search reloads), and what kcnn adds:
 
 Every state file is written atomically, and a project whose oracle.json or a
 trial.json is unreadable anyway resumes from what is left, with a warning (see
-`kcnn.tune._keras_tuner`).
+`kcnn.tune._keras_tuner`); the temporary files of writers killed mid-write are removed
+when the search starts again (`remove_leftovers`).
 
 The chief (or a local search) alone writes the project's state, under the lock;
 workers share the folder. A search's role comes from keras-tuner's environment
@@ -35,7 +36,7 @@ import shutil
 import warnings
 from typing import Any
 
-from kcnn._files import CorruptFileError, read_json
+from kcnn._files import CorruptFileError, is_temporary, read_json, temporary_writer
 from kcnn._lock import LOCK_FILE
 from kcnn.tune.config import parse_address
 
@@ -109,6 +110,41 @@ def clear(project_dir) -> None:
                 shutil.rmtree(path)
             else:
                 path.unlink()
+
+
+def remove_leftovers(project_dir, role: str) -> list[pathlib.Path]:
+    """Removes the temporary files (`kcnn._files.atomic_path`'s) that writers killed
+    mid-write left anywhere in the project folder; returns them.
+
+    Called by the process that holds the project's lock, before its search starts: a
+    local search is the project's only writer, and removes them all; a chief's
+    workers may already be writing, so it leaves those of processes alive on this
+    machine. (A worker on another machine sharing the folder writes its tuner file
+    as it starts: a worker started in the very instant of the chief's sweep could
+    lose that write, and stops with an error; run the command again.)
+    """
+    removed = []
+    if not pathlib.Path(project_dir).is_dir():
+        return removed
+    for path in pathlib.Path(project_dir).rglob("*"):
+        if not is_temporary(path) or (role != "local" and _alive(temporary_writer(path))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _alive(pid) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Another user's process.
+        return True
+    return True
 
 
 @contextlib.contextmanager

@@ -168,8 +168,8 @@ def write_trials_csv(path, records, objective, *, maximize=True, order=(), finis
 
 
 def write_finish_csv(path, finish):
-    """Writes finish.csv (atomically): the finish's runs, the retrained trials by rank,
-    then the references, with validation and test accuracy, their standard errors,
+    """Writes finish.csv (atomically): the finish's runs (the retrained trials and the
+    references, as given: by rank), with validation and test accuracy, their standard errors,
     the images they are measured on, params, MACs, the score the ranking used (the
     validation accuracy weighed by the cost term), the trial's search score and the run
     folder."""
@@ -202,25 +202,28 @@ def write_finish_csv(path, finish):
 
 
 def format_finish(retrained, references) -> str:
-    """The finish's table: the retrained trials by rank (the chosen one marked), then
-    the references; accuracies in percent with their standard errors."""
+    """The finish's table: the retrained trials and the references, ranked together
+    (the chosen one marked), then the references not trained; accuracies in percent
+    with their standard errors."""
     lines = [
-        "retrained with the full recipe (best: the cheapest within one standard error of the difference from the top score, "
-        "the validation accuracy weighed by the cost term)",
-        f"{'rank':>4} {'model':<12} {'val %':>13} {'test %':>13} {'params':>9} {'MACs':>9} {'search':>8}",
+        "retrained with the full recipe, and the references (best: the cheapest within one standard error of the "
+        "difference from the top score, the validation accuracy weighed by the cost term)",
+        f"{'rank':>4} {'model':<14} {'val %':>13} {'test %':>13} {'params':>9} {'MACs':>9} {'search':>8}",
     ]
 
-    def row(rank, r):
+    def row(r):
+        rank = ("*" if r.rank == 1 else "") + _blank(r.rank)
+        label = r.label if r.kind == "trial" else f"{r.name} (ref)"
         if r.reason:
-            return f"{rank:>4} {r.label:<12} not trained: {r.reason}"
+            return f"{rank:>4} {label:<14} not trained: {r.reason}"
         search = "" if r.search_score is None else f"{r.search_score:.4f}"
         return (
-            f"{rank:>4} {r.label:<12} {_percent(r.validation, r.validation_error):>13} "
+            f"{rank:>4} {label:<14} {_percent(r.validation, r.validation_error):>13} "
             f"{_percent(r.test, r.test_error):>13} {_human(r.params):>9} {_human(r.macs):>9} {search:>8}"
         )
 
-    lines.extend(row(("*" if r.rank == 1 else "") + _blank(r.rank), r) for r in retrained)
-    lines.extend(row("ref", r) for r in references)
+    runs = sorted([*retrained, *references], key=lambda r: math.inf if r.rank is None else r.rank)
+    lines.extend(row(r) for r in runs)
     return "\n".join(lines)
 
 
@@ -228,7 +231,7 @@ def plot_pareto(path, records, objective, *, maximize=True, title="", finish=())
     """Writes a PNG of the objective (its own value, not the cost-weighted score)
     against MACs per image (log scale) for the completed trials, with the Pareto
     front drawn and the best trial (by score) marked; with the finish's
-    runs (`kcnn.tune.finish.FinishRecord`), their test accuracy (filled) and
+    runs (`kcnn.tune.selection.FinishRecord`), their test accuracy (filled) and
     validation accuracy (open) joined by a line, the chosen one and the references
     (squares) labelled.
 

@@ -10,6 +10,7 @@ names the file, the finished trials are kept, not run again, and the search goes
 
 This package is the one place that overrides keras-tuner's private methods
 (`Tuner._populate_initial_space`, `Tuner._try_run_and_update_trial`,
+`Tuner._build_and_fit_model`,
 `Tuner._build_hypermodel` of Hyperband, `Oracle._save_trial`, `Oracle.save` and
 `reload`, `BaseTuner.save` and `reload`) and state (`Oracle.get_state`'s keys,
 `HyperbandOracle._brackets`), and copies two of its functions (`Oracle.create_trial`,

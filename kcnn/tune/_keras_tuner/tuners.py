@@ -119,7 +119,14 @@ class _Records:
         super().on_trial_begin(trial)
         self._started[trial.trial_id] = time.perf_counter()
         self.hypermodel.last_build = {}
+        self.hypermodel.execution = -1
         self._notify(trial, "RUNNING", score=None)
+
+    def _build_and_fit_model(self, trial, *args, **kwargs):
+        # keras-tuner's hook, called once per execution of a trial: the space numbers
+        # them, so that each starts from other initial weights (`SearchSpace.build`).
+        self.hypermodel.execution = getattr(self.hypermodel, "execution", -1) + 1
+        return super()._build_and_fit_model(trial, *args, **kwargs)
 
     def run_trial(self, trial, *args, **kwargs):
         histories = super().run_trial(trial, *args, **kwargs)

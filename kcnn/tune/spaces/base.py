@@ -20,7 +20,7 @@ from kcnn.train.compile import compile_model
 from kcnn.train.config import TrainConfig
 from kcnn.train.distribute import prepare_model, resolve_device
 from kcnn.tune.config import search_train_config
-from kcnn.tune.finish import seeded
+from kcnn.tune.seeding import seeded
 
 __all__ = ["SearchSpace"]
 
@@ -76,6 +76,9 @@ class SearchSpace(keras_tuner.HyperModel):
         # Facts of the latest `build` (params, MACs), read by the tuner for its trial
         # records; one tuner runs one trial at a time.
         self.last_build: dict[str, Any] = {}
+        # Which execution of the trial is built (`SearchConfig.executions_per_trial`),
+        # numbered from 0 by the tuner: each starts from other initial weights.
+        self.execution = 0
         # A space whose default configuration cannot be built would fail keras-tuner
         # (and every user) before the first trial: refuse it here, with the builder's
         # reason. Its trunk is enough (the top adds no size constraint) and cheap.
@@ -160,8 +163,10 @@ class SearchSpace(keras_tuner.HyperModel):
         arguments = self.declare(hp)
         try:
             # A configuration starts from the same weights whenever it is built with the
-            # same seed: a search is repeatable, and the finish retrains what was searched.
-            with seeded(self.train.seed, sorted((k, v) for k, v in hp.values.items() if not k.startswith("tuner/"))):
+            # same seed: a search is repeatable, and the finish retrains what was searched
+            # (its first execution's weights; the others' differ, as averaging wants).
+            values = sorted((k, v) for k, v in hp.values.items() if not k.startswith("tuner/"))
+            with seeded(self.train.seed, values, *(("execution", self.execution) if self.execution > 0 else ())):
                 model = self.build_model(arguments)
         except ValueError as error:
             # The builder's own checks are the one word on what is buildable.
@@ -182,11 +187,19 @@ class SearchSpace(keras_tuner.HyperModel):
         """Trains a trial's model as `kcnn.train` trains a run.
 
         The schedule spans the epochs of this call (`epochs - initial_epoch`; Hyperband
-        continues a trial from its earlier round with a fresh optimizer).
+        continues a trial from its earlier round with a fresh optimizer). Given a
+        `kcnn.data.Dataset` (as `kcnn.tune.search` gives it) rather than a `tf.data`
+        split, the trial trains on its training split in new pipelines
+        (`Dataset.restarted`): every trial sees the same order and augmentation of its
+        epochs, whatever ran before it in the process, so a trial run again when a
+        killed search resumes scores what it would have.
         """
+        from kcnn.data import Dataset
         from kcnn.train.callbacks import NonFiniteLossError, TerminateOnNonFinite
 
         x = args[0] if args else kwargs.pop("x")
+        if isinstance(x, Dataset):
+            x = x.restarted().train
         steps = _steps_per_epoch(x)
         config = self.trial_config(hp, max(int(epochs) - int(initial_epoch), 1))
         compile_model(model, config, steps, device=self.device_for(model))

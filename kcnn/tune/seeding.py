@@ -1,0 +1,25 @@
+"""`seeded`: the Python `random` state Keras draws its default seeds from, set for a
+block and restored after it. The one place the search seeds a model's build (its
+trials, the finish's runs, the references, the checks of a configuration)."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import zlib
+from typing import Any
+
+__all__ = ["seeded"]
+
+
+@contextlib.contextmanager
+def seeded(seed: int, *keys: Any):
+    """Python's `random`, from which Keras draws the seeds of initializers and dropout
+    layers made without one, seeded from `seed` and `keys` for the block, then restored:
+    the same configuration builds with the same weights, and the caller's state is as it was."""
+    state = random.getstate()
+    random.seed(zlib.crc32(repr((seed, *keys)).encode()))
+    try:
+        yield
+    finally:
+        random.setstate(state)
