@@ -24,7 +24,7 @@ _EXPORTS = {
     "cache_dir": "kcnn.weights.store",
     "fetch": "kcnn.weights.store",
     "HashMismatchError": "kcnn.weights.store",
-    "WeightsUnavailableError": "kcnn.weights.store",
+    "WeightsUnavailableError": "kcnn.weights.table",
     "WeightFileError": "kcnn.weights.formats",
     "WeightMapError": "kcnn.weights.convert",
     "weight_set_of": "kcnn.weights.transfer",

@@ -20,16 +20,13 @@ import urllib.error
 import urllib.request
 
 from kcnn._files import atomic_path
+from kcnn.weights import table
+from kcnn.weights.table import WeightsUnavailableError, local_file_advice
 
 __all__ = ["HashMismatchError", "WeightsUnavailableError", "cache_dir", "fetch", "file_hash", "identify"]
 
 _CHUNK = 1 << 20
 _TIMEOUT = 60
-
-
-class WeightsUnavailableError(OSError, ValueError):
-    """The file is neither cached nor downloadable (offline, no published hash). An
-    OSError, and a ValueError as kcnn's other refusals (the command line prints it as one)."""
 
 
 class HashMismatchError(ValueError):
@@ -105,21 +102,6 @@ def fetch(weight_set, include_top: bool = True) -> pathlib.Path:
     return path
 
 
-def local_file_advice(weight_set) -> str:
-    """How to load a set kcnn cannot download: the file, its name, the call."""
-    name = weight_set.file_name()
-    return (
-        f"Download {weight_set.url} yourself, check it, save it as `{name}` and pass its path: "
-        f"kcnn.{weight_set.model}(weights='/path/to/{name}'). That name declares the file {weight_set.name}, so the "
-        f"model is built as the weights need ({_arguments(weight_set) or 'the default arguments'}) and keeps their "
-        f"{weight_set.preprocessing.mode!r} preprocessing for fine-tuning"
-    )
-
-
-def _arguments(weight_set):
-    return ", ".join(f"{key}={value!r}" for key, value in weight_set.variant.items())
-
-
 
 def identify(path) -> tuple[object, str]:
     """Which row of the weights table a local file is, and how that is known.
@@ -134,8 +116,6 @@ def identify(path) -> tuple[object, str]:
         (row, "hash") or (row, "name") or (row, "name, but not the published file:
         its hash differs"), or (None, "") when neither tells.
     """
-    from kcnn.weights import table
-
     path = os.fspath(path)
     name = os.path.basename(path)
     # A Keras 3 `.weights.h5` is never a table file (keras_h5 rows are Keras 2's `.h5`).

@@ -324,8 +324,6 @@ def resolve(model: str, weights: str) -> WeightSet:
     default = default_weight_set(model)
     if weights == "imagenet":
         if default is None:
-            from kcnn.weights.store import WeightsUnavailableError, local_file_advice
-
             raise WeightsUnavailableError(
                 f"`{model}` has no weight set kcnn can download and check: no hash is recorded for "
                 f"{', '.join(row.name for row in rows)}, so weights='imagenet' names none. {local_file_advice(rows[0])}"
@@ -380,3 +378,23 @@ def format_markdown(rows: list[WeightSet]) -> str:
 
 def _percent(value):
     return "-" if value is None else f"{value:g}"
+
+
+class WeightsUnavailableError(OSError, ValueError):
+    """The file is neither cached nor downloadable (offline, no published hash). An
+    OSError, and a ValueError as kcnn's other refusals (the command line prints it as one)."""
+
+
+def local_file_advice(weight_set) -> str:
+    """How to load a set kcnn cannot download: the file, its name, the call."""
+    name = weight_set.file_name()
+    return (
+        f"Download {weight_set.url} yourself, check it, save it as `{name}` and pass its path: "
+        f"kcnn.{weight_set.model}(weights='/path/to/{name}'). That name declares the file {weight_set.name}, so the "
+        f"model is built as the weights need ({_arguments(weight_set) or 'the default arguments'}) and keeps their "
+        f"{weight_set.preprocessing.mode!r} preprocessing for fine-tuning"
+    )
+
+
+def _arguments(weight_set):
+    return ", ".join(f"{key}={value!r}" for key, value in weight_set.variant.items())
