@@ -11,15 +11,15 @@ from kcnn.cli import main
 
 # A space of tiny models that always fit 16x16 inputs, so every trial trains.
 TINY = [
-    "--range",
+    "--ranges",
     "filters=4,8",
-    "--range",
+    "--ranges",
     "hidden_units=8",
-    "--range",
+    "--ranges",
     "convs_per_stage=1",
-    "--range",
+    "--ranges",
     "depth=2,3",
-    "--range",
+    "--ranges",
     "strides=1",
 ]
 
@@ -52,7 +52,7 @@ def test_tune_flags_map_onto_the_configs(capsys):
         "--references",
         "--lr",
         "--batch-size",
-        "--range",
+        "--ranges",
     ):
         assert flag in text, flag
     # The search sets each trial's epochs and early stopping: no training flags for them.
@@ -86,10 +86,10 @@ def test_tune_data_flags_reach_the_loader(npz, monkeypatch):
 
     monkeypatch.setattr(driver, "_make_space", record)
     with pytest.raises(_Stop):
-        main(["tune", "--dataset", npz, "--image-size", "8x12", "--channels", "3"])
+        main(["tune", "--data", npz, "--image-size", "8x12", "--channels", "3"])
     assert seen["data"].input_shape == (8, 12, 3)
     with pytest.raises(_Stop):
-        main(["tune", "--dataset", npz])
+        main(["tune", "--data", npz])
     assert seen["data"].input_shape == (16, 16, 1)  # The source's own size
 
 
@@ -102,7 +102,7 @@ def test_tune_download_offline_fails_fast_with_the_ways_out(tmp_path, monkeypatc
 
     monkeypatch.setattr(socket, "getaddrinfo", lookup)
     monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: lookup(*address))
-    code = main(["tune", "--dataset", "mnist", "--download", "--data-dir", str(tmp_path)])
+    code = main(["tune", "--data", "mnist", "--download", "--data-dir", str(tmp_path)])
     assert code == 2
     err = capsys.readouterr().err
     assert tried == ["storage.googleapis.com"]
@@ -115,7 +115,7 @@ def test_tune_prints_a_line_per_trial_and_a_results_table(npz, tmp_path, capsys)
         [
             "tune",
             "convnet",
-            "--dataset",
+            "--data",
             npz,
             "--tuner",
             "random",
@@ -155,7 +155,7 @@ def test_tune_prints_a_line_per_trial_and_a_results_table(npz, tmp_path, capsys)
 
 def test_tune_with_a_cost_term_prints_the_score_next_to_the_objective(npz, tmp_path, capsys):
     project = tmp_path / "project"
-    command = ["tune", "convnet", "--dataset", npz, "--tuner", "random", "--max-trials", "1", "--max-epochs", "1"]
+    command = ["tune", "convnet", "--data", npz, "--tuner", "random", "--max-trials", "1", "--max-epochs", "1"]
     command += ["--top-k", "0", "--references", "none", "--target-macs", "100", "--directory", str(project), *TINY]
     assert main(command) == 0
     out = capsys.readouterr().out
@@ -170,9 +170,9 @@ def test_tune_with_a_cost_term_prints_the_score_next_to_the_objective(npz, tmp_p
 
 
 def test_tune_errors_are_reported(npz, tmp_path, capsys):
-    assert main(["tune", "convnet", "--dataset", npz, "--range", "depth", "--directory", str(tmp_path / "p")]) == 2
-    assert "kcnn tune: error: `--range` takes NAME=CHOICES" in capsys.readouterr().err
-    assert main(["tune", "convnet", "--dataset", npz, "--range", "kernel=3", "--directory", str(tmp_path / "p")]) == 2
+    assert main(["tune", "convnet", "--data", npz, "--ranges", "depth", "--directory", str(tmp_path / "p")]) == 2
+    assert "kcnn tune: error: `--ranges` takes NAME=CHOICES" in capsys.readouterr().err
+    assert main(["tune", "convnet", "--data", npz, "--ranges", "kernel=3", "--directory", str(tmp_path / "p")]) == 2
     assert "Unknown ranges for the 'convnet' space: ['kernel']" in capsys.readouterr().err
-    assert main(["tune", "--dataset", npz, "--worker", "w1"]) == 2
+    assert main(["tune", "--data", npz, "--worker", "w1"]) == 2
     assert "A worker needs the chief's address" in capsys.readouterr().err

@@ -85,7 +85,7 @@ def main(argv=None):
         return args.handler(args) or 0
     except (ValueError, TypeError) as error:
         # kcnn raises these for arguments it refuses, with what it expected and what it
-        # received (a builder's TypeError for an unknown --model-arg): one line is
+        # received (a builder's TypeError for an unknown --model-kwargs): one line is
         # enough; the traceback goes to the debug log.
         logging.getLogger("kcnn").debug("kcnn %s failed", args.command, exc_info=True)
         print(f"kcnn {args.command}: error: {error}", file=sys.stderr)

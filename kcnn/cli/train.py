@@ -4,7 +4,7 @@
 import logging
 import sys
 
-from kcnn.cli._flags import add_data_flags, add_dataclass_flags, collect, data_options, literal
+from kcnn.cli._flags import add_data_flags, add_dataclass_flags, add_renamed, collect, data_options, literal
 from kcnn.train.config import MIXED_PRECISION, TrainConfig
 
 _CONFIG_DEST = "config_"
@@ -18,14 +18,15 @@ def register(subparsers):
         "Run it again with the same --output to resume an interrupted run.",
     )
     train.add_argument("model", nargs="?", default="lenet5", help="a registered model name (default: lenet5)")
-    train.add_argument("--dataset", default="digits", help="digits, a TFDS name, an image folder or an .npz file")
+    train.add_argument("--data", default="digits", help="digits, a TFDS name, an image folder or an .npz file")
     train.add_argument(
-        "--model-arg",
+        "--model-kwargs",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="builder argument (a Python literal or a word), e.g. --model-arg stem=small; repeatable",
+        help="builder argument (a Python literal or a word), e.g. --model-kwargs stem=small; repeatable",
     )
+    add_renamed(train, {"--dataset": "--data", "--model-arg": "--model-kwargs"})
     _add_run_flags(
         train,
         size_default="the model's own input size when its top flattens (mlp, convnet, lenet5, alexnet, vgg*); "
@@ -35,7 +36,8 @@ def register(subparsers):
 
     evaluate = subparsers.add_parser("evaluate", help="loss and accuracy of a saved model")
     evaluate.add_argument("path", help="a run folder or a .keras file")
-    evaluate.add_argument("--dataset", default=None, help="default: the run's dataset, with its split")
+    evaluate.add_argument("--data", default=None, help="default: the run's dataset, with its split")
+    add_renamed(evaluate, {"--dataset": "--data"})
     evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"))
     _add_inference_precision(evaluate)
     evaluate.set_defaults(handler=_evaluate)
@@ -64,14 +66,17 @@ def register(subparsers):
         help="start from pretrained weights of the model named by PATH: imagenet, imagenet-tv2, ... (`kcnn weights list`)",
     )
     finetune.add_argument(
-        "--model-arg", action="append", default=[], metavar="KEY=VALUE", help="with --weights: builder argument, e.g. variant=v1.5"
+        "--model-kwargs", action="append", default=[], metavar="KEY=VALUE", help="with --weights: builder argument, e.g. variant=v1.5"
     )
-    finetune.add_argument("--dataset", required=True, help="digits, a TFDS name, an image folder or an .npz file")
+    finetune.add_argument("--data", required=True, help="digits, a TFDS name, an image folder or an .npz file")
     finetune.add_argument("--head-epochs", type=int, default=None, help="epochs of the first phase (default: half)")
     finetune.add_argument(
         "--unfreeze", action="append", default=None, metavar="PREFIX", help="layer-name prefix to unfreeze from, e.g. conv5 (default: the last stage); repeatable"
     )
-    finetune.add_argument("--lr-factor", type=float, default=0.1, help="second phase's learning rate relative to the first")
+    finetune.add_argument(
+        "--learning-rate-factor", type=float, default=0.1, help="second phase's learning rate relative to the first"
+    )
+    add_renamed(finetune, {"--dataset": "--data", "--model-arg": "--model-kwargs", "--lr-factor": "--learning-rate-factor"})
     _add_run_flags(
         finetune,
         size_default="the saved model's input size; give it for a model that takes any size",
@@ -108,7 +113,7 @@ def _model_kwargs(pairs):
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key.isidentifier():
-            raise ValueError(f"`--model-arg` takes KEY=VALUE, e.g. stem=small. Received: {pair!r}")
+            raise ValueError(f"`--model-kwargs` takes KEY=VALUE, e.g. stem=small. Received: {pair!r}")
         kwargs[key] = literal(text)
     return kwargs
 
@@ -166,13 +171,13 @@ def _train(args):
     from kcnn.train.runs import RunFolder
 
     config = _config(args)
-    model_kwargs = _model_kwargs(args.model_arg)
+    model_kwargs = _model_kwargs(args.model_kwargs)
     _seed(config)
-    output = args.output or RunFolder.new(args.model, args.dataset).path
+    output = args.output or RunFolder.new(args.model, args.data).path
     return _run(
         lambda callbacks: train.fit(
             args.model,
-            args.dataset,
+            args.data,
             config,
             output=output,
             model_kwargs=model_kwargs,
@@ -197,15 +202,15 @@ def _finetune(args):
         model = args.path
         _, metadata = train.load(args.path)
         base = metadata.get("model", {}).get("name", "model")
-    output = args.output or RunFolder.new(f"{base}_finetuned", args.dataset).path
+    output = args.output or RunFolder.new(f"{base}_finetuned", args.data).path
     return _run(
         lambda callbacks: train.fine_tune(
             model,
-            args.dataset,
+            args.data,
             config,
             head_epochs=args.head_epochs,
             unfreeze=args.unfreeze or "auto",
-            learning_rate_factor=args.lr_factor,
+            learning_rate_factor=args.learning_rate_factor,
             output=output,
             data_options=data_options(args),
             callbacks=callbacks,
@@ -220,7 +225,7 @@ def _pretrained(args):
     """The backbone `kcnn fine-tune MODEL --weights TAG` starts from, at --image-size."""
     from kcnn import registry
 
-    kwargs = _model_kwargs(args.model_arg)
+    kwargs = _model_kwargs(args.model_kwargs)
     size = data_options(args).get("image_size")
     if size is not None:
         height, width = (size, size) if isinstance(size, int) else size
@@ -239,7 +244,7 @@ def _losses(metrics):
 def _evaluate(args):
     from kcnn import train
 
-    metrics = train.evaluate(args.path, args.dataset, split=args.split, mixed_precision=args.mixed_precision)
+    metrics = train.evaluate(args.path, args.data, split=args.split, mixed_precision=args.mixed_precision)
     extra = f", top-5 accuracy {metrics['top5_accuracy']:.2%}" if "top5_accuracy" in metrics else ""
     print(f"{args.split} accuracy: {metrics['accuracy']:.2%}{extra}, {_losses(metrics)} ({metrics['examples']} images)")
     return 0
