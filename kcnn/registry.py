@@ -1,10 +1,11 @@
 """The read-only name -> model mapping, generated from the families' spec tables."""
 
-import difflib
 import fnmatch
 import importlib
 import math
 from types import MappingProxyType
+
+from kcnn import catalog
 
 __all__ = ["MODELS", "create_model", "get_spec", "list_models", "min_input_size", "model_info"]
 
@@ -30,11 +31,7 @@ def list_models(pattern="*"):
 def get_spec(name):
     """The `ModelSpec` (builder, arguments, year, paper) of a registered model."""
     if name not in MODELS:
-        close = difflib.get_close_matches(str(name), list(MODELS), n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(
-            f"Unknown model.{hint} Known models: {', '.join(sorted(MODELS))}. Received: name={name!r}"
-        )
+        raise catalog.unknown_model(name, list(MODELS))
     return MODELS[name]
 
 
