@@ -3,6 +3,7 @@
 
 import os
 
+from kcnn.cli import _preflight
 from kcnn.cli._flags import add_renamed
 
 # The choices, written here so that `kcnn --help` needs no TensorFlow; the tests check
@@ -38,7 +39,7 @@ def register(subparsers):
     export.add_argument("--data", default=None, help="int8's calibration and test data (default: the run's dataset)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing output")
     add_renamed(export, {"--dataset": "--data"})
-    export.set_defaults(handler=_export)
+    export.set_defaults(handler=_export, preflight=_export_preflight)
 
     explain = subparsers.add_parser(
         "explain",
@@ -54,7 +55,17 @@ def register(subparsers):
     explain.add_argument("--class-name", default=None, help="the class to explain (default: the predicted one)")
     explain.add_argument("--top-k", type=int, default=3, help="classes shown (default: 3)")
     add_renamed(explain, {"--class": "--class-name"})
-    explain.set_defaults(handler=_explain)
+    explain.set_defaults(handler=_explain, preflight=_explain_preflight)
+
+
+def _export_preflight(args):
+    _preflight.run_or_model(args.path)
+    _preflight.data(args.data)
+
+
+def _explain_preflight(args):
+    _preflight.run_or_model(args.path)
+    _preflight.existing(args.image, "an image file", "image")
 
 
 def _export(args):

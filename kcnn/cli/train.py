@@ -4,6 +4,7 @@
 import logging
 import sys
 
+from kcnn.cli import _preflight
 from kcnn.cli._flags import add_data_flags, add_dataclass_flags, add_renamed, collect, data_options, literal
 from kcnn.train.config import MIXED_PRECISION, TrainConfig
 
@@ -32,7 +33,7 @@ def register(subparsers):
         size_default="the model's own input size when its top flattens (mlp, convnet, lenet5, alexnet, vgg*); "
         "else the source's size, or the model's default size for an image folder",
     )
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=_train, preflight=_train_preflight)
 
     evaluate = subparsers.add_parser("evaluate", help="loss and accuracy of a saved model")
     evaluate.add_argument("path", help="a run folder or a .keras file")
@@ -40,7 +41,7 @@ def register(subparsers):
     add_renamed(evaluate, {"--dataset": "--data"})
     evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"))
     _add_inference_precision(evaluate)
-    evaluate.set_defaults(handler=_evaluate)
+    evaluate.set_defaults(handler=_evaluate, preflight=_run_preflight)
 
     predict = subparsers.add_parser("predict", help="classify image files with a saved model")
     predict.add_argument("path", help="a run folder or a .keras file")
@@ -49,7 +50,7 @@ def register(subparsers):
     )
     predict.add_argument("--top-k", type=int, default=3, help="classes shown per image")
     _add_inference_precision(predict)
-    predict.set_defaults(handler=_predict)
+    predict.set_defaults(handler=_predict, preflight=_predict_preflight)
 
     finetune = subparsers.add_parser(
         "fine-tune",
@@ -82,7 +83,31 @@ def register(subparsers):
         size_default="the saved model's input size; give it for a model that takes any size",
         channels_default="the saved model's",
     )
-    finetune.set_defaults(handler=_finetune)
+    finetune.set_defaults(handler=_finetune, preflight=_finetune_preflight)
+
+
+def _train_preflight(args):
+    _preflight.model_name(args.model)
+    _preflight.data(args.data)
+
+
+def _run_preflight(args):
+    _preflight.run_or_model(args.path)
+    _preflight.data(args.data)
+
+
+def _predict_preflight(args):
+    _preflight.run_or_model(args.path)
+    for image in args.images:
+        _preflight.existing(image, "an image file or a folder of images", "images")
+
+
+def _finetune_preflight(args):
+    if args.weights:
+        _preflight.model_name(args.path)
+    else:
+        _preflight.run_or_model(args.path)
+    _preflight.data(args.data)
 
 
 def _add_inference_precision(parser):

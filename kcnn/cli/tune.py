@@ -3,6 +3,7 @@ from `SearchConfig`'s fields, the training flags from `TrainConfig`'s."""
 
 import dataclasses
 
+from kcnn.cli import _preflight
 from kcnn.cli._flags import add_data_flags, add_dataclass_flags, add_renamed, collect, data_options, literal
 
 _SEARCH_DEST = "search_"
@@ -61,7 +62,7 @@ def register(subparsers):
         defaults=dataclasses.asdict(train),
         skip=_SEARCH_OWNS,
     )
-    parser.set_defaults(handler=_tune)
+    parser.set_defaults(handler=_tune, preflight=lambda args: _preflight.data(args.data))
 
 
 def _ranges(pairs):
