@@ -41,3 +41,9 @@ RUN = "a run folder or a .keras file"
 
 def run_or_model(path):
     existing(path, RUN, "path")
+
+
+def run_and_data(args):
+    """The preflight of a command on a run and optional `--data` (evaluate, export)."""
+    run_or_model(args.path)
+    data(args.data)

@@ -39,7 +39,7 @@ def register(subparsers):
     export.add_argument("--data", default=None, help="int8's calibration and test data (default: the run's dataset)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing output")
     add_renamed(export, {"--dataset": "--data"})
-    export.set_defaults(handler=_export, preflight=_export_preflight)
+    export.set_defaults(handler=_export, preflight=_preflight.run_and_data)
 
     explain = subparsers.add_parser(
         "explain",
@@ -56,11 +56,6 @@ def register(subparsers):
     explain.add_argument("--top-k", type=int, default=3, help="classes shown (default: 3)")
     add_renamed(explain, {"--class": "--class-name"})
     explain.set_defaults(handler=_explain, preflight=_explain_preflight)
-
-
-def _export_preflight(args):
-    _preflight.run_or_model(args.path)
-    _preflight.data(args.data)
 
 
 def _explain_preflight(args):

@@ -41,7 +41,7 @@ def register(subparsers):
     add_renamed(evaluate, {"--dataset": "--data"})
     evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"))
     _add_inference_precision(evaluate)
-    evaluate.set_defaults(handler=_evaluate, preflight=_run_preflight)
+    evaluate.set_defaults(handler=_evaluate, preflight=_preflight.run_and_data)
 
     predict = subparsers.add_parser("predict", help="classify image files with a saved model")
     predict.add_argument("path", help="a run folder or a .keras file")
@@ -88,11 +88,6 @@ def register(subparsers):
 
 def _train_preflight(args):
     _preflight.model_name(args.model)
-    _preflight.data(args.data)
-
-
-def _run_preflight(args):
-    _preflight.run_or_model(args.path)
     _preflight.data(args.data)
 
 
