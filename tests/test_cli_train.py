@@ -65,7 +65,7 @@ def test_predict_warns_in_one_line_about_an_inverted_image(trained, tmp_path, ca
         assert main(["predict", str(trained), str(path)]) == 0
     assert capsys.readouterr().out.startswith(f"{path}: ")  # predicted all the same
     # Shown as one line, without the warning's class and place in kcnn's code.
-    shown = warnings.formatwarning(caught[0].message, UserWarning, "inference.py", 1)
+    shown = warnings.formatwarning(caught[0].message, caught[0].category, caught[0].filename, caught[0].lineno)
     assert shown.startswith(f"kcnn: warning: {path} looks inverted") and "UserWarning" not in shown
 
 

@@ -66,18 +66,22 @@ def _native_stderr_silenced():
 _python_format_warning = warnings.formatwarning
 
 
+_KCNN = os.path.dirname(os.path.abspath(kcnn.__file__)) + os.sep
+
+
 def _format_warning(message, category, filename, lineno, line=None):
     # A user of the command line reads what kcnn warns about, not where in its code;
     # another library's warning keeps Python's format, naming its file. (Formatting, not
     # showing: whatever records warnings, pytest included, still does.)
-    if _issued_by_kcnn():
+    if _issued_by_kcnn() or os.path.abspath(filename).startswith(_KCNN):
         return f"kcnn: warning: {message}\n"
     return _python_format_warning(message, category, filename, lineno, line)
 
 
 def _issued_by_kcnn():
     """Whether the code that called `warnings.warn` is kcnn's: the first frame above the
-    warnings machinery (a `stacklevel` may point further up, into keras-tuner)."""
+    warnings machinery (a `stacklevel` may point past it, into keras-tuner; the
+    warning's file, kcnn's or not, is checked too)."""
     frame = sys._getframe(2)
     while frame is not None and frame.f_globals.get("__name__") == "warnings":
         frame = frame.f_back
