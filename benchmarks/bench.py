@@ -7,7 +7,7 @@
     python benchmarks/bench.py pipeline --consumer resnet18 --input-size 32
     python benchmarks/bench.py resnet50 --gpu                  # chip fraction; says so without a GPU
 
-The measurements live in `harness.py` (beside this file); this entry point only parses
+The measurements live in the `harness` package (beside this file); this entry point only parses
 flags, may set the process-wide thread counts (library code never does), prints a table
 and writes JSON.
 """

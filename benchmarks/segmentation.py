@@ -1,11 +1,11 @@
-"""Segmentation on the synthetic scenes: each model trained by `kcnn train MODEL --dataset
+"""Segmentation on the synthetic scenes: each model trained by `kcnn train MODEL --data
 shapes` with a fixed seed, its test mean IoU, pixel accuracy and per-class IoU (from the
 run's metadata.json, as `kcnn evaluate` prints them) and the wall time of the command.
 The figures the README gives for FCN-32s, FCN-8s and the U-Net on ResNet-18 come from here.
 
     python benchmarks/segmentation.py                          # fcn32s, fcn8s, unet on resnet18
     python benchmarks/segmentation.py fcn8s --epochs 5         # one model, fewer epochs
-    python benchmarks/segmentation.py "unet --model-arg backbone=resnet34"
+    python benchmarks/segmentation.py "unet --model-kwargs backbone=resnet34"
     python benchmarks/segmentation.py --output results/segmentation.json --runs /tmp/seg-runs
 
 Each model is a `kcnn train` command line of its own (a name, then any more flags), run in
@@ -29,7 +29,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 #: The models of the README's table: the paper's coarse and fine FCN, a U-Net on ResNet-18.
-DEFAULT_MODELS = ("fcn32s", "fcn8s", "unet --model-arg backbone=resnet18")
+DEFAULT_MODELS = ("fcn32s", "fcn8s", "unet --model-kwargs backbone=resnet18")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("models", nargs="*", default=list(DEFAULT_MODELS), help="`kcnn train` model arguments, one string per model")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1337)
-    parser.add_argument("--dataset", default="shapes")
+    parser.add_argument("--data", default="shapes")
     parser.add_argument("--extra", default="", help="more `kcnn train` flags for every model, e.g. '--batch-size 16'")
     parser.add_argument("--runs", default=None, help="folder of the run folders (default: a temporary folder)")
     parser.add_argument("--output", default=str(HERE / "results" / "segmentation.json"), help="the JSON written")
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def command_line(kcnn: str, model: str, *, dataset: str, epochs: int, seed: int, extra: str, output: pathlib.Path) -> list[str]:
     """The `kcnn train` command of one model."""
     name, *flags = shlex.split(model)
-    return [kcnn, "train", name, "--dataset", dataset, "--epochs", str(epochs), "--seed", str(seed),
+    return [kcnn, "train", name, "--data", dataset, "--epochs", str(epochs), "--seed", str(seed),
             *flags, *shlex.split(extra), "--output", str(output), "--verbose", "0"]  # fmt: skip
 
 
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     rows = []
     for index, model in enumerate(args.models):
         output = runs / f"{index}-{shlex.split(model)[0]}"
-        command = command_line(args.kcnn, model, dataset=args.dataset, epochs=args.epochs, seed=args.seed, extra=args.extra, output=output)
+        command = command_line(args.kcnn, model, dataset=args.data, epochs=args.epochs, seed=args.seed, extra=args.extra, output=output)
         print(f"running: {shlex.join(command)}", flush=True)
         rows.append(run_one(command, output))
         print(json.dumps(rows[-1]), flush=True)

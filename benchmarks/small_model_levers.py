@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import harness as bench
+    from harness.small import epoch_measurement
 
     from kcnn import data as kdata
     from kcnn import train
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
                 wall = time.perf_counter() - started
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
-            return bench._epoch_measurement(timer, len(x), wall)
+            return epoch_measurement(timer, len(x), wall)
 
         return run
 
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             model.fit(x, y, epochs=args.epochs, callbacks=[timer])
-        return bench._epoch_measurement(timer, len(x), time.perf_counter() - started)
+        return epoch_measurement(timer, len(x), time.perf_counter() - started)
 
     sides = {"student": student, **{name: kcnn_side(VARIANTS[name]) for name in args.variants}}
     runs = bench.alternate(sides, args.rounds, warmup=False, log=lambda line: print(line, flush=True))

@@ -10,8 +10,9 @@ README's model table is generated from it (`kcnn list --markdown`), and
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 
@@ -115,6 +116,17 @@ ROWS = (
 
 #: The registered model names, sorted (what `kcnn.list_models()` returns).
 NAMES = tuple(sorted({row.name for row in ROWS}))
+
+
+def unknown_model(name: object, known: Sequence[str] = NAMES) -> ValueError:
+    """The error for a name that is not a registered model: the lowercase name when only
+    the case differs (names are lowercase, as the models' `.name` and run folders are,
+    and another case is no second spelling), else the close matches."""
+    if isinstance(name, str) and name.lower() in known:
+        return ValueError(f"Unknown model. Model names are lowercase: use {name.lower()!r}. Received: name={name!r}")
+    close = difflib.get_close_matches(str(name).lower(), list(known), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return ValueError(f"Unknown model.{hint} Known models: {', '.join(sorted(known))}. Received: name={name!r}")
 
 
 def rows(pattern: str = "*", *, variants: bool = True) -> list[ModelRow]:

@@ -10,7 +10,9 @@ Every export takes raw images, uint8 NHWC of any height and width with 1, 3 or 4
 channels, and returns class probabilities: the run's preprocessing (resize, channels,
 normalization) runs inside the exported graph (`kcnn.serving`). The class names and the
 preprocessing travel beside it, in `<output>.json`. `kcnn.serving.load_exported` runs
-any of the three on raw images.
+any of the three on raw images, and refuses before running what the graph does not
+define: another channel count (the graph itself would read 5 channels as their first 3
+and fail on 2 inside the runtime), an empty batch, a dtype other than uint8.
 """
 
 from __future__ import annotations

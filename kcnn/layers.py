@@ -210,13 +210,18 @@ class EuclideanRBF(keras.layers.Layer):
         self.seed = seed
 
     def build(self, input_shape):
-        codes = np.random.default_rng(self.seed).choice([-1.0, 1.0], size=(input_shape[-1], self.units))
         self.centres = self.add_weight(
             name="centres",
-            shape=codes.shape,
-            initializer=keras.initializers.Constant(codes.astype("float32")),
+            shape=(input_shape[-1], self.units),
+            initializer=self._codes,
             trainable=False,
         )
+
+    def _codes(self, shape, dtype=None):
+        # Drawn when the weight is allocated, not when the layer is laid out: kcnn
+        # counts a model's parameters before allocating any (`kcnn.models._base`).
+        codes = np.random.default_rng(self.seed).choice([-1.0, 1.0], size=shape)
+        return ops.convert_to_tensor(codes.astype("float32"), dtype=dtype or "float32")
 
     def call(self, inputs):
         centres = ops.cast(self.centres, inputs.dtype)

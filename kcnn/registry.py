@@ -1,10 +1,11 @@
 """The read-only name -> model mapping, generated from the families' spec tables."""
 
-import difflib
 import fnmatch
 import importlib
 import math
 from types import MappingProxyType
+
+from kcnn import catalog
 
 __all__ = ["MODELS", "create_model", "get_spec", "list_models", "min_input_size", "model_info"]
 
@@ -39,11 +40,7 @@ def get_spec(name):
     image) or "segmentation" (per pixel: (batch, H, W, classes) at the input's size).
     """
     if name not in MODELS:
-        close = difflib.get_close_matches(str(name), list(MODELS), n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(
-            f"Unknown model.{hint} Known models: {', '.join(sorted(MODELS))}. Received: name={name!r}"
-        )
+        raise catalog.unknown_model(name, list(MODELS))
     return MODELS[name]
 
 

@@ -25,7 +25,10 @@ import tensorflow as tf
 from kcnn import data as kdata
 from kcnn.train.compile import outputs_logits
 
-__all__ = ["ProbabilitiesAtInputSize", "RawImagePreprocessing", "load_exported", "raw_pixels", "serving_model"]
+__all__ = ["CHANNELS", "ProbabilitiesAtInputSize", "RawImagePreprocessing", "load_exported", "raw_pixels", "serving_model"]
+
+#: The channels a serving model takes: grey, RGB, RGBA (alpha is dropped).
+CHANNELS = (1, 3, 4)
 
 
 def _resize_weights(in_size, out_size):
@@ -207,10 +210,14 @@ def load_exported(path: str | os.PathLike) -> Callable[[Any], np.ndarray]:
             interpreter when installed, else TensorFlow's `tf.lite.Interpreter`).
 
     Returns:
-        A function of raw images (a uint8 NHWC or NHW array, or a list of HWC / HW
-        arrays of any sizes) returning float32 class probabilities `(N, classes)`,
+        A function of raw images returning float32 class probabilities `(N, classes)`,
         or for a segmentation model `(N, height, width, classes)` (a list of images
-        of several sizes: a list of `(height, width, classes)` arrays).
+        of several sizes: a list of `(height, width, classes)` arrays). It takes a
+        uint8 NHWC array, an NHW array of grey images, or a list of HWC / HW arrays
+        of any sizes, with 1, 3 or 4 channels (`CHANNELS`). It raises a ValueError,
+        before running the model, for another dtype, another channel count, an empty
+        batch, and a 3-D array whose last axis looks like channels (one HWC image:
+        pass `image[None]` or `[image]`; N grey images: `images[..., None]`).
     """
     path = pathlib.Path(path)
     if path.is_dir() and (path / "saved_model.pb").is_file():
@@ -234,21 +241,63 @@ def load_exported(path: str | os.PathLike) -> Callable[[Any], np.ndarray]:
 
     def predict(images) -> np.ndarray:
         if isinstance(images, (list, tuple)):
-            outputs = [predict(np.asarray(image)[None]) for image in images]
+            if not images:
+                raise ValueError(f"Expected at least one image. Received: images={images!r}")
+            outputs = [np.asarray(run(_one_image(image, index)), np.float32) for index, image in enumerate(images)]
             if outputs[0].ndim == 4 and len({o.shape for o in outputs}) > 1:
                 return [o[0] for o in outputs]  # per-pixel probabilities of images of several sizes
             return np.concatenate(outputs)
-        batch = np.asarray(images)
-        if batch.ndim == 3:
-            batch = batch[..., None]  # NHW: grey images, as for kcnn.train.predict
-        if batch.dtype != np.uint8 or batch.ndim != 4:
-            raise ValueError(
-                "Expected raw images: a uint8 NHWC or NHW array, or a list of uint8 images. "
-                f"Received: images of dtype {batch.dtype} and shape {batch.shape}"
-            )
-        return np.asarray(run(np.ascontiguousarray(batch)), np.float32)
+        return np.asarray(run(_checked_batch(_as_batch(np.asarray(images)), "images")), np.float32)
 
     return predict
+
+
+_CONTRACT = "uint8 images: an NHWC array, an NHW array of grey images, or a list of HWC / HW arrays"
+
+
+def _as_batch(batch: np.ndarray) -> np.ndarray:
+    """An NHWC batch from an NHWC or NHW array. A 3-D array whose last axis could be
+    channels is one HWC image or a batch of grey images 1, 3 or 4 pixels wide: it is
+    refused rather than guessed."""
+    if batch.ndim == 3 and batch.shape[-1] in CHANNELS:
+        raise ValueError(
+            f"Expected {_CONTRACT}; a 3-D array is read as NHW (N grey images), and the last axis of this one looks "
+            "like channels. Pass one image as `image[None]` or `[image]`, or N grey images as `images[..., None]`. "
+            f"Received: images of shape {batch.shape}"
+        )
+    return batch[..., None] if batch.ndim == 3 else batch
+
+
+def _one_image(image, index: int) -> np.ndarray:
+    """One HWC or HW image of a list, as a batch of one."""
+    image = np.asarray(image)
+    if image.ndim not in (2, 3):
+        raise ValueError(f"Expected {_CONTRACT}. Received: images[{index}] of shape {image.shape}")
+    batch = (image[..., None] if image.ndim == 2 else image)[None]
+    return _checked_batch(batch, f"images[{index}]", shape=image.shape)
+
+
+def _checked_batch(batch: np.ndarray, what: str, *, shape: tuple | None = None) -> np.ndarray:
+    """`batch` as the exported graph's input, or a ValueError that says what was
+    expected: the runtimes take a wrong channel count silently (5: the first three) or
+    with an error of their own (2), and an empty batch with a runtime error.
+
+    Args:
+        batch: the NHWC batch.
+        what: how the message names it ("images", "images[3]").
+        shape: the shape the caller gave, when it was not `batch`'s.
+    """
+    shape = batch.shape if shape is None else shape
+    if batch.dtype != np.uint8 or batch.ndim != 4:
+        raise ValueError(f"Expected {_CONTRACT}. Received: {what} of dtype {batch.dtype} and shape {shape}")
+    if batch.shape[-1] not in CHANNELS:
+        raise ValueError(
+            f"Expected images with 1 (grey), 3 (RGB) or 4 (RGBA) channels, the last axis. "
+            f"Received: {what} of shape {shape}, {batch.shape[-1]} channels"
+        )
+    if 0 in batch.shape[:3]:
+        raise ValueError(f"Expected at least one image of at least 1x1 pixels. Received: {what} of shape {shape}")
+    return np.ascontiguousarray(batch)
 
 
 def _litert_runner(path: pathlib.Path):

@@ -38,7 +38,7 @@ def test_train_prints_test_accuracy_and_folder(tmp_path, capsys):
     arrays = tmp_path / "tiny.npz"
     rng = np.random.default_rng(0)
     np.savez(arrays, x=rng.integers(0, 256, (40, 16, 16, 1), dtype=np.uint8), y=np.arange(40) % 2)
-    code = main(["train", "convnet", "--dataset", str(arrays), "--model-arg", "filters=(4,)", "--model-arg", "hidden_units=()",
+    code = main(["train", "convnet", "--data", str(arrays), "--model-kwargs", "filters=(4,)", "--model-kwargs", "hidden_units=()",
                  "--epochs", "1", "--batch-size", "8", "--output", str(output), "--verbose", "0"])
     assert code == 0
     out = capsys.readouterr().out
@@ -65,7 +65,7 @@ def test_predict_warns_in_one_line_about_an_inverted_image(trained, tmp_path, ca
         assert main(["predict", str(trained), str(path)]) == 0
     assert capsys.readouterr().out.startswith(f"{path}: ")  # predicted all the same
     # Shown as one line, without the warning's class and place in kcnn's code.
-    shown = warnings.formatwarning(caught[0].message, UserWarning, "inference.py", 1)
+    shown = warnings.formatwarning(caught[0].message, caught[0].category, caught[0].filename, caught[0].lineno)
     assert shown.startswith(f"kcnn: warning: {path} looks inverted") and "UserWarning" not in shown
 
 
@@ -89,7 +89,7 @@ def test_finetune_replaces_the_head(trained, tmp_path, capsys):
     rng = np.random.default_rng(1)
     np.savez(arrays, x=rng.integers(0, 256, (48, 32, 32, 1), dtype=np.uint8), y=np.arange(48) % 3)
     output = tmp_path / "tuned"
-    code = main(["finetune", str(trained), "--dataset", str(arrays), "--epochs", "2", "--batch-size", "16", "--output", str(output), "--verbose", "0"])
+    code = main(["finetune", str(trained), "--data", str(arrays), "--epochs", "2", "--batch-size", "16", "--output", str(output), "--verbose", "0"])
     assert code == 0, capsys.readouterr().err
     metadata = json.loads((output / "metadata.json").read_text())
     assert metadata["kind"] == "fine_tune" and metadata["fine_tuning"]["unfreeze"] == ["conv5"]
@@ -106,10 +106,10 @@ def test_every_config_field_has_a_flag():
 def test_bad_flags_are_reported(capsys):
     assert main(["train", "--epochs", "0"]) == 2
     assert "Received: epochs=0" in capsys.readouterr().err
-    assert main(["train", "--model-arg", "oops"]) == 2
+    assert main(["train", "--model-kwargs", "oops"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
     # A builder's TypeError for a keyword it does not take is reported like a ValueError.
-    assert main(["train", "convnet", "--model-arg", "dense_units=(8,)", "--epochs", "1"]) == 2
+    assert main(["train", "convnet", "--model-kwargs", "dense_units=(8,)", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert "`dense_units` is now `hidden_units`" in err and "Traceback" not in err
     with pytest.raises(SystemExit):
@@ -128,7 +128,7 @@ def test_data_dir_and_download_reach_the_tfds_loader(tmp_path, capsys):
     # flags' values and says how to get the data.
     from kcnn.cli import main
 
-    code = main(["train", "lenet5", "--dataset", "mnist", "--data-dir", str(tmp_path), "--epochs", "1", "--output", str(tmp_path / "run")])
+    code = main(["train", "lenet5", "--data", "mnist", "--data-dir", str(tmp_path), "--epochs", "1", "--output", str(tmp_path / "run")])
     assert code == 2
     err = capsys.readouterr().err
     assert "download=True" in err and str(tmp_path) in err
@@ -146,7 +146,7 @@ def test_steps_per_execution_flag_takes_a_number_or_auto():
 
 def test_no_run_folder_is_announced_when_loading_fails(tmp_path, capsys):
     output = tmp_path / "run"
-    code = main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--epochs", "1", "--output", str(output)])
+    code = main(["train", "--data", "mnist", "--data-dir", str(tmp_path), "--epochs", "1", "--output", str(output)])
     assert code == 2
     assert "run folder:" not in capsys.readouterr().out
     assert not output.exists()
@@ -195,7 +195,7 @@ def test_lenet5_trains_on_28x28_arrays_at_its_own_32x32(tmp_path, capsys):
     rng = np.random.default_rng(2)
     np.savez(arrays, x=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), y=np.arange(40) % 2)
     output = tmp_path / "run"
-    code = main(["train", "lenet5", "--dataset", str(arrays), "--epochs", "1", "--batch-size", "8", "--output", str(output), "--verbose", "0"])
+    code = main(["train", "lenet5", "--data", str(arrays), "--epochs", "1", "--batch-size", "8", "--output", str(output), "--verbose", "0"])
     assert code == 0, capsys.readouterr().err
     metadata = json.loads((output / "metadata.json").read_text())
     assert metadata["model"]["builder_arguments"]["input_shape"] == [32, 32, 1]
@@ -232,14 +232,14 @@ def npz16(tmp_path):
 
 def test_image_size_and_channels_flags_set_the_model_input(built, npz16, tmp_path):
     with pytest.raises(_Stop):
-        main(["train", "convnet", "--dataset", npz16, "--image-size", "24x20", "--channels", "3", "--output", str(tmp_path / "r")])
+        main(["train", "convnet", "--data", npz16, "--image-size", "24x20", "--channels", "3", "--output", str(tmp_path / "r")])
     assert built["data"].input_shape == (24, 20, 3)
     assert built["model"].input_shape == (None, 24, 20, 3)
 
 
 def test_a_model_whose_top_flattens_gets_its_own_size(built, npz16, tmp_path):
     with pytest.raises(_Stop):
-        main(["train", "mlp", "--dataset", npz16, "--output", str(tmp_path / "r")])
+        main(["train", "mlp", "--data", npz16, "--output", str(tmp_path / "r")])
     assert built["model"].input_shape == (None, 32, 32, 1)  # mlp's own 32x32, the source's one channel
 
 
@@ -247,14 +247,14 @@ def test_other_models_take_the_source_size_or_their_own_for_folders(built, tmp_p
     arrays = tmp_path / "forty.npz"
     np.savez(arrays, x=np.zeros((12, 40, 40, 3), np.uint8), y=np.arange(12) % 2)
     with pytest.raises(_Stop):
-        main(["train", "resnet18", "--dataset", str(arrays), "--output", str(tmp_path / "r1")])
+        main(["train", "resnet18", "--data", str(arrays), "--output", str(tmp_path / "r1")])
     assert built["model"].input_shape == (None, 40, 40, 3)
     for label in ("a", "b"):
         for i in range(3):
             (tmp_path / "folder" / label).mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.zeros((50, 60), np.uint8), mode="L").save(tmp_path / "folder" / label / f"{i}.png")
     with pytest.raises(_Stop):
-        main(["train", "resnet18", "--dataset", str(tmp_path / "folder"), "--output", str(tmp_path / "r2")])
+        main(["train", "resnet18", "--data", str(tmp_path / "folder"), "--output", str(tmp_path / "r2")])
     assert built["model"].input_shape == (None, 224, 224, 1)
 
 
@@ -269,20 +269,20 @@ def test_lenet5_on_a_folder_with_a_stray_photo(built, tmp_path):
         pytest.warns(UserWarning, match=r"differ in size: 2 sizes .*: 28x28 \(6\), 480x640 \(1\)\. All are resized to 32x32"),
         pytest.raises(_Stop),
     ):
-        main(["train", "lenet5", "--dataset", str(tmp_path / "digits"), "--output", str(tmp_path / "r")])
+        main(["train", "lenet5", "--data", str(tmp_path / "digits"), "--output", str(tmp_path / "r")])
     assert built["model"].input_shape == (None, 32, 32, 3)
     assert built["model"].count_params() < 70_000
 
 
 def test_fine_tune_refuses_a_size_its_model_does_not_take(trained, npz16, tmp_path, capsys):
-    code = main(["fine-tune", str(trained), "--dataset", npz16, "--image-size", "16", "--output", str(tmp_path / "r")])
+    code = main(["fine-tune", str(trained), "--data", npz16, "--image-size", "16", "--output", str(tmp_path / "r")])
     assert code == 2
     assert "contradicts the model: the model takes 32x32 images. Received: image_size=(16, 16)" in capsys.readouterr().err
 
 
 def test_fine_tune_data_flags_reach_the_loader(built, trained, npz16, tmp_path):
     with pytest.raises(_Stop):
-        main(["fine-tune", str(trained), "--dataset", npz16, "--channels", "1", "--output", str(tmp_path / "r")])
+        main(["fine-tune", str(trained), "--data", npz16, "--channels", "1", "--output", str(tmp_path / "r")])
     assert built["data"].input_shape == (32, 32, 1)
 
 

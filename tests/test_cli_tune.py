@@ -12,15 +12,15 @@ from kcnn.cli import main
 
 # A space of tiny models that always fit 16x16 inputs, so every trial trains.
 TINY = [
-    "--range",
+    "--ranges",
     "filters=4,8",
-    "--range",
+    "--ranges",
     "hidden_units=8",
-    "--range",
+    "--ranges",
     "convs_per_stage=1",
-    "--range",
+    "--ranges",
     "depth=2,3",
-    "--range",
+    "--ranges",
     "strides=1",
 ]
 
@@ -53,7 +53,7 @@ def test_tune_flags_map_onto_the_configs(capsys):
         "--references",
         "--lr",
         "--batch-size",
-        "--range",
+        "--ranges",
     ):
         assert flag in text, flag
     # The search sets each trial's epochs and early stopping: no training flags for them.
@@ -87,10 +87,10 @@ def test_tune_data_flags_reach_the_loader(npz, monkeypatch):
 
     monkeypatch.setattr(driver, "_make_space", record)
     with pytest.raises(_Stop):
-        main(["tune", "--dataset", npz, "--image-size", "8x12", "--channels", "3"])
+        main(["tune", "--data", npz, "--image-size", "8x12", "--channels", "3"])
     assert seen["data"].input_shape == (8, 12, 3)
     with pytest.raises(_Stop):
-        main(["tune", "--dataset", npz])
+        main(["tune", "--data", npz])
     assert seen["data"].input_shape == (16, 16, 1)  # The source's own size
 
 
@@ -103,7 +103,7 @@ def test_tune_download_offline_fails_fast_with_the_ways_out(tmp_path, monkeypatc
 
     monkeypatch.setattr(socket, "getaddrinfo", lookup)
     monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: lookup(*address))
-    code = main(["tune", "--dataset", "mnist", "--download", "--data-dir", str(tmp_path)])
+    code = main(["tune", "--data", "mnist", "--download", "--data-dir", str(tmp_path)])
     assert code == 2
     err = capsys.readouterr().err
     assert tried == ["storage.googleapis.com"]
@@ -122,10 +122,10 @@ def test_tune_prints_a_line_per_trial_a_results_table_and_keeps_the_reference_no
         image[16 * row : 16 * row + 16, 16 * column : 16 * column + 16] += 150
     np.savez(tmp_path / "quadrants.npz", x=x, y=y)
     project = tmp_path / "project"
-    command = ["tune", "convnet", "--dataset", str(tmp_path / "quadrants.npz"), "--tuner", "random", "--max-trials", "2"]
+    command = ["tune", "convnet", "--data", str(tmp_path / "quadrants.npz"), "--tuner", "random", "--max-trials", "2"]
     command += ["--max-epochs", "1", "--top-k", "1", "--finish-epochs", "3", "--references", "lenet5", "--target-macs", "none"]
     for choice in ("learning_rate=1e-7", "filters=4,8", "hidden_units=8", "convs_per_stage=1", "depth=2", "strides=2"):
-        command += ["--range", choice]
+        command += ["--ranges", choice]
     code = main([*command, "--directory", str(project)])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -159,7 +159,7 @@ def test_tune_prints_a_line_per_trial_a_results_table_and_keeps_the_reference_no
 
 def test_tune_with_a_cost_term_prints_the_score_next_to_the_objective(npz, tmp_path, capsys, caplog):
     project = tmp_path / "project"
-    command = ["tune", "convnet", "--dataset", npz, "--tuner", "random", "--max-trials", "1", "--max-epochs", "1"]
+    command = ["tune", "convnet", "--data", npz, "--tuner", "random", "--max-trials", "1", "--max-epochs", "1"]
     command += ["--top-k", "0", "--references", "none", "--target-macs", "100", "--directory", str(project), *TINY]
     assert main(command) == 0
     out = capsys.readouterr().out
@@ -175,9 +175,9 @@ def test_tune_with_a_cost_term_prints_the_score_next_to_the_objective(npz, tmp_p
 
 
 def test_tune_errors_are_reported(npz, tmp_path, capsys):
-    assert main(["tune", "convnet", "--dataset", npz, "--range", "depth", "--directory", str(tmp_path / "p")]) == 2
-    assert "kcnn tune: error: `--range` takes NAME=CHOICES" in capsys.readouterr().err
-    assert main(["tune", "convnet", "--dataset", npz, "--range", "kernel=3", "--directory", str(tmp_path / "p")]) == 2
+    assert main(["tune", "convnet", "--data", npz, "--ranges", "depth", "--directory", str(tmp_path / "p")]) == 2
+    assert "kcnn tune: error: `--ranges` takes NAME=CHOICES" in capsys.readouterr().err
+    assert main(["tune", "convnet", "--data", npz, "--ranges", "kernel=3", "--directory", str(tmp_path / "p")]) == 2
     assert "Unknown ranges for the 'convnet' space: ['kernel']" in capsys.readouterr().err
-    assert main(["tune", "--dataset", npz, "--worker", "w1"]) == 2
+    assert main(["tune", "--data", npz, "--worker", "w1"]) == 2
     assert "A worker needs the chief's address" in capsys.readouterr().err

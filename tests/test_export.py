@@ -132,6 +132,37 @@ def test_class_names_and_preprocessing_travel_beside_the_export(lenet_run, tmp_p
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json"]
 
 
+def test_load_exported_refuses_what_the_graph_does_not_define(lenet_run, tmp_path):
+    """Another channel count, an empty batch, one HWC image passed bare: a ValueError
+    that says what was expected, in every format (the runtimes read 5 channels as 3
+    silently, fail on 2 and on an empty batch with errors of their own, and read a bare
+    HWC image as H grey images)."""
+    run, _ = lenet_run
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    grey = rng.integers(0, 256, (2, 20, 20), dtype=np.uint8)
+    refused = [
+        (image, r"a 3-D array is read as NHW .* looks like channels\. Pass one image as `image\[None\]` or `\[image\]`, "
+         r"or N grey images as `images\[\.\.\., None\]`\. Received: images of shape \(20, 20, 3\)"),
+        (np.zeros((2, 20, 20, 5), np.uint8), r"1 \(grey\), 3 \(RGB\) or 4 \(RGBA\) channels.* Received: images of shape \(2, 20, 20, 5\), 5 channels"),
+        (np.zeros((2, 20, 20, 2), np.uint8), r"Received: images of shape \(2, 20, 20, 2\), 2 channels"),
+        ([image, np.zeros((20, 20, 2), np.uint8)], r"Received: images\[1\] of shape \(20, 20, 2\), 2 channels"),
+        (np.zeros((0, 20, 20, 3), np.uint8), r"at least one image of at least 1x1 pixels\. Received: images of shape \(0, 20, 20, 3\)"),
+        (np.zeros((1, 0, 20, 3), np.uint8), r"Received: images of shape \(1, 0, 20, 3\)"),
+        ([], r"Expected at least one image\. Received: images=\[\]"),
+        (image[None].astype(np.float32), r"Expected uint8 images: .* Received: images of dtype float32 and shape \(1, 20, 20, 3\)"),
+    ]
+    for output in ("saved", "model.onnx", "model.tflite"):
+        predict = load_exported(export(run, tmp_path / output).path)
+        one = predict([image])
+        assert one.shape == (1, 3)
+        np.testing.assert_allclose(predict(image[None]), one, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(predict(grey), predict(grey[..., None]), atol=1e-6, rtol=0)  # NHW: grey images
+        for images, message in refused:
+            with pytest.raises(ValueError, match=message):
+                predict(images)
+
+
 # --------------------------------------------------------------------------
 # int8: calibrated on training images, its accuracy change measured on the test split.
 

@@ -108,6 +108,10 @@ def test_every_python_block_runs_as_written(tmp_path):
     )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
     assert completed.stdout.rstrip().endswith("--- all blocks ran")
+    # What the blocks write goes under saved_models/, as kcnn's runs do (ignored by git),
+    # not into the folder a user runs them from (the repository's root); the shim's
+    # stand-in weight files aside.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["kcnn_home", "saved_models", "weight_files"]
 
 
 @pytest.mark.parametrize("words", command_lines(), ids=lambda words: " ".join(words)[:60])

@@ -160,7 +160,7 @@ def test_kcnn_export_reopens_every_kind_of_layer(runs):
 
 def test_kcnn_fine_tune_reopens_every_kind_of_layer(runs):
     kcnn_command(
-        "fine-tune", runs, "--dataset", "{family}.npz", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8",
+        "fine-tune", runs, "--data", "{family}.npz", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8",
         "--augment", "none", "--verbose", "0", "--output", "cli-tuned-{family}", families=COSTLY,
     )
     for family in COSTLY:

@@ -1,5 +1,5 @@
 """Segmentation through the training module (`kcnn.train.segmentation`): the per-pixel
-loss and metrics against NumPy, `kcnn train MODEL --dataset shapes`, resume, evaluate
+loss and metrics against NumPy, `kcnn train MODEL --data shapes`, resume, evaluate
 (per-class IoU), predict (mask and overlay PNGs) and export, on a small stand-in
 segmentation model with the registered models' output contract (per-pixel class
 probabilities at the input's height and width)."""
@@ -64,11 +64,11 @@ def small_shapes():
 
 @pytest.fixture(scope="module")
 def shapes_run(small_shapes, tmp_path_factory):
-    """`kcnn train standin_seg --dataset shapes`: an epoch at 32x32; its folder and output."""
+    """`kcnn train standin_seg --data shapes`: an epoch at 32x32; its folder and output."""
     output = tmp_path_factory.mktemp("seg") / "run"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["train", "standin_seg", "--dataset", "shapes", "--image-size", "32", "--epochs", "1", "--batch-size", "16",
+        code = main(["train", "standin_seg", "--data", "shapes", "--image-size", "32", "--epochs", "1", "--batch-size", "16",
                      "--lr", "0.01", "--output", str(output), "--verbose", "0"])  # fmt: skip
     assert code == 0
     return output, printed.getvalue()
@@ -227,5 +227,5 @@ def test_a_model_and_data_of_different_tasks_are_refused(small_shapes, tmp_path,
     digits = data.load("digits", channels=3)
     with pytest.raises(ValueError, match=r"`standin_seg` segments images .* but the data has one label per image"):
         train.fit(standin(classes=10), digits, output=tmp_path / "b")
-    assert main(["train", "lenet5", "--dataset", "shapes", "--output", str(tmp_path / "c")]) == 2
+    assert main(["train", "lenet5", "--data", "shapes", "--output", str(tmp_path / "c")]) == 2
     assert "lenet5` is a classifier" in capsys.readouterr().err

@@ -60,9 +60,9 @@ def test_the_chief_finishing_ends_the_cluster():
 
 def test_tune_with_two_local_workers_runs_every_trial_once(tmp_path):
     project = tmp_path / "project"
-    command = [sys.executable, "-m", "kcnn", "tune", "convnet", "--dataset", "digits", "--workers", "2"]
+    command = [sys.executable, "-m", "kcnn", "tune", "convnet", "--data", "digits", "--workers", "2"]
     command += ["--tuner", "random", "--max-trials", "3", "--max-epochs", "1", "--directory", str(project)]
-    command += ["--range", "filters=4,8", "--range", "hidden_units=8", "--range", "depth=1", "--batch-size", "128"]
+    command += ["--ranges", "filters=4,8", "--ranges", "hidden_units=8", "--ranges", "depth=1", "--batch-size", "128"]
     command += ["--top-k", "0"]  # The finish (retraining, the chief's alone) is tested in test_tune.py.
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)

@@ -78,7 +78,7 @@ def test_fine_tuning_from_imagenet_weights_normalizes_as_they_expect(resnet18_we
             Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(folder / label / f"{i}.png")
     output = tmp_path / "run"
     # As the README writes it: the builder takes variant="v1.5" from the weights.
-    argv = ["finetune", "resnet18", "--weights", "imagenet", "--dataset", str(folder),
+    argv = ["finetune", "resnet18", "--weights", "imagenet", "--data", str(folder),
             "--image-size", "32", "--epochs", "1", "--batch-size", "6", "--verbose", "0", "--output", str(output)]
     assert main(argv) == 0, capsys.readouterr().err
     metadata = json.loads((output / "metadata.json").read_text())

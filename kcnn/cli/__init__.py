@@ -63,10 +63,46 @@ def _native_stderr_silenced():
         os.close(saved)
 
 
+_python_format_warning = warnings.formatwarning
+
+
+_KCNN = os.path.dirname(os.path.abspath(kcnn.__file__)) + os.sep
+
+
 def _format_warning(message, category, filename, lineno, line=None):
-    # A user of the command line reads what kcnn warns about, not where in its code.
-    # (Formatting, not showing: whatever records warnings, pytest included, still does.)
-    return f"kcnn: warning: {message}\n"
+    # A user of the command line reads what kcnn warns about, not where in its code;
+    # another library's warning keeps Python's format, naming its file. (Formatting, not
+    # showing: whatever records warnings, pytest included, still does.)
+    if _issued_by_kcnn() or os.path.abspath(filename).startswith(_KCNN):
+        return f"kcnn: warning: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
+def _issued_by_kcnn():
+    """Whether the code that called `warnings.warn` is kcnn's: the first frame above the
+    warnings machinery (a `stacklevel` may point past it, into keras-tuner; the
+    warning's file, kcnn's or not, is checked too)."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__") == "warnings":
+        frame = frame.f_back
+    return frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "kcnn"
+
+
+class _LogFormat(logging.Formatter):
+    """`kcnn: message` for kcnn's log lines; `name: level: message` for another
+    library's (TensorFlow's retracing warnings were printed as kcnn's)."""
+
+    def format(self, record):
+        text = super().format(record)
+        if record.name.partition(".")[0] == "kcnn":
+            return f"kcnn: {text}"
+        return f"{record.name}: {record.levelname.lower()}: {text}"
+
+
+def _handler():
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormat("%(message)s"))
+    return handler
 
 
 def main(argv=None):
@@ -77,15 +113,19 @@ def main(argv=None):
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    logging.basicConfig(format="kcnn: %(message)s", level=logging.INFO)
+    logging.basicConfig(level=logging.INFO, handlers=[_handler()])
     warnings.formatwarning = _format_warning
-    if getattr(args, "needs_tensorflow", True):
-        load_tensorflow_quietly()
     try:
+        # Names and paths first: a typo is reported before TensorFlow takes seconds to load.
+        preflight = getattr(args, "preflight", None)
+        if preflight:
+            preflight(args)
+        if getattr(args, "needs_tensorflow", True):
+            load_tensorflow_quietly()
         return args.handler(args) or 0
     except (ValueError, TypeError) as error:
         # kcnn raises these for arguments it refuses, with what it expected and what it
-        # received (a builder's TypeError for an unknown --model-arg): one line is
+        # received (a builder's TypeError for an unknown --model-kwargs): one line is
         # enough; the traceback goes to the debug log.
         logging.getLogger("kcnn").debug("kcnn %s failed", args.command, exc_info=True)
         print(f"kcnn {args.command}: error: {error}", file=sys.stderr)

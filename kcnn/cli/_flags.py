@@ -51,6 +51,25 @@ def add_dataclass_flags(group, cls, *, dest, defaults=None, skip=()):
         )
 
 
+class _Renamed(argparse.Action):
+    """A flag's former name: refused with its new one (argparse alone would say
+    "unrecognized arguments", or take a former name that is a prefix of the new one,
+    `--range` of `--ranges`, as its abbreviation)."""
+
+    def __init__(self, option_strings, dest, *, new, **kwargs):
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs="?", help=argparse.SUPPRESS)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is now {self.new} (a flag is its Python name with dashes): use {self.new}")
+
+
+def add_renamed(parser, renamed):
+    """Adds the former names of flags, {old: new}, each refused with the new name."""
+    for old, new in renamed.items():
+        parser.add_argument(old, action=_Renamed, new=new)
+
+
 _DATA_DEST = "data_"
 
 

@@ -3,6 +3,9 @@
 
 import os
 
+from kcnn.cli import _preflight
+from kcnn.cli._flags import add_renamed
+
 # The choices, written here so that `kcnn --help` needs no TensorFlow; the tests check
 # them against kcnn.export.FORMATS / QUANTIZATIONS and kcnn.explain.METHODS.
 FORMATS = ("saved_model", "onnx", "litert")
@@ -33,9 +36,10 @@ def register(subparsers):
     export.add_argument(
         "--calibration-images", type=int, default=None, help="training images int8 calibrates on (default: 300, kcnn.export.CALIBRATION_IMAGES)"
     )
-    export.add_argument("--dataset", default=None, help="int8's calibration and test data (default: the run's dataset)")
+    export.add_argument("--data", default=None, help="int8's calibration and test data (default: the run's dataset)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    export.set_defaults(handler=_export)
+    add_renamed(export, {"--dataset": "--data"})
+    export.set_defaults(handler=_export, preflight=_preflight.run_and_data)
 
     explain = subparsers.add_parser(
         "explain",
@@ -48,9 +52,15 @@ def register(subparsers):
     explain.add_argument("--output", required=True, help="the picture to write (.png, .pdf, .svg, ...)")
     explain.add_argument("--method", choices=METHODS, default="gradcam", help="default: gradcam")
     explain.add_argument("--layer", default=None, help="Grad-CAM's layer (default: the last convolutional stage)")
-    explain.add_argument("--class", dest="class_name", default=None, help="the class to explain (default: the predicted one)")
+    explain.add_argument("--class-name", default=None, help="the class to explain (default: the predicted one)")
     explain.add_argument("--top-k", type=int, default=3, help="classes shown (default: 3)")
-    explain.set_defaults(handler=_explain)
+    add_renamed(explain, {"--class": "--class-name"})
+    explain.set_defaults(handler=_explain, preflight=_explain_preflight)
+
+
+def _explain_preflight(args):
+    _preflight.run_or_model(args.path)
+    _preflight.existing(args.image, "an image file", "image")
 
 
 def _export(args):
@@ -58,7 +68,7 @@ def _export(args):
 
     calibration = {} if args.calibration_images is None else {"calibration_images": args.calibration_images}
     result = export(
-        args.path, args.output, args.format, quantize=args.quantize, data=args.dataset, overwrite=args.overwrite, **calibration
+        args.path, args.output, args.format, quantize=args.quantize, data=args.data, overwrite=args.overwrite, **calibration
     )
     kind = f"{result.format} ({result.quantize})" if result.quantize else result.format
     print(f"{kind} model written to {result.path}")

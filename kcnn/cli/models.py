@@ -1,6 +1,7 @@
 """`kcnn list` and `kcnn summary`: the model table and the per-layer trace."""
 
 from kcnn import catalog
+from kcnn.cli import _preflight
 
 
 def register(subparsers):
@@ -20,7 +21,7 @@ def register(subparsers):
     summary.add_argument("model", help="a registered model name (see `kcnn list`)")
     summary.add_argument("--input-size", type=int, default=None, help="square input size")
     summary.add_argument("--classes", type=int, default=None)
-    summary.set_defaults(handler=_summary)
+    summary.set_defaults(handler=_summary, preflight=lambda args: _preflight.model_name(args.model))
 
 
 def _list(args):

@@ -4,7 +4,8 @@
 import logging
 import sys
 
-from kcnn.cli._flags import add_data_flags, add_dataclass_flags, collect, data_options, literal
+from kcnn.cli import _preflight
+from kcnn.cli._flags import add_data_flags, add_dataclass_flags, add_renamed, collect, data_options, literal
 from kcnn.train.config import MIXED_PRECISION, TrainConfig
 
 _CONFIG_DEST = "config_"
@@ -19,31 +20,33 @@ def register(subparsers):
     )
     train.add_argument("model", nargs="?", default="lenet5", help="a registered model name (default: lenet5)")
     train.add_argument(
-        "--dataset",
+        "--data",
         default="digits",
         help="digits, a TFDS name, an image folder or an .npz file; for a segmentation model: shapes (synthetic scenes), "
         "a folder of images/ and masks/, or oxford_iiit_pet",
     )
     train.add_argument(
-        "--model-arg",
+        "--model-kwargs",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="builder argument (a Python literal or a word), e.g. --model-arg stem=small; repeatable",
+        help="builder argument (a Python literal or a word), e.g. --model-kwargs stem=small; repeatable",
     )
+    add_renamed(train, {"--dataset": "--data", "--model-arg": "--model-kwargs"})
     _add_run_flags(
         train,
         size_default="the model's own input size when its top flattens (mlp, convnet, lenet5, alexnet, vgg*); "
         "else the source's size, or the model's default size for an image folder",
     )
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=_train, preflight=_train_preflight)
 
     evaluate = subparsers.add_parser("evaluate", help="loss and accuracy of a saved model (and per-class IoU of a segmentation model)")
     evaluate.add_argument("path", help="a run folder or a .keras file")
-    evaluate.add_argument("--dataset", default=None, help="default: the run's dataset, with its split")
+    evaluate.add_argument("--data", default=None, help="default: the run's dataset, with its split")
+    add_renamed(evaluate, {"--dataset": "--data"})
     evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"))
     _add_inference_precision(evaluate)
-    evaluate.set_defaults(handler=_evaluate)
+    evaluate.set_defaults(handler=_evaluate, preflight=_preflight.run_and_data)
 
     predict = subparsers.add_parser(
         "predict", help="classify image files with a saved model (a segmentation model writes mask and overlay PNGs)"
@@ -59,7 +62,7 @@ def register(subparsers):
         help="segmentation models: the folder for each image's <name>.mask.png and <name>.overlay.png (default: predictions)",
     )
     _add_inference_precision(predict)
-    predict.set_defaults(handler=_predict)
+    predict.set_defaults(handler=_predict, preflight=_predict_preflight)
 
     finetune = subparsers.add_parser(
         "fine-tune",
@@ -76,20 +79,42 @@ def register(subparsers):
         help="start from pretrained weights of the model named by PATH: imagenet, imagenet-tv2, ... (`kcnn weights list`)",
     )
     finetune.add_argument(
-        "--model-arg", action="append", default=[], metavar="KEY=VALUE", help="with --weights: builder argument, e.g. variant=v1.5"
+        "--model-kwargs", action="append", default=[], metavar="KEY=VALUE", help="with --weights: builder argument, e.g. variant=v1.5"
     )
-    finetune.add_argument("--dataset", required=True, help="digits, a TFDS name, an image folder or an .npz file")
+    finetune.add_argument("--data", required=True, help="digits, a TFDS name, an image folder or an .npz file")
     finetune.add_argument("--head-epochs", type=int, default=None, help="epochs of the first phase (default: half)")
     finetune.add_argument(
         "--unfreeze", action="append", default=None, metavar="PREFIX", help="layer-name prefix to unfreeze from, e.g. conv5 (default: the last stage); repeatable"
     )
-    finetune.add_argument("--lr-factor", type=float, default=0.1, help="second phase's learning rate relative to the first")
+    finetune.add_argument(
+        "--learning-rate-factor", type=float, default=0.1, help="second phase's learning rate relative to the first"
+    )
+    add_renamed(finetune, {"--dataset": "--data", "--model-arg": "--model-kwargs", "--lr-factor": "--learning-rate-factor"})
     _add_run_flags(
         finetune,
         size_default="the saved model's input size; give it for a model that takes any size",
         channels_default="the saved model's",
     )
-    finetune.set_defaults(handler=_finetune)
+    finetune.set_defaults(handler=_finetune, preflight=_finetune_preflight)
+
+
+def _train_preflight(args):
+    _preflight.model_name(args.model)
+    _preflight.data(args.data)
+
+
+def _predict_preflight(args):
+    _preflight.run_or_model(args.path)
+    for image in args.images:
+        _preflight.existing(image, "an image file or a folder of images", "images")
+
+
+def _finetune_preflight(args):
+    if args.weights:
+        _preflight.model_name(args.path)
+    else:
+        _preflight.run_or_model(args.path)
+    _preflight.data(args.data)
 
 
 def _add_inference_precision(parser):
@@ -120,7 +145,7 @@ def _model_kwargs(pairs):
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key.isidentifier():
-            raise ValueError(f"`--model-arg` takes KEY=VALUE, e.g. stem=small. Received: {pair!r}")
+            raise ValueError(f"`--model-kwargs` takes KEY=VALUE, e.g. stem=small. Received: {pair!r}")
         kwargs[key] = literal(text)
     return kwargs
 
@@ -187,13 +212,13 @@ def _train(args):
     from kcnn.train.runs import RunFolder
 
     config = _config(args)
-    model_kwargs = _model_kwargs(args.model_arg)
+    model_kwargs = _model_kwargs(args.model_kwargs)
     chief = _seed(config)
-    output = args.output or RunFolder.new(args.model, args.dataset).path
+    output = args.output or RunFolder.new(args.model, args.data).path
     return _run(
         lambda callbacks: train.fit(
             args.model,
-            args.dataset,
+            args.data,
             config,
             output=output,
             model_kwargs=model_kwargs,
@@ -222,15 +247,15 @@ def _finetune(args):
         model = args.path
         _, metadata = train.load(args.path)
         base = metadata.get("model", {}).get("name", "model")
-    output = args.output or RunFolder.new(f"{base}_finetuned", args.dataset).path
+    output = args.output or RunFolder.new(f"{base}_finetuned", args.data).path
     return _run(
         lambda callbacks: train.fine_tune(
             model,
-            args.dataset,
+            args.data,
             config,
             head_epochs=args.head_epochs,
             unfreeze=args.unfreeze or "auto",
-            learning_rate_factor=args.lr_factor,
+            learning_rate_factor=args.learning_rate_factor,
             output=output,
             data_options=data_options(args),
             callbacks=callbacks,
@@ -246,7 +271,7 @@ def _pretrained(args):
     """The backbone `kcnn fine-tune MODEL --weights TAG` starts from, at --image-size."""
     from kcnn import registry
 
-    kwargs = _model_kwargs(args.model_arg)
+    kwargs = _model_kwargs(args.model_kwargs)
     size = data_options(args).get("image_size")
     if size is not None:
         height, width = (size, size) if isinstance(size, int) else size
@@ -274,7 +299,7 @@ def _evaluate(args):
     from kcnn import train
     from kcnn.train.segmentation import run_metadata
 
-    metrics = train.evaluate(args.path, args.dataset, split=args.split, mixed_precision=args.mixed_precision)
+    metrics = train.evaluate(args.path, args.data, split=args.split, mixed_precision=args.mixed_precision)
     print(f"{args.split} {_scores(metrics)}, {_losses(metrics)} ({metrics['examples']} images)")
     if "class_iou" in metrics:
         names = run_metadata(args.path).get("class_names") or [str(i) for i in range(len(metrics["class_iou"]))]

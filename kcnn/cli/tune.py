@@ -3,7 +3,8 @@ from `SearchConfig`'s fields, the training flags from `TrainConfig`'s."""
 
 import dataclasses
 
-from kcnn.cli._flags import add_data_flags, add_dataclass_flags, collect, data_options, literal
+from kcnn.cli import _preflight
+from kcnn.cli._flags import add_data_flags, add_dataclass_flags, add_renamed, collect, data_options, literal
 
 _SEARCH_DEST = "search_"
 _TRAIN_DEST = "train_"
@@ -27,15 +28,16 @@ def register(subparsers):
     parser.add_argument(
         "space", nargs="?", default="convnet", choices=SPACE_NAMES, help="search space (default: convnet)"
     )
-    parser.add_argument("--dataset", default="digits", help="digits, a TFDS name, an image folder or an .npz file")
+    parser.add_argument("--data", default="digits", help="digits, a TFDS name, an image folder or an .npz file")
     parser.add_argument(
-        "--range",
+        "--ranges",
         action="append",
         default=[],
         metavar="NAME=CHOICES",
-        help="choices of one of the space's ranges, comma-separated, e.g. --range depth=2,3 "
-        "--range kernel_size=3; repeatable",
+        help="choices of one of the space's ranges, comma-separated, e.g. --ranges depth=2,3 "
+        "--ranges kernel_size=3; repeatable",
     )
+    add_renamed(parser, {"--dataset": "--data", "--range": "--ranges"})
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras progress output of each trial")
     parser.add_argument(
         "--workers",
@@ -60,7 +62,7 @@ def register(subparsers):
         defaults=dataclasses.asdict(train),
         skip=_SEARCH_OWNS,
     )
-    parser.set_defaults(handler=_tune)
+    parser.set_defaults(handler=_tune, preflight=lambda args: _preflight.data(args.data))
 
 
 def _ranges(pairs):
@@ -68,7 +70,7 @@ def _ranges(pairs):
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep or not name or not text:
-            raise ValueError(f"`--range` takes NAME=CHOICES, e.g. depth=2,3. Received: {pair!r}")
+            raise ValueError(f"`--ranges` takes NAME=CHOICES, e.g. depth=2,3. Received: {pair!r}")
         ranges[name] = tuple(literal(item.strip()) for item in text.split(","))
     return ranges
 
@@ -103,9 +105,9 @@ def _tune(args):
     # Each trial's line comes through the `kcnn` logger, as in Python (stderr).
     result = tune.search(
         args.space,
-        args.dataset,
+        args.data,
         config,
-        ranges=_ranges(args.range),
+        ranges=_ranges(args.ranges),
         data_options=data_options(args),
         verbose=args.verbose,
     )

@@ -1,5 +1,8 @@
-"""The model families: each module is a spec table plus one builder."""
+"""The model families: each module is a spec table plus one builder. `MAX_PARAMS` and
+`MAX_INPUT_SIZE` bound what a builder lays out (see `_checks`)."""
 
+from kcnn.models._checks import MAX_INPUT_SIZE as MAX_INPUT_SIZE  # the bounds: kcnn.models.MAX_PARAMS, ...
+from kcnn.models._checks import MAX_PARAMS as MAX_PARAMS
 from kcnn.models.alexnet import alexnet
 from kcnn.models.convnet import convnet
 from kcnn.models.googlenet import googlenet

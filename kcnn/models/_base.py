@@ -4,15 +4,25 @@ weights, and the spec-table rows that the registry is made of."""
 import dataclasses
 import functools
 import inspect
-import numbers
 import os
+import sys
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 import keras
 
 from kcnn import blocks
-from kcnn.models._checks import check_activation, check_bool, check_keywords, check_name, check_positive_int
+from kcnn._keras_variables import deferred_variables
+from kcnn.models._checks import (
+    ModelTooLarge,
+    check_activation,
+    check_bool,
+    check_keywords,
+    check_name,
+    check_positive_int,
+    check_size,
+    resolve_input_shape,
+)
 
 __all__ = ["TASKS", "ModelSpec", "Network", "build_model", "builder", "check_weights_file", "spec_table"]
 
@@ -75,7 +85,14 @@ class ModelSpec:
             identified, _ = store.identify(weights)
             if identified is not None and identified.model == self.name:
                 self._take_arguments(identified, kwargs)
-        model = self.builder(**{**self.arguments, **kwargs})
+        try:
+            model = self.builder(**{**self.arguments, **kwargs})
+        except ModelTooLarge as error:
+            # Name what the caller gave, not this row's own arguments.
+            given = {key: value for key, value in error.received.items() if key not in self.arguments}
+            if given.get("name") == self.name:
+                del given["name"]
+            raise ModelTooLarge(error.what, given) from None
         if weight_set is not None:
             from kcnn.weights import transfer
 
@@ -185,6 +202,10 @@ _WEIGHTS_EXPECTED = (
 )
 
 
+def _is_softmax(activation):
+    return activation == "softmax" or activation is keras.activations.softmax
+
+
 def _is_weights_tag(weights):
     from kcnn.weights import table
 
@@ -201,53 +222,6 @@ def check_weights_file(weights):
     if not os.path.exists(weights):
         raise ValueError(f"The weights file does not exist. Received: weights={weights!r}")
     return weights
-
-
-# Checks of the builders' arguments, called at each builder's entry so that a wrong
-# value is refused before any layer is built (a VGG or ResNet takes seconds to build,
-# and a value Keras takes without a word, such as batch_norm="no", is never checked
-# there). Each returns the value normalized (NumPy scalars to Python ones, sequences
-# to tuples), as Keras' layers refuse some NumPy scalars.
-
-
-def resolve_input_shape(input_shape, input_tensor, default, *, allow_unknown_size):
-    """The (H, W, C) the model is built for, checked."""
-    if input_tensor is not None:
-        if not keras.backend.is_keras_tensor(input_tensor):
-            raise ValueError(
-                "`input_tensor` must be a Keras tensor, e.g. the output of `keras.Input`. "
-                f"Received: input_tensor={input_tensor!r}"
-            )
-        tensor_shape = tuple(input_tensor.shape[1:])
-        if input_shape is not None and tuple(input_shape) != tensor_shape:
-            raise ValueError(
-                "`input_shape` and `input_tensor` disagree. "
-                f"Received: input_shape={tuple(input_shape)}, input_tensor.shape={tensor_shape}"
-            )
-        input_shape = tensor_shape
-    elif input_shape is None:
-        input_shape = default
-    try:
-        shape = tuple(input_shape)
-    except TypeError:
-        shape = None
-    valid = shape is not None and len(shape) == 3 and all(
-        dim is None or (isinstance(dim, numbers.Integral) and not isinstance(dim, bool) and dim > 0)
-        for dim in shape
-    )
-    if not valid or shape[2] is None:
-        raise ValueError(
-            "`input_shape` must be (height, width, channels) with positive integers "
-            "(height and width may be None for fully convolutional models). "
-            f"Received: input_shape={input_shape!r}"
-        )
-    if not allow_unknown_size and None in shape[:2]:
-        raise ValueError(
-            "This model's top flattens a feature map of fixed size, so `input_shape` needs "
-            "a height and a width (or pass include_top=False). "
-            f"Received: input_shape={shape}"
-        )
-    return tuple(int(dim) if dim is not None else None for dim in shape)
 
 
 def trunk_min_input_size(trunk, channels):
@@ -294,8 +268,13 @@ def build_model(
     classes,
     classifier_activation,
     flattens=False,
+    received=None,
 ):
     """Assembles a builder's functional model.
+
+    The layers are laid out without memory for their weights (`deferred_variables`),
+    and a model of more than `MAX_PARAMS` parameters is refused before any weight is
+    allocated.
 
     Args:
         name: the model's name (the registry name for named models).
@@ -310,12 +289,25 @@ def build_model(
         default_input_shape: the family's default (H, W, C).
         flattens: the top flattens a fixed-size feature map (VGG, AlexNet, LeNet), so
             the input size must be known when `include_top`.
+        received: the arguments the caller gave, for the size error's message.
     """
     check_name(name)
     classes = check_positive_int("classes", classes)
     check_activation("classifier_activation", classifier_activation)
     blocks.check_pooling(pooling)
     include_top = check_bool("include_top", include_top)
+    if include_top and pooling is not None:
+        raise ValueError(
+            "`pooling` shapes the features of include_top=False; the classifier pools as its family does "
+            "(flatten or average). Pass include_top=False for pooled features, or leave pooling=None. "
+            f"Received: pooling={pooling!r}, include_top=True"
+        )
+    if include_top and classes == 1 and _is_softmax(classifier_activation):
+        raise ValueError(
+            "A softmax over one class outputs 1.0 for every image. For two classes pass classes=2, or "
+            "classifier_activation='sigmoid' for the probability of one. "
+            f"Received: classes=1, classifier_activation={classifier_activation!r}"
+        )
     if weights is not None and not (isinstance(weights, (str, os.PathLike))):
         raise ValueError(f"`weights` must be {_WEIGHTS_EXPECTED}. Received: weights={weights!r}")
     if _is_weights_tag(weights):
@@ -334,6 +326,25 @@ def build_model(
         default_input_shape,
         allow_unknown_size=not (include_top and flattens),
     )
+    with deferred_variables():
+        try:
+            model = _lay_out(name, trunk, top, shape, input_tensor, include_top, pooling, classes, classifier_activation)
+        except RecursionError:
+            raise ModelTooLarge(
+                f"`{name}` is too deep for Keras: it maps a functional model's layers recursively, and this one's "
+                f"exceed Python's recursion limit ({sys.getrecursionlimit():,}; sys.setrecursionlimit raises it).",
+                received or {},
+            ) from None
+        check_size(model, received or {})
+    if weights is not None:
+        from kcnn import weights as weights_module
+
+        weights_module.load_weights(model, weights)
+    return model
+
+
+def _lay_out(name, trunk, top, shape, input_tensor, include_top, pooling, classes, classifier_activation):
+    """The functional model of `trunk` and `top` (or the pooled features)."""
     inputs = input_tensor if input_tensor is not None else keras.Input(shape, name="input")
     try:
         features = trunk(inputs)
@@ -350,12 +361,7 @@ def build_model(
         outputs = blocks.global_pool(feature_map, pooling)
     if input_tensor is not None:
         inputs = keras.utils.get_source_inputs(input_tensor)
-    model = keras.Model(inputs, outputs, name=name)
-    if weights is not None:
-        from kcnn import weights as weights_module
-
-        weights_module.load_weights(model, weights)
-    return model
+    return keras.Model(inputs, outputs, name=name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -375,6 +381,11 @@ class Network:
     trunk: Callable
     top: Callable
     flattens: bool = False
+
+
+def _is_default(value, default):
+    # Compared by type first: a tensor or an array is never a default.
+    return value is default or (type(value) is type(default) and value == default)
 
 
 def builder(*, default_input_shape, classes=1000, renamed=None):
@@ -425,6 +436,15 @@ def builder(*, default_input_shape, classes=1000, renamed=None):
                     + (f" and keywords {', '.join(options)}" if options else "")
                 ) from None
             network = architecture(*args, **options)
+            contract = dict(
+                include_top=include_top, weights=weights, input_tensor=input_tensor, input_shape=input_shape,
+                pooling=pooling, classes=classes, classifier_activation=classifier_activation, name=name,
+            )
+            defaults = build.__signature__.parameters
+            received = {
+                **own.bind(*args, **options).arguments,
+                **{key: value for key, value in contract.items() if not _is_default(value, defaults[key].default)},
+            }
             return build_model(
                 name=architecture.__name__ if name is None else name,
                 trunk=network.trunk,
@@ -438,6 +458,7 @@ def builder(*, default_input_shape, classes=1000, renamed=None):
                 classes=classes,
                 classifier_activation=classifier_activation,
                 flattens=network.flattens,
+                received=received,
             )
 
         contract = inspect.signature(build, follow_wrapped=False).parameters

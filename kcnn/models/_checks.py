@@ -1,12 +1,28 @@
 """The builders' argument checks: each refuses a value before any layer is built, with
-what was expected and `Received: ...`."""
+what was expected and `Received: ...` (a VGG or ResNet takes seconds to build, and a
+value Keras takes without a word, such as batch_norm="no", is never checked there).
+Each returns the value normalized (NumPy scalars to Python ones, sequences to tuples),
+as Keras' layers refuse some NumPy scalars."""
 
 import difflib
 import numbers
+import re
+import sys
 from types import MappingProxyType
 
 import keras
 import numpy as np
+
+#: The largest input height or width: 65,535, the most a JPEG or a TIFF strip can hold
+#: and 290 times the 224 pixels these networks were designed for; one feature map of
+#: such an image already takes gigabytes.
+MAX_INPUT_SIZE = 65_535
+#: The most parameters a builder builds: 2**31, 8 GiB of float32 weights (training with
+#: Adam holds four times that), fifteen times VGG-19's 143.7 M, the largest network
+#: here. A model past it is refused once its layers are laid out and before any weight
+#: is allocated (`kcnn._keras_variables`): a size such as classes=10**12 would otherwise
+#: reach the allocator and fail there, or take the machine's memory.
+MAX_PARAMS = 2**31
 
 
 def check_keywords(function, parameters, kwargs, renamed=MappingProxyType({})):
@@ -99,10 +115,44 @@ def check_activation(argument, value):
     )
 
 
+# TensorFlow's pattern for a root name scope (less '/', which Keras refuses): a model
+# of another name builds, then fails in `fit` or `export` with TensorFlow's error.
+_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\->]*")
+
+
 def check_name(value):
-    if not isinstance(value, str) or not value or "/" in value:
-        raise ValueError(f"`name` must be None or a non-empty string without '/'. Received: name={value!r}")
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ValueError(
+            "`name` must be None or a name TensorFlow can scope: letters, digits, '_', '.', '-' and '>', beginning "
+            f"with a letter, a digit or '.', e.g. 'resnet18_cifar'. Received: name={value!r}"
+        )
     return value
+
+
+def check_depth(count, unit, **received):
+    """Refuses a spec of more `unit`s ("blocks", "convolutions", ...) than can build.
+
+    Each unit adds at least one layer to the model's longest path, and Keras maps a
+    functional model's layers recursively, a Python frame per layer: more units than
+    Python's recursion limit can never build, and would take minutes to lay out before
+    Keras says so (`stages=(10**6,)`: days). `received` are the arguments that ask for
+    them.
+    """
+    limit = sys.getrecursionlimit()
+    if count > limit:
+        shown = ", ".join(f"{key}={_short(value)}" for key, value in received.items())
+        raise ValueError(
+            f"{' and '.join(f'`{key}`' for key in received)} ask{'s' if len(received) == 1 else ''} for {count:,} {unit} "
+            f"in all, each at least one layer deep; Keras maps a model's layers recursively, so no model deeper than "
+            f"Python's recursion limit ({limit:,}, sys.getrecursionlimit()) builds. Received: {shown}"
+        )
+
+
+def _short(value):
+    text = repr(value)
+    if len(text) <= 80:
+        return text
+    return text[:60] + "..." + (f" ({len(value):,} items)" if isinstance(value, (list, tuple)) else "")
 
 
 def per_stage(argument, value, num_stages, check):
@@ -125,3 +175,84 @@ def per_stage(argument, value, num_stages, check):
         # Name the whole sequence, not only the item.
         expected = str(error).split(" Received:")[0].rstrip(".")
         raise ValueError(f"{expected} in each stage. Received: {argument}={value!r}") from None
+
+
+class ModelTooLarge(ValueError):
+    """A model past `MAX_PARAMS`. `received` is what the message names (the builder's
+    arguments that differ from their defaults; a named model's own, `resnet18`'s
+    stages excepted, see `ModelSpec.build`)."""
+
+    def __init__(self, what, received):
+        self.what, self.received = what, dict(received)
+        shown = ", ".join(f"{key}={_short(value)}" for key, value in self.received.items()) or "the defaults"
+        super().__init__(f"{what} Received: {shown}")
+
+
+def check_size(model, received):
+    """Refuses a model of more than `MAX_PARAMS` parameters, naming its largest layers.
+
+    Raises:
+        ModelTooLarge: a ValueError naming the count, the bound and `received`.
+    """
+    sizes = sorted(((layer.count_params(), layer.name) for layer in model.layers if layer.weights), reverse=True)
+    total = sum(size for size, _ in sizes)
+    if total <= MAX_PARAMS:
+        return
+    largest = ", ".join(f"`{name}` {size:,}" for size, name in sizes[:2])
+    raise ModelTooLarge(
+        f"`{model.name}` would have {total:,} parameters ({_bytes(4 * total)} of float32 weights), more than the "
+        f"{MAX_PARAMS:,} ({_bytes(4 * MAX_PARAMS)}) kcnn builds (kcnn.models.MAX_PARAMS); the largest layers: {largest}.",
+        received,
+    )
+
+
+def _bytes(count):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if count < 1024 or unit == "PiB":
+            return f"{count:,.0f} {unit}" if unit == "bytes" else f"{count:,.1f} {unit}"
+        count /= 1024
+
+
+def resolve_input_shape(input_shape, input_tensor, default, *, allow_unknown_size):
+    """The (H, W, C) the model is built for, checked."""
+    if input_tensor is not None:
+        if not keras.backend.is_keras_tensor(input_tensor):
+            raise ValueError(
+                "`input_tensor` must be a Keras tensor, e.g. the output of `keras.Input`. "
+                f"Received: input_tensor={input_tensor!r}"
+            )
+        tensor_shape = tuple(input_tensor.shape[1:])
+        if input_shape is not None and tuple(input_shape) != tensor_shape:
+            raise ValueError(
+                "`input_shape` and `input_tensor` disagree. "
+                f"Received: input_shape={tuple(input_shape)}, input_tensor.shape={tensor_shape}"
+            )
+        input_shape = tensor_shape
+    elif input_shape is None:
+        input_shape = default
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        shape = None
+    valid = shape is not None and len(shape) == 3 and all(
+        dim is None or (isinstance(dim, numbers.Integral) and not isinstance(dim, bool) and dim > 0)
+        for dim in shape
+    )
+    if not valid or shape[2] is None:
+        raise ValueError(
+            "`input_shape` must be (height, width, channels) with positive integers "
+            "(height and width may be None for fully convolutional models). "
+            f"Received: input_shape={input_shape!r}"
+        )
+    if any(dim is not None and dim > MAX_INPUT_SIZE for dim in shape[:2]):
+        raise ValueError(
+            f"`input_shape`'s height and width must be at most {MAX_INPUT_SIZE:,} pixels (kcnn.models.MAX_INPUT_SIZE: "
+            f"the largest side of a JPEG). Received: input_shape={shape}"
+        )
+    if not allow_unknown_size and None in shape[:2]:
+        raise ValueError(
+            "This model's top flattens a feature map of fixed size, so `input_shape` needs "
+            "a height and a width (or pass include_top=False). "
+            f"Received: input_shape={shape}"
+        )
+    return tuple(int(dim) if dim is not None else None for dim in shape)

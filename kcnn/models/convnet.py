@@ -8,7 +8,15 @@ from keras import layers
 
 from kcnn import blocks
 from kcnn.models._base import Network, builder, spec_table
-from kcnn.models._checks import check_bool, check_choice, check_fraction, check_positive_int, check_positive_ints, per_stage
+from kcnn.models._checks import (
+    check_bool,
+    check_choice,
+    check_depth,
+    check_fraction,
+    check_positive_int,
+    check_positive_ints,
+    per_stage,
+)
 
 _PADDINGS = ("same", "valid")
 
@@ -57,11 +65,13 @@ def conv_stages(
         use_bias: convolution biases.
         stage_dropout: dropout after each stage (`block{s}_dropout`; 0 = none).
     """
+    given = dict(filters=filters, convs_per_stage=convs_per_stage)
     filters = check_positive_ints("filters", filters)
     num_stages = len(filters)
     options = stage_options(
         num_stages, convs_per_stage=convs_per_stage, kernel_size=kernel_size, strides=strides, padding=padding, pool=pool
     )
+    check_depth(sum(options["convs_per_stage"]), "convolutions", **given)
     convs_per_stage, kernel_size, strides, padding, pool = (
         options[key] for key in ("convs_per_stage", "kernel_size", "strides", "padding", "pool")
     )
@@ -123,13 +133,16 @@ def convnet(
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name: the builder contract (see `kcnn`).
     """
+    given = dict(filters=filters, convs_per_stage=convs_per_stage)
     filters = check_positive_ints("filters", filters)
     options = stage_options(
         len(filters), convs_per_stage=convs_per_stage, kernel_size=kernel_size, strides=strides, padding=padding, pool=pool
     )
+    check_depth(sum(options["convs_per_stage"]), "convolutions", **given)
     batch_norm = check_bool("batch_norm", batch_norm)
     stage_dropout = check_fraction("stage_dropout", stage_dropout)
     hidden_units = check_positive_ints("hidden_units", hidden_units, allow_empty=True)
+    check_depth(len(hidden_units), "hidden layers", hidden_units=hidden_units)
     dropout = check_fraction("dropout", dropout)
 
     def trunk(x):

@@ -15,7 +15,7 @@ from keras import layers
 from kcnn import blocks
 from kcnn.layers import LocalResponseNormalization
 from kcnn.models._base import Network, builder, spec_table
-from kcnn.models._checks import check_bool, check_choice, check_fraction, check_positive_int, check_positive_ints
+from kcnn.models._checks import check_bool, check_choice, check_depth, check_fraction, check_positive_int, check_positive_ints
 
 # Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) of each module,
 # by stage (3a-3b, 4a-4e, 5a-5b); a 3x3/2 max pool follows every stage but the last.
@@ -188,6 +188,7 @@ def _check_stages(stages):
                 raise ValueError(f"{expected}. Received: stages={stages!r}")
             modules.append(widths)
         checked.append(tuple(modules))
+    check_depth(sum(map(len, checked)), "inception modules", stages=stages)
     return tuple(checked)
 
 

@@ -7,7 +7,7 @@ spatial structure away, which is what the convolutional layer keeps.
 
 from kcnn import blocks
 from kcnn.models._base import Network, builder, spec_table
-from kcnn.models._checks import check_activation, check_fraction, check_positive_ints
+from kcnn.models._checks import check_activation, check_depth, check_fraction, check_positive_ints
 
 
 @builder(default_input_shape=(32, 32, 3), classes=10)
@@ -34,6 +34,7 @@ def mlp(
             32x32x3 (CIFAR-10, 3072 inputs) with 10 classes.
     """
     hidden_units = check_positive_ints("hidden_units", hidden_units, allow_empty=True)
+    check_depth(len(hidden_units), "hidden layers", hidden_units=hidden_units)
     dropout = check_fraction("dropout", dropout)
     check_activation("activation", activation)
 

@@ -10,7 +10,7 @@ from keras import layers
 
 from kcnn import blocks
 from kcnn.models._base import Network, builder, spec_table
-from kcnn.models._checks import check_choice, check_positive_int, check_positive_ints
+from kcnn.models._checks import check_choice, check_depth, check_positive_int, check_positive_ints
 
 _BLOCKS = {"basic": blocks.basic_block, "bottleneck": blocks.bottleneck_block}
 _STEMS = ("imagenet", "small")
@@ -73,6 +73,7 @@ def resnet(
     check_choice("stem", stem, _STEMS)
     width = check_positive_int("width", width)
     stages = check_positive_ints("stages", stages)
+    check_depth(sum(stages), "blocks", stages=stages)
     stage_strides = _stage_strides(len(stages), stem, output_stride)
     block_fn = _BLOCKS[block]
     options = blocks.residual_conv_options(variant)

@@ -6,7 +6,7 @@ Image Recognition", ICLR 2015 (arXiv 2014), table 1 (configurations A, B, D, E).
 
 from kcnn import blocks
 from kcnn.models._base import Network, builder, spec_table
-from kcnn.models._checks import check_bool, check_fraction, check_positive_int, per_stage
+from kcnn.models._checks import check_bool, check_depth, check_fraction, check_positive_int, per_stage
 from kcnn.models.convnet import conv_stages
 
 # Convolutions per stage; the widths are always 64, 128, 256, 512, 512.
@@ -39,7 +39,9 @@ def vgg(
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name: the builder contract (see `kcnn`).
     """
+    given = convs_per_stage
     convs_per_stage = per_stage("convs_per_stage", convs_per_stage, len(_WIDTHS), check_positive_int)
+    check_depth(sum(convs_per_stage), "convolutions", convs_per_stage=given)
     batch_norm = check_bool("batch_norm", batch_norm)
     dropout = check_fraction("dropout", dropout)
 

@@ -22,7 +22,7 @@ class ConvNetSpace(SearchSpace):
     maps, 5x5 kernels, 120 and 84 hidden units), so that the space holds networks as
     cheap as the hand-designed one as well as ones 100x costlier: about a quarter of
     its configurations cost at most twice LeNet-5's 0.42 M MACs on 32x32 images (with
-    8 to 32 filters and kernels up to 7x7, 1 in 70 did). Wider ones are a `--range` away.
+    8 to 32 filters and kernels up to 7x7, 1 in 70 did). Wider ones are a `--ranges` away.
     """
 
     name = "convnet"
