@@ -12,6 +12,7 @@ import kcnn
 from kcnn import data, explain, export, shapes, train, tune
 from kcnn.cli import build_parser, main
 from kcnn.train.config import TrainConfig
+from kcnn.train.overlays import save_segmentations
 from kcnn.tune.config import SearchConfig
 
 
@@ -30,7 +31,7 @@ def _names(*things):
 PYTHON = {
     "train": lambda: _names(train.fit, TrainConfig, data.load),
     "evaluate": lambda: _names(train.evaluate),
-    "predict": lambda: _names(train.predict),
+    "predict": lambda: _names(train.predict, save_segmentations),
     "fine-tune": lambda: _names(train.fine_tune, train.fit, TrainConfig, data.load, kcnn.resnet18),
     "tune": lambda: _names(tune.search, SearchConfig, TrainConfig, data.load),
     "export": lambda: _names(export.export),

@@ -297,7 +297,7 @@ def _scores(metrics, *, top5=True):
 
 def _evaluate(args):
     from kcnn import train
-    from kcnn.train.segmentation import run_metadata
+    from kcnn.train.runs import run_metadata
 
     metrics = train.evaluate(args.path, args.data, split=args.split, mixed_precision=args.mixed_precision)
     print(f"{args.split} {_scores(metrics)}, {_losses(metrics)} ({metrics['examples']} images)")
@@ -312,7 +312,9 @@ def _evaluate(args):
 
 def _predict(args):
     from kcnn import data, train
-    from kcnn.train.segmentation import SEGMENTATION, run_metadata, save_segmentations
+    from kcnn.train.overlays import save_segmentations
+    from kcnn.train.runs import run_metadata
+    from kcnn.train.segmentation import SEGMENTATION
 
     images = [path for given in args.images for path in data.image_files(given)]
     if run_metadata(args.path).get("task") == SEGMENTATION:

@@ -15,7 +15,7 @@ import inspect
 from keras import layers
 
 from kcnn.models._base import check_weights_file, resolve_input_shape
-from kcnn.models._checks import check_activation, check_keywords, check_name, check_positive_int
+from kcnn.models._checks import check_activation, check_keywords, check_name, check_positive_int, check_softmax_classes
 
 #: PASCAL VOC's 20 classes and the background, the FCN paper's benchmark.
 DEFAULT_CLASSES = 21
@@ -48,6 +48,7 @@ def check_contract(*, name, classes, input_shape, default_input_shape, weights, 
     check_name(name)
     classes = check_positive_int("classes", classes)
     check_activation("classifier_activation", classifier_activation)
+    check_softmax_classes(classes, classifier_activation)
     shape = resolve_input_shape(input_shape, None, default_input_shape, allow_unknown_size=True)
     return classes, shape, check_backbone_weights(weights, backbone)
 

@@ -21,6 +21,7 @@ from kcnn.models._checks import (
     check_name,
     check_positive_int,
     check_size,
+    check_softmax_classes,
     resolve_input_shape,
 )
 
@@ -202,10 +203,6 @@ _WEIGHTS_EXPECTED = (
 )
 
 
-def _is_softmax(activation):
-    return activation == "softmax" or activation is keras.activations.softmax
-
-
 def _is_weights_tag(weights):
     from kcnn.weights import table
 
@@ -302,12 +299,8 @@ def build_model(
             "(flatten or average). Pass include_top=False for pooled features, or leave pooling=None. "
             f"Received: pooling={pooling!r}, include_top=True"
         )
-    if include_top and classes == 1 and _is_softmax(classifier_activation):
-        raise ValueError(
-            "A softmax over one class outputs 1.0 for every image. For two classes pass classes=2, or "
-            "classifier_activation='sigmoid' for the probability of one. "
-            f"Received: classes=1, classifier_activation={classifier_activation!r}"
-        )
+    if include_top:
+        check_softmax_classes(classes, classifier_activation)
     if weights is not None and not (isinstance(weights, (str, os.PathLike))):
         raise ValueError(f"`weights` must be {_WEIGHTS_EXPECTED}. Received: weights={weights!r}")
     if _is_weights_tag(weights):

@@ -256,3 +256,14 @@ def resolve_input_shape(input_shape, input_tensor, default, *, allow_unknown_siz
             f"Received: input_shape={shape}"
         )
     return tuple(int(dim) if dim is not None else None for dim in shape)
+
+
+def check_softmax_classes(classes, classifier_activation):
+    """Refuses a softmax over one class, which outputs 1.0 whatever the input (per
+    image for a classifier, per pixel for a segmentation model)."""
+    if classes == 1 and (classifier_activation == "softmax" or classifier_activation is keras.activations.softmax):
+        raise ValueError(
+            "A softmax over one class outputs 1.0 everywhere. For two classes pass classes=2, or "
+            "classifier_activation='sigmoid' for the probability of one. "
+            f"Received: classes=1, classifier_activation={classifier_activation!r}"
+        )

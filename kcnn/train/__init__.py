@@ -19,13 +19,16 @@ The modules, one concept each:
     distribute.py  what "auto" precision, XLA and strategy resolve to; the model prepared
     optimizers.py  Adam and AdamW updated by TensorFlow's fused kernel
     compile.py     optimizer, schedule, loss, metrics, compile (shared with the tuner)
-    runs.py        the run folder and its metadata
+    runs.py        the run folder, its files, whether it resumes
+    metadata.py    a starting run's metadata.json
+    random_state.py  the random generators' state a resumed run carries on from
     callbacks.py   the callbacks that write a run folder while it trains
     inputs.py      the model and the data of a run, fitted to each other
     phases.py      the loop that runs a run's phases, resuming from its checkpoint
     driver.py      fit and the driver it shares with fine_tune: set-up, phases, output
     inference.py   load, evaluate, predict, inference_model (the precision they compute in)
-    segmentation.py  a model's task; per-pixel loss, metrics, evaluation, predicted masks
+    segmentation.py  a model's task; per-pixel loss, metrics, evaluation, probabilities
+    overlays.py    a segmentation model's masks and overlays of image files, as pictures
     transfer.py    fine_tune, replace_head, feature_extractor, nearest_neighbours
 """
 

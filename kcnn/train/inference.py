@@ -212,7 +212,9 @@ def evaluate_split(model: keras.Model, dataset, *, label_smoothing: float = 0.0)
     loss label-smoothed by `label_smoothing` (the run's); a segmentation model's are
     `kcnn.train.segmentation.evaluate_segmentation`'s."""
     if segmentation.model_task(model) == segmentation.SEGMENTATION:
-        return segmentation.evaluate_segmentation(model, dataset, label_smoothing=label_smoothing)
+        return segmentation.evaluate_segmentation(
+            model, dataset, from_logits=outputs_logits(model), label_smoothing=label_smoothing
+        )
     from_logits = outputs_logits(model)
     num_classes = int(model.outputs[0].shape[-1])
     loss = make_loss(num_classes, label_smoothing, from_logits=from_logits)

@@ -340,6 +340,13 @@ def worker_folder(output, task) -> RunFolder:
     return run
 
 
+def run_metadata(path) -> dict[str, Any]:
+    """The metadata.json of a run folder (or of the folder of a `.keras` file), read
+    without loading the model; {} when there is none."""
+    path = pathlib.Path(path)
+    return RunFolder(path if path.is_dir() else path.parent).read_metadata() or {}
+
+
 # --------------------------------------------------------------------------
 # Files.
 

@@ -187,8 +187,9 @@ def class_iou(confusion: np.ndarray) -> list[float | None]:
     return [None if u == 0 else float(h / u) for h, u in zip(hits, union)]
 
 
-def evaluate_segmentation(model: keras.Model, dataset, *, label_smoothing: float = 0.0) -> dict[str, Any]:
-    """A segmentation model's figures on one batched `(images, masks)` split.
+def evaluate_segmentation(model: keras.Model, dataset, *, from_logits: bool, label_smoothing: float = 0.0) -> dict[str, Any]:
+    """A segmentation model's figures on one batched `(images, masks)` split
+    (`from_logits`: whether the model outputs logits, `kcnn.train.compile.outputs_logits`).
 
     Returns:
         `{"loss", "crossentropy", "accuracy", "mean_iou", "class_iou", "examples",
@@ -197,9 +198,6 @@ def evaluate_segmentation(model: keras.Model, dataset, *, label_smoothing: float
         mean IoU; the IoU of each class, in label order (None for a class neither
         in the masks nor predicted); images; labelled pixels.
     """
-    from kcnn.train.compile import outputs_logits
-
-    from_logits = outputs_logits(model)
     num_classes = int(model.outputs[0].shape[-1])
     loss = make_segmentation_loss(num_classes, label_smoothing, from_logits=from_logits)
     mean_loss = keras.metrics.Mean(name="loss")
@@ -237,66 +235,3 @@ def probabilities_at(outputs: np.ndarray, sizes: Sequence[tuple[int, int]] | Non
         tf.image.resize(p[None], size, method="bilinear", antialias=True).numpy()[0] if tuple(size) != p.shape[:2] else p
         for p, size in zip(probabilities, sizes)
     ]
-
-
-def run_metadata(path) -> dict[str, Any]:
-    """The metadata.json of a run folder (or of the folder of a `.keras` file), read
-    without loading the model; {} when there is none."""
-    import pathlib
-
-    from kcnn.train.runs import RunFolder
-
-    path = pathlib.Path(path)
-    return RunFolder(path if path.is_dir() else path.parent).read_metadata() or {}
-
-
-def save_segmentations(
-    model_or_path, paths: Sequence[str], folder, *, mixed_precision: str = "auto", alpha: float = 0.5
-) -> list[dict[str, Any]]:
-    """Segments image files and writes two pictures of each into `folder`:
-    `<name>.mask.png`, the predicted mask as a palette PNG (in the run's class colours,
-    read back by `kcnn.data.masks.load_mask` as class indices), and `<name>.overlay.png`,
-    the image tinted by it.
-
-    Args:
-        model_or_path: a segmentation run folder or `.keras` file.
-        paths: image files.
-        folder: where the pictures go (created).
-        mixed_precision: as `kcnn.train.predict`'s.
-        alpha: the colours' weight in the overlay.
-
-    Returns:
-        Per image, `{"image", "mask", "overlay", "shares"}`: the file names and each
-        class's share of the image's pixels (`{class name: fraction}`).
-    """
-    import os
-    import pathlib
-
-    from kcnn import data as kdata
-    from kcnn.data.masks import default_palette, mask_overlay, save_image, save_mask
-    from kcnn.train.inference import predict
-
-    paths = [os.fspath(p) for p in paths]
-    probabilities = predict(model_or_path, paths, mixed_precision=mixed_precision)
-    if not paths or not isinstance(probabilities[0], np.ndarray):
-        raise ValueError(f"Expected a segmentation model (per-pixel outputs). Received: {model_or_path!r}, a classifier")
-    metadata = run_metadata(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else {}
-    classes = probabilities[0].shape[-1]
-    names = metadata.get("class_names") or [str(i) for i in range(classes)]
-    palette = metadata.get("segmentation", {}).get("palette") or default_palette(classes)
-    folder = pathlib.Path(folder)
-    taken: set[str] = set()
-    written = []
-    for path, pixels in zip(paths, probabilities):
-        stem = pathlib.Path(path).stem
-        base, number = stem, 2
-        while base in taken:  # two images of one name (from two folders)
-            base, number = f"{stem}-{number}", number + 1
-        taken.add(base)
-        mask = np.argmax(pixels, axis=-1).astype(np.uint8)
-        mask_path, overlay_path = folder / f"{base}.mask.png", folder / f"{base}.overlay.png"
-        save_mask(mask_path, mask, palette)
-        save_image(overlay_path, mask_overlay(kdata.load_image(path), mask, palette, alpha))
-        shares = np.bincount(mask.reshape(-1), minlength=classes) / mask.size
-        written.append({"image": path, "mask": os.fspath(mask_path), "overlay": os.fspath(overlay_path), "shares": dict(zip(names, shares.tolist()))})
-    return written
