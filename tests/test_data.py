@@ -3,6 +3,7 @@
 import inspect
 import json
 import os
+import re
 import warnings
 
 import numpy as np
@@ -339,6 +340,36 @@ def test_unknown_name_lists_known_names(tfds):
         data.load(os.path.join("no", "such", "folder"))
 
 
+def test_a_path_or_an_unknown_name_never_reaches_tfds(tfds, tmp_path, monkeypatch):
+    """Issue 26: a folder path (or a name nothing knows) went to `tfds.builder`, which
+    looks it up on the network. Paths are paths, "~" included; only registered or
+    locally prepared names are TFDS's."""
+
+    def consulted(*args, **kwargs):
+        raise AssertionError(f"tfds.builder{args} was called")
+
+    monkeypatch.setattr(tfds, "builder", consulted)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "data").mkdir()
+    for source, received in (
+        ("data/petz", "(no such directory or file)"),  # A typo below an existing folder.
+        ("./pets", "(no such directory or file)"),
+        ("~/pets", "(no such directory or file)"),
+        ("my-pets", "(no such directory or file)"),
+        (str(tmp_path / "pets"), "(no such directory or file)"),
+        ("my_pets", "Unknown dataset 'my_pets'"),  # Neither registered nor prepared.
+    ):
+        with pytest.raises(ValueError, match=re.escape(received)):
+            data.load(source)
+    save(tmp_path / "photo.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"class sub-folders or an \.npz file .*Received: source='photo\.png', a file"):
+        data.load("photo.png")
+    for label in ("a", "b"):
+        save(tmp_path / "home" / "pets" / label / "0.png", np.full((8, 8), 9, np.uint8))
+    assert data.load("~/pets", validation_split=0, test_split=0).name == str(tmp_path / "home" / "pets")
+
+
 def test_unprepared_tfds_dataset_is_a_clear_error(tfds, tmp_path):
     with pytest.raises(ValueError, match="not prepared.*download=True") as info:
         data.load("mnist", data_dir=tmp_path)
@@ -669,6 +700,12 @@ def test_folder_of_mixed_sizes_warns_and_takes_the_median_size(tmp_path):
     assert ds.input_shape == (28, 28, 3)
     assert ds.input_statistics["source_size"] == [28, 28]
     assert ds.input_statistics["source_aspect"] == 1.0
+    # A size the caller chose: no warning (issue 26); a default size in its place warns.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert data.load(tmp_path, validation_split=0, test_split=0, image_size=16).input_shape == (16, 16, 3)
+    with pytest.warns(UserWarning, match="differ in size: 2 sizes .* All are resized to 12x12"):
+        data.load(tmp_path, validation_split=0, test_split=0, default_image_size=12)
     # One size: no warning.
     (tmp_path / "b" / "photo.png").unlink()
     with warnings.catch_warnings():

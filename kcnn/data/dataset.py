@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -201,6 +202,7 @@ def load(
     data_dir: str | os.PathLike | None = None,
     download: bool = False,
     stream: bool | str = "auto",
+    default_image_size: int | Sequence[int] | None = None,
 ) -> Dataset:
     """Loads an image classification dataset as batched `tf.data` pipelines.
 
@@ -221,7 +223,7 @@ def load(
             and the median height and width of the images for folders (of an
             even count the lower middle one, so one outlier never sets it; a
             folder whose images differ in size gets a warning naming the
-            sizes).
+            sizes, unless `image_size` is given).
         channels: 1 (grey) or 3 (RGB). Default: the source's own (folders: 3
             if any image is in colour, else 1).
         batch_size: batch size of all splits.
@@ -254,6 +256,10 @@ def load(
             decoded images would take more than `IN_MEMORY_LIMIT` bytes, and
             decodes them into memory once otherwise; True or False forces one
             way. Both give the same batches (`Dataset.streaming` says which).
+        default_image_size: the size when `image_size` is None, in place of the
+            source's own default (`kcnn.train.fit` passes a model family's input
+            size this way). Unlike `image_size`, it is not the caller's choice: a
+            folder whose images differ in size is still warned about.
 
     Returns:
         A `Dataset`.
@@ -284,6 +290,7 @@ def load(
         cache=cache,
         data_dir=data_dir,
         download=download,
+        default_image_size=default_image_size,
     )
     return _build(
         splits, normalization=normalization, augment=policy, shuffle=shuffle, seed=int(seed), batch_size=batch_size
@@ -291,11 +298,23 @@ def load(
 
 
 def _load_splits(
-    source, *, image_size, channels, validation_split, test_split, seed, cache, data_dir, download, stream="auto"
+    source,
+    *,
+    image_size,
+    channels,
+    validation_split,
+    test_split,
+    seed,
+    cache,
+    data_dir,
+    download,
+    stream="auto",
+    default_image_size=None,
 ) -> dict[str, Any]:
     """Checks the source's arguments and reads it: the splits of adapted uint8
     images plus what describes them (class names, size, channels, name, statistics)."""
-    image_size = _parse_image_size(image_size)
+    size_given = image_size is not None
+    image_size = _parse_image_size(image_size) or _parse_image_size(default_image_size)
     if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
         raise ValueError(
             "`channels` must be 1 (grey), 3 (RGB) or None (the source's own). "
@@ -324,16 +343,28 @@ def _load_splits(
     )
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
+        local = os.path.expanduser(path)
         if path == "digits":
             splits = _load_digits(**common)
-        elif os.path.isdir(path):
-            splits = _load_folder(path, stream=stream, **common)
-        elif path.lower().endswith(".npz"):
-            if not os.path.isfile(path):
+        elif os.path.isdir(local):
+            splits = _load_folder(local, stream=stream, warn_sizes=not size_given, **common)
+        elif local.lower().endswith(".npz"):
+            if not os.path.isfile(local):
                 raise ValueError(f"Expected an existing .npz file. Received: source={path!r} (no such file)")
-            with np.load(path, allow_pickle=False) as npz:
+            with np.load(local, allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
-            splits = _load_arrays(arrays, name=path, **common)
+            splits = _load_arrays(arrays, name=local, **common)
+        elif os.path.exists(local):
+            raise ValueError(
+                "Expected a directory of class sub-folders or an .npz file (or 'digits', a TFDS name, arrays). "
+                f"Received: source={path!r}, a file"
+            )
+        elif _looks_like_path(path):
+            # Never a TFDS name: TFDS would look it up on the network first.
+            raise ValueError(
+                "Expected an existing directory of class sub-folders, or an .npz file. "
+                f"Received: source={path!r} (no such directory or file)"
+            )
         else:
             splits = _load_tfds(path, data_dir=data_dir, download=download, cache=cache, **common)
     elif isinstance(source, (tuple, list, Mapping)):
@@ -345,6 +376,22 @@ def _load_splits(
         )
 
     return splits
+
+
+def _looks_like_path(text: str) -> bool:
+    """Whether a source string that names nothing on disk was meant as a path, not a
+    TFDS name (`name`, `name:version`, `name/config`, `namespace:name`): absolute or
+    home-relative, starting with ".", with a backslash or a trailing separator, whose
+    first component is an existing folder (a typo further down), or with characters
+    no TFDS name has ("my-pets", "pets.v2")."""
+    if os.path.isabs(text) or text.startswith((".", "~")) or "\\" in text or text.endswith(("/", os.sep)):
+        return True
+    first = text.split("/")[0]
+    return os.path.isdir(first) or not all(_TFDS_NAME.fullmatch(part) for part in first.split(":"))
+
+
+# A TFDS builder name or namespace, or a version ("3.0.2", "3.*.*").
+_TFDS_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*|[0-9][0-9.*]*")
 
 
 def _build(splits, *, normalization, augment, shuffle, seed, batch_size) -> Dataset:

@@ -128,7 +128,9 @@ def _warn_mixed_sizes(root: str, sizes: Sequence[tuple[int, int]], size: tuple[i
 STREAM_SAMPLE = 512
 
 
-def _load_folder(root: str, *, image_size, channels, validation_split, test_split, seed, stream="auto") -> dict:
+def _load_folder(
+    root: str, *, image_size, channels, validation_split, test_split, seed, stream="auto", warn_sizes=True
+) -> dict:
     folders = _split_folders(root)
     listed = {split: _list_class_folders(folder) for split, folder in folders.items()}
     class_names = listed["train"][0]
@@ -173,7 +175,8 @@ def _load_folder(root: str, *, image_size, channels, validation_split, test_spli
     every_size = [size for split_sizes in sizes.values() for size in split_sizes]
     size = image_size or _median_size(every_size) or DEFAULT_VARIABLE_IMAGE_SIZE
     channels = channels or (3 if any_color else 1)
-    _warn_mixed_sizes(root, every_size, size)
+    if warn_sizes:  # Not when the caller chose the size.
+        _warn_mixed_sizes(root, every_size, size)
     decoded_bytes = len(every_size) * size[0] * size[1] * channels
     if stream is True or (stream == "auto" and decoded_bytes > pipeline.IN_MEMORY_LIMIT):
         logger.info(

@@ -55,6 +55,28 @@ def _unknown_name_error(name: str, builders: Sequence[str], reason: str = "") ->
     )
 
 
+def _local_builders(tfds) -> list[str]:
+    """The registered TFDS builder names (without the community ones, a network list)."""
+    return tfds.list_builders(with_community_datasets=False)
+
+
+def _check_known(tfds, name: str, data_dir: str | None) -> None:
+    """Refuses a name that is neither a registered TFDS builder nor a dataset prepared in
+    a local data folder, before `tfds.builder` looks it up on the network (Google
+    Cloud Storage, with authentication warnings and time-outs where there is none).
+    Namespaced names ("huggingface:mnist") are TFDS's to resolve."""
+    try:
+        parsed, _ = tfds.core.naming.parse_builder_name_kwargs(name)
+    except ValueError as error:
+        raise _unknown_name_error(name, _local_builders(tfds), reason=str(error).splitlines()[0]) from None
+    if parsed.namespace:
+        return
+    builders = _local_builders(tfds)
+    folders = [data_dir] if data_dir else [os.fspath(d) for d in tfds.core.utils.file_utils.list_data_dirs()]
+    if parsed.name not in builders and not any(os.path.isdir(os.path.join(folder, parsed.name)) for folder in folders):
+        raise _unknown_name_error(name, builders)
+
+
 def _slices(num: int | None, fractions: Sequence[float]) -> list[str | None]:
     """Split specs carving `fractions` off the end of "train", in order.
 
@@ -84,12 +106,13 @@ def _load_tfds(
 
     del seed  # TFDS slices are fixed; the seed only drives shuffling/augmentation.
     data_dir = None if data_dir is None else os.fspath(data_dir)
+    _check_known(tfds, name, data_dir)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
-        raise _unknown_name_error(name, tfds.list_builders()) from None
+        raise _unknown_name_error(name, _local_builders(tfds)) from None
     except ValueError as error:  # Not even a valid TFDS name (e.g. a missing path).
-        raise _unknown_name_error(name, tfds.list_builders(), reason=str(error).splitlines()[0]) from None
+        raise _unknown_name_error(name, _local_builders(tfds), reason=str(error).splitlines()[0]) from None
     folder = os.fspath(builder.data_dir_root)
     received = f"Received: source={name!r}, download={download!r}, data_dir={data_dir!r}"
     # `download_and_prepare` reuses an existing variant folder and only then needs no network.

@@ -109,7 +109,7 @@ def load_data(
         _check_agrees("image_size", options.get("image_size"), size, "the model takes {0[0]}x{0[1]} images")
         options["image_size"] = size
     elif options.get("image_size") is None:
-        options["image_size"] = default_image_size
+        options["default_image_size"] = default_image_size
     if channels:
         _check_agrees("channels", options.get("channels"), int(channels), "the model takes {0}-channel images")
         options["channels"] = int(channels)
