@@ -493,6 +493,7 @@ def test_image_folder_skips_corrupt_files(image_folder):
     with (
         pytest.warns(UserWarning, match=r"Skipped 1 unreadable image file\(s\).*broken\.jpeg"),
         pytest.warns(UserWarning, match=r"differ in size: 3 sizes .*: 8x8 \(9\), 10x12 \(1\), 16x16 \(1\)"),
+        pytest.warns(UserWarning, match=r"Not read under .*pets': 1 file\(s\) without an image extension .*notes\.txt"),
     ):
         ds = data.load(str(image_folder), validation_split=0, test_split=0, shuffle=False, batch_size=64)
     assert ds.class_names == ["cat", "dog"]
@@ -903,12 +904,28 @@ def test_check_data_options():
     assert set(data.DATA_OPTIONS) <= set(inspect.signature(data.load).parameters)
 
 
+def test_tiff_and_webp_images_are_read_and_other_files_named(tmp_path):
+    """Issue 27: .tif and .webp files in class folders were skipped without a word."""
+    rng = np.random.default_rng(3)
+    pixels = {name: rng.integers(0, 256, (6, 6, 3), dtype=np.uint8) for name in ("a/0.tif", "a/1.webp", "b/0.TIFF", "b/1.png")}
+    for name, array in pixels.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(array).save(tmp_path / name, **({"lossless": True} if name.endswith("webp") else {}))
+    (tmp_path / "b" / "labels.csv").write_text("not an image")
+    with pytest.warns(UserWarning, match=r"Not read under .*: 1 file\(s\) without an image extension .*\.webp\): .*labels\.csv"):
+        ds = data.load(tmp_path, validation_split=0, test_split=0, shuffle=False, normalize=False)
+    x, y = data.as_numpy(ds.train)
+    np.testing.assert_array_equal(x, np.stack(list(pixels.values())).astype(np.float32))
+    np.testing.assert_array_equal(y, [0, 0, 1, 1])
+
+
 def test_image_files_of_a_folder(tmp_path):
     for name in ("b.png", "a.JPG", ".hidden.png", "notes.txt"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "c.png").write_bytes(b"")
-    assert data.image_files(tmp_path) == [str(tmp_path / "a.JPG"), str(tmp_path / "b.png")]
+    with pytest.warns(UserWarning, match=r"Not read under .*: 1 file\(s\) without an image extension .*notes\.txt'$"):
+        assert data.image_files(tmp_path) == [str(tmp_path / "a.JPG"), str(tmp_path / "b.png")]
     assert data.image_files(tmp_path / "notes.txt") == [str(tmp_path / "notes.txt")]
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"Received: path=.*empty', which holds none"):

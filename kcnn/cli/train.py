@@ -40,7 +40,12 @@ def register(subparsers):
     _add_inference_precision(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
-    predict = subparsers.add_parser("predict", help="classify image files with a saved model")
+    predict = subparsers.add_parser(
+        "predict",
+        help="classify image files with a saved model",
+        description="Classifies image files with a saved model. A file that cannot be read is named with why, "
+        "the others are classified, and the exit status is 1.",
+    )
     predict.add_argument("path", help="a run folder or a .keras file")
     predict.add_argument(
         "images", nargs="+", help="image files, or folders: every image file directly in one, sorted by name"
@@ -249,7 +254,12 @@ def _predict(args):
     from kcnn import data, train
 
     images = [path for given in args.images for path in data.image_files(given)]
-    for image, top in zip(images, train.predict(args.path, images, top_k=args.top_k, mixed_precision=args.mixed_precision)):
-        ranked = ", ".join(f"{name} ({probability:.1%})" for name, probability in top)
-        print(f"{image}: {ranked}")
-    return 0
+    predictions = train.predict(args.path, images, top_k=args.top_k, mixed_precision=args.mixed_precision, skip_unreadable=True)
+    for image, top in zip(images, predictions):
+        if top is not None:  # An unreadable file is named in a warning.
+            ranked = ", ".join(f"{name} ({probability:.1%})" for name, probability in top)
+            print(f"{image}: {ranked}")
+    unread = predictions.count(None)
+    if unread:
+        print(f"kcnn: {unread} of {len(images)} image(s) could not be read", file=sys.stderr)
+    return 1 if unread else 0

@@ -13,7 +13,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from kcnn.data import pipeline
-from kcnn.data.files import _DECODE_ERRORS, _GRAY_MODES, IMAGE_EXTENSIONS, _decode_file, _read_header
+from kcnn.data.files import (
+    _DECODE_ERRORS,
+    _GRAY_MODES,
+    IMAGE_EXTENSIONS,
+    _by_extension,
+    _decode_file,
+    _read_header,
+    _warn_not_images,
+)
 from kcnn.data.pipeline import _FileSplit
 from kcnn.data.preprocessing import _adapt_images, _channel_stats
 from kcnn.data.sources import DEFAULT_VARIABLE_IMAGE_SIZE, _finish_memory, _memory_splits
@@ -40,23 +48,22 @@ def _list_class_folders(root: str) -> tuple[list[str], list[list[str]]]:
             "Expected a directory with one sub-directory of images per class. "
             f"Received: source={root!r}, which has no sub-directories"
         )
-    files = []
+    files, others = [], []
     for name in class_names:
         folder = os.path.join(root, name)
         found = []
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            found.extend(
-                os.path.join(dirpath, f)
-                for f in sorted(filenames)
-                if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
-            )
+            images, not_images = _by_extension([os.path.join(dirpath, f) for f in sorted(filenames)])
+            found.extend(images)
+            others.extend(not_images)
         if not found:
             raise ValueError(
                 f"Expected every class folder to contain images ({', '.join(IMAGE_EXTENSIONS)}). "
                 f"Received: class folder {folder!r} with no images"
             )
         files.append(found)
+    _warn_not_images(root, others, stacklevel=6)  # The caller of `kcnn.data.load`.
     return class_names, files
 
 

@@ -233,7 +233,13 @@ def evaluate_split(model: keras.Model, dataset, *, label_smoothing: float = 0.0)
 
 
 def predict(
-    model_or_path, images, top_k: int = 5, *, class_names: Sequence[str] | None = None, mixed_precision: str = "auto"
+    model_or_path,
+    images,
+    top_k: int = 5,
+    *,
+    class_names: Sequence[str] | None = None,
+    mixed_precision: str = "auto",
+    skip_unreadable: bool = False,
 ):
     """Classifies images.
 
@@ -254,9 +260,14 @@ def predict(
         class_names: names of the classes; default the run's, else the indices.
         mixed_precision: the precision to compute in (`inference_model`): "auto"
             (bfloat16 where training would use it), "off" (float32), ...
+        skip_unreadable: what an image file that cannot be read (corrupt,
+            truncated, not an image) does: False raises a ValueError naming it;
+            True names it in a warning, with why, and gives None in its place while
+            the other images are predicted (`kcnn predict` does so).
 
     Returns:
-        One list per image of `(class_name, probability)` pairs, most likely first.
+        One list per image of `(class_name, probability)` pairs, most likely first
+        (None for an unreadable file with `skip_unreadable`).
     """
     model, metadata = resolve_model(model_or_path)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -264,11 +275,14 @@ def predict(
     preprocessing = metadata.get("preprocessing")
     if isinstance(images, (str, os.PathLike)):
         images = kdata.image_files(images) if os.path.isdir(images) else [images]
-    paths = None
+    paths, unreadable = None, set()
     if isinstance(images, (list, tuple)) and images and all(isinstance(i, (str, os.PathLike)) for i in images):
         if preprocessing is None:
             raise ValueError("Reading image files needs the run's preprocessing: pass a run folder. Received: a bare model")
-        paths, images = [os.fspath(i) for i in images], [kdata.load_image(i) for i in images]
+        given = len(images)
+        paths, images, unreadable = _read_image_files(images, skip_unreadable)
+        if not images:
+            return [None] * given
     if preprocessing is not None:
         x = kdata.preprocess_images(images, preprocessing)
         for warning in input_warnings(images, metadata, names=paths):
@@ -282,7 +296,27 @@ def predict(
     names = list(class_names or metadata.get("class_names") or map(str, range(probabilities.shape[1])))
     k = min(top_k, probabilities.shape[1])
     order = np.argsort(-probabilities, axis=1)[:, :k]
-    return [[(names[j], float(row[j])) for j in top] for row, top in zip(probabilities, order)]
+    ranked = iter([[(names[j], float(row[j])) for j in top] for row, top in zip(probabilities, order)])
+    # The unreadable files keep their place, as None.
+    return [None if index in unreadable else next(ranked) for index in range(len(order) + len(unreadable))]
+
+
+def _read_image_files(files, skip_unreadable: bool):
+    """(paths of the readable files, their decoded images, the indices of the others),
+    each unreadable file named in a warning with why; with `skip_unreadable` False the
+    first one raises its ValueError instead."""
+    paths, images, unreadable = [], [], set()
+    for index, file in enumerate(files):
+        try:
+            images.append(kdata.load_image(file))
+        except ValueError as error:
+            if not skip_unreadable:
+                raise
+            unreadable.add(index)
+            warnings.warn(f"{error}: not predicted", UserWarning, stacklevel=4)
+            continue
+        paths.append(os.fspath(file))
+    return paths, images, unreadable
 
 
 def predict_in_batches(model: keras.Model, images, batch_size: int = 32) -> np.ndarray:
