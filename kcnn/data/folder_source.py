@@ -195,24 +195,16 @@ def _load_folder(
 
     arrays = {}
     for split, per_class in readable.items():
-        images, labels = [], []
-        for label, (name, paths) in enumerate(zip(class_names, per_class, strict=True)):
-            count = 0
-            for path in paths:
-                try:
-                    image = _decode_file(path)
-                except _DECODE_ERRORS as error:  # Truncated data behind a valid header.
-                    skipped.append(_skip(path, error))
-                    continue
-                images.append(_adapt_images(image[None], size, channels).numpy()[0])
-                labels.append(label)
-                count += 1
-            if count == 0:
+        paths = [path for paths in per_class for path in paths]
+        labels = np.asarray([label for label, paths in enumerate(per_class) for _ in paths], np.int32)
+        images, decoded = _decode_files(paths, size, channels, skipped)
+        for label, name in enumerate(class_names):
+            if not decoded[labels == label].any():
                 raise ValueError(
                     f"Expected every class folder to contain readable images. "
                     f"Received: class folder {os.path.join(folders[split], name)!r} whose images all failed to decode"
                 )
-        arrays[split] = (np.stack(images), np.asarray(labels, np.int32))
+        arrays[split] = (images, labels[decoded])
     if skipped:
         shown = ", ".join(repr(entry["path"]) for entry in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         warnings.warn(
@@ -236,6 +228,27 @@ def _load_folder(
         source_sizes=sizes["train"],
         skipped=skipped,
     )
+
+
+def _decode_files(paths: Sequence[str], size: tuple[int, int], channels: int, skipped: list) -> tuple[np.ndarray, np.ndarray]:
+    """The files decoded and adapted, in order, into one uint8 array made up front (its
+    rows are the images held in memory, nothing else is), and the mask of the files
+    decoded; a file that fails (truncated data behind a valid header) is added to
+    `skipped`, its row left to the next file."""
+    images = np.empty((len(paths), *size, channels), np.uint8)
+    decoded = np.zeros(len(paths), bool)
+    row = 0
+    for index, path in enumerate(paths):
+        try:
+            image = _decode_file(path)
+        except _DECODE_ERRORS as error:
+            skipped.append(_skip(path, error))
+            continue
+        # At the size and channels already: `_adapt_images` would give it back as is.
+        images[row] = image if image.shape == images.shape[1:] else _adapt_images(image[None], size, channels).numpy()[0]
+        decoded[index] = True
+        row += 1
+    return images[:row], decoded
 
 
 def _stream_folder(root, folders, class_names, readable, sizes, skipped, size, channels, validation_split, test_split, seed):

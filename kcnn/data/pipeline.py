@@ -32,10 +32,13 @@ _SHIFT_FRACTION = 0.125
 # sources always get a full shuffle since they only shuffle indices.
 _TFDS_SHUFFLE_BUFFER = 10_000
 
-#: Decoded bytes (uint8, at the training size) above which a source is not held in
-#: RAM: an image folder streams from its files (decoded and resized in a parallel
-#: `tf.data` map, `Dataset.streaming`), a TFDS split is not cached in RAM. 1 GiB:
-#: e.g. 21,000 images at 128x128x3, or 6,800 at 224x224x3.
+#: Decoded bytes (uint8, at the training size: height x width x channels per image)
+#: above which a source is not held in RAM: an image folder streams from its files
+#: (decoded and resized in a parallel `tf.data` map, `Dataset.streaming`), a TFDS split
+#: is not cached in RAM. 1 GiB: e.g. 21,000 images at 128x128x3, or 6,800 at 224x224x3.
+#: Below it, the images are held once, as these uint8 bytes (the splits are views of
+#: one array; batches are converted to float32 in the pipeline), so a load grows the
+#: process by about that much.
 IN_MEMORY_LIMIT = 1 << 30
 
 
@@ -90,12 +93,30 @@ def _parse_augment(augment: Any) -> str | Callable | None:
 
 
 class _MemorySplit:
-    """A split held in memory as uint8 NHWC images and int32 labels."""
+    """A split held in memory as uint8 NHWC images and int32 labels.
+
+    The images stay this one NumPy array: batches are gathered from it in a
+    `tf.numpy_function`, and converted to float32 only then. A `tf.constant` of them
+    would be a second copy (and, while it is made, a third), and a large constant in
+    a `tf.data` graph that is serialized (tf.distribute) meets protobuf's 2 GB limit.
+    """
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
         self.x = x
         self.y = y.astype(np.int32)
         self.size = len(x)
+
+    def batches(self, indices: tf.data.Dataset) -> tf.data.Dataset:
+        """`(uint8 images, int32 labels)` batches of the rows in each batch of
+        `indices` (an int64 dataset of index vectors), gathered in parallel."""
+        labels = tf.constant(self.y)
+        shape = self.x.shape[1:]
+
+        def gather(i):
+            images = tf.numpy_function(self.x.take, [i, 0], tf.uint8, stateful=False)
+            return tf.ensure_shape(images, [None, *shape]), tf.gather(labels, i)
+
+        return indices.map(gather, num_parallel_calls=AUTOTUNE)
 
 
 class _FileSplit:
@@ -181,15 +202,12 @@ def _pipeline(
     # fit (steps then known only from the caller) and skipping epochs on resume; TFDS
     # splits shuffle a buffer, not indices, so only a post-shuffle element shard is exact.
     if isinstance(split, _MemorySplit):
-        images = tf.constant(split.x)
-        labels = tf.constant(split.y)
         # Shuffling indices (not images) gives a full shuffle without a second
         # copy of the data in a shuffle buffer, and one gather per batch.
         ds = tf.data.Dataset.range(split.size)
         if shuffle:
             ds = ds.shuffle(split.size, seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size)
-        ds = ds.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)), num_parallel_calls=AUTOTUNE)
+        ds = split.batches(ds.batch(batch_size))
     elif isinstance(split, _FileSplit):
         # The same index order as in memory; each image decoded from its file.
         ds = tf.data.Dataset.range(split.size)
