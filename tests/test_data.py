@@ -329,6 +329,66 @@ def test_tfds_slices():
     assert tfds_source._slices(5, (0.05, 0.2)) == ["train[:4]", None, "train[4:5]"]
 
 
+@pytest.fixture(scope="module")
+def sharded_tfds(tfds, tmp_path_factory):
+    """A TFDS dataset prepared in a local folder, its training split in 4 files: 64
+    4x4 grey images whose pixels are their index (and a test split of 8)."""
+
+    class KcnnShards(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            features = {"image": tfds.features.Image(shape=(4, 4, 1)), "label": tfds.features.ClassLabel(num_classes=2)}
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features), supervised_keys=("image", "label"))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(64, 0), "test": self._generate_examples(8, 100)}
+
+        def _generate_examples(self, count, offset):
+            for i in range(count):
+                yield i, {"image": np.full((4, 4, 1), offset + i, np.uint8), "label": i % 2}
+
+    data_dir = tmp_path_factory.mktemp("tfds")
+    KcnnShards(data_dir=data_dir).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(num_shards=4, try_download_gcs=False)
+    )
+    return data_dir
+
+
+def test_a_tfds_split_read_each_epoch_takes_its_files_in_a_new_order(sharded_tfds, monkeypatch):
+    """Issue 27: a TFDS split too large to cache was read in one fixed file order, with a
+    10,000-element buffer: a weak shuffle where data is biggest. Its files now come in
+    another order each epoch, the same orders for a seed; a resumed run, which moves
+    the split on by the epochs done (starting iterations), continues them exactly."""
+    from kcnn.data import pipeline
+
+    monkeypatch.setattr(pipeline, "_TFDS_SHUFFLE_BUFFER", 1)  # No element shuffle: what is seen is the files' order.
+
+    def epochs(seed, count=4, skip=0, **options):
+        options = {"cache": False, **options}
+        ds = data.load("kcnn_shards", data_dir=sharded_tfds, validation_split=0, seed=seed, batch_size=16, normalize=False, **options)
+        for _ in range(skip):  # As kcnn.train.phases._skip_epochs does.
+            iter(ds.train)
+        orders = [tuple(data.as_numpy(ds.train)[0][:, 0, 0, 0].astype(int)) for _ in range(count)]
+        assert all(sorted(order) == list(range(64)) for order in orders)
+        tests = [tuple(data.as_numpy(ds.test)[0][:, 0, 0, 0].astype(int)) for _ in range(2)]
+        assert tests[0] == tests[1] and sorted(tests[0]) == list(range(100, 108))  # Not shuffled.
+        return orders
+
+    first = epochs(3)
+    assert len(set(first)) > 1  # The files' order changes from epoch to epoch.
+    assert epochs(3, count=2, skip=2) == first[2:] and epochs(4) != first
+    # Cached in memory, the split keeps the order of the pass that filled the cache; above
+    # the in-memory limit it is read afresh, files shuffled.
+    assert len(set(epochs(3, cache=True))) == 1
+    monkeypatch.setattr(pipeline, "IN_MEMORY_LIMIT", 64 * 16 - 1)
+    assert epochs(3, cache=True) == first
+    # With the elements shuffled too (a window of the whole split here), as exactly.
+    monkeypatch.undo()
+    shuffled = epochs(3, count=3)
+    assert len(set(shuffled)) == 3 and epochs(3, count=1, skip=2) == shuffled[2:]
+
+
 def test_unknown_name_lists_known_names(tfds):
     with pytest.raises(ValueError) as info:
         data.load("mnsit")

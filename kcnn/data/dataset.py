@@ -247,7 +247,11 @@ def load(
         cache: TFDS sources only (other sources live in memory already):
             True caches the decoded, resized images in memory, a string caches
             them in that file, False re-reads them every epoch.
-        shuffle: shuffle the training split (seeded, reshuffled each epoch).
+        shuffle: shuffle the training split (seeded, reshuffled each epoch). A
+            TFDS training split that is not cached (`cache=False`, or above
+            `IN_MEMORY_LIMIT`) also reads its files in a new order each epoch and
+            shuffles windows of 10,000 encoded images, decoding them after; a
+            cached one is shuffled in a 10,000-image buffer over the cache.
         data_dir: TFDS data directory (default: TFDS's own).
         download: let TFDS download and prepare the dataset if needed.
         stream: image folders only: "auto" streams the images from their files

@@ -28,8 +28,10 @@ AUGMENT_POLICIES = ("shift", "flip")
 _SHIFT_FRACTION = 0.125
 
 
-# Element-wise shuffle buffer for TFDS sources; in-memory and streamed folder
-# sources always get a full shuffle since they only shuffle indices.
+# Elements shuffled together in TFDS sources (a shuffle buffer over a cached split, a
+# window of encoded images in a split read afresh each epoch, whose files are shuffled
+# too); in-memory and streamed folder sources always get a full shuffle since they only
+# shuffle indices.
 _TFDS_SHUFFLE_BUFFER = 10_000
 
 #: Decoded bytes (uint8, at the training size: height x width x channels per image)
@@ -175,12 +177,50 @@ class _FileSplit:
 
 class _TFDSSplit:
     """A split read from TFDS as adapted, cached `(uint8 image, int32 label)` elements;
-    `uncached` reads the same elements without filling the cache (for one pass)."""
+    `uncached` reads the same elements without filling the cache (for one pass), in
+    the files' order. A training split that is not cached also has `encoded`: its
+    `(encoded image, label)` elements with the files in another order at each
+    iteration (seeded), which `decode(encoded, label)` makes `ds`'s elements."""
 
-    def __init__(self, ds: tf.data.Dataset, size: int, uncached: tf.data.Dataset | None = None):
+    def __init__(
+        self,
+        ds: tf.data.Dataset,
+        size: int,
+        uncached: tf.data.Dataset | None = None,
+        *,
+        encoded: tf.data.Dataset | None = None,
+        decode: Callable | None = None,
+    ):
         self.ds = ds
         self.size = size
         self.uncached = ds if uncached is None else uncached
+        self.encoded = encoded
+        self.decode = decode
+
+    def shuffled(self, seed: int) -> tf.data.Dataset:
+        """The elements shuffled anew at each iteration of the result (seeded).
+
+        Read afresh (`encoded`): the files in a new order, then windows of
+        `_TFDS_SHUFFLE_BUFFER` encoded images each in a new order, decoded after. A
+        `Dataset.shuffle` buffer would create its input's iterator only when first
+        read, so an iteration started and dropped (as `fit` does at each epoch's end,
+        and a resumed run for each epoch done) would not move the files' order on,
+        and a resumed run would read other orders than an uninterrupted one; here
+        every random draw is made when an iteration starts. Cached: a shuffle buffer
+        over the cache, whose order is fixed.
+        """
+        window = min(self.size, _TFDS_SHUFFLE_BUFFER) or 1
+        if self.encoded is None:
+            return self.ds.shuffle(window, seed=seed, reshuffle_each_iteration=True)
+        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+        def permute(batch, key):
+            order = tf.argsort(tf.random.stateless_uniform(tf.shape(batch[1])[:1], key))
+            return tf.nest.map_structure(lambda t: tf.gather(t, order), batch)
+
+        shuffled = tf.data.Dataset.zip(self.encoded.batch(window), keys).map(permute).unbatch()
+        shuffled = shuffled.apply(tf.data.experimental.assert_cardinality(self.size))
+        return shuffled.map(self.decode, num_parallel_calls=AUTOTUNE)
 
 
 def _pipeline(
@@ -215,11 +255,7 @@ def _pipeline(
             ds = ds.shuffle(split.size, seed=seed, reshuffle_each_iteration=True)
         ds = split.images(ds).batch(batch_size)
     else:
-        ds = split.ds
-        if shuffle:
-            ds = ds.shuffle(
-                min(split.size, _TFDS_SHUFFLE_BUFFER) or 1, seed=seed, reshuffle_each_iteration=True
-            )
+        ds = split.shuffled(seed) if shuffle else split.ds
         ds = ds.batch(batch_size)
 
     def finish(x, y, key=None):

@@ -104,7 +104,6 @@ def _load_tfds(
 ) -> dict:
     import tensorflow_datasets as tfds  # Deferred: slow to import, only this source needs it.
 
-    del seed  # TFDS slices are fixed; the seed only drives shuffling/augmentation.
     data_dir = None if data_dir is None else os.fspath(data_dir)
     _check_known(tfds, name, data_dir)
     try:
@@ -189,11 +188,15 @@ def _load_tfds(
         image.set_shape((*size, channels))
         return image, tf.cast(label, tf.int32)
 
+    def decode_and_adapt(encoded, label):
+        return adapt(info.features[image_key].decode_example(encoded), label)
+
     splits: dict[str, Any] = {"train": None, "validation": None, "test": None}
     for split, raw in zip(wanted, loaded, strict=True):
         uncached = ds = raw.map(adapt, num_parallel_calls=AUTOTUNE)
         known = int(uncached.cardinality())
         decoded_bytes = max(known, 0) * size[0] * size[1] * channels
+        cached = bool(cache) and not (cache is True and decoded_bytes > pipeline.IN_MEMORY_LIMIT)
         if cache is True and decoded_bytes > pipeline.IN_MEMORY_LIMIT:
             # Not in RAM: a split that does not fit is read and decoded every epoch
             # (cache=PATH keeps it decoded on disk).
@@ -208,7 +211,20 @@ def _load_tfds(
         count = int(ds.cardinality())
         if count < 0:
             count = int(uncached.reduce(np.int64(0), lambda n, _: n + 1))
-        splits[split] = _TFDSSplit(ds, count, uncached)
+        encoded = None
+        if split == "train" and not cached and isinstance(info.features[image_key], tfds.features.Image):
+            # Read afresh each epoch: its files in another order each epoch (the same
+            # orders for a seed; a cache would hold the order of the pass that filled
+            # it), the images still encoded, decoded once shuffled (`_TFDSSplit`).
+            read = tfds.ReadConfig(shuffle_seed=_file_seed(seed), shuffle_reshuffle_each_iteration=True)
+            encoded = builder.as_dataset(
+                split=train_spec,
+                as_supervised=True,
+                shuffle_files=True,
+                read_config=read,
+                decoders={image_key: tfds.decode.SkipDecoding()},
+            )
+        splits[split] = _TFDSSplit(ds, count, uncached, encoded=encoded, decode=decode_and_adapt)
 
     # The input statistics: a bounded sample of the first training images, read
     # apart from the cache (a partly read cache would be thrown away).
@@ -245,6 +261,12 @@ def _load_tfds(
         "stats": stats,
         "statistics": _input_statistics(_memory_sample(sample), source_sizes),
     }
+
+
+def _file_seed(seed: int) -> int:
+    """The seed of the training files' order: its own stream, apart from the element
+    shuffle's and the augmentation's (see `pipeline._Policy`)."""
+    return int(np.random.SeedSequence([seed % 2**32, 0xF11E]).generate_state(1)[0])
 
 
 def _tfds_ways_out(name: str, folder: str) -> str:
