@@ -360,9 +360,9 @@ def test_a_tfds_split_read_each_epoch_takes_its_files_in_a_new_order(sharded_tfd
     10,000-element buffer: a weak shuffle where data is biggest. Its files now come in
     another order each epoch, the same orders for a seed; a resumed run, which moves
     the split on by the epochs done (starting iterations), continues them exactly."""
-    from kcnn.data import pipeline
+    from kcnn.data import pipeline, splits
 
-    monkeypatch.setattr(pipeline, "_TFDS_SHUFFLE_BUFFER", 1)  # No element shuffle: what is seen is the files' order.
+    monkeypatch.setattr(splits, "_TFDS_SHUFFLE_BUFFER", 1)  # No element shuffle: what is seen is the files' order.
 
     def epochs(seed, count=4, skip=0, **options):
         options = {"cache": False, **options}
@@ -387,6 +387,17 @@ def test_a_tfds_split_read_each_epoch_takes_its_files_in_a_new_order(sharded_tfd
     monkeypatch.undo()
     shuffled = epochs(3, count=3)
     assert len(set(shuffled)) == 3 and epochs(3, count=1, skip=2) == shuffled[2:]
+    # Two workers of a cluster: each decodes its rows only, together the batches of one process.
+    from kcnn.train.distribute import batch_share
+
+    ds = data.load("kcnn_shards", data_dir=sharded_tfds, cache=False, validation_split=0, seed=3, batch_size=16, augment="flip")
+    workers = [ds.for_worker(batch_share(index, 2, 2)) for index in range(2)]
+    for _ in range(2):
+        whole, *parts = (list(d.train.as_numpy_iterator()) for d in (ds, *workers))
+        for (x, _), (x0, _), (x1, _) in zip(whole, *parts, strict=True):
+            theirs = np.asarray(batch_share(1, 2, 2)(np.arange(16), 16))
+            assert not x0[theirs].any() and not x1[~theirs].any()
+            np.testing.assert_array_equal(x0 + x1, x)
 
 
 def test_unknown_name_lists_known_names(tfds):
@@ -919,7 +930,7 @@ def test_few_shot_draws_the_same_images_streamed_or_in_memory():
     import tensorflow as tf
 
     from kcnn.data import selection
-    from kcnn.data.pipeline import _MemorySplit, _TFDSSplit
+    from kcnn.data.splits import _MemorySplit, _TFDSSplit
 
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, (700, 4, 4, 1), dtype=np.uint8)

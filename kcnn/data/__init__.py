@@ -51,9 +51,11 @@ and validation images per class. `kcnn.train.fit`, `kcnn.train.fine_tune` and
 """
 
 
-from kcnn.data.dataset import DATA_OPTIONS, Dataset, check_data_options, load
+from kcnn.data.augment import AUGMENT_POLICIES
+from kcnn.data.dataset import Dataset, load
 from kcnn.data.files import IMAGE_EXTENSIONS, image_files, load_image, read_images
-from kcnn.data.pipeline import AUGMENT_POLICIES, IN_MEMORY_LIMIT, as_numpy
+from kcnn.data.options import DATA_OPTIONS, check_data_options
+from kcnn.data.pipeline import IN_MEMORY_LIMIT, as_numpy
 from kcnn.data.preprocessing import NORMALIZATIONS, preprocess_images
 from kcnn.data.selection import few_shot
 from kcnn.data.statistics import image_statistics

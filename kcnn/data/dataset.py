@@ -14,13 +14,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from kcnn.data.augment import _make_augmenter, _parse_augment
 from kcnn.data.folder_source import _load_folder
-from kcnn.data.pipeline import (
-    _check_batch_size,
-    _make_augmenter,
-    _parse_augment,
-    _pipeline,
-)
+from kcnn.data.pipeline import _check_batch_size, _pipeline
 from kcnn.data.preprocessing import (
     PREPROCESSING_VERSION,
     _parse_image_size,
@@ -28,69 +24,6 @@ from kcnn.data.preprocessing import (
 )
 from kcnn.data.sources import _load_arrays, _load_digits
 from kcnn.data.tfds_source import _load_tfds
-
-#: The `kcnn.data.load` arguments a `data_options` mapping may hold (`kcnn.train.fit`,
-#: `kcnn.train.fine_tune`, `kcnn.tune.search`; the `--data-dir`, `--download`,
-#: `--image-size` and `--channels` flags of `kcnn train`, `fine-tune` and `tune`).
-DATA_OPTIONS = (
-    "image_size",
-    "channels",
-    "data_dir",
-    "download",
-    "validation_split",
-    "test_split",
-    "normalize",
-    "cache",
-    "shuffle",
-    "stream",
-)
-
-# `load` arguments that a training run sets from its TrainConfig.
-_TRAINING_OWNS = {"batch_size": "config.batch_size", "seed": "config.seed", "augment": "config.augment"}
-
-
-def check_data_options(data_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Checks a `data_options` mapping: the `kcnn.data.load` arguments that
-    `kcnn.train.fit`, `kcnn.train.fine_tune` and `kcnn.tune.search` pass on when
-    they load the data themselves.
-
-    Args:
-        data_options: None or a mapping with keys of `DATA_OPTIONS`, e.g.
-            `{"data_dir": "/data/tfds", "download": True, "image_size": 64}`.
-
-    Returns:
-        A new dict; `image_size`, when given, as a `(height, width)` tuple.
-
-    Raises:
-        ValueError: for a key that is not in `DATA_OPTIONS` (batch size, seed and
-            augmentation come from the `TrainConfig`), an invalid `image_size`
-            or `channels`.
-    """
-    if data_options is None:
-        return {}
-    if not isinstance(data_options, Mapping):
-        raise ValueError(
-            f"`data_options` must be a mapping of kcnn.data.load arguments. Received: data_options={data_options!r}"
-        )
-    options = dict(data_options)
-    owned = sorted(set(options) & set(_TRAINING_OWNS))
-    if owned:
-        raise ValueError(
-            f"`data_options` cannot set {owned}: the TrainConfig does "
-            f"({', '.join(_TRAINING_OWNS[key] for key in owned)}). Received: data_options={data_options!r}"
-        )
-    unknown = sorted(set(options) - set(DATA_OPTIONS))
-    if unknown:
-        raise ValueError(
-            f"Unknown `data_options` keys {unknown}; expected kcnn.data.load arguments among {list(DATA_OPTIONS)}. "
-            f"Received: data_options={data_options!r}"
-        )
-    if options.get("image_size") is not None:
-        options["image_size"] = _parse_image_size(options["image_size"])
-    channels = options.get("channels")
-    if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
-        raise ValueError(f"`channels` must be 1 (grey), 3 (RGB) or None (the source's own). Received: channels={channels!r}")
-    return options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,8 +92,10 @@ class Dataset:
     input_statistics: dict[str, Any] | None = None
     skipped_files: list[dict[str, str]] = dataclasses.field(default_factory=list)
     streaming: bool = False
-    # Rebuilds the pipelines from the already decoded/cached data.
-    _rebuild: Callable[[int], Dataset] | None = dataclasses.field(default=None, repr=False, compare=False)
+    # Rebuilds the pipelines from the already decoded/cached data: (batch size, share).
+    _rebuild: Callable[[int, Callable | None], Dataset] | None = dataclasses.field(default=None, repr=False, compare=False)
+    # The share of every batch the pipelines read (`for_worker`), or None: all of it.
+    _share: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
     # The decoded splits and how they were loaded, for `few_shot` on a Dataset.
     _source: dict[str, Any] | None = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -183,7 +118,33 @@ class Dataset:
             return self
         if self._rebuild is None:
             raise ValueError("This Dataset was not created by `kcnn.data.load()` and cannot be re-batched.")
-        return self._rebuild(batch_size)
+        return self._rebuild(batch_size, self._share)
+
+    def for_worker(self, share: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]) -> Dataset:
+        """The same batches, of which this process reads only its share: the data of
+        one worker of a multi-worker cluster, under a strategy that gives it those
+        rows of every (global) batch (`kcnn.train.distribute.worker_share` says which;
+        `kcnn.train.fit` applies it). The training and validation splits, which
+        `fit` distributes; the test split stays whole.
+
+        Only the rows of the share are gathered, decoded (streamed folders, TFDS
+        splits read afresh each epoch), augmented and normalized; the other rows are
+        zeros, which the strategy drops (the pipelines shard by data,
+        `tf.data.experimental.AutoShardPolicy.DATA`). The shuffle and the
+        augmentation draws are those of the whole batch, so the workers together
+        see what one process would. A streamed file that fails to decode stops the
+        iteration, naming it (one process skips it).
+
+        Args:
+            share: `share(rows, n)`: for int64 row numbers of a batch of `n` rows,
+                whether this process keeps them (a bool tensor of `rows`' shape).
+
+        Returns:
+            A new `Dataset`.
+        """
+        if self._rebuild is None:
+            raise ValueError("This Dataset was not created by `kcnn.data.load()` and cannot be shared out.")
+        return self._rebuild(self.batch_size, share)
 
 
 def load(
@@ -260,6 +221,11 @@ def load(
             decoded images would take more than `IN_MEMORY_LIMIT` bytes, and
             decodes them into memory once otherwise; True or False forces one
             way. Both give the same batches (`Dataset.streaming` says which).
+            Streamed, a file is decoded for the first time while training (but
+            for the sample of `input_statistics`): one that fails then, its
+            header having been read, stops the epoch with an error naming it
+            (the split's length stays known, and with it the epochs `fit`
+            counts); in memory it is skipped and named at load time.
         default_image_size: the size when `image_size` is None, in place of the
             source's own default (`kcnn.train.fit` passes a model family's input
             size this way). Unlike `image_size`, it is not the caller's choice: a
@@ -416,7 +382,7 @@ def _build(splits, *, normalization, augment, shuffle, seed, batch_size) -> Data
         preprocessing["std"] = [float(v) for v in std]
     augmenter = _make_augmenter(augment, seed)
 
-    def build(batch: int) -> Dataset:
+    def build(batch: int, share: Callable | None = None) -> Dataset:
         pipelines = {}
         for split in ("train", "validation", "test"):
             base = splits[split]
@@ -431,6 +397,8 @@ def _build(splits, *, normalization, augment, shuffle, seed, batch_size) -> Data
                 seed=seed,
                 preprocessing=preprocessing,
                 augmenter=augmenter if is_train else None,
+                # The test split stays whole: a run evaluates it outside the strategy.
+                share=None if split == "test" else share,
             )
         return Dataset(
             train=pipelines["train"],
@@ -449,6 +417,7 @@ def _build(splits, *, normalization, augment, shuffle, seed, batch_size) -> Data
             skipped_files=copy.deepcopy(splits.get("skipped", [])),
             streaming=bool(splits.get("streaming", False)),
             _rebuild=build,
+            _share=share,
             _source={"splits": splits, "normalization": normalization, "augment": augment, "shuffle": shuffle, "seed": seed},
         )
 

@@ -22,9 +22,9 @@ from kcnn.data.files import (
     _read_header,
     _warn_not_images,
 )
-from kcnn.data.pipeline import _FileSplit
 from kcnn.data.preprocessing import _adapt_images, _channel_stats
 from kcnn.data.sources import DEFAULT_VARIABLE_IMAGE_SIZE, _finish_memory, _memory_splits
+from kcnn.data.splits import _FileSplit
 from kcnn.data.statistics import _input_statistics
 
 logger = logging.getLogger("kcnn")
@@ -264,17 +264,30 @@ def _stream_folder(root, folders, class_names, readable, sizes, skipped, size, c
         paths = [path for paths in per_class for path in paths]
         labels = [label for label, paths in enumerate(per_class) for _ in paths]
         listed[split] = (np.asarray(paths, dtype=str), np.asarray(labels, np.int32))
-    x, y = listed["train"]
-    x_test, y_test = listed.get("test", (None, None))
-    x_val, y_val = listed.get("validation", (None, None))
-    splits = _memory_splits(
-        x, y, x_test, y_test, x_val=x_val, y_val=y_val, validation_split=validation_split, test_split=test_split, seed=seed
-    )
     shape = (*size, channels)
-    splits = {name: None if split is None else _FileSplit(split.x, split.y, _decode_file, shape) for name, split in splits.items()}
-    train = splits["train"]
-    chosen = np.unique(np.linspace(0, train.size - 1, min(train.size, STREAM_SAMPLE)).round().astype(np.int64))
-    sample = np.stack([decode(path) for path in train.paths[chosen]])
+    while True:
+        # Copies: the split reorders its pool in place, and a file of the sample that
+        # fails to decode is dropped and the split drawn again, as if its header had failed.
+        x, y = (a.copy() for a in listed["train"])
+        x_test, y_test = listed.get("test", (None, None))
+        x_val, y_val = listed.get("validation", (None, None))
+        splits = _memory_splits(
+            x, y, x_test, y_test, x_val=x_val, y_val=y_val, validation_split=validation_split, test_split=test_split, seed=seed
+        )
+        splits = {name: None if split is None else _FileSplit(split.x, split.y, _decode_file, shape) for name, split in splits.items()}
+        train = splits["train"]
+        chosen = np.unique(np.linspace(0, train.size - 1, min(train.size, STREAM_SAMPLE)).round().astype(np.int64))
+        sample, failed = [], []
+        for path in train.paths[chosen]:
+            try:
+                sample.append(decode(path))
+            except _DECODE_ERRORS as error:  # Truncated data behind a valid header.
+                failed.append(str(path))
+                skipped.append(_skip(str(path), error))
+        if not failed:
+            break
+        listed = {split: (paths[~np.isin(paths, failed)], labels[~np.isin(paths, failed)]) for split, (paths, labels) in listed.items()}
+    sample = np.stack(sample)
     if skipped:
         warnings.warn(
             f"Skipped {len(skipped)} unreadable image file(s) under {root!r} (Dataset.skipped_files says why)",

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from kcnn.data.pipeline import _MemorySplit
 from kcnn.data.preprocessing import _adapt_array, _channel_stats, _check_pixels
+from kcnn.data.splits import _MemorySplit
 from kcnn.data.statistics import _input_statistics, _memory_sample
 
 DIGITS_IMAGE_SIZE = (32, 32)

@@ -17,9 +17,9 @@ import numpy as np
 import tensorflow as tf
 
 from kcnn.data import pipeline
-from kcnn.data.pipeline import AUTOTUNE, _TFDSSplit
 from kcnn.data.preprocessing import _adapt_images, _finish_stats
 from kcnn.data.sources import DEFAULT_VARIABLE_IMAGE_SIZE
+from kcnn.data.splits import AUTOTUNE, _TFDSSplit
 from kcnn.data.statistics import TFDS_SAMPLE, _input_statistics, _memory_sample
 
 logger = logging.getLogger("kcnn")
@@ -211,20 +211,26 @@ def _load_tfds(
         count = int(ds.cardinality())
         if count < 0:
             count = int(uncached.reduce(np.int64(0), lambda n, _: n + 1))
-        encoded = None
-        if split == "train" and not cached and isinstance(info.features[image_key], tfds.features.Image):
-            # Read afresh each epoch: its files in another order each epoch (the same
-            # orders for a seed; a cache would hold the order of the pass that filled
-            # it), the images still encoded, decoded once shuffled (`_TFDSSplit`).
-            read = tfds.ReadConfig(shuffle_seed=_file_seed(seed), shuffle_reshuffle_each_iteration=True)
-            encoded = builder.as_dataset(
-                split=train_spec,
-                as_supervised=True,
-                shuffle_files=True,
-                read_config=read,
-                decoders={image_key: tfds.decode.SkipDecoding()},
-            )
-        splits[split] = _TFDSSplit(ds, count, uncached, encoded=encoded, decode=decode_and_adapt)
+        encoded, shuffled = None, split == "train"
+        if not cached and isinstance(info.features[image_key], tfds.features.Image):
+            # Read afresh each epoch, the images still encoded, decoded once shuffled
+            # (only those of its rows by a worker of a cluster, `_TFDSSplit`); the
+            # training split's files in another order each epoch, the same orders for
+            # a seed (a cache would hold the order of the pass that filled it). A new
+            # reader for each pipeline: the files' order is drawn from its reader's own
+            # generator, which two pipelines (another batch size, a worker's share)
+            # must not share.
+            def encoded(spec=wanted[split], shuffled=shuffled):
+                read = tfds.ReadConfig(shuffle_seed=_file_seed(seed), shuffle_reshuffle_each_iteration=True)
+                return builder.as_dataset(
+                    split=spec,
+                    as_supervised=True,
+                    shuffle_files=shuffled,
+                    read_config=read if shuffled else None,
+                    decoders={image_key: tfds.decode.SkipDecoding()},
+                )
+
+        splits[split] = _TFDSSplit(ds, count, uncached, encoded=encoded, decode=decode_and_adapt, files_shuffled=shuffled)
 
     # The input statistics: a bounded sample of the first training images, read
     # apart from the cache (a partly read cache would be thrown away).
@@ -265,7 +271,7 @@ def _load_tfds(
 
 def _file_seed(seed: int) -> int:
     """The seed of the training files' order: its own stream, apart from the element
-    shuffle's and the augmentation's (see `pipeline._Policy`)."""
+    shuffle's and the augmentation's (see `augment._Policy`)."""
     return int(np.random.SeedSequence([seed % 2**32, 0xF11E]).generate_state(1)[0])
 
 

@@ -11,6 +11,7 @@ import keras
 
 from kcnn import data as kdata
 from kcnn.train.config import TrainConfig
+from kcnn.train.distribute import multi_worker_strategy, wants_multi_worker, worker_share
 from kcnn.train.inference import check_compatible
 
 # Families whose top flattens the last feature map: the input size fixes the width
@@ -91,10 +92,22 @@ def load_data(
         default_image_size: `(height, width)` when neither the model nor
             `data_options` sets the size (a model family's own size).
 
+    Returns:
+        A `kcnn.data.Dataset`; in a multi-worker cluster (`config` says so) the
+        worker's share of it (`Dataset.for_worker`).
+
     Raises:
         ValueError: for invalid `data_options`, options that contradict the model,
             or `data_options` with a `Dataset` (already loaded).
     """
+    data = _load(data, config, input_shape, normalize, data_options, default_image_size)
+    if wants_multi_worker(config):
+        # Each worker reads and decodes only the rows of each batch that it trains on.
+        data = data.for_worker(worker_share(multi_worker_strategy()))
+    return data
+
+
+def _load(data, config, input_shape, normalize, data_options, default_image_size) -> kdata.Dataset:
     options = kdata.check_data_options(data_options)
     if isinstance(data, kdata.Dataset):
         if options:
