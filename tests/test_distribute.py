@@ -241,16 +241,6 @@ def test_mirrored_two_devices_equal_one_device(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def single_process(tmp_path_factory):
-    """The reference: one process, no TF_CONFIG, the same global batch."""
-    out = tmp_path_factory.mktemp("single")
-    log = out / "single.log"
-    (code,) = _wait([_run(["worker", out, out / "run"], _environment(), log)], [log])
-    assert code == 0, _tail(log)
-    return _weights(out / "weights--1.npz"), json.loads((out / "report--1.json").read_text())
-
-
-@pytest.fixture(scope="module")
 def digit_folder(tmp_path_factory):
     """40 of the bundled digits per class, as 8x8 PNGs: an image folder (LeNet-5 reads
     them at 32x32)."""
@@ -268,8 +258,9 @@ def digit_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def single_process_folder(tmp_path_factory, digit_folder):
-    """The reference on the folder, streamed: one process, the same global batch."""
+def single_process(tmp_path_factory, digit_folder):
+    """The reference: one process, no TF_CONFIG, the same global batch, on the digit
+    folder streamed."""
     out = tmp_path_factory.mktemp("single_folder")
     log = out / "single.log"
     (code,) = _wait([_run(["worker", out, out / "run", "--folder", digit_folder], _environment(), log)], [log])
@@ -277,14 +268,21 @@ def single_process_folder(tmp_path_factory, digit_folder):
     return _weights(out / "weights--1.npz"), json.loads((out / "report--1.json").read_text())
 
 
-def test_two_workers_on_a_streamed_folder_equal_one_process_each_decoding_its_share(tmp_path, digit_folder, single_process_folder):
-    """Issue 27: on a streamed folder every worker decoded every image. Each now
-    decodes the rows of each batch it trains on, and the run is one process' run."""
-    codes, logs = _cluster(tmp_path, "cluster", tmp_path / "run", "--folder", digit_folder)
+def test_two_workers_equal_one_process(tmp_path, digit_folder, single_process):
+    """Two workers train as one process, on a streamed folder, each decoding only the
+    rows of each global batch it trains on (issue 27: each decoded every image). The
+    in-memory path shares batches alike (test_workers_decode_their_share_...)."""
+    run = tmp_path / "run"
+    codes, logs = _cluster(tmp_path, "cluster", run, "--check-keras-bugs", "--folder", digit_folder)
     assert codes == [0, 0], _tail(logs[0]) + _tail(logs[1])
     reports = [json.loads((tmp_path / "cluster" / f"report-{i}.json").read_text()) for i in range(2)]
-    weights = [_weights(tmp_path / "cluster" / f"weights-{i}.npz") for i in range(2)]
-    reference_weights, reference = single_process_folder
+    assert reports[0]["device"]["strategy"] == "CollectiveAllReduceStrategy" and reports[0]["device"]["workers"] == 2
+    # The chief's folder is the run's, complete; the other worker wrote nothing there.
+    assert sorted(p.name for p in run.iterdir()) == ["curves.png", "history.csv", "logs", "metadata.json", "model.keras"]
+    assert [r["path"] for r in reports] == [str(run), str(run)]
+    metadata = json.loads((run / "metadata.json").read_text())
+    assert metadata["status"] == "completed" and metadata["steps_per_execution"] == {"0": 1}
+    reference_weights, reference = single_process
     # One process decodes each training and validation image once an epoch, and the
     # test images at the end; a worker half of the former (and all the test images:
     # the run evaluates them outside the strategy). Measured: 720, and 400 + 400 (720
@@ -294,37 +292,19 @@ def test_two_workers_on_a_streamed_folder_equal_one_process_each_decoding_its_sh
     # The streamed split's length is known (a file failing to decode stops the run
     # instead of being dropped): `fit` counts the epochs alike in one process and in
     # the cluster (before, they parted by 3e-3 from the second epoch on).
+    weights = [_weights(tmp_path / "cluster" / f"weights-{i}.npz") for i in range(2)]
     assert _max_difference(weights[0], weights[1]) == 0.0
     assert _max_difference(weights[0], reference_weights) < 1e-5
+    assert [row["epoch"] for row in reports[0]["history"]] == [1, 2]
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert [r[key] for r in reports[0]["history"]] == pytest.approx([r[key] for r in reference["history"]], rel=1e-5)
     assert reports[0]["test"] == pytest.approx(reference["test"], rel=1e-5)
-
-
-def test_two_workers_equal_one_process(tmp_path, single_process):
-    run = tmp_path / "run"
-    codes, logs = _cluster(tmp_path, "cluster", run, "--check-keras-bugs")
-    assert codes == [0, 0], _tail(logs[0]) + _tail(logs[1])
-    reports = [json.loads((tmp_path / "cluster" / f"report-{i}.json").read_text()) for i in range(2)]
-    assert reports[0]["device"]["strategy"] == "CollectiveAllReduceStrategy" and reports[0]["device"]["workers"] == 2
-    # The chief's folder is the run's, complete; the other worker wrote nothing there.
-    assert sorted(p.name for p in run.iterdir()) == ["curves.png", "history.csv", "logs", "metadata.json", "model.keras"]
-    assert [r["path"] for r in reports] == [str(run), str(run)]
-    metadata = json.loads((run / "metadata.json").read_text())
-    assert metadata["status"] == "completed" and metadata["steps_per_execution"] == {"0": 1}
-    weights = [_weights(tmp_path / "cluster" / f"weights-{i}.npz") for i in range(2)]
-    assert _max_difference(weights[0], weights[1]) == 0.0
-    reference_weights, reference = single_process
-    assert _max_difference(weights[0], reference_weights) < 1e-5
-    assert [row["epoch"] for row in reports[0]["history"]] == [1, 2]
-    for key in ("loss", "accuracy", "val_loss"):
-        assert [r[key] for r in reports[0]["history"]] == pytest.approx([r[key] for r in reference["history"]], rel=1e-5)
     # keras-team/keras#20585, tensorflow/tensorflow#72388: when one of these fails,
     # Keras fixed it: drop the workaround in kcnn/train/_keras_distribute.py.
     assert reports[0]["bugs"] == {"symbolic_build": True, "scalar_logs": True}
 
 
-def test_worker_killed_then_cluster_restarted_resumes(tmp_path, digit_folder, single_process_folder):
+def test_worker_killed_then_cluster_restarted_resumes(tmp_path, digit_folder, single_process):
     """A worker SIGKILLed mid-epoch, the cluster restarted: the run ends as one
     uninterrupted process' on a streamed folder (each worker's share of the skipped
     epoch's shuffle and augmentation moved on exactly)."""
@@ -341,8 +321,8 @@ def test_worker_killed_then_cluster_restarted_resumes(tmp_path, digit_folder, si
     report = json.loads((tmp_path / "restarted" / "report-0.json").read_text())
     assert [row["epoch"] for row in report["history"]] == [1, 2]
     # No epoch lost or run twice: the same weights as an uninterrupted run.
-    assert _max_difference(_weights(tmp_path / "restarted" / "weights-0.npz"), single_process_folder[0]) < 1e-5
-    assert _max_difference(_weights(tmp_path / "restarted" / "weights-1.npz"), single_process_folder[0]) < 1e-5
+    assert _max_difference(_weights(tmp_path / "restarted" / "weights-0.npz"), single_process[0]) < 1e-5
+    assert _max_difference(_weights(tmp_path / "restarted" / "weights-1.npz"), single_process[0]) < 1e-5
     assert not list(tmp_path.glob("kcnn-worker*"))  # Replaced by the restarted worker's, then deleted.
 
 
