@@ -8,13 +8,14 @@
         steps per execution, BatchNorm moving statistics per replica, and whether
         Keras' bugs pinned by the tests are still there.
 
-    TF_CONFIG=... python tests/_distribute_worker.py worker OUT RUN [--kill-at-epoch N]
+    TF_CONFIG=... python tests/_distribute_worker.py worker OUT RUN [--kill-at-epoch N] [--folder DIR]
         One worker of a cluster (or, without TF_CONFIG, the single-process reference):
-        `kcnn.train.fit` of LeNet-5 (`MODEL`) on the digits into the run folder RUN, then its
-        final weights in OUT/weights-<task>.npz and a report. With --kill-at-epoch N,
-        worker 1 SIGKILLs itself mid-epoch N, as a machine that loses power; with
-        --check-keras-bugs the report says whether plain Keras still fails under the
-        cluster's strategy.
+        `kcnn.train.fit` of LeNet-5 (`MODEL`) on the digits (with --folder, on that image
+        folder, streamed) into the run folder RUN, then its final weights in
+        OUT/weights-<task>.npz and a report, which counts the images the input pipeline
+        decoded. With --kill-at-epoch N, worker 1 SIGKILLs itself mid-epoch N, as a machine
+        that loses power; with --check-keras-bugs the report says whether plain Keras still
+        fails under the cluster's strategy.
 """
 
 import argparse
@@ -158,7 +159,26 @@ class KillMidEpoch:
         return Kill()
 
 
-def worker(out, run, kill_at_epoch, check_bugs):
+def count_decoded():
+    """Counts the images decoded by input pipelines (tf.data's threads; the sample for
+    the input statistics is decoded in the main thread at load time)."""
+    import threading
+
+    from kcnn.data import folder_source
+
+    counted = []
+    decode = folder_source._decode_file
+
+    def counting(path):
+        if threading.current_thread() is not threading.main_thread():
+            counted.append(path)
+        return decode(path)
+
+    folder_source._decode_file = counting
+    return counted
+
+
+def worker(out, run, kill_at_epoch, check_bugs, folder):
     from kcnn.train.distribute import multi_worker_strategy, tf_config
 
     task = tf_config().get("task", {}).get("index", -1)
@@ -175,9 +195,20 @@ def worker(out, run, kill_at_epoch, check_bugs):
     config = train.TrainConfig(**WORKER_CONFIG)
     keras.utils.set_random_seed(config.seed)  # As `kcnn train` does.
     callbacks = [KillMidEpoch.make(kill_at_epoch)] if kill_at_epoch and task == 1 else []
-    result = train.fit("lenet5", "digits", config, output=run, model_kwargs=MODEL, callbacks=callbacks, verbose=0)
+    decoded = count_decoded()
+    source, options = (str(folder), {"stream": True}) if folder else ("digits", None)
+    result = train.fit(
+        "lenet5", source, config, output=run, model_kwargs=MODEL, callbacks=callbacks, verbose=0, data_options=options
+    )
     np.savez(out / f"weights-{task}.npz", **weights_of(result.model))
-    report = {"path": str(result.path), "history": result.history, "device": result.metadata["device"], "bugs": bugs}
+    report = {
+        "path": str(result.path),
+        "history": result.history,
+        "device": result.metadata["device"],
+        "bugs": bugs,
+        "decoded": len(decoded),
+        "test": result.metrics["test"],
+    }
     (out / f"report-{task}.json").write_text(json.dumps(report))
 
 
@@ -188,12 +219,13 @@ def main():
     parser.add_argument("run", nargs="?", type=pathlib.Path)
     parser.add_argument("--kill-at-epoch", type=int, default=0)
     parser.add_argument("--check-keras-bugs", action="store_true")
+    parser.add_argument("--folder", type=pathlib.Path)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.mode == "mirrored":
         mirrored(args.out)
     else:
-        worker(args.out, args.run, args.kill_at_epoch, args.check_keras_bugs)
+        worker(args.out, args.run, args.kill_at_epoch, args.check_keras_bugs, args.folder)
     return 0
 
 

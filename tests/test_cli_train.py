@@ -185,9 +185,37 @@ def test_predict_takes_a_folder_of_images(trained, tmp_path, capsys):
     for name in ("b.png", "a.png"):
         Image.fromarray(np.zeros((8, 8), np.uint8), mode="L").save(tmp_path / name)
     (tmp_path / "notes.txt").write_text("not an image")
-    assert main(["predict", str(trained), str(tmp_path), "--top-k", "1"]) == 0
+    with pytest.warns(UserWarning, match="Not read under .*notes.txt"):
+        assert main(["predict", str(trained), str(tmp_path), "--top-k", "1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split(": ")[0] for line in lines] == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+
+
+def test_predict_names_what_it_cannot_read_and_predicts_the_rest(trained, tmp_path, capsys):
+    """Issue 27: one unreadable image stopped a whole `kcnn predict`, and .tif and .webp
+    files in a folder were skipped without a word."""
+    from kcnn import train
+
+    for name in ("c.png", "b.webp", "a.tif"):  # Pillow reads all three (TensorFlow no TIFF).
+        Image.fromarray(np.full((8, 8), 200, np.uint8), mode="L").save(tmp_path / name)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.warns(UserWarning) as record:
+        assert main(["predict", str(trained), str(tmp_path), "--top-k", "1"]) == 1
+    captured = capsys.readouterr()
+    assert [line.split(": ")[0] for line in captured.out.splitlines()] == [str(tmp_path / n) for n in ("a.tif", "b.webp", "c.png")]
+    assert "kcnn: 1 of 4 image(s) could not be read" in captured.err
+    messages = [str(w.message) for w in record]
+    assert any(f"Could not read an image from {str(tmp_path / 'broken.png')!r}" in m and "not predicted" in m for m in messages)
+    assert any(f"Not read under {str(tmp_path)!r}: 1 file(s) without an image extension" in m and "notes.txt" in m for m in messages)
+    # From Python the unreadable file raises by default, and keeps its place as None when skipped.
+    with pytest.raises(ValueError, match="broken.png"):
+        train.predict(trained, [tmp_path / "a.tif", tmp_path / "broken.png"])
+    with pytest.warns(UserWarning, match="broken.png"):
+        top = train.predict(trained, [tmp_path / "broken.png", tmp_path / "a.tif"], top_k=1, skip_unreadable=True)
+    assert top[0] is None and len(top[1]) == 1
+    with pytest.warns(UserWarning, match="broken.png"):
+        assert train.predict(trained, [tmp_path / "broken.png"], skip_unreadable=True) == [None]
 
 
 def test_lenet5_trains_on_28x28_arrays_at_its_own_32x32(tmp_path, capsys):

@@ -19,7 +19,7 @@ import pytest
 
 from kcnn.train import TrainConfig
 from kcnn.train.compile import make_schedule, scaled_learning_rate
-from kcnn.train.distribute import cluster_size, tf_config, wants_multi_worker
+from kcnn.train.distribute import batch_share, cluster_size, tf_config, wants_multi_worker
 
 WORKER = os.path.join(os.path.dirname(__file__), "_distribute_worker.py")
 TIMEOUT = 240
@@ -135,6 +135,81 @@ def test_linear_scaling_with_warmup():
 
 
 # --------------------------------------------------------------------------
+# Each worker's share of a batch (in this process).
+
+
+@pytest.mark.parametrize("workers, replicas", [(2, 2), (2, 4), (3, 3)])
+def test_batch_share_is_the_rows_tensorflow_gives_a_worker(workers, replicas):
+    """`batch_share` against what tf.distribute does to a batched dataset sharded by
+    data, step by step as input_lib.py's `_create_cloned_datasets_from_dataset` (TF
+    2.21): rebatch for the worker, then auto-shard. When this fails, TensorFlow splits
+    batches otherwise and `kcnn.train.distribute.batch_share` must follow."""
+    import tensorflow as tf
+    from tensorflow.python.data.experimental.ops import distribute as tf_data_distribute
+    from tensorflow.python.distribute import input_ops
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    for size, batch in ((11, 4), (13, 7), (8, 8), (5, 7), (23, 9)):
+        for index in range(workers):
+            ds = tf.data.Dataset.range(size).batch(batch).with_options(options)
+            sizes = tf_data_distribute.batch_sizes_for_worker(
+                tf_data_distribute.compute_batch_size(ds), workers, replicas // workers, index
+            )
+            kept = input_ops.auto_shard_dataset(ds.rebatch(sizes).prefetch(replicas // workers), workers, index, replicas)
+            got = sorted(int(row) for part in kept for row in part.numpy())
+            share = batch_share(index, workers, replicas)
+            expected = [
+                start + row
+                for start in range(0, size, batch)
+                for row in range(min(batch, size - start))
+                if bool(share(tf.constant(row, tf.int64), tf.constant(min(batch, size - start), tf.int64)))
+            ]
+            assert got == expected, (size, batch, index)
+
+
+def test_workers_decode_their_share_and_together_give_one_process_batches(tmp_path):
+    """Issue 27: a worker of a cluster decoded every image of a streamed folder. Each
+    worker now reads only its rows (the others are zeros, which the strategy drops):
+    the two shares add up to the batches of one process, augmentation included, and
+    each file is decoded by one worker."""
+    from PIL import Image
+
+    from kcnn import data
+
+    rng = np.random.default_rng(0)
+    for label in ("a", "b", "c"):
+        (tmp_path / label).mkdir()
+        for i in range(7):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / label / f"{i}.png")
+    decoded = []
+
+    def counted(read):
+        return lambda path: decoded.append(path) or read(path)
+
+    for stream in (True, False):
+        ds = data.load(tmp_path, stream=stream, batch_size=4, augment="flip", seed=3, validation_split=0.2, test_split=0.2)
+        if stream:  # Every decoding counted.
+            for split in ("train", "validation"):
+                ds._source["splits"][split].read_file = counted(ds._source["splits"][split].read_file)
+        shares = [ds.for_worker(batch_share(index, 2, 2)) for index in range(2)]
+        for split in ("train", "validation", "train"):  # Two training epochs: other orders and draws.
+            whole = list(getattr(ds, split).as_numpy_iterator())
+            before = len(decoded)
+            parts = [list(getattr(share, split).as_numpy_iterator()) for share in shares]
+            if stream:  # Each image decoded once, by one worker.
+                assert sorted(decoded[before:]) == sorted(set(decoded[before:])) and len(decoded) - before == sum(len(y) for _, y in whole)
+            for (x, y), (x0, y0), (x1, y1) in zip(whole, *parts, strict=True):
+                kept = [np.asarray(batch_share(i, 2, 2)(np.arange(len(x)), len(x))) for i in range(2)]
+                assert kept[0].any() and kept[1].any() and (kept[0] ^ kept[1]).all()
+                assert not x0[~kept[0]].any() and not x1[~kept[1]].any()  # Zeros where not theirs.
+                np.testing.assert_array_equal(x0 + x1, x)
+                assert (y0 == y).all() and (y1 == y).all()
+        # The test split stays whole: a run evaluates it outside the strategy.
+        np.testing.assert_array_equal(data.as_numpy(shares[1].test)[0], data.as_numpy(ds.test)[0])
+
+
+# --------------------------------------------------------------------------
 # Two logical CPU devices under MirroredStrategy.
 
 
@@ -166,18 +241,39 @@ def test_mirrored_two_devices_equal_one_device(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def single_process(tmp_path_factory):
-    """The reference: one process, no TF_CONFIG, the same global batch."""
-    out = tmp_path_factory.mktemp("single")
+def digit_folder(tmp_path_factory):
+    """40 of the bundled digits per class, as 8x8 PNGs: an image folder (LeNet-5 reads
+    them at 32x32)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = tmp_path_factory.mktemp("digit_folder")
+    for label in range(10):
+        (root / str(label)).mkdir()
+        for i, index in enumerate(np.flatnonzero(digits.target == label)[:40]):
+            pixels = np.round(digits.images[index] * 255 / 16).astype(np.uint8)
+            Image.fromarray(pixels).save(root / str(label) / f"{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory, digit_folder):
+    """The reference: one process, no TF_CONFIG, the same global batch, on the digit
+    folder streamed."""
+    out = tmp_path_factory.mktemp("single_folder")
     log = out / "single.log"
-    (code,) = _wait([_run(["worker", out, out / "run"], _environment(), log)], [log])
+    (code,) = _wait([_run(["worker", out, out / "run", "--folder", digit_folder], _environment(), log)], [log])
     assert code == 0, _tail(log)
     return _weights(out / "weights--1.npz"), json.loads((out / "report--1.json").read_text())
 
 
-def test_two_workers_equal_one_process(tmp_path, single_process):
+def test_two_workers_equal_one_process(tmp_path, digit_folder, single_process):
+    """Two workers train as one process, on a streamed folder, each decoding only the
+    rows of each global batch it trains on (issue 27: each decoded every image). The
+    in-memory path shares batches alike (test_workers_decode_their_share_...)."""
     run = tmp_path / "run"
-    codes, logs = _cluster(tmp_path, "cluster", run, "--check-keras-bugs")
+    codes, logs = _cluster(tmp_path, "cluster", run, "--check-keras-bugs", "--folder", digit_folder)
     assert codes == [0, 0], _tail(logs[0]) + _tail(logs[1])
     reports = [json.loads((tmp_path / "cluster" / f"report-{i}.json").read_text()) for i in range(2)]
     assert reports[0]["device"]["strategy"] == "CollectiveAllReduceStrategy" and reports[0]["device"]["workers"] == 2
@@ -186,28 +282,41 @@ def test_two_workers_equal_one_process(tmp_path, single_process):
     assert [r["path"] for r in reports] == [str(run), str(run)]
     metadata = json.loads((run / "metadata.json").read_text())
     assert metadata["status"] == "completed" and metadata["steps_per_execution"] == {"0": 1}
+    reference_weights, reference = single_process
+    # One process decodes each training and validation image once an epoch, and the
+    # test images at the end; a worker half of the former (and all the test images:
+    # the run evaluates them outside the strategy). Measured: 720, and 400 + 400 (720
+    # + 720 before).
+    test = reference["test"]["examples"]
+    assert [r["decoded"] for r in reports] == [(reference["decoded"] - test) // 2 + test] * 2
+    # The streamed split's length is known (a file failing to decode stops the run
+    # instead of being dropped): `fit` counts the epochs alike in one process and in
+    # the cluster (before, they parted by 3e-3 from the second epoch on).
     weights = [_weights(tmp_path / "cluster" / f"weights-{i}.npz") for i in range(2)]
     assert _max_difference(weights[0], weights[1]) == 0.0
-    reference_weights, reference = single_process
     assert _max_difference(weights[0], reference_weights) < 1e-5
     assert [row["epoch"] for row in reports[0]["history"]] == [1, 2]
-    for key in ("loss", "accuracy", "val_loss"):
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert [r[key] for r in reports[0]["history"]] == pytest.approx([r[key] for r in reference["history"]], rel=1e-5)
+    assert reports[0]["test"] == pytest.approx(reference["test"], rel=1e-5)
     # keras-team/keras#20585, tensorflow/tensorflow#72388: when one of these fails,
     # Keras fixed it: drop the workaround in kcnn/train/_keras_distribute.py.
     assert reports[0]["bugs"] == {"symbolic_build": True, "scalar_logs": True}
 
 
-def test_worker_killed_then_cluster_restarted_resumes(tmp_path, single_process):
+def test_worker_killed_then_cluster_restarted_resumes(tmp_path, digit_folder, single_process):
+    """A worker SIGKILLed mid-epoch, the cluster restarted: the run ends as one
+    uninterrupted process' on a streamed folder (each worker's share of the skipped
+    epoch's shuffle and augmentation moved on exactly)."""
     run = tmp_path / "run"
-    codes, logs = _cluster(tmp_path, "killed", run, "--kill-at-epoch", "2", until_one_dies=True)
+    codes, logs = _cluster(tmp_path, "killed", run, "--kill-at-epoch", "2", "--folder", digit_folder, until_one_dies=True)
     # Worker 1 died mid-epoch 2 (SIGKILL); the chief, stuck in the step's collective
     # (TensorFlow fails it ~10 s later), is killed too.
     assert codes == [None, -9], _tail(logs[0]) + _tail(logs[1])
     history = (run / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["1"]
     assert [p.name[:12] for p in tmp_path.glob("kcnn-worker*")] == ["kcnn-worker1"]  # The killed worker's copy.
-    codes, logs = _cluster(tmp_path, "restarted", run)
+    codes, logs = _cluster(tmp_path, "restarted", run, "--folder", digit_folder)
     assert codes == [0, 0], _tail(logs[0]) + _tail(logs[1])
     report = json.loads((tmp_path / "restarted" / "report-0.json").read_text())
     assert [row["epoch"] for row in report["history"]] == [1, 2]

@@ -10,7 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from kcnn import data
-from kcnn.data import pipeline
+from kcnn.data import folder_source, pipeline
 
 CLASSES = ("cat", "dog", "owl")
 
@@ -88,6 +88,34 @@ def test_at_the_threshold_the_folder_stays_in_memory(folder, monkeypatch):
     # few_shot reads a streamed pool too.
     few = data.few_shot(forced, per_class=2, seed=1)
     assert few.num_train == 2 * len(CLASSES)
+
+
+def test_a_streamed_file_that_fails_to_decode_stops_the_epoch_naming_it(tmp_path, monkeypatch):
+    """A file whose header was read at load time but whose pixels are truncated was
+    dropped while training, leaving the split's length unknown: `fit` then counted
+    the epochs otherwise in one process and in a cluster, and on resuming (issue 27).
+    It now stops the iteration, naming the file; the length is known."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    for name in CLASSES[:2]:
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.jpg")
+    whole = (tmp_path / "dog" / "2.jpg").read_bytes()
+    (tmp_path / "dog" / "2.jpg").write_bytes(whole[: len(whole) * 3 // 4])  # Its header intact.
+    options = dict(stream=True, image_size=8, batch_size=2, validation_split=0, test_split=0, shuffle=False)
+    # Decoded for the input statistics at load time (every training file of a small
+    # folder): skipped and named there, as a file whose header fails.
+    with pytest.warns(UserWarning, match="Skipped 1 unreadable"):
+        ds = data.load(tmp_path, **options)
+    assert [entry["path"] for entry in ds.skipped_files] == [str(tmp_path / "dog" / "2.jpg")] and ds.num_train == 5
+    # Met while training only (the sample is one image here): the run stops, naming it.
+    monkeypatch.setattr(folder_source, "STREAM_SAMPLE", 1)
+    ds = data.load(tmp_path, **options)
+    assert ds.skipped_files == [] and int(ds.train.cardinality()) == 3
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Could not read an image from .*2\.jpg.* stream=False"):
+        data.as_numpy(ds.train)
 
 
 def test_stream_must_be_a_bool_or_auto(folder):

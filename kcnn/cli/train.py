@@ -49,7 +49,11 @@ def register(subparsers):
     evaluate.set_defaults(handler=_evaluate, preflight=_preflight.run_and_data)
 
     predict = subparsers.add_parser(
-        "predict", help="classify image files with a saved model (a segmentation model writes mask and overlay PNGs)"
+        "predict",
+        help="classify image files with a saved model (a segmentation model writes mask and overlay PNGs)",
+        description="Classifies image files with a saved model (a segmentation model writes a mask and an overlay "
+        "PNG of each). A file that cannot be read is named with why, the others are classified, and the exit "
+        "status is 1.",
     )
     predict.add_argument("path", help="a run folder or a .keras file")
     predict.add_argument(
@@ -322,7 +326,12 @@ def _predict(args):
             shares = ", ".join(f"{name} {share:.0%}" for name, share in picture["shares"].items() if share >= 0.005)
             print(f"{picture['image']}: {shares}; mask {picture['mask']}, overlay {picture['overlay']}")
         return 0
-    for image, top in zip(images, train.predict(args.path, images, top_k=args.top_k, mixed_precision=args.mixed_precision)):
-        ranked = ", ".join(f"{name} ({probability:.1%})" for name, probability in top)
-        print(f"{image}: {ranked}")
-    return 0
+    predictions = train.predict(args.path, images, top_k=args.top_k, mixed_precision=args.mixed_precision, skip_unreadable=True)
+    for image, top in zip(images, predictions):
+        if top is not None:  # An unreadable file is named in a warning.
+            ranked = ", ".join(f"{name} ({probability:.1%})" for name, probability in top)
+            print(f"{image}: {ranked}")
+    unread = predictions.count(None)
+    if unread:
+        print(f"kcnn: {unread} of {len(images)} image(s) could not be read", file=sys.stderr)
+    return 1 if unread else 0

@@ -58,11 +58,13 @@ and validation images per class. `kcnn.train.fit`, `kcnn.train.fine_tune` and
 """
 
 
-from kcnn.data.dataset import DATA_OPTIONS, Dataset, check_data_options, load
+from kcnn.data.augment import AUGMENT_POLICIES
+from kcnn.data.dataset import Dataset, load
 from kcnn.data.files import IMAGE_EXTENSIONS, image_files, load_image, read_images
 from kcnn.data.joint_augment import SEGMENTATION_AUGMENT_POLICIES
 from kcnn.data.masks import IGNORE_LABEL, load_mask
-from kcnn.data.pipeline import AUGMENT_POLICIES, IN_MEMORY_LIMIT, as_numpy
+from kcnn.data.options import DATA_OPTIONS, check_data_options
+from kcnn.data.pipeline import IN_MEMORY_LIMIT, as_numpy
 from kcnn.data.preprocessing import NORMALIZATIONS, preprocess_images
 from kcnn.data.scenes import SHAPES_CLASSES, synthetic_scenes
 from kcnn.data.segmentation import SegmentationDataset, load_segmentation

@@ -7,19 +7,16 @@ import copy
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow as tf
 
+from kcnn.data.augment import _make_augmenter, _parse_augment
 from kcnn.data.folder_source import _load_folder
-from kcnn.data.pipeline import (
-    _check_batch_size,
-    _make_augmenter,
-    _parse_augment,
-    _pipeline,
-)
+from kcnn.data.pipeline import _check_batch_size, _pipeline
 from kcnn.data.preprocessing import (
     PREPROCESSING_VERSION,
     _parse_image_size,
@@ -27,69 +24,6 @@ from kcnn.data.preprocessing import (
 )
 from kcnn.data.sources import _load_arrays, _load_digits
 from kcnn.data.tfds_source import _load_tfds
-
-#: The `kcnn.data.load` arguments a `data_options` mapping may hold (`kcnn.train.fit`,
-#: `kcnn.train.fine_tune`, `kcnn.tune.search`; the `--data-dir`, `--download`,
-#: `--image-size` and `--channels` flags of `kcnn train`, `fine-tune` and `tune`).
-DATA_OPTIONS = (
-    "image_size",
-    "channels",
-    "data_dir",
-    "download",
-    "validation_split",
-    "test_split",
-    "normalize",
-    "cache",
-    "shuffle",
-    "stream",
-)
-
-# `load` arguments that a training run sets from its TrainConfig.
-_TRAINING_OWNS = {"batch_size": "config.batch_size", "seed": "config.seed", "augment": "config.augment"}
-
-
-def check_data_options(data_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Checks a `data_options` mapping: the `kcnn.data.load` arguments that
-    `kcnn.train.fit`, `kcnn.train.fine_tune` and `kcnn.tune.search` pass on when
-    they load the data themselves.
-
-    Args:
-        data_options: None or a mapping with keys of `DATA_OPTIONS`, e.g.
-            `{"data_dir": "/data/tfds", "download": True, "image_size": 64}`.
-
-    Returns:
-        A new dict; `image_size`, when given, as a `(height, width)` tuple.
-
-    Raises:
-        ValueError: for a key that is not in `DATA_OPTIONS` (batch size, seed and
-            augmentation come from the `TrainConfig`), an invalid `image_size`
-            or `channels`.
-    """
-    if data_options is None:
-        return {}
-    if not isinstance(data_options, Mapping):
-        raise ValueError(
-            f"`data_options` must be a mapping of kcnn.data.load arguments. Received: data_options={data_options!r}"
-        )
-    options = dict(data_options)
-    owned = sorted(set(options) & set(_TRAINING_OWNS))
-    if owned:
-        raise ValueError(
-            f"`data_options` cannot set {owned}: the TrainConfig does "
-            f"({', '.join(_TRAINING_OWNS[key] for key in owned)}). Received: data_options={data_options!r}"
-        )
-    unknown = sorted(set(options) - set(DATA_OPTIONS))
-    if unknown:
-        raise ValueError(
-            f"Unknown `data_options` keys {unknown}; expected kcnn.data.load arguments among {list(DATA_OPTIONS)}. "
-            f"Received: data_options={data_options!r}"
-        )
-    if options.get("image_size") is not None:
-        options["image_size"] = _parse_image_size(options["image_size"])
-    channels = options.get("channels")
-    if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
-        raise ValueError(f"`channels` must be 1 (grey), 3 (RGB) or None (the source's own). Received: channels={channels!r}")
-    return options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,8 +95,10 @@ class Dataset:
     input_statistics: dict[str, Any] | None = None
     skipped_files: list[dict[str, str]] = dataclasses.field(default_factory=list)
     streaming: bool = False
-    # Rebuilds the pipelines from the already decoded/cached data.
-    _rebuild: Callable[[int], Dataset] | None = dataclasses.field(default=None, repr=False, compare=False)
+    # Rebuilds the pipelines from the already decoded/cached data: (batch size, share).
+    _rebuild: Callable[[int, Callable | None], Dataset] | None = dataclasses.field(default=None, repr=False, compare=False)
+    # The share of every batch the pipelines read (`for_worker`), or None: all of it.
+    _share: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
     # The decoded splits and how they were loaded, for `few_shot` on a Dataset.
     _source: dict[str, Any] | None = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -185,7 +121,33 @@ class Dataset:
             return self
         if self._rebuild is None:
             raise ValueError("This Dataset was not created by `kcnn.data.load()` and cannot be re-batched.")
-        return self._rebuild(batch_size)
+        return self._rebuild(batch_size, self._share)
+
+    def for_worker(self, share: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]) -> Dataset:
+        """The same batches, of which this process reads only its share: the data of
+        one worker of a multi-worker cluster, under a strategy that gives it those
+        rows of every (global) batch (`kcnn.train.distribute.worker_share` says which;
+        `kcnn.train.fit` applies it). The training and validation splits, which
+        `fit` distributes; the test split stays whole.
+
+        Only the rows of the share are gathered, decoded (streamed folders, TFDS
+        splits read afresh each epoch), augmented and normalized; the other rows are
+        zeros, which the strategy drops (the pipelines shard by data,
+        `tf.data.experimental.AutoShardPolicy.DATA`). The shuffle and the
+        augmentation draws are those of the whole batch, so the workers together
+        see what one process would. A streamed file that fails to decode stops the
+        iteration, naming it (one process skips it).
+
+        Args:
+            share: `share(rows, n)`: for int64 row numbers of a batch of `n` rows,
+                whether this process keeps them (a bool tensor of `rows`' shape).
+
+        Returns:
+            A new `Dataset`.
+        """
+        if self._rebuild is None:
+            raise ValueError("This Dataset was not created by `kcnn.data.load()` and cannot be shared out.")
+        return self._rebuild(self.batch_size, share)
 
     def restarted(self) -> Dataset:
         """Returns the same data in new pipelines, without decoding again: their
@@ -196,7 +158,7 @@ class Dataset:
         model trained on first sees other epochs than it would in a new process. A
         Dataset not created by `kcnn.data.load()` is returned as it is.
         """
-        return self if self._rebuild is None else self._rebuild(self.batch_size)
+        return self if self._rebuild is None else self._rebuild(self.batch_size, self._share)
 
 
 def load(
@@ -216,6 +178,7 @@ def load(
     download: bool = False,
     stream: bool | str = "auto",
     task: str | None = None,
+    default_image_size: int | Sequence[int] | None = None,
 ) -> Dataset:
     """Loads an image classification (or segmentation) dataset as batched `tf.data` pipelines.
 
@@ -236,7 +199,7 @@ def load(
             and the median height and width of the images for folders (of an
             even count the lower middle one, so one outlier never sets it; a
             folder whose images differ in size gets a warning naming the
-            sizes).
+            sizes, unless `image_size` is given).
         channels: 1 (grey) or 3 (RGB). Default: the source's own (folders: 3
             if any image is in colour, else 1).
         batch_size: batch size of all splits.
@@ -260,7 +223,11 @@ def load(
         cache: TFDS sources only (other sources live in memory already):
             True caches the decoded, resized images in memory, a string caches
             them in that file, False re-reads them every epoch.
-        shuffle: shuffle the training split (seeded, reshuffled each epoch).
+        shuffle: shuffle the training split (seeded, reshuffled each epoch). A
+            TFDS training split that is not cached (`cache=False`, or above
+            `IN_MEMORY_LIMIT`) also reads its files in a new order each epoch and
+            shuffles windows of 10,000 encoded images, decoding them after; a
+            cached one is shuffled in a 10,000-image buffer over the cache.
         data_dir: TFDS data directory (default: TFDS's own).
         download: let TFDS download and prepare the dataset if needed.
         stream: image folders only: "auto" streams the images from their files
@@ -269,6 +236,15 @@ def load(
             decoded images would take more than `IN_MEMORY_LIMIT` bytes, and
             decodes them into memory once otherwise; True or False forces one
             way. Both give the same batches (`Dataset.streaming` says which).
+            Streamed, a file is decoded for the first time while training (but
+            for the sample of `input_statistics`): one that fails then, its
+            header having been read, stops the epoch with an error naming it
+            (the split's length stays known, and with it the epochs `fit`
+            counts); in memory it is skipped and named at load time.
+        default_image_size: the size when `image_size` is None, in place of the
+            source's own default (`kcnn.train.fit` passes a model family's input
+            size this way). Unlike `image_size`, it is not the caller's choice: a
+            folder whose images differ in size is still warned about.
         task: None (the source's own: "shapes", a folder of image/mask pairs and
             arrays of masks are segmentation sources, the rest classification),
             "classification" or "segmentation" (e.g. `oxford_iiit_pet`'s trimaps
@@ -312,6 +288,7 @@ def load(
         cache=cache,
         data_dir=data_dir,
         download=download,
+        default_image_size=default_image_size,
     )
     return _build(
         splits, normalization=normalization, augment=policy, shuffle=shuffle, seed=int(seed), batch_size=batch_size
@@ -350,23 +327,48 @@ def _check_split_arguments(image_size, channels, validation_split, test_split, s
 
 
 def _load_splits(
-    source, *, image_size, channels, validation_split, test_split, seed, cache, data_dir, download, stream="auto"
+    source,
+    *,
+    image_size,
+    channels,
+    validation_split,
+    test_split,
+    seed,
+    cache,
+    data_dir,
+    download,
+    stream="auto",
+    default_image_size=None,
 ) -> dict[str, Any]:
     """Checks the source's arguments and reads it: the splits of adapted uint8
     images plus what describes them (class names, size, channels, name, statistics)."""
-    common = _check_split_arguments(_parse_image_size(image_size), channels, validation_split, test_split, seed, cache)
+    size_given = image_size is not None
+    image_size = _parse_image_size(image_size) or _parse_image_size(default_image_size)
+    common = _check_split_arguments(image_size, channels, validation_split, test_split, seed, cache)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
+        local = os.path.expanduser(path)
         if path == "digits":
             splits = _load_digits(**common)
-        elif os.path.isdir(path):
-            splits = _load_folder(path, stream=stream, **common)
-        elif path.lower().endswith(".npz"):
-            if not os.path.isfile(path):
+        elif os.path.isdir(local):
+            splits = _load_folder(local, stream=stream, warn_sizes=not size_given, **common)
+        elif local.lower().endswith(".npz"):
+            if not os.path.isfile(local):
                 raise ValueError(f"Expected an existing .npz file. Received: source={path!r} (no such file)")
-            with np.load(path, allow_pickle=False) as npz:
+            with np.load(local, allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
-            splits = _load_arrays(arrays, name=path, **common)
+            splits = _load_arrays(arrays, name=local, **common)
+        elif os.path.exists(local):
+            raise ValueError(
+                "Expected a directory of class sub-folders or an .npz file (or 'digits', a TFDS name, arrays). "
+                f"Received: source={path!r}, a file"
+            )
+        elif _looks_like_path(path):
+            # Never a TFDS name: TFDS would look it up on the network first.
+            raise ValueError(
+                "Expected an existing directory of class sub-folders, or an .npz file. "
+                f"Received: source={path!r} (no such directory or file)"
+            )
         else:
             splits = _load_tfds(path, data_dir=data_dir, download=download, cache=cache, **common)
     elif isinstance(source, (tuple, list, Mapping)):
@@ -378,6 +380,22 @@ def _load_splits(
         )
 
     return splits
+
+
+def _looks_like_path(text: str) -> bool:
+    """Whether a source string that names nothing on disk was meant as a path, not a
+    TFDS name (`name`, `name:version`, `name/config`, `namespace:name`): absolute or
+    home-relative, starting with ".", with a backslash or a trailing separator, whose
+    first component is an existing folder (a typo further down), or with characters
+    no TFDS name has ("my-pets", "pets.v2")."""
+    if os.path.isabs(text) or text.startswith((".", "~")) or "\\" in text or text.endswith(("/", os.sep)):
+        return True
+    first = text.split("/")[0]
+    return os.path.isdir(first) or not all(_TFDS_NAME.fullmatch(part) for part in first.split(":"))
+
+
+# A TFDS builder name or namespace, or a version ("3.0.2", "3.*.*").
+_TFDS_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*|[0-9][0-9.*]*")
 
 
 def _preprocessing(splits, normalization) -> dict[str, Any]:
@@ -404,7 +422,7 @@ def _build(splits, *, normalization, augment, shuffle, seed, batch_size) -> Data
     preprocessing = _preprocessing(splits, normalization)
     augmenter = _make_augmenter(augment, seed)
 
-    def build(batch: int) -> Dataset:
+    def build(batch: int, share: Callable | None = None) -> Dataset:
         pipelines = {}
         for split in ("train", "validation", "test"):
             base = splits[split]
@@ -419,6 +437,8 @@ def _build(splits, *, normalization, augment, shuffle, seed, batch_size) -> Data
                 seed=seed,
                 preprocessing=preprocessing,
                 augmenter=augmenter if is_train else None,
+                # The test split stays whole: a run evaluates it outside the strategy.
+                share=None if split == "test" else share,
             )
         return Dataset(
             train=pipelines["train"],
@@ -437,6 +457,7 @@ def _build(splits, *, normalization, augment, shuffle, seed, batch_size) -> Data
             skipped_files=copy.deepcopy(splits.get("skipped", [])),
             streaming=bool(splits.get("streaming", False)),
             _rebuild=build,
+            _share=share,
             _source={"splits": splits, "normalization": normalization, "augment": augment, "shuffle": shuffle, "seed": seed},
         )
 

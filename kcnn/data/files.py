@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,8 +12,10 @@ import numpy as np
 
 from kcnn.data.preprocessing import preprocess_images
 
-#: File extensions (case-insensitive) read from image folders.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+#: File extensions (case-insensitive) read from image folders, all decoded by Pillow
+#: (TIFF is one TensorFlow's decoders do not read). Other files in a folder are named
+#: in a warning, not read.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 # PIL modes that hold a single grey channel.
@@ -67,7 +70,7 @@ def read_images(paths: Sequence[str | os.PathLike], preprocessing: Mapping[str, 
 def image_files(path: str | os.PathLike) -> list[str]:
     """The image files a path names: the file itself, or the image files directly
     in a folder (by extension, `IMAGE_EXTENSIONS`; hidden files and sub-folders
-    skipped), sorted by name.
+    skipped, other files named in a warning), sorted by name.
 
     Args:
         path: an image file or a folder of image files.
@@ -83,17 +86,38 @@ def image_files(path: str | os.PathLike) -> list[str]:
         return [path]
     if not os.path.isdir(path):
         raise ValueError(f"Expected an image file or a folder of images. Received: path={path!r} (no such file or folder)")
-    files = sorted(
-        entry.path
-        for entry in os.scandir(path)
-        if entry.is_file() and not entry.name.startswith(".") and entry.name.lower().endswith(IMAGE_EXTENSIONS)
-    )
+    files, others = _by_extension(sorted(entry.path for entry in os.scandir(path) if entry.is_file()))
     if not files:
+        holds = f"{len(others)} other file(s), e.g. {os.path.basename(others[0])!r}" if others else "none"
         raise ValueError(
             f"Expected image files ({', '.join(IMAGE_EXTENSIONS)}) directly in the folder (sub-folders are not read). "
-            f"Received: path={path!r}, which holds none"
+            f"Received: path={path!r}, which holds {holds}"
         )
+    _warn_not_images(path, others, stacklevel=3)
     return files
+
+
+def _by_extension(paths: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(image files, other files) of `paths` by extension; hidden files in neither."""
+    images, others = [], []
+    for path in paths:
+        name = os.path.basename(path)
+        if not name.startswith("."):
+            (images if name.lower().endswith(IMAGE_EXTENSIONS) else others).append(path)
+    return images, others
+
+
+def _warn_not_images(root: str, others: Sequence[str], *, stacklevel: int) -> None:
+    """Names the files under `root` that are not read, having no image extension."""
+    if not others:
+        return
+    shown = ", ".join(repr(path) for path in others[:5]) + (", ..." if len(others) > 5 else "")
+    warnings.warn(
+        f"Not read under {root!r}: {len(others)} file(s) without an image extension ({', '.join(IMAGE_EXTENSIONS)}): "
+        f"{shown}",
+        UserWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 # Decoding failures of a single (corrupt, truncated, unsupported, too large) file.

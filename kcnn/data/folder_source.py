@@ -13,10 +13,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from kcnn.data import pipeline
-from kcnn.data.files import _DECODE_ERRORS, _GRAY_MODES, IMAGE_EXTENSIONS, _decode_file, _read_header
-from kcnn.data.pipeline import _FileSplit
+from kcnn.data.files import (
+    _DECODE_ERRORS,
+    _GRAY_MODES,
+    IMAGE_EXTENSIONS,
+    _by_extension,
+    _decode_file,
+    _read_header,
+    _warn_not_images,
+)
 from kcnn.data.preprocessing import _adapt_images, _channel_stats
 from kcnn.data.sources import DEFAULT_VARIABLE_IMAGE_SIZE, _finish_memory, _memory_splits
+from kcnn.data.splits import _FileSplit
 from kcnn.data.statistics import _input_statistics
 
 logger = logging.getLogger("kcnn")
@@ -40,23 +48,22 @@ def _list_class_folders(root: str) -> tuple[list[str], list[list[str]]]:
             "Expected a directory with one sub-directory of images per class. "
             f"Received: source={root!r}, which has no sub-directories"
         )
-    files = []
+    files, others = [], []
     for name in class_names:
         folder = os.path.join(root, name)
         found = []
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            found.extend(
-                os.path.join(dirpath, f)
-                for f in sorted(filenames)
-                if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
-            )
+            images, not_images = _by_extension([os.path.join(dirpath, f) for f in sorted(filenames)])
+            found.extend(images)
+            others.extend(not_images)
         if not found:
             raise ValueError(
                 f"Expected every class folder to contain images ({', '.join(IMAGE_EXTENSIONS)}). "
                 f"Received: class folder {folder!r} with no images"
             )
         files.append(found)
+    _warn_not_images(root, others, stacklevel=6)  # The caller of `kcnn.data.load`.
     return class_names, files
 
 
@@ -128,7 +135,9 @@ def _warn_mixed_sizes(root: str, sizes: Sequence[tuple[int, int]], size: tuple[i
 STREAM_SAMPLE = 512
 
 
-def _load_folder(root: str, *, image_size, channels, validation_split, test_split, seed, stream="auto") -> dict:
+def _load_folder(
+    root: str, *, image_size, channels, validation_split, test_split, seed, stream="auto", warn_sizes=True
+) -> dict:
     folders = _split_folders(root)
     listed = {split: _list_class_folders(folder) for split, folder in folders.items()}
     class_names = listed["train"][0]
@@ -173,7 +182,8 @@ def _load_folder(root: str, *, image_size, channels, validation_split, test_spli
     every_size = [size for split_sizes in sizes.values() for size in split_sizes]
     size = image_size or _median_size(every_size) or DEFAULT_VARIABLE_IMAGE_SIZE
     channels = channels or (3 if any_color else 1)
-    _warn_mixed_sizes(root, every_size, size)
+    if warn_sizes:  # Not when the caller chose the size.
+        _warn_mixed_sizes(root, every_size, size)
     decoded_bytes = len(every_size) * size[0] * size[1] * channels
     if stream is True or (stream == "auto" and decoded_bytes > pipeline.IN_MEMORY_LIMIT):
         logger.info(
@@ -185,24 +195,16 @@ def _load_folder(root: str, *, image_size, channels, validation_split, test_spli
 
     arrays = {}
     for split, per_class in readable.items():
-        images, labels = [], []
-        for label, (name, paths) in enumerate(zip(class_names, per_class, strict=True)):
-            count = 0
-            for path in paths:
-                try:
-                    image = _decode_file(path)
-                except _DECODE_ERRORS as error:  # Truncated data behind a valid header.
-                    skipped.append(_skip(path, error))
-                    continue
-                images.append(_adapt_images(image[None], size, channels).numpy()[0])
-                labels.append(label)
-                count += 1
-            if count == 0:
+        paths = [path for paths in per_class for path in paths]
+        labels = np.asarray([label for label, paths in enumerate(per_class) for _ in paths], np.int32)
+        images, decoded = _decode_files(paths, size, channels, skipped)
+        for label, name in enumerate(class_names):
+            if not decoded[labels == label].any():
                 raise ValueError(
                     f"Expected every class folder to contain readable images. "
                     f"Received: class folder {os.path.join(folders[split], name)!r} whose images all failed to decode"
                 )
-        arrays[split] = (np.stack(images), np.asarray(labels, np.int32))
+        arrays[split] = (images, labels[decoded])
     if skipped:
         shown = ", ".join(repr(entry["path"]) for entry in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         warnings.warn(
@@ -228,6 +230,27 @@ def _load_folder(root: str, *, image_size, channels, validation_split, test_spli
     )
 
 
+def _decode_files(paths: Sequence[str], size: tuple[int, int], channels: int, skipped: list) -> tuple[np.ndarray, np.ndarray]:
+    """The files decoded and adapted, in order, into one uint8 array made up front (its
+    rows are the images held in memory, nothing else is), and the mask of the files
+    decoded; a file that fails (truncated data behind a valid header) is added to
+    `skipped`, its row left to the next file."""
+    images = np.empty((len(paths), *size, channels), np.uint8)
+    decoded = np.zeros(len(paths), bool)
+    row = 0
+    for index, path in enumerate(paths):
+        try:
+            image = _decode_file(path)
+        except _DECODE_ERRORS as error:
+            skipped.append(_skip(path, error))
+            continue
+        # At the size and channels already: `_adapt_images` would give it back as is.
+        images[row] = image if image.shape == images.shape[1:] else _adapt_images(image[None], size, channels).numpy()[0]
+        decoded[index] = True
+        row += 1
+    return images[:row], decoded
+
+
 def _stream_folder(root, folders, class_names, readable, sizes, skipped, size, channels, validation_split, test_split, seed):
     """`_load_folder`'s result with `_FileSplit`s: the same splits (the same
     stratified draw, over file paths instead of decoded images), each image decoded
@@ -241,17 +264,30 @@ def _stream_folder(root, folders, class_names, readable, sizes, skipped, size, c
         paths = [path for paths in per_class for path in paths]
         labels = [label for label, paths in enumerate(per_class) for _ in paths]
         listed[split] = (np.asarray(paths, dtype=str), np.asarray(labels, np.int32))
-    x, y = listed["train"]
-    x_test, y_test = listed.get("test", (None, None))
-    x_val, y_val = listed.get("validation", (None, None))
-    splits = _memory_splits(
-        x, y, x_test, y_test, x_val=x_val, y_val=y_val, validation_split=validation_split, test_split=test_split, seed=seed
-    )
     shape = (*size, channels)
-    splits = {name: None if split is None else _FileSplit(split.x, split.y, _decode_file, shape) for name, split in splits.items()}
-    train = splits["train"]
-    chosen = np.unique(np.linspace(0, train.size - 1, min(train.size, STREAM_SAMPLE)).round().astype(np.int64))
-    sample = np.stack([decode(path) for path in train.paths[chosen]])
+    while True:
+        # Copies: the split reorders its pool in place, and a file of the sample that
+        # fails to decode is dropped and the split drawn again, as if its header had failed.
+        x, y = (a.copy() for a in listed["train"])
+        x_test, y_test = listed.get("test", (None, None))
+        x_val, y_val = listed.get("validation", (None, None))
+        splits = _memory_splits(
+            x, y, x_test, y_test, x_val=x_val, y_val=y_val, validation_split=validation_split, test_split=test_split, seed=seed
+        )
+        splits = {name: None if split is None else _FileSplit(split.x, split.y, _decode_file, shape) for name, split in splits.items()}
+        train = splits["train"]
+        chosen = np.unique(np.linspace(0, train.size - 1, min(train.size, STREAM_SAMPLE)).round().astype(np.int64))
+        sample, failed = [], []
+        for path in train.paths[chosen]:
+            try:
+                sample.append(decode(path))
+            except _DECODE_ERRORS as error:  # Truncated data behind a valid header.
+                failed.append(str(path))
+                skipped.append(_skip(str(path), error))
+        if not failed:
+            break
+        listed = {split: (paths[~np.isin(paths, failed)], labels[~np.isin(paths, failed)]) for split, (paths, labels) in listed.items()}
+    sample = np.stack(sample)
     if skipped:
         warnings.warn(
             f"Skipped {len(skipped)} unreadable image file(s) under {root!r} (Dataset.skipped_files says why)",

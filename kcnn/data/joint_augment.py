@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from kcnn.data.augment import _SHIFT_FRACTION, _Policy
 from kcnn.data.masks import IGNORE_LABEL
-from kcnn.data.pipeline import _SHIFT_FRACTION, _Policy
 
 #: Built-in augmentation policies of segmentation datasets.
 SEGMENTATION_AUGMENT_POLICIES = ("shift", "flip", "crop")

@@ -21,9 +21,10 @@ import tensorflow as tf
 
 from kcnn.data import pipeline
 from kcnn.data.masks import IGNORE_LABEL
-from kcnn.data.pipeline import AUTOTUNE, _TFDSSplit
+from kcnn.data.pipeline import AUTOTUNE
 from kcnn.data.preprocessing import _adapt_images
 from kcnn.data.sources import DEFAULT_VARIABLE_IMAGE_SIZE
+from kcnn.data.splits import _TFDSSplit
 from kcnn.data.statistics import TFDS_SAMPLE, _input_statistics, _memory_sample
 from kcnn.data.tfds_source import _open_builder, _slices, _split_stats, _tfds_ways_out
 

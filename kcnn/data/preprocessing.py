@@ -271,16 +271,21 @@ def _adapt_images(images: Any, size: tuple[int, int], channels: int) -> tf.Tenso
 
 
 def _adapt_array(x: np.ndarray, size: tuple[int, int], channels: int) -> np.ndarray:
-    """Adapts a whole NHWC array in chunks; returns uint8 NHWC."""
+    """Adapts a whole NHWC array in chunks; returns a new uint8 NHWC array."""
+    if x.dtype == np.uint8 and x.shape[1:] == (*size, channels):
+        return x.copy()  # Already adapted: TensorFlow's float32 working copies would stay in its allocator's pool.
     scale = _pixel_scale([x])
     out = np.empty((len(x), *size, channels), np.uint8)
-    for start in range(0, len(x), _CHUNK):
-        chunk = x[start : start + _CHUNK]
+    # At most ~16 MB of float32 per eager call (in or out), whatever the image sizes.
+    pixels = max(int(np.prod(x.shape[1:])), size[0] * size[1] * max(channels, x.shape[-1]), 1)
+    step = max(1, min(_CHUNK, (1 << 22) // pixels))
+    for start in range(0, len(x), step):
+        chunk = x[start : start + step]
         if scale != 1.0:
             chunk = chunk.astype(np.float32) * scale
         elif chunk.dtype not in (np.uint8, np.float32):
             chunk = chunk.astype(np.float32)
-        out[start : start + _CHUNK] = _adapt_images(chunk, size, channels).numpy()
+        out[start : start + step] = _adapt_images(chunk, size, channels).numpy()
     return out
 
 

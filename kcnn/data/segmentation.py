@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -286,7 +286,7 @@ def _build_segmentation(splits, *, normalization, augmenter, shuffle, seed, batc
     palette = [list(map(int, color)) for color in (splits.get("palette") or default_palette(classes))[:classes]]
     preprocessing = _preprocessing(splits, normalization)
 
-    def build(batch: int) -> SegmentationDataset:
+    def build(batch: int, share: Callable | None = None) -> SegmentationDataset:
         pipelines = {
             split: None
             if splits[split] is None
@@ -297,6 +297,8 @@ def _build_segmentation(splits, *, normalization, augmenter, shuffle, seed, batc
                 seed=seed,
                 preprocessing=preprocessing,
                 augmenter=augmenter if split == "train" else CastMasks(),
+                # The test split stays whole: a run evaluates it outside the strategy.
+                share=None if split == "test" else share,
             )
             for split in ("train", "validation", "test")
         }

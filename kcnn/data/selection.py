@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from kcnn.data.augment import _parse_augment
 from kcnn.data.dataset import Dataset, _build, _load_splits
-from kcnn.data.pipeline import _check_batch_size, _MemorySplit, _parse_augment
+from kcnn.data.pipeline import _check_batch_size
 from kcnn.data.preprocessing import _channel_stats, _parse_normalize
+from kcnn.data.splits import _MemorySplit
 from kcnn.data.statistics import image_statistics
 
 # The `load` arguments `few_shot` passes on when it reads a source itself.

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from kcnn.data.pipeline import _MemorySplit
 from kcnn.data.preprocessing import _adapt_array, _channel_stats, _check_pixels
+from kcnn.data.splits import _MemorySplit
 from kcnn.data.statistics import _input_statistics, _memory_sample
 
 DIGITS_IMAGE_SIZE = (32, 32)
@@ -56,7 +56,8 @@ def _memory_splits(
     """Carves test (if none given) then validation (if none given), stratified by class.
 
     The test split is drawn first from each class, so it never depends on
-    `validation_split`."""
+    `validation_split`. The carved splits are views of `x`, whose rows are reordered
+    in place (`x` must be the caller's own array, not the user's)."""
     if x_test is None and x_val is None:
         test_idx, val_idx, train_idx = _stratified_split(y, (test_split, validation_split), seed)
     elif x_test is None:
@@ -67,16 +68,43 @@ def _memory_splits(
         train_idx = np.arange(len(y))
     if len(train_idx) == 0:
         raise ValueError(f"Not enough examples to leave a training split. Received: {len(x)} examples")
+    carved = {"test": test_idx if x_test is None else (), "validation": val_idx if x_val is None else (), "train": train_idx}
+    order = np.concatenate([np.asarray(idx, np.int64) for idx in carved.values()])
+    _permute_rows(x, order)
+    y = y[order]
     # A fraction too small to take one example per class gives no split.
-    if x_test is None:
-        test = _MemorySplit(x[test_idx], y[test_idx]) if len(test_idx) else None
-    else:
-        test = _MemorySplit(x_test, y_test)
-    if x_val is None:
-        validation = _MemorySplit(x[val_idx], y[val_idx]) if len(val_idx) else None
-    else:
-        validation = _MemorySplit(x_val, y_val)
-    return {"train": _MemorySplit(x[train_idx], y[train_idx]), "validation": validation, "test": test}
+    splits, start = {}, 0
+    for name, idx in carved.items():
+        end = start + len(idx)
+        splits[name] = _MemorySplit(x[start:end], y[start:end]) if end > start else None
+        start = end
+    if x_test is not None:
+        splits["test"] = _MemorySplit(x_test, y_test)
+    if x_val is not None:
+        splits["validation"] = _MemorySplit(x_val, y_val)
+    return {"train": splits["train"], "validation": splits["validation"], "test": splits["test"]}
+
+
+def _permute_rows(x: np.ndarray, order: np.ndarray) -> None:
+    """Reorders the rows of `x` in place, `x[k]` becoming the old `x[order[k]]`: the
+    splits carved from a pool become consecutive views of its one array, not copies
+    (which held the decoded images twice while they were made). One row of scratch
+    memory; each cycle of the permutation is followed once."""
+    done = np.zeros(len(order), bool)
+    scratch = np.empty_like(x[:1])
+    for start in range(len(order)):
+        if done[start]:
+            continue
+        done[start] = True
+        if order[start] == start:
+            continue
+        scratch[0] = x[start]
+        k = start
+        while order[k] != start:
+            x[k] = x[order[k]]
+            k = int(order[k])
+            done[k] = True
+        x[k] = scratch[0]
 
 
 def _finish_memory(splits: dict, *, class_names, image_size, channels, name, source_sizes, skipped=()) -> dict:

@@ -17,9 +17,9 @@ import numpy as np
 import tensorflow as tf
 
 from kcnn.data import pipeline
-from kcnn.data.pipeline import AUTOTUNE, _TFDSSplit
 from kcnn.data.preprocessing import _adapt_images, _finish_stats
 from kcnn.data.sources import DEFAULT_VARIABLE_IMAGE_SIZE
+from kcnn.data.splits import AUTOTUNE, _TFDSSplit
 from kcnn.data.statistics import TFDS_SAMPLE, _input_statistics, _memory_sample
 
 logger = logging.getLogger("kcnn")
@@ -55,6 +55,28 @@ def _unknown_name_error(name: str, builders: Sequence[str], reason: str = "") ->
     )
 
 
+def _local_builders(tfds) -> list[str]:
+    """The registered TFDS builder names (without the community ones, a network list)."""
+    return tfds.list_builders(with_community_datasets=False)
+
+
+def _check_known(tfds, name: str, data_dir: str | None) -> None:
+    """Refuses a name that is neither a registered TFDS builder nor a dataset prepared in
+    a local data folder, before `tfds.builder` looks it up on the network (Google
+    Cloud Storage, with authentication warnings and time-outs where there is none).
+    Namespaced names ("huggingface:mnist") are TFDS's to resolve."""
+    try:
+        parsed, _ = tfds.core.naming.parse_builder_name_kwargs(name)
+    except ValueError as error:
+        raise _unknown_name_error(name, _local_builders(tfds), reason=str(error).splitlines()[0]) from None
+    if parsed.namespace:
+        return
+    builders = _local_builders(tfds)
+    folders = [data_dir] if data_dir else [os.fspath(d) for d in tfds.core.utils.file_utils.list_data_dirs()]
+    if parsed.name not in builders and not any(os.path.isdir(os.path.join(folder, parsed.name)) for folder in folders):
+        raise _unknown_name_error(name, builders)
+
+
 def _slices(num: int | None, fractions: Sequence[float]) -> list[str | None]:
     """Split specs carving `fractions` off the end of "train", in order.
 
@@ -84,12 +106,13 @@ def _open_builder(name, data_dir, download):
     import tensorflow_datasets as tfds  # Deferred: slow to import, only this source needs it.
 
     data_dir = None if data_dir is None else os.fspath(data_dir)
+    _check_known(tfds, name, data_dir)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
-        raise _unknown_name_error(name, tfds.list_builders()) from None
+        raise _unknown_name_error(name, _local_builders(tfds)) from None
     except ValueError as error:  # Not even a valid TFDS name (e.g. a missing path).
-        raise _unknown_name_error(name, tfds.list_builders(), reason=str(error).splitlines()[0]) from None
+        raise _unknown_name_error(name, _local_builders(tfds), reason=str(error).splitlines()[0]) from None
     folder = os.fspath(builder.data_dir_root)
     received = f"Received: source={name!r}, download={download!r}, data_dir={data_dir!r}"
     # `download_and_prepare` reuses an existing variant folder and only then needs no network.
@@ -116,7 +139,9 @@ def _open_builder(name, data_dir, download):
 def _load_tfds(
     name, *, data_dir, download, cache, image_size, channels, validation_split, test_split, seed
 ) -> dict:
-    del seed  # TFDS slices are fixed; the seed only drives shuffling/augmentation.
+    import tensorflow_datasets as tfds  # Deferred: slow to import, only this source needs it.
+
+    # TFDS slices are fixed; the seed drives the training files' order (`_file_seed`).
     builder, folder, received = _open_builder(name, data_dir, download)
     info = builder.info
     keys = info.supervised_keys
@@ -174,11 +199,15 @@ def _load_tfds(
         image.set_shape((*size, channels))
         return image, tf.cast(label, tf.int32)
 
+    def decode_and_adapt(encoded, label):
+        return adapt(info.features[image_key].decode_example(encoded), label)
+
     splits: dict[str, Any] = {"train": None, "validation": None, "test": None}
     for split, raw in zip(wanted, loaded, strict=True):
         uncached = ds = raw.map(adapt, num_parallel_calls=AUTOTUNE)
         known = int(uncached.cardinality())
         decoded_bytes = max(known, 0) * size[0] * size[1] * channels
+        cached = bool(cache) and not (cache is True and decoded_bytes > pipeline.IN_MEMORY_LIMIT)
         if cache is True and decoded_bytes > pipeline.IN_MEMORY_LIMIT:
             # Not in RAM: a split that does not fit is read and decoded every epoch
             # (cache=PATH keeps it decoded on disk).
@@ -193,7 +222,26 @@ def _load_tfds(
         count = int(ds.cardinality())
         if count < 0:
             count = int(uncached.reduce(np.int64(0), lambda n, _: n + 1))
-        splits[split] = _TFDSSplit(ds, count, uncached)
+        encoded, shuffled = None, split == "train"
+        if not cached and isinstance(info.features[image_key], tfds.features.Image):
+            # Read afresh each epoch, the images still encoded, decoded once shuffled
+            # (only those of its rows by a worker of a cluster, `_TFDSSplit`); the
+            # training split's files in another order each epoch, the same orders for
+            # a seed (a cache would hold the order of the pass that filled it). A new
+            # reader for each pipeline: the files' order is drawn from its reader's own
+            # generator, which two pipelines (another batch size, a worker's share)
+            # must not share.
+            def encoded(spec=wanted[split], shuffled=shuffled):
+                read = tfds.ReadConfig(shuffle_seed=_file_seed(seed), shuffle_reshuffle_each_iteration=True)
+                return builder.as_dataset(
+                    split=spec,
+                    as_supervised=True,
+                    shuffle_files=shuffled,
+                    read_config=read if shuffled else None,
+                    decoders={image_key: tfds.decode.SkipDecoding()},
+                )
+
+        splits[split] = _TFDSSplit(ds, count, uncached, encoded=encoded, decode=decode_and_adapt, files_shuffled=shuffled)
 
     # The input statistics: a bounded sample of the first training images, read
     # apart from the cache (a partly read cache would be thrown away).
@@ -231,6 +279,12 @@ def _split_stats(split: _TFDSSplit, channels: int) -> tuple[np.ndarray, np.ndarr
         total_sq += np.square(flat).sum(0)
         count += len(flat)
     return _finish_stats(total, total_sq, count)
+
+
+def _file_seed(seed: int) -> int:
+    """The seed of the training files' order: its own stream, apart from the element
+    shuffle's and the augmentation's (see `augment._Policy`)."""
+    return int(np.random.SeedSequence([seed % 2**32, 0xF11E]).generate_state(1)[0])
 
 
 def _tfds_ways_out(name: str, folder: str) -> str:

@@ -131,6 +131,39 @@ def wants_multi_worker(config: TrainConfig) -> bool:
     return config.distribution == "auto" and cluster_size(tf_config().get("cluster", {})) > 1
 
 
+def worker_share(strategy):
+    """The rows of every global batch that this worker's replicas train on under
+    `strategy`, as `kcnn.data.Dataset.for_worker` takes them (`batch_share`), so that
+    each worker reads and decodes only those; None outside a multi-worker cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return None
+    cluster = resolver.cluster_spec().as_dict()
+    # Input pipelines are numbered as TensorFlow numbers them (multi_worker_util.id_in_cluster):
+    # the chief first, then the workers.
+    index = int(resolver.task_id or 0) + (len(cluster.get("chief", ())) if resolver.task_type == "worker" else 0)
+    return batch_share(index, cluster_size(cluster), strategy.num_replicas_in_sync)
+
+
+def batch_share(index: int, workers: int, replicas: int):
+    """`share(rows, n)`: whether rows of a global batch of `n` rows go to input pipeline
+    (worker) `index` of `workers`, `replicas` replicas in all.
+
+    TensorFlow distributes a batched dataset sharded by data (`AutoShardPolicy.DATA`)
+    so: every batch of `n` rows is cut into `replicas` consecutive pieces of
+    ceil(n / replicas) rows (the last ones shorter, or empty), and worker k's replicas
+    take pieces k, k + workers, k + 2 workers, ... (tensorflow/python/distribute/
+    input_lib.py rebatches, the auto-shard rewrite turns that into its legacy rebatch
+    and keeps every `workers`-th piece; tests/test_distribute.py pins it).
+    """
+
+    def share(rows, n):
+        piece = tf.maximum((n + replicas - 1) // replicas, 1)
+        return tf.equal(rows // piece % workers, index)
+
+    return share
+
+
 _MULTI_WORKER = []  # The process' MultiWorkerMirroredStrategy: collectives are configured once.
 
 

@@ -235,7 +235,13 @@ def evaluate_split(model: keras.Model, dataset, *, label_smoothing: float = 0.0)
 
 
 def predict(
-    model_or_path, images, top_k: int = 5, *, class_names: Sequence[str] | None = None, mixed_precision: str = "auto"
+    model_or_path,
+    images,
+    top_k: int = 5,
+    *,
+    class_names: Sequence[str] | None = None,
+    mixed_precision: str = "auto",
+    skip_unreadable: bool = False,
 ):
     """Classifies images (or segments them, with a segmentation model).
 
@@ -256,13 +262,18 @@ def predict(
         class_names: names of the classes; default the run's, else the indices.
         mixed_precision: the precision to compute in (`inference_model`): "auto"
             (bfloat16 where training would use it), "off" (float32), ...
+        skip_unreadable: what an image file that cannot be read (corrupt,
+            truncated, not an image) does: False raises a ValueError naming it;
+            True names it in a warning, with why, and gives None in its place while
+            the other images are predicted (`kcnn predict` does so).
 
     Returns:
-        One list per image of `(class_name, probability)` pairs, most likely first.
-        For a segmentation model (`kcnn.train.segmentation`), one float32 `(height,
-        width, classes)` array per image instead: each pixel's class probabilities,
-        at the image's own size (at the model's for a bare model); `top_k` and
-        `class_names` do not apply.
+        One list per image of `(class_name, probability)` pairs, most likely first
+        (None for an unreadable file with `skip_unreadable`). For a segmentation
+        model (`kcnn.train.segmentation`), one float32 `(height, width, classes)`
+        array per image instead: each pixel's class probabilities, at the image's
+        own size (at the model's for a bare model); `top_k` and `class_names` do not
+        apply.
     """
     model, metadata = resolve_model(model_or_path)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -270,11 +281,14 @@ def predict(
     preprocessing = metadata.get("preprocessing")
     if isinstance(images, (str, os.PathLike)):
         images = kdata.image_files(images) if os.path.isdir(images) else [images]
-    paths = None
+    paths, unreadable = None, set()
     if isinstance(images, (list, tuple)) and images and all(isinstance(i, (str, os.PathLike)) for i in images):
         if preprocessing is None:
             raise ValueError("Reading image files needs the run's preprocessing: pass a run folder. Received: a bare model")
-        paths, images = [os.fspath(i) for i in images], [kdata.load_image(i) for i in images]
+        given = len(images)
+        paths, images, unreadable = _read_image_files(images, skip_unreadable)
+        if not images:
+            return [None] * given
     if preprocessing is not None:
         x = kdata.preprocess_images(images, preprocessing)
         for warning in input_warnings(images, metadata, names=paths):
@@ -284,14 +298,42 @@ def predict(
     outputs = predict_in_batches(inference_model(model, mixed_precision), x)
     if segmentation.model_task(model) == segmentation.SEGMENTATION:
         sizes = [np.shape(image)[:2] for image in images] if preprocessing is not None else None
-        return segmentation.probabilities_at(outputs, sizes, from_logits=outputs_logits(model))
-    if outputs_logits(model):
+        results = segmentation.probabilities_at(outputs, sizes, from_logits=outputs_logits(model))
+    else:
+        results = _ranked(outputs, top_k, class_names or metadata.get("class_names"), from_logits=outputs_logits(model))
+    if not unreadable:
+        return results
+    # The unreadable files keep their place, as None.
+    readable = iter(results)
+    return [None if index in unreadable else next(readable) for index in range(len(results) + len(unreadable))]
+
+
+def _ranked(outputs, top_k: int, class_names, *, from_logits: bool) -> list[list[tuple[str, float]]]:
+    """Per image, the `top_k` `(class_name, probability)` pairs, most likely first."""
+    if from_logits:
         outputs = keras.ops.softmax(outputs, axis=-1)
     probabilities = keras.ops.convert_to_numpy(outputs).astype(np.float64)
-    names = list(class_names or metadata.get("class_names") or map(str, range(probabilities.shape[1])))
-    k = min(top_k, probabilities.shape[1])
-    order = np.argsort(-probabilities, axis=1)[:, :k]
+    names = list(class_names or map(str, range(probabilities.shape[1])))
+    order = np.argsort(-probabilities, axis=1)[:, : min(top_k, probabilities.shape[1])]
     return [[(names[j], float(row[j])) for j in top] for row, top in zip(probabilities, order)]
+
+
+def _read_image_files(files, skip_unreadable: bool):
+    """(paths of the readable files, their decoded images, the indices of the others),
+    each unreadable file named in a warning with why; with `skip_unreadable` False the
+    first one raises its ValueError instead."""
+    paths, images, unreadable = [], [], set()
+    for index, file in enumerate(files):
+        try:
+            images.append(kdata.load_image(file))
+        except ValueError as error:
+            if not skip_unreadable:
+                raise
+            unreadable.add(index)
+            warnings.warn(f"{error}: not predicted", UserWarning, stacklevel=4)
+            continue
+        paths.append(os.fspath(file))
+    return paths, images, unreadable
 
 
 def predict_in_batches(model: keras.Model, images, batch_size: int = 32) -> np.ndarray:

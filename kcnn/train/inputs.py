@@ -12,6 +12,7 @@ import keras
 from kcnn import data as kdata
 from kcnn.train import segmentation
 from kcnn.train.config import TrainConfig
+from kcnn.train.distribute import multi_worker_strategy, wants_multi_worker, worker_share
 from kcnn.train.inference import check_compatible
 
 # Families whose top flattens the last feature map: the input size fixes the width
@@ -98,10 +99,22 @@ def load_data(
         task: the model's, "classification" or "segmentation" (a source such as
             `oxford_iiit_pet` is read for it: breeds or trimaps).
 
+    Returns:
+        A `kcnn.data.Dataset`; in a multi-worker cluster (`config` says so) the
+        worker's share of it (`Dataset.for_worker`).
+
     Raises:
         ValueError: for invalid `data_options`, options that contradict the model,
             or `data_options` with a `Dataset` (already loaded).
     """
+    data = _load(data, config, input_shape, normalize, data_options, default_image_size, task)
+    if wants_multi_worker(config):
+        # Each worker reads and decodes only the rows of each batch that it trains on.
+        data = data.for_worker(worker_share(multi_worker_strategy()))
+    return data
+
+
+def _load(data, config, input_shape, normalize, data_options, default_image_size, task) -> kdata.Dataset:
     options = kdata.check_data_options(data_options)
     if isinstance(data, kdata.Dataset):
         if options:
@@ -116,7 +129,7 @@ def load_data(
         _check_agrees("image_size", options.get("image_size"), size, "the model takes {0[0]}x{0[1]} images")
         options["image_size"] = size
     elif options.get("image_size") is None:
-        options["image_size"] = default_image_size
+        options["default_image_size"] = default_image_size
     if channels:
         _check_agrees("channels", options.get("channels"), int(channels), "the model takes {0}-channel images")
         options["channels"] = int(channels)
