@@ -59,9 +59,10 @@ and validation images per class. `kcnn.train.fit`, `kcnn.train.fine_tune` and
 
 
 from kcnn.data.augment import AUGMENT_POLICIES
-from kcnn.data.dataset import Dataset, load
+from kcnn.data.dataset import Dataset
 from kcnn.data.files import IMAGE_EXTENSIONS, image_files, load_image, read_images
 from kcnn.data.joint_augment import SEGMENTATION_AUGMENT_POLICIES
+from kcnn.data.loading import load
 from kcnn.data.masks import IGNORE_LABEL, load_mask
 from kcnn.data.options import DATA_OPTIONS, check_data_options
 from kcnn.data.pipeline import IN_MEMORY_LIMIT, as_numpy

@@ -24,6 +24,7 @@ import numpy as np
 
 from kcnn.data.files import _DECODE_ERRORS, _GRAY_MODES, IMAGE_EXTENSIONS, _decode_file, _open_image, _read_header
 from kcnn.data.folder_source import _median_size, _split_folders, _subfolders, _warn_mixed_sizes
+from kcnn.data.mask_splits import _finish_splits, _random_splits
 from kcnn.data.masks import check_classes, load_mask, remap_ignored, resize_masks
 from kcnn.data.preprocessing import _adapt_images
 from kcnn.data.sources import DEFAULT_VARIABLE_IMAGE_SIZE
@@ -113,8 +114,6 @@ def _list_pairs(folder: str) -> list[tuple[str, str]]:
 
 
 def _load_pair_folder(root, *, image_size, channels, validation_split, test_split, seed, ignore_value, class_names) -> dict:
-    from kcnn.data.segmentation import _finish_splits, _random_splits
-
     listed = {split: _list_pairs(folder) for split, folder in _pair_split_folders(root).items()}
     # Headers first (no pixels decoded): the sizes must match, and the default size and
     # channel count be known, before anything is decoded.

@@ -35,12 +35,12 @@ import numpy as np
 
 from kcnn.data.dataset import Dataset, _preprocessing
 from kcnn.data.joint_augment import CastMasks, make_joint_augmenter
+from kcnn.data.mask_splits import _finish_splits, _random_splits
 from kcnn.data.masks import IGNORE_LABEL, check_classes, default_palette, remap_ignored, resize_masks
-from kcnn.data.pipeline import _check_batch_size, _MemorySplit, _pipeline
-from kcnn.data.preprocessing import _adapt_array, _channel_stats, _parse_image_size, _parse_normalize
+from kcnn.data.pipeline import _check_batch_size, _pipeline
+from kcnn.data.preprocessing import _adapt_array, _parse_image_size, _parse_normalize
 from kcnn.data.scenes import SHAPES_IMAGE_SIZE, SHAPES_SCENES, SHAPES_SEED, synthetic_scenes
 from kcnn.data.sources import _prepare_x
-from kcnn.data.statistics import _input_statistics, _memory_sample
 
 TASKS = ("classification", "segmentation")
 
@@ -60,15 +60,6 @@ class SegmentationDataset(Dataset):
     task: ClassVar[str] = "segmentation"
     ignore_label: int = IGNORE_LABEL
     palette: list[list[int]] = dataclasses.field(default_factory=list)
-
-
-class _MaskSplit(_MemorySplit):
-    """A split held in memory: uint8 NHWC images and uint8 NHW masks (a quarter of int32)."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray):
-        self.x = x
-        self.y = np.asarray(y, np.uint8)
-        self.size = len(x)
 
 
 def wants_segmentation(source: Any, task: str | None) -> bool:
@@ -237,44 +228,6 @@ def _prepare_masks(y: Any, x: np.ndarray, *, what: str, ignore_value: int | None
     if y.size and (y.min() < 0 or y.max() > 255):
         raise ValueError(f"Expected `{what}` to hold class indices 0..255. Received: values {y.min()}..{y.max()}")
     return remap_ignored(y.astype(np.uint8), ignore_value)
-
-
-def _random_splits(parts, *, validation_split, test_split, seed):
-    """Carves test (if the source has none) then validation (if none) at random: a
-    seeded permutation, test first, so the test set depends on `seed` and `test_split`
-    only. `parts` maps "train" (and "test", "validation") to `(images, masks)`."""
-    x, y = parts["train"]
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(x))
-    start = 0
-    chosen = {}
-    for split, fraction in (("test", test_split), ("validation", validation_split)):
-        if split in parts:
-            chosen[split] = parts[split]
-            continue
-        count = int(round(len(x) * fraction))
-        taken = np.sort(order[start : start + count])
-        start += count
-        chosen[split] = (x[taken], y[taken]) if count else None
-    rest = np.sort(order[start:])
-    if not len(rest):
-        raise ValueError(f"Not enough examples to leave a training split. Received: {len(x)} examples")
-    chosen["train"] = (x[rest], y[rest])
-    return {split: None if pair is None else _MaskSplit(*pair) for split, pair in chosen.items()}
-
-
-def _finish_splits(splits, *, class_names, image_size, channels, name, source_sizes, palette=None) -> dict:
-    train = splits["train"]
-    return {
-        **splits,
-        "class_names": list(class_names),
-        "image_size": tuple(image_size),
-        "channels": channels,
-        "name": name,
-        "stats": lambda: _channel_stats(train.x),
-        "statistics": _input_statistics(_memory_sample(train.x), source_sizes),
-        "palette": palette,
-    }
 
 
 # --------------------------------------------------------------------------
