@@ -104,7 +104,13 @@ def test_exported_model_gives_the_keras_probabilities(family_run, output, quanti
     result = export(run, tmp_path / output, quantize=quantize)
     got = load_exported(result.path)(images)
     assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, atol=TOLERANCE[quantize], rtol=0)
+    at_model_size = [0, 1, 3, 4]
+    np.testing.assert_allclose(got[at_model_size], expected[at_model_size], atol=TOLERANCE[quantize], rtol=0)
+    # Resized (images[2], twice the size), a pixel halfway between two grey levels may round
+    # the other way in the ONNX and LiteRT exports' portable resize (kcnn.serving.
+    # RawImagePreprocessing): one grey level, up to ~2e-4 on these randomly initialised models.
+    resized_tolerance = TOLERANCE[quantize] if output == "saved" else max(TOLERANCE[quantize], 1e-3)
+    np.testing.assert_allclose(got[2], expected[2], atol=resized_tolerance, rtol=0)
     # One batch of same-size images gives the same as one image at a time.
     np.testing.assert_allclose(load_exported(result.path)(np.stack(images[:2])), got[:2], atol=1e-5, rtol=0)
 

@@ -1,13 +1,13 @@
 """Segmentation through the training module (`kcnn.train.segmentation`): the per-pixel
 loss and metrics against NumPy, `kcnn train MODEL --data shapes`, resume, evaluate
-(per-class IoU), predict (mask and overlay PNGs) and export, on a small stand-in
-segmentation model with the registered models' output contract (per-pixel class
-probabilities at the input's height and width)."""
+(per-class IoU), predict (mask and overlay PNGs) and export, on the registered U-Net
+with a LeNet-5 trunk and a narrow decoder (62,124 parameters); `fit` with a small
+unregistered stand-in that has the same output contract (per-pixel class probabilities
+at the input's height and width)."""
 
 import contextlib
 import io
 import json
-import types
 
 import keras
 import numpy as np
@@ -41,15 +41,9 @@ def standin(input_shape=(32, 32, 3), classes=4, classifier_activation="softmax",
     return keras.Model(inputs, outputs, name=name)
 
 
-# A registry row for the stand-in, as the registered segmentation models have (task="segmentation").
-STANDIN_SPEC = types.SimpleNamespace(
-    name="standin_seg",
-    family="standin",
-    arguments={},
-    default_input_shape=(32, 32, 3),
-    task="segmentation",
-    build=lambda **kwargs: standin(**kwargs),
-)
+
+# The smallest registered segmentation model kcnn builds: 62,124 parameters.
+UNET_KWARGS = ["--model-kwargs", "backbone=lenet5", "--model-kwargs", "decoder_width=4"]
 
 
 @pytest.fixture(scope="module")
@@ -57,18 +51,16 @@ def small_shapes():
     """The source "shapes" with 96 scenes instead of 2,000, for this module."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(data_segmentation, "SHAPES_SCENES", 96)
-        original = registry.get_spec
-        patch.setattr(registry, "get_spec", lambda name: STANDIN_SPEC if name == "standin_seg" else original(name))
         yield
 
 
 @pytest.fixture(scope="module")
 def shapes_run(small_shapes, tmp_path_factory):
-    """`kcnn train standin_seg --data shapes`: an epoch at 32x32; its folder and output."""
+    """`kcnn train unet --data shapes` on a LeNet-5 trunk: an epoch at 32x32; its folder and output."""
     output = tmp_path_factory.mktemp("seg") / "run"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["train", "standin_seg", "--data", "shapes", "--image-size", "32", "--epochs", "1", "--batch-size", "16",
+        code = main(["train", "unet", *UNET_KWARGS, "--data", "shapes", "--image-size", "32", "--epochs", "1", "--batch-size", "16",
                      "--lr", "0.01", "--output", str(output), "--verbose", "0"])  # fmt: skip
     assert code == 0
     return output, printed.getvalue()
@@ -125,7 +117,9 @@ def test_kcnn_train_on_shapes_writes_a_segmentation_run(shapes_run):
     assert metadata["status"] == "completed" and metadata["task"] == "segmentation"
     assert metadata["class_names"] == SHAPES and metadata["dataset"]["name"] == "shapes"
     assert metadata["segmentation"] == {"ignore_label": 255, "palette": data.masks.default_palette(4)}
-    assert metadata["model"]["builder_arguments"] == {"input_shape": [32, 32, 3], "classes": 4}
+    arguments = {"backbone": "lenet5", "decoder_width": 4, "input_shape": [32, 32, 3], "classes": 4}
+    assert metadata["model"]["builder_arguments"] == arguments
+    assert metadata["model"]["parameters"]["total"] == 62_124
     assert metadata["config"]["augment"] == "shift" and metadata["config"]["label_smoothing"] == 0.1
     header = (output / "history.csv").read_text().splitlines()[0].split(",")
     assert {"loss", "accuracy", "mean_iou", "crossentropy", "val_loss", "val_mean_iou"} <= set(header)
