@@ -41,7 +41,6 @@ def standin(input_shape=(32, 32, 3), classes=4, classifier_activation="softmax",
     return keras.Model(inputs, outputs, name=name)
 
 
-
 # The smallest registered segmentation model kcnn builds: 62,124 parameters.
 UNET_KWARGS = ["--model-kwargs", "backbone=lenet5", "--model-kwargs", "decoder_width=4"]
 
