@@ -195,6 +195,25 @@ def test_fcn8s_has_the_caffe_nets_parameters(fcn8s):
     assert fcn8s.count_params() - sum(w.numpy().size for w in fcn8s.trainable_weights) == (16 + 16 + 256) * 9
 
 
+def test_width_multiplier_narrows_every_convolution_and_keeps_the_crops():
+    narrow = kcnn.fcn8s(classes=4, input_shape=(64, 64, 3), width_multiplier=1 / 16)
+    widths = {layer.name: layer.filters for layer in narrow.layers if type(layer) is keras.layers.Conv2D}
+    assert [widths[f"block{stage}_conv1"] for stage in range(1, 6)] == [4, 8, 16, 32, 32]  # 64..512 / 16
+    assert widths["fc6"] == widths["fc7"] == 256 and widths["score_fr"] == 4
+    assert {layer.name: layer.offset for layer in narrow.layers if isinstance(layer, CropToReference)} == {
+        "score_pool4c": 5, "score_pool3c": 9, "score": 31}  # fmt: skip
+    convs = [(3, 4), (4, 4), (4, 8), (8, 8), (8, 16), (16, 16), (16, 16), *[(16, 32)], *[(32, 32)] * 5]
+    expected = sum(9 * c_in * c_out + c_out for c_in, c_out in convs) + 49 * 32 * 256 + 256 + 256 * 256 + 256
+    expected += (256 * 4 + 4) + (32 * 4 + 4) + (16 * 4 + 4)  # score_fr, score_pool4, score_pool3
+    expected += 2 * 4 * 4 * 4 * 4 + 16 * 16 * 4 * 4  # upscore2, upscore_pool4 (4x4), upscore8 (16x16)
+    assert narrow.count_params() == expected
+    for received in (0, 1.5, True, "half"):
+        with pytest.raises(ValueError, match=rf"number in \(0, 1\]\. Received: width_multiplier={received!r}"):
+            kcnn.fcn8s(width_multiplier=received)
+    with pytest.raises(ValueError, match=r"paper's widths only.*Received: width_multiplier=0.5, weights='imagenet'"):
+        kcnn.fcn32s(width_multiplier=0.5, weights="imagenet")
+
+
 @pytest.mark.parametrize(
     "name,crops",
     [("fcn32s", {"score": 19}), ("fcn16s", {"score_pool4c": 5, "score": 27}), ("fcn8s", {"score_pool4c": 5, "score_pool3c": 9, "score": 31})],

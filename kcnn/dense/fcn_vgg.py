@@ -27,12 +27,18 @@ crop offsets are the authors' Caffe nets (fcn.berkeleyvision.org, `voc-fcn8s/net
 
 FCN-8s with 21 classes has 134,489,759 parameters, as the Caffe net and its PyTorch
 port (wkentaro/pytorch-fcn `FCN8s`) have.
+
+`width_multiplier` (not in the paper; MobileNet's "width multiplier", Howard et al. 2017)
+narrows every convolution for experiments a CPU can afford: the 100-pixel padding makes
+even a 64x64 input cost VGG-16 at 262x262, 22 G multiply-adds, and `width_multiplier=1/8`
+divides that by ~64. The layers, strides, crops and names stay the paper's.
 """
 
 import fractions
 import numbers
 
 import keras
+import numpy as np
 from keras import layers
 
 from kcnn import blocks
@@ -59,6 +65,7 @@ def fcn(
     *,
     stride=8,
     dropout=0.5,
+    width_multiplier=1.0,
     classes=DEFAULT_CLASSES,
     input_shape=None,
     weights=None,
@@ -71,6 +78,9 @@ def fcn(
         stride: the finest scores fused into the output: 32 (FCN-32s: fc7's only),
             16 (FCN-16s: and pool4's) or 8 (FCN-8s: and pool3's).
         dropout: after fc6 and fc7 (the paper's 0.5).
+        width_multiplier: every convolution's width times this, rounded, at least 1:
+            1.0 is the paper's net (and the only one `weights` load into); 1/8 gives
+            8 to 64 filters and a 512-wide fc6/fc7, a net a CPU trains in minutes.
         classes: per-pixel classes (default 21, PASCAL VOC with background).
         input_shape: (H, W, 3); default (224, 224, 3); (None, None, 3) takes any size.
         weights: VGG-16's: None, a tag of its weight sets ("imagenet", `kcnn weights
@@ -87,6 +97,7 @@ def fcn(
         raise ValueError(f"`stride` must be 32, 16 or 8 (FCN-32s, -16s, -8s). Received: stride={stride!r}")
     stride = int(stride)
     dropout = check_fraction("dropout", dropout)
+    width_multiplier = _check_width_multiplier(width_multiplier, weights)
     classes, shape, weights = check_contract(
         name="fcn" if name is None else name,
         classes=classes,
@@ -101,10 +112,12 @@ def fcn(
     pools = {}
     for stage, (width, convs) in enumerate(_VGG16, start=1):
         for index in range(1, convs + 1):
-            x = blocks.conv_bn_act(x, width, 3, name=f"block{stage}_conv{index}", conv_suffix="", batch_norm=False)
+            x = blocks.conv_bn_act(
+                x, _scaled(width, width_multiplier), 3, name=f"block{stage}_conv{index}", conv_suffix="", batch_norm=False
+            )
         x = pools[stage] = layers.MaxPooling2D(2, padding="same", name=f"block{stage}_pool")(x)
     for fc, size in (("fc6", 7), ("fc7", 1)):
-        x = layers.Conv2D(4096, size, activation="relu", name=fc)(x)
+        x = layers.Conv2D(_scaled(4096, width_multiplier), size, activation="relu", name=fc)(x)
         x = layers.Dropout(dropout, name=f"{fc}_dropout")(x)
     scores = _scores(x, classes, "score_fr")
     for pool, upscore in zip(_SKIPS[stride], _UPSCORE_2X):
@@ -118,6 +131,21 @@ def fcn(
     if weights is not None:
         from_vgg16(model, weights)
     return model
+
+
+def _check_width_multiplier(value, weights):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
+        raise ValueError(f"`width_multiplier` must be a number in (0, 1]. Received: width_multiplier={value!r}")
+    if value != 1 and weights is not None:
+        raise ValueError(
+            "VGG-16's weights load into the paper's widths only: pass `width_multiplier=1.0` or `weights=None`. "
+            f"Received: width_multiplier={value!r}, weights={weights!r}"
+        )
+    return float(value)
+
+
+def _scaled(width, multiplier):
+    return max(1, round(width * multiplier))
 
 
 def _scores(x, classes, name):
@@ -149,8 +177,7 @@ def crop_offset(tensor, reference):
     offset = (ref_start - start) / scale
     if scale != ref_scale or offset.denominator != 1 or offset < 0:
         raise ValueError(
-            f"The maps cannot be aligned by a crop: positions {scale}i + {start} and {ref_scale}i + {ref_start} "
-            "in input pixels"
+            f"The maps cannot be aligned by a crop: positions {scale}i + {start} and {ref_scale}i + {ref_start} in input pixels"
         )
     return int(offset)
 
