@@ -60,7 +60,7 @@ def shapes_run(small_shapes, tmp_path_factory):
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         code = main(["train", "unet", *UNET_KWARGS, "--data", "shapes", "--image-size", "32", "--epochs", "1", "--batch-size", "16",
-                     "--lr", "0.01", "--output", str(output), "--verbose", "0"])  # fmt: skip
+                     "--lr", "0.01", "--augment", "crop", "--output", str(output), "--verbose", "0"])  # fmt: skip
     assert code == 0
     return output, printed.getvalue()
 
@@ -119,7 +119,7 @@ def test_kcnn_train_on_shapes_writes_a_segmentation_run(shapes_run):
     arguments = {"backbone": "lenet5", "decoder_width": 4, "input_shape": [32, 32, 3], "classes": 4}
     assert metadata["model"]["builder_arguments"] == arguments
     assert metadata["model"]["parameters"]["total"] == 62_124
-    assert metadata["config"]["augment"] == "shift" and metadata["config"]["label_smoothing"] == 0.1
+    assert metadata["config"]["augment"] == "crop" and metadata["config"]["label_smoothing"] == 0.1
     header = (output / "history.csv").read_text().splitlines()[0].split(",")
     assert {"loss", "accuracy", "mean_iou", "crossentropy", "val_loss", "val_mean_iou"} <= set(header)
     test = metadata["metrics"]["test"]
@@ -127,6 +127,15 @@ def test_kcnn_train_on_shapes_writes_a_segmentation_run(shapes_run):
     assert 0 < test["mean_iou"] < 1 and len(test["class_iou"]) == 4
     assert f"test pixel accuracy: {test['accuracy']:.2%}, mean IoU {test['mean_iou']:.4f} (19 images, loss" in printed
     assert not (output / "checkpoint").exists()
+
+
+def test_the_training_settings_take_every_augmentation_of_kcnn_data():
+    from kcnn.train.config import AUGMENT
+
+    policies = tuple(dict.fromkeys((*data.AUGMENT_POLICIES, *data.SEGMENTATION_AUGMENT_POLICIES)))
+    assert policies == AUGMENT
+    with pytest.raises(ValueError, match=r"'crop' zooms an image with its mask: segmentation data only\)\. Received: augment='crop'"):
+        data.load("digits", augment="crop")
 
 
 def test_kcnn_evaluate_prints_the_iou_of_each_class(shapes_run, capsys):

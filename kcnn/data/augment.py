@@ -33,8 +33,9 @@ def _parse_augment(augment: Any) -> str | Callable | None:
             return augment
     elif callable(augment):
         return augment
+    only_masks = " ('crop' zooms an image with its mask: segmentation data only)" if augment == "crop" else ""
     raise ValueError(
-        f"`augment` must be True, False, one of {AUGMENT_POLICIES} or a callable (e.g. a Keras layer). "
+        f"`augment` must be True, False, one of {AUGMENT_POLICIES} or a callable (e.g. a Keras layer){only_masks}. "
         f"Received: augment={augment!r}"
     )
 

@@ -20,7 +20,9 @@ SCHEDULES = ("constant", "step", "cosine")
 MIXED_PRECISION = ("auto", "off", "mixed_float16", "mixed_bfloat16")
 XLA = ("auto", "on", "off")
 DISTRIBUTION = ("auto", "off", "mirrored", "multi_worker")
-AUGMENT = ("shift", "flip")
+# kcnn.data's AUGMENT_POLICIES and SEGMENTATION_AUGMENT_POLICIES ("crop": segmentation
+# data only), written out: this module does not import TensorFlow (tests pin the equality).
+AUGMENT = ("shift", "flip", "crop")
 
 
 def _field(default, help, *, choices=None, flags=()):
@@ -66,8 +68,9 @@ class TrainConfig:
             statistics that never caught up with the training ones. The saved
             model keeps the momentum it trained with.
         augment: training augmentation when `fit` loads the data itself: "shift",
-            "flip" or None (see `kcnn.data.AUGMENT_POLICIES`); a `Dataset` passed in
-            keeps its own.
+            "flip", "crop" (segmentation data only: a zoom) or None (see
+            `kcnn.data.AUGMENT_POLICIES`, `SEGMENTATION_AUGMENT_POLICIES`); a `Dataset`
+            passed in keeps its own.
         early_stopping: stop after this many epochs without improvement of
             `monitor`; 0 disables it.
         monitor: the logged quantity that picks the best epoch (the saved model) and
