@@ -77,6 +77,7 @@ BAD = {
     "backbone_kwargs": [5, "variant=v1.5", [("variant", "v1.5")], {1: 2}, {"include_top": True}, {"weights": "imagenet"},
                         {"variant": "v3"}, {"depth": 3}],
     "decoder_width": NOT_POSITIVE_INT,
+    "width_multiplier": [0, -0.5, 1.5, True, "0.5", None, math.nan, math.inf, (0.5,), np.array(0.5)],
 }
 # ResNet's and GoogLeNet's `stages` differ: blocks per stage, or modules' widths per stage.
 BAD_STAGES = {
