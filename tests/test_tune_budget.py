@@ -5,6 +5,9 @@ stopping rule against a reference, and searches whose objective a callback scrip
 import csv
 import json
 import statistics
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -61,12 +64,26 @@ def test_durations_are_written_in_their_two_largest_units():
     ]  # fmt: skip
 
 
-def test_the_command_line_refuses_a_bad_duration_before_importing_tensorflow(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["tune", "--time-budget", "5x"])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert "Expected a positive duration" in err and "Received: --time-budget='5x'" in err
+def test_the_command_line_refuses_a_bad_duration_before_importing_tensorflow():
+    script = textwrap.dedent(
+        """
+        import contextlib, io, json, sys
+        from kcnn.cli import main
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            try:
+                main(["tune", "--time-budget", "5x"])
+            except SystemExit as exit_:
+                code = exit_.code
+        print(json.dumps({"code": code, "err": err.getvalue(), "tensorflow": "tensorflow" in sys.modules}))
+        """
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["code"] == 2 and not result["tensorflow"]
+    assert "kcnn tune: error: argument --time-budget: Expected a positive duration" in result["err"]
+    assert "Received: --time-budget='5x'" in result["err"]
 
 
 def test_the_command_line_documents_the_budget_and_pruning(capsys):
