@@ -129,9 +129,6 @@ def _tune(args):
             f"{cost.ceiling(result.bar, result.target_macs):,} MACs could beat it"
         )
     print("  " + " ".join(f"{key}={value}" for key, value in result.best_hyperparameters.items()))
-    print(result.verdict())  # What best/ holds, and every reference it is below.
-    print(f"best model saved to {result.path}")
-    print(f"trials: {result.trials_csv}  plot: {result.plot}")
     if result.search_seconds is not None:
         from kcnn.tune.budget import format_duration
 
@@ -140,6 +137,9 @@ def _tune(args):
             f"time: search {format_duration(result.search_seconds)}{of}, finish "
             f"{format_duration(result.finish_seconds)} (the budget does not count the finish)"
         )
+    print(result.verdict())  # What best/ holds, and every reference it is below.
+    print(f"best model saved to {result.path}")
+    print(f"trials: {result.trials_csv}  plot: {result.plot}")
     return 0
 
 
