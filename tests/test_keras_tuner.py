@@ -45,6 +45,25 @@ def test_hyperband_keeps_its_brackets_where_the_override_edits_them():
     assert inspect.signature(keras_tuner.Hyperband.__init__).parameters.keys() >= {"max_epochs", "factor", "hyperband_iterations"}
 
 
+def test_what_the_stopping_of_trials_relies_on_is_still_there():
+    """kcnn.tune._keras_tuner.stopping: STOPPED is keras-tuner's early-stop status, which
+    gRPC carries; Hyperband promotes only completed trials, and numbers its rounds; the
+    Bayesian oracle vectorizes its trials in `_vectorize_trials`; keras-tuner does not keep
+    a trial's per-epoch metrics (kcnn keeps the objective's)."""
+    from keras_tuner.src.engine import oracle as oracle_module
+    from keras_tuner.src.engine import tuner as tuner_module
+    from keras_tuner.src.tuners import hyperband
+
+    status = keras_tuner.engine.trial.TrialStatus
+    assert status.STOPPED == "STOPPED" and status.to_proto(status.STOPPED) != status.to_proto(None)
+    assert 'To signal early stopping, set Trial.status to "STOPPED"' in inspect.getsource(oracle_module)
+    assert 't.status == "COMPLETED"' in inspect.getsource(hyperband.HyperbandOracle.populate_space)
+    oracle = keras_tuner.oracles.HyperbandOracle(keras_tuner.Objective("val_accuracy", "max"), max_epochs=9)
+    assert [oracle._get_num_rounds(b) for b in range(3)] == [1, 2, 3]
+    assert list(inspect.signature(keras_tuner.oracles.BayesianOptimizationOracle._vectorize_trials).parameters) == ["self"]
+    assert "Intermediate results are not passed to the Oracle" in inspect.getsource(tuner_module.Tuner.on_epoch_end)
+
+
 def test_metric_directions_are_inferred_by_keras_tuner():
     assert _keras_tuner.objective("val_accuracy").direction == "max"
     assert _keras_tuner.objective("val_loss").direction == "min"

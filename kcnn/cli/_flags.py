@@ -39,11 +39,13 @@ def add_dataclass_flags(group, cls, *, dest, defaults=None, skip=()):
         metavar = (
             "{" + ",".join("none" if c is None else str(c) for c in choices) + "}" if choices else field.name.upper()
         )
+        metavar = field.metadata.get("metavar") or metavar
+        parse = field.metadata.get("parse")
         group.add_argument(
             flag,
             *field.metadata["flags"],
             dest=dest + field.name,
-            type=_converter(kinds, optional),
+            type=_parser(parse, flag) if parse else _converter(kinds, optional),
             choices=choices,
             metavar=metavar,
             default=argparse.SUPPRESS,
@@ -169,6 +171,20 @@ def _converter(kinds, optional):
         return _parse(kinds[-1], text)
 
     convert.__name__ = kinds[0].__name__  # argparse names the type in its errors.
+    return convert
+
+
+def _parser(parse, flag):
+    """A field's own parser (its metadata's `parse(text, name)`), its error naming the
+    flag: argparse reports it before anything is imported."""
+
+    def convert(text):
+        try:
+            return parse(text, flag)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = parse.__name__
     return convert
 
 

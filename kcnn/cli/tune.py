@@ -129,6 +129,14 @@ def _tune(args):
             f"{cost.ceiling(result.bar, result.target_macs):,} MACs could beat it"
         )
     print("  " + " ".join(f"{key}={value}" for key, value in result.best_hyperparameters.items()))
+    if result.search_seconds is not None:
+        from kcnn.tune.budget import format_duration
+
+        of = "" if result.time_budget is None else f" of the {format_duration(result.time_budget)} budget"
+        print(
+            f"time: search {format_duration(result.search_seconds)}{of}, finish "
+            f"{format_duration(result.finish_seconds)} (the budget does not count the finish)"
+        )
     print(result.verdict())  # What best/ holds, and every reference it is below.
     print(f"best model saved to {result.path}")
     print(f"trials: {result.trials_csv}  plot: {result.plot}")

@@ -23,6 +23,8 @@ The modules, one concept each:
     project.py       the project folder: its layout, settings, overwrite, distributed roles
     driver.py        search(): the tuner run, its result, the best model
     cost.py          the cost term of the score (on MACs, after MnasNet's soft constraint)
+    budget.py        the time budget: durations, the account of the time used (no TensorFlow)
+    stopping.py      trials stopped at an epoch boundary: the budget, the median stopping rule
     report.py        trial records, trials.csv, the Pareto plot, the results table
     selection.py     the statistics of the choices: the trials retrained, the model kept
     finish.py        the top trials retrained with the full recipe, ranked with the references

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import math
 import pathlib
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from kcnn._lock import FolderLock
 from kcnn.tune import best as best_dir
 from kcnn.tune import cost, finish, project, references, report, runs, selection, verdict
 from kcnn.tune._keras_tuner import collect_trials, make_tuner, objective, public_values
+from kcnn.tune.budget import TimeBudget
 from kcnn.tune.config import SearchConfig
 from kcnn.tune.report import TrialRecord
 from kcnn.tune.spaces import SearchSpace, get_space
@@ -70,6 +72,11 @@ class SearchResult:
             the reference trained as a trial (the bar's); None on a worker.
         comparisons: `chosen` against each other reference trained alike
             (`kcnn.tune.verdict.compare`), as in best/metadata.json.
+        time_budget: the search's time budget in seconds (`SearchConfig.time_budget`).
+        search_seconds: the wall time of the search (the trials and the bar) over
+            all its runs, what the budget counts.
+        finish_seconds: the wall time of this run's finish (retraining and saving
+            best/), which the budget does not count.
     """
 
     best_hyperparameters: dict[str, Any] | None
@@ -89,6 +96,9 @@ class SearchResult:
     references: tuple[selection.FinishRecord, ...] = ()
     chosen: selection.FinishRecord | None = None
     comparisons: tuple[dict[str, Any], ...] = ()
+    time_budget: float | None = None
+    search_seconds: float | None = None
+    finish_seconds: float | None = None
 
     @property
     def best_metric(self) -> float | None:
@@ -145,6 +155,12 @@ def search(
     The Keras session is cleared between trials. Calling `search` again with the same
     project resumes it: finished trials are kept, an interrupted one runs again, to
     the score it would have had.
+
+    With `config.time_budget`, no trial starts that a typical one would take past
+    the budget, and the trial running when it is spent stops at its epoch's end; the
+    finish is not counted in (`SearchResult.finish_seconds`; `kcnn.tune.budget`).
+    With `config.prune="median"`, trials worse than the median of the completed ones
+    at the same epoch stop there, PRUNED (`kcnn.tune.stopping`).
 
     Progress goes to the `kcnn` logger (`logging.getLogger("kcnn")`), one INFO line
     per finished trial (`TrialRecord.progress_line`) and one per reference and
@@ -203,6 +219,7 @@ def search(
         config.target_macs, references.reference_names(config), data.input_shape, data.num_classes
     )
     config = dataclasses.replace(config, target_macs=target_macs)  # Resolved: the MACs, or None.
+    budget = TimeBudget(config.time_budget)  # From here: the bar counts; the project's earlier time is added.
     project_dir = project.directory(config, space, data)
     settings = project.settings(space, config, data)
     with project.distributed_env(config), contextlib.ExitStack() as stack:
@@ -224,7 +241,9 @@ def search(
         if role != "worker" and reference is not None and validation_accuracy:
             # The proposals' bar from the start: what the hand-designed net scores as a trial.
             bar = references.reference_bar(reference, data, config, project_dir)
-        tuner = make_tuner(space, config, project_dir, role, _reporter(config.objective, on_trial), bar=bar)
+        tuner = make_tuner(
+            space, config, project_dir, role, _reporter(config.objective, on_trial), bar=bar, budget=budget
+        )
         if role != "worker":
             write_json(project_dir / project.SETTINGS_FILE, settings)
         fit_callbacks = list(callbacks)
@@ -255,6 +274,8 @@ def search(
             if not str(error).startswith("Number of consecutive failures exceeded"):
                 raise
             warnings.warn(f"The search stopped early: {str(error).splitlines()[0]}", stacklevel=2)
+        if role != "worker":
+            tuner.oracle.save()  # With the time the search used, for a resumed one's budget.
         if role == "worker":
             records = tuple(r for r in collect_trials(tuner, project_dir) if r.trial_id in tuner.ran)
             return SearchResult(
@@ -272,8 +293,15 @@ def search(
                 target_macs=config.target_macs,
             )
         bar_reference = reference if bar is not None else None
-        return _finish(
+        search_seconds, started = budget.used(), time.monotonic()
+        result = _finish(
             tuner, space, data, config, project_dir, role, bar, bar_reference, source=source, data_options=data_options
+        )
+        return dataclasses.replace(
+            result,
+            time_budget=config.time_budget,
+            search_seconds=search_seconds,
+            finish_seconds=time.monotonic() - started,
         )
 
 

@@ -6,8 +6,12 @@ state (oracle.json, tuner*.json, trial_*/trial.json and checkpoints, which are w
 resumed search reloads), and what kcnn adds:
 
     search.json       the settings, to refuse resuming with different ones
-    trial_*/kcnn_trial.json   params, MACs, seconds, epochs and failure reason of a trial
-    trials.csv        every trial: hyperparameters, score, params, MACs, seconds, status, reason,
+    trial_*/kcnn_trial.json   params, MACs, seconds, epochs, objective per epoch, failure or
+                      pruning reason of a trial
+    oracle.json       keras-tuner's, with kcnn's time account (`kcnn_budget`: seconds used,
+                      trial durations), which a resumed search's time budget goes on from
+    trials.csv        every trial: hyperparameters, score, params, MACs, seconds, status
+                      (COMPLETED, PRUNED, FAILED, ...), reason,
                       and the finish's rank, validation and test accuracy of the retrained ones
     finish/           the finish's runs (`kcnn.tune.finish`): top trials retrained, references
     finish.csv        their validation and test accuracy, standard errors, params, MACs

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kcnn._files import atomic_path, atomic_write
+from kcnn.tune.budget import format_duration
 
 __all__ = [
     "TrialRecord",
@@ -24,7 +25,8 @@ __all__ = [
 ]
 
 #: The per-trial file the process that ran a trial writes into its trial folder:
-#: params, MACs, seconds, epochs and the reason of a failure. keras-tuner's own
+#: params, MACs, seconds, epochs, the objective at each epoch (`objective_history`,
+#: the median stopping rule's reference) and the reason of a failure or a pruning. keras-tuner's own
 #: trial.json keeps the status, score and hyperparameters, but its failure message
 #: does not travel from a worker to the chief.
 RECORD_FILE = "kcnn_trial.json"
@@ -40,20 +42,26 @@ class TrialRecord:
         number: the trial's number from 1.
         total: trials planned for the search (None when unknown).
         status: "RUNNING" (started; a trial of an interrupted search that will
-            run again on resume), "COMPLETED", "FAILED" or "INVALID".
+            run again on resume), "COMPLETED" (a trial the time budget stopped at
+            an epoch boundary too, with the epochs it did), "PRUNED" (stopped by the
+            median stopping rule, `kcnn.tune.stopping`: no candidate for the best
+            model or the Pareto front), "FAILED" or "INVALID".
         score: the best value over the trial's epochs of what the search ranks by:
             the objective, or with a cost term (`kcnn.tune.cost`) the objective
             weighed by the trial's MACs (None unless completed).
         metric: the objective's own value at that epoch (None unless completed);
-            `score` without a cost term, or at or below its target.
+            `score` without a cost term, or at or below its target. Of a pruned
+            trial: its best value before it was stopped.
         best_score: the best score of the search so far (live records only).
         hyperparameters: the sampled values (active ones), by name.
         params: parameters of the model (None when no model was built).
         macs: multiply-accumulates per image (None when no model was built).
         seconds: wall time of the trial.
         epochs: epochs the model had trained at the end of the trial.
-        reason: why the trial failed (one line), else None.
+        reason: why the trial failed or was pruned (one line), else None.
         tuner_id: the tuner (process) that ran it.
+        time_left: seconds left of the search's time budget (live records only).
+        time_budget: the search's time budget in seconds (None: none).
     """
 
     trial_id: str
@@ -70,9 +78,18 @@ class TrialRecord:
     epochs: int | None = None
     reason: str | None = None
     tuner_id: str | None = None
+    time_left: float | None = None
+    time_budget: float | None = None
 
     def progress_line(self, objective: str) -> str:
-        """The one-line report of a finished (or started) trial."""
+        """The one-line report of a finished (or started) trial, with the time left of
+        the search's budget ("  3m12s left of 5m") when it has one."""
+        line = self._line(objective)
+        if self.time_budget is not None and self.time_left is not None:
+            line += f"  {format_duration(self.time_left)} left of {format_duration(self.time_budget)}"
+        return line
+
+    def _line(self, objective: str) -> str:
         of = f"/{self.total}" if self.total else ""
         head = f"trial {self.number}{of} ({self.trial_id})"
         if self.status == "RUNNING":
@@ -128,7 +145,8 @@ FINISH_COLUMNS = ("retrained_rank", "retrained_val_accuracy", "retrained_test_ac
 def write_trials_csv(path, records, objective, *, maximize=True, order=(), finish=()):
     """Writes trials.csv (atomically): one row per trial, hyperparameters as columns.
 
-    Columns: trial, status, the objective (its own value), score (what the search
+    Columns: trial, status (a pruned trial is PRUNED, its objective its best
+    before it was stopped, no score and never on the front), the objective (its own value), score (what the search
     ranks by: the objective weighed by the cost term, `kcnn.tune.cost`, or the
     objective itself), params, macs, seconds, epochs, pareto,
     retrained_rank, retrained_val_accuracy and retrained_test_accuracy (the finish's
@@ -244,6 +262,7 @@ def plot_pareto(path, records, objective, *, maximize=True, title="", finish=())
 
     scored = [r for r in records if r.status == "COMPLETED" and r.value is not None and r.macs]
     failed = sum(r.status in ("FAILED", "INVALID") for r in records)
+    pruned = sum(r.status == "PRUNED" for r in records)
     figure = Figure(figsize=(7, 4.5), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
@@ -276,7 +295,8 @@ def plot_pareto(path, records, objective, *, maximize=True, title="", finish=())
         axes.legend(loc="best", fontsize=8)
     axes.set_xlabel("MACs per image")
     axes.set_ylabel(f"{objective}; test accuracy after the full recipe" if finish else objective)
-    axes.set_title(f"{title}{': ' if title else ''}{len(scored)} completed, {failed} failed", fontsize=10)
+    pruned_note = f", {pruned} pruned" if pruned else ""
+    axes.set_title(f"{title}{': ' if title else ''}{len(scored)} completed{pruned_note}, {failed} failed", fontsize=10)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     with atomic_path(path) as temporary:
@@ -353,6 +373,9 @@ def format_results(
         )
     if len(completed) > top:
         lines.append(f"... and {len(completed) - top} more completed trials")
+    pruned = [r for r in records if r.status == "PRUNED"]
+    if pruned:
+        lines.append(f"{len(pruned)} pruned (median stopping rule): {', '.join(r.trial_id for r in pruned)}")
     failed = [r for r in records if r.status in ("FAILED", "INVALID")]
     if failed:
         lines.append(f"{len(failed)} failed:")

@@ -13,6 +13,7 @@ import keras_tuner
 from keras_tuner.engine import trial as trial_module
 
 from kcnn._files import CorruptFileError, read_json, write_json
+from kcnn.tune._keras_tuner.stopping import _BudgetedOracle
 from kcnn.tune.report import RECORD_FILE
 
 logger = logging.getLogger("kcnn")
@@ -131,7 +132,7 @@ class _FittingDraws:
         return hyperparameters
 
 
-_ENDED = ("COMPLETED", "FAILED")
+_ENDED = ("COMPLETED", "FAILED", "STOPPED")  # STOPPED: pruned (`kcnn.tune._keras_tuner.stopping`).
 TRIAL_FILE = "trial.json"
 ORACLE_FILE = "oracle.json"
 
@@ -299,11 +300,11 @@ def _trial_order(trial_id: str) -> tuple:
     return (0, int(trial_id), "") if trial_id.isdigit() else (1, 0, trial_id)
 
 
-class _RandomSearchOracle(_FittingDraws, _Durable, _TrialIds, keras_tuner.oracles.RandomSearchOracle):
+class _RandomSearchOracle(_BudgetedOracle, _FittingDraws, _Durable, _TrialIds, keras_tuner.oracles.RandomSearchOracle):
     pass
 
 
-class _BayesianOptimizationOracle(_FittingDraws, _Durable, _TrialIds, keras_tuner.oracles.BayesianOptimizationOracle):
+class _BayesianOptimizationOracle(_BudgetedOracle, _FittingDraws, _Durable, _TrialIds, keras_tuner.oracles.BayesianOptimizationOracle):
     def _drawn_at_random(self, ids):
         # keras-tuner's `populate_space`: at random while fewer trials than its initial
         # points have completed, then from the Gaussian process.
@@ -315,12 +316,23 @@ class _BayesianOptimizationOracle(_FittingDraws, _Durable, _TrialIds, keras_tune
             completed += self.trials[trial_id].status == "COMPLETED"
         return drawn
 
+    def _vectorize_trials(self):
+        # keras-tuner's skips failed trials but takes a STOPPED (pruned) one with the
+        # score of the trial before it (or none): a pruned trial is skipped as a failed
+        # one is, its configuration still excluded from the draws (`tried_so_far`).
+        trials = self.trials
+        self.trials = {key: trial for key, trial in trials.items() if trial.status != "STOPPED"}
+        try:
+            return super()._vectorize_trials()
+        finally:
+            self.trials = trials
 
-class _GridSearchOracle(_Durable, _TrialIds, keras_tuner.oracles.GridSearchOracle):
+
+class _GridSearchOracle(_BudgetedOracle, _Durable, _TrialIds, keras_tuner.oracles.GridSearchOracle):
     pass
 
 
-class _HyperbandOracle(_FittingDraws, _Durable, _TrialIds, keras_tuner.oracles.HyperbandOracle):
+class _HyperbandOracle(_BudgetedOracle, _FittingDraws, _Durable, _TrialIds, keras_tuner.oracles.HyperbandOracle):
     """Hyperband whose failed first-round trials give their place in the bracket to a
     new configuration.
 

@@ -25,6 +25,7 @@ from kcnn.tune._keras_tuner.oracles import (
     _HyperbandOracle,
     _RandomSearchOracle,
 )
+from kcnn.tune._keras_tuner.stopping import PRUNED, _StoppingTuner, last_round, record_status
 from kcnn.tune.cost import bounded, ceiling, weighted_name
 from kcnn.tune.report import RECORD_FILE, TrialRecord
 
@@ -86,6 +87,7 @@ class _Records:
         self.metric = metric
         self._started = {}
         self._epochs = {}
+        self._objective_histories = {}  # {trial id: {epoch: objective}}, read back on resume.
         self.ran = []  # Trial ids this process ran, in order.
 
     def _populate_initial_space(self):
@@ -131,9 +133,17 @@ class _Records:
     def run_trial(self, trial, *args, **kwargs):
         histories = super().run_trial(trial, *args, **kwargs)
         # The epochs the model has trained by the end (Hyperband continues a trial).
-        epochs = [max(h.epoch) + 1 for h in histories if isinstance(h, keras.callbacks.History) and h.epoch]
+        histories_ = [h for h in histories if isinstance(h, keras.callbacks.History) and h.epoch]
+        epochs = [max(h.epoch) + 1 for h in histories_]
         if epochs:
             self._epochs[trial.trial_id] = max(epochs)
+        # The score's objective at each epoch (averaged over executions), which
+        # keras-tuner 1.4 does not keep: the median stopping rule's reference.
+        per_epoch = {}
+        for h in histories_:
+            for epoch, value in zip(h.epoch, h.history.get(self.oracle.objective.name, ())):
+                per_epoch.setdefault(int(epoch), []).append(float(value))
+        self._objective_histories[trial.trial_id] = {e: sum(v) / len(v) for e, v in sorted(per_epoch.items())}
         return histories
 
     def on_trial_end(self, trial):
@@ -148,6 +158,7 @@ class _Records:
             "seconds": round(seconds, 3),
             "epochs": self._epochs.pop(trial.trial_id, None),
             "reason": reason,
+            "objective_history": {str(e): v for e, v in self._objective_histories.get(trial.trial_id, {}).items()},
         }
         path = pathlib.Path(self.get_trial_dir(trial.trial_id)) / RECORD_FILE
         write_json(path, record)
@@ -157,7 +168,7 @@ class _Records:
         write_json(path, {**record, "trial": ended.get_state()})
         self.ran.append(trial.trial_id)
         if self._on_trial is not None:
-            self._notify(ended, ended.status, score=ended.score, record=record)
+            self._notify(ended, record_status(ended), score=ended.score, record=record)
         # No clear_session here: keras-tuner clears the session (and collects garbage)
         # before it builds each trial's model, and a full collection costs ~0.2 s.
 
@@ -172,6 +183,7 @@ class _Records:
             total += getattr(self.oracle, "replaced", 0)
             if self.oracle.max_trials:
                 total = min(total, self.oracle.max_trials)
+        budget = getattr(self, "budget", None)
         self._on_trial(
             TrialRecord(
                 trial_id=trial.trial_id,
@@ -179,7 +191,7 @@ class _Records:
                 total=total,
                 status=status,
                 score=float(score) if status == "COMPLETED" and score is not None else None,
-                metric=metric_value(trial, self.metric) if status == "COMPLETED" else None,
+                metric=metric_value(trial, self.metric) if status in ("COMPLETED", PRUNED) else None,
                 best_score=float(best[0].score) if best else None,
                 hyperparameters=public_values(trial.hyperparameters),
                 params=record.get("params"),
@@ -188,6 +200,8 @@ class _Records:
                 epochs=record.get("epochs"),
                 reason=record.get("reason"),
                 tuner_id=self.tuner_id,
+                time_left=None if budget is None else budget.left(),
+                time_budget=None if budget is None else budget.total,
             )
         )
 
@@ -232,10 +246,13 @@ class _UnusableCheckpoint(Exception):
     """The checkpoint a Hyperband trial continues from cannot be read."""
 
 
-class _Hyperband(_Records, keras_tuner.Hyperband):
+class _Hyperband(_StoppingTuner, _Records, keras_tuner.Hyperband):
     """Hyperband whose trial that continues an earlier one (a later round) trains from
     scratch, for all its epochs and with a warning, when the earlier trial's
     checkpoint cannot be read, instead of failing."""
+
+    def _prunable(self, trial) -> bool:
+        return last_round(self.oracle, trial)
 
     def _build_hypermodel(self, hp):
         # keras-tuner's Hyperband._build_hypermodel, the reading of the checkpoint guarded.
@@ -267,15 +284,15 @@ class _Hyperband(_Records, keras_tuner.Hyperband):
             return super().run_trial(trial, *fit_args, **fit_kwargs)
 
 
-class _RandomSearch(_Records, keras_tuner.RandomSearch):
+class _RandomSearch(_StoppingTuner, _Records, keras_tuner.RandomSearch):
     pass
 
 
-class _BayesianOptimization(_Records, keras_tuner.BayesianOptimization):
+class _BayesianOptimization(_StoppingTuner, _Records, keras_tuner.BayesianOptimization):
     pass
 
 
-class _GridSearch(_Records, keras_tuner.GridSearch):
+class _GridSearch(_StoppingTuner, _Records, keras_tuner.GridSearch):
     pass
 
 
@@ -290,12 +307,14 @@ _TUNERS = {
 }
 
 
-def make_tuner(space, config, project_dir, role, on_trial, bar=None):
+def make_tuner(space, config, project_dir, role, on_trial, bar=None, budget=None):
     """The keras-tuner tuner of `config.tuner` over `space`, in `project_dir`
     (reloaded from there unless `config.overwrite`), ranking trials by
     `score_objective(config.objective, config.target_macs)` (the target resolved);
     with a cost term, random proposals that could not beat the best score so far, or
-    `bar`, are drawn again."""
+    `bar`, are drawn again. `budget` (a `kcnn.tune.budget.TimeBudget`) takes up the
+    time the project's earlier runs used; its trials stop early by it and by
+    `config.prune` (`kcnn.tune._keras_tuner.stopping`)."""
     target_macs = config.target_macs
     tuner_class, oracle_class = _TUNERS[config.tuner]
     options = dict(
@@ -338,6 +357,10 @@ def make_tuner(space, config, project_dir, role, on_trial, bar=None):
         # `max_trials` is what every other oracle stops at.
         tuner.oracle.max_trials = config.max_trials
     tuner.follow(on_trial, planned, config.objective)
+    if budget is not None and role != "worker":
+        budget.restore(oracle._budget_state)  # The time of the project's earlier runs.
+        oracle.budget = budget
+    tuner.stop_early(budget, config.prune, save_state=role == "local")
     return tuner
 
 
@@ -386,7 +409,7 @@ def collect_trials(tuner, project_dir) -> list[TrialRecord]:
         except ValueError as error:  # Reported; the trial keeps keras-tuner's facts.
             warnings.warn(str(error), stacklevel=2)
             facts = {}
-        status = trial.status
+        status = record_status(trial)
         reason = facts.get("reason") if status != "COMPLETED" else None
         reason = reason or (report.failure_reason(getattr(trial, "message", None)) if status != "COMPLETED" else None)
         if status == "RUNNING":
@@ -398,7 +421,7 @@ def collect_trials(tuner, project_dir) -> list[TrialRecord]:
                 total=None,
                 status=status,
                 score=float(trial.score) if status == "COMPLETED" and trial.score is not None else None,
-                metric=metric_value(trial, tuner.metric) if status == "COMPLETED" else None,
+                metric=metric_value(trial, tuner.metric) if status in ("COMPLETED", PRUNED) else None,
                 hyperparameters=public_values(trial.hyperparameters),
                 params=facts.get("params"),
                 macs=facts.get("macs"),
@@ -440,7 +463,7 @@ def metric_value(trial, name) -> float | None:
     metrics = trial.metrics
     if not metrics.exists(name):
         return None
-    if trial.best_step is not None:
+    if trial.status == "COMPLETED" and trial.best_step is not None:  # A pruned trial has no best step.
         history = metrics.get_history(name)
         at_best = [observation.mean() for observation in history if observation.step == trial.best_step]
         if at_best:
