@@ -19,7 +19,9 @@ the copy is still upstream's, in the installed keras-tuner, whose version
 `pyproject.toml` pins below its next minor.
 
     oracles.py  the oracles: atomic, recoverable state and one trial-id format
-    tuners.py   the tuners: trial records, progress, make_tuner, collect_trials
+    tuners.py   the tuners: trial records, progress, make_tuner
+    trials.py   what is read back from the trials: collect_trials, objectives
+    stopping.py the time budget's and the median rule's stops of a trial
 """
 
 # The private names are re-exported for the tests that check them against upstream.
@@ -31,16 +33,15 @@ from kcnn.tune._keras_tuner.oracles import (  # noqa: F401
     _RandomSearchOracle,
     format_trial_id,
 )
-from kcnn.tune._keras_tuner.tuners import (  # noqa: F401
-    _TUNERS,
+from kcnn.tune._keras_tuner.trials import (
     checkpoint_path,
     collect_trials,
-    make_tuner,
     metric_value,
     objective,
     public_values,
     score_objective,
 )
+from kcnn.tune._keras_tuner.tuners import _TUNERS, make_tuner  # noqa: F401
 
 __all__ = [
     "TRIAL_ID_DIGITS",

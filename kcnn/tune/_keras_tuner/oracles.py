@@ -33,7 +33,6 @@ def format_trial_id(index: int) -> str:
     return f"{index:0{TRIAL_ID_DIGITS}d}"
 
 
-
 class _TrialIds:
     """An oracle whose trial ids are `format_trial_id`'s, whatever its `max_trials`."""
 
@@ -68,9 +67,7 @@ class _TrialIds:
         hyperparameters = self.hyperparameters.copy()
         hyperparameters.values = values or {}
 
-        trial = trial_module.Trial(
-            hyperparameters=hyperparameters, trial_id=trial_id, status=status
-        )
+        trial = trial_module.Trial(hyperparameters=hyperparameters, trial_id=trial_id, status=status)
 
         if status == trial_module.TrialStatus.RUNNING:
             self._record_values(trial)
@@ -216,14 +213,18 @@ class _Durable:
                 trials[trial_id] = trial_module.Trial.from_state(state)
                 continue
             except (KeyError, TypeError, ValueError) as error:
-                problem = str(error) if isinstance(error, CorruptFileError) else f"{folder / TRIAL_FILE} is not a trial ({error!r})"
+                problem = (
+                    str(error) if isinstance(error, CorruptFileError) else f"{folder / TRIAL_FILE} is not a trial ({error!r})"
+                )
             try:
                 copy = (read_json(folder / RECORD_FILE) or {}).get("trial")
                 trial = trial_module.Trial.from_state(copy) if copy else None
             except (KeyError, TypeError, ValueError, AttributeError):
                 trial = None
             if trial is not None:
-                warnings.warn(f"{problem}; trial {trial_id} is restored from the copy in {RECORD_FILE} ({trial.status}).", stacklevel=3)
+                warnings.warn(
+                    f"{problem}; trial {trial_id} is restored from the copy in {RECORD_FILE} ({trial.status}).", stacklevel=3
+                )
                 self._save_trial(trial)
             else:
                 warnings.warn(
@@ -304,7 +305,9 @@ class _RandomSearchOracle(_BudgetedOracle, _FittingDraws, _Durable, _TrialIds, k
     pass
 
 
-class _BayesianOptimizationOracle(_BudgetedOracle, _FittingDraws, _Durable, _TrialIds, keras_tuner.oracles.BayesianOptimizationOracle):
+class _BayesianOptimizationOracle(
+    _BudgetedOracle, _FittingDraws, _Durable, _TrialIds, keras_tuner.oracles.BayesianOptimizationOracle
+):
     def _drawn_at_random(self, ids):
         # keras-tuner's `populate_space`: at random while fewer trials than its initial
         # points have completed, then from the Gaussian process.
@@ -385,9 +388,7 @@ class _HyperbandOracle(_BudgetedOracle, _FittingDraws, _Durable, _TrialIds, kera
                         (
                             b
                             for b in brackets._brackets
-                            if b["bracket_num"] == number
-                            and not complete(b)
-                            and len(b["rounds"][0]) < self._get_size(number, 0)
+                            if b["bracket_num"] == number and not complete(b) and len(b["rounds"][0]) < self._get_size(number, 0)
                         ),
                         None,
                     )
@@ -413,6 +414,4 @@ class _HyperbandOracle(_BudgetedOracle, _FittingDraws, _Durable, _TrialIds, kera
     @property
     def replaced(self) -> int:
         """How many failed first-round trials were replaced."""
-        return sum(
-            t.status == "FAILED" and t.hyperparameters.values.get("tuner/round") == 0 for t in self.trials.values()
-        )
+        return sum(t.status == "FAILED" and t.hyperparameters.values.get("tuner/round") == 0 for t in self.trials.values())

@@ -1,5 +1,6 @@
 """kcnn's keras-tuner tuners: trial records, progress callbacks, quiet rejected
-configurations, a Hyperband whose unreadable checkpoints retrain, and `make_tuner`."""
+configurations, a Hyperband whose unreadable checkpoints retrain, and `make_tuner`
+(what is read back from a tuner's trials: `trials.py`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import pathlib
 import time
 import traceback
 import warnings
-from typing import Any
 
 import keras
 import keras_tuner
@@ -26,7 +26,8 @@ from kcnn.tune._keras_tuner.oracles import (
     _RandomSearchOracle,
 )
 from kcnn.tune._keras_tuner.stopping import PRUNED, _StoppingTuner, last_round, record_status
-from kcnn.tune.cost import bounded, ceiling, weighted_name
+from kcnn.tune._keras_tuner.trials import metric_value, public_values, score_objective
+from kcnn.tune.cost import bounded, ceiling
 from kcnn.tune.report import RECORD_FILE, TrialRecord
 
 logger = logging.getLogger("kcnn")
@@ -227,9 +228,7 @@ def serve(oracle):
     port = os.environ["KERASTUNER_ORACLE_PORT"]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     oracle_servicer = OracleServicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(
-        oracle_servicer, server
-    )
+    protos.get_service_grpc().add_OracleServicer_to_server(oracle_servicer, server)
     server.add_insecure_port(f"{ip_addr}:{port}")
     server.start()
     while True:
@@ -392,86 +391,3 @@ def _hyperband_trials(config) -> int:
         for round_ in range(bracket + 1)
     )
     return per_iteration * config.hyperband_iterations
-
-
-def collect_trials(tuner, project_dir) -> list[TrialRecord]:
-    """Every trial the oracle knows, with the records of the processes that ran them."""
-    oracle = tuner.oracle
-    trials = getattr(oracle, "trials", None)
-    if trials is None:  # A worker's proxy to the chief: only its own trials.
-        trials = {trial_id: oracle.get_trial(trial_id) for trial_id in tuner.ran}
-    records = []
-    # By number: a project begun before the ids had one format may mix "06" and "0007".
-    for trial_id in sorted(trials, key=int):
-        trial = trials[trial_id]
-        try:
-            facts = read_json(pathlib.Path(project_dir) / f"trial_{trial_id}" / RECORD_FILE) or {}
-        except ValueError as error:  # Reported; the trial keeps keras-tuner's facts.
-            warnings.warn(str(error), stacklevel=2)
-            facts = {}
-        status = record_status(trial)
-        reason = facts.get("reason") if status != "COMPLETED" else None
-        reason = reason or (report.failure_reason(getattr(trial, "message", None)) if status != "COMPLETED" else None)
-        if status == "RUNNING":
-            reason = "interrupted; runs again when the search resumes"
-        records.append(
-            TrialRecord(
-                trial_id=trial_id,
-                number=int(trial_id) + 1,
-                total=None,
-                status=status,
-                score=float(trial.score) if status == "COMPLETED" and trial.score is not None else None,
-                metric=metric_value(trial, tuner.metric) if status in ("COMPLETED", PRUNED) else None,
-                hyperparameters=public_values(trial.hyperparameters),
-                params=facts.get("params"),
-                macs=facts.get("macs"),
-                seconds=facts.get("seconds"),
-                epochs=facts.get("epochs"),
-                reason=reason,
-                tuner_id=facts.get("tuner_id"),
-            )
-        )
-    return records
-
-
-def checkpoint_path(tuner, trial_id) -> str:
-    """The file of a trial's best-epoch weights."""
-    return tuner._get_checkpoint_fname(trial_id)
-
-
-def objective(name):
-    """keras-tuner's `Objective` for a logged metric, its direction inferred."""
-    direction = keras_tuner.engine.metrics_tracking.infer_metric_direction(name)
-    if direction is None:
-        raise ValueError(
-            "Cannot tell whether the objective is to be maximized or minimized; use an accuracy or loss "
-            f"metric such as 'val_accuracy' or 'val_loss'. Received: objective={name!r}"
-        )
-    return keras_tuner.Objective(name, direction)
-
-
-def score_objective(name, target_macs=None):
-    """keras-tuner's `Objective` of a search's score: the objective `name`, or with a
-    MACs target its cost-weighted value (`kcnn.tune.cost`), in the same direction."""
-    own = objective(name)
-    return own if target_macs is None else keras_tuner.Objective(weighted_name(name), own.direction)
-
-
-def metric_value(trial, name) -> float | None:
-    """The objective's own value of a trial at its best step (the score's, as the
-    cost factor is the same at every step)."""
-    metrics = trial.metrics
-    if not metrics.exists(name):
-        return None
-    if trial.status == "COMPLETED" and trial.best_step is not None:  # A pruned trial has no best step.
-        history = metrics.get_history(name)
-        at_best = [observation.mean() for observation in history if observation.step == trial.best_step]
-        if at_best:
-            return float(at_best[0])
-    value = metrics.get_best_value(name)
-    return None if value is None else float(value)
-
-
-def public_values(hyperparameters) -> dict[str, Any]:
-    """The sampled values without Hyperband's bookkeeping (`tuner/epochs`, ...)."""
-    return {key: value for key, value in hyperparameters.values.items() if not key.startswith("tuner/")}
