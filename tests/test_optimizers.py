@@ -132,18 +132,14 @@ def _float16_run(jit_compile, keras_class=None):
     return model, initial
 
 
-@pytest.fixture(scope="module")
-def keras_adamw_float16_run():
-    return _float16_run(False, keras.optimizers.AdamW)[0]
-
-
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
-def test_fused_adamw_under_loss_scaling_in_float16_follows_keras_adamw(jit_compile, keras_adamw_float16_run):
+def test_fused_adamw_under_loss_scaling_in_float16_follows_keras_adamw(jit_compile):
     """The default GPU path (mixed_float16: `LossScaleOptimizer(FusedAdamW)`, fused
-    batch normalization), run on the CPU, against Keras' AdamW in its place (without
-    XLA, whose float16 rounding differs from TensorFlow's by less than the tolerance)."""
+    batch normalization), run on the CPU, against Keras' AdamW in its place, compiled
+    the same way: XLA's float16 rounding differs from TensorFlow's by up to 5e-4 after
+    two epochs (seen on this test's weights), more than the optimizers' difference."""
     fused, initial = _float16_run(jit_compile)
-    reference = keras_adamw_float16_run
+    reference, _ = _float16_run(jit_compile, keras.optimizers.AdamW)
     optimizer = fused.optimizer
     assert type(optimizer) is keras.optimizers.LossScaleOptimizer and type(optimizer.inner_optimizer) is FusedAdamW
     assert type(reference.optimizer.inner_optimizer) is keras.optimizers.AdamW and fused.jit_compile == jit_compile
