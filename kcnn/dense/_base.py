@@ -14,8 +14,15 @@ import inspect
 
 from keras import layers
 
-from kcnn.models._base import check_weights_file, resolve_input_shape
-from kcnn.models._checks import check_activation, check_keywords, check_name, check_positive_int, check_softmax_classes
+from kcnn.models._checks import (
+    check_activation,
+    check_keywords,
+    check_name,
+    check_positive_int,
+    check_softmax_classes,
+    check_weights_file,
+    resolve_input_shape,
+)
 
 #: PASCAL VOC's 20 classes and the background, the FCN paper's benchmark.
 DEFAULT_CLASSES = 21

@@ -1,5 +1,6 @@
-"""What every builder shares: argument checks, the input, the size check, the top,
-weights, and the spec-table rows that the registry is made of."""
+"""What every builder shares: the input, the size check (the checks of the arguments,
+weights and input size are `_checks`), the top, weights, and the spec-table rows that
+the registry is made of."""
 
 import dataclasses
 import functools
@@ -14,18 +15,24 @@ import keras
 from kcnn import blocks
 from kcnn._keras_variables import deferred_variables
 from kcnn.models._checks import (
+    WEIGHTS_EXPECTED,
     ModelTooLarge,
     check_activation,
     check_bool,
     check_keywords,
     check_name,
+    check_nonempty,
     check_positive_int,
     check_size,
     check_softmax_classes,
+    check_weights_file,
+    is_weights_tag,
     resolve_input_shape,
+    too_small_error,
+    trunk_min_input_size,
 )
 
-__all__ = ["TASKS", "ModelSpec", "Network", "build_model", "builder", "check_weights_file", "spec_table"]
+__all__ = ["TASKS", "ModelSpec", "Network", "build_model", "builder", "spec_table"]
 
 #: What a registered model can predict (`ModelSpec.task`).
 TASKS = ("classification", "segmentation")
@@ -51,9 +58,7 @@ class ModelSpec:
         """The named model's signature: the family builder's parameters less the ones
         this row fixes, all keyword-only; `name` defaults to the registry name."""
         parameters = [
-            parameter.replace(
-                kind=inspect.Parameter.KEYWORD_ONLY, default=self.name if key == "name" else parameter.default
-            )
+            parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY, default=self.name if key == "name" else parameter.default)
             for key, parameter in inspect.signature(self.builder).parameters.items()
             if key not in self.arguments
         ]
@@ -78,7 +83,7 @@ class ModelSpec:
         weight_set = None
         weights = kwargs.get("weights")
         # A segmentation model's `weights` are its backbone's: its builder passes them on.
-        if self.task == "classification" and _is_weights_tag(weights):
+        if self.task == "classification" and is_weights_tag(weights):
             weight_set, kwargs["weights"] = self._pretrained(kwargs)
         elif isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
             from kcnn.weights import store
@@ -196,59 +201,6 @@ def spec_table(*, family, builder, year, paper, default_input_shape, rows, task=
 
 # The keras.applications keywords every builder adds (`builder`).
 _CONTRACT = ("include_top", "weights", "input_tensor", "input_shape", "pooling", "classes", "classifier_activation", "name")
-_WEIGHT_SUFFIXES = (".weights.h5", ".keras", ".h5", ".safetensors", ".onnx")
-_WEIGHTS_EXPECTED = (
-    "None, 'imagenet' or another tag of the weights table ('imagenet-tv2', `kcnn weights list`), or the path of "
-    "a `.weights.h5`, `.keras`, keras.applications `.h5`, torchvision/timm `.safetensors` or BVLC `.onnx` file"
-)
-
-
-def _is_weights_tag(weights):
-    from kcnn.weights import table
-
-    return table.is_tag(weights)
-
-
-def check_weights_file(weights):
-    """The path of a weights file a builder loads, checked: a known suffix, and there."""
-    if not isinstance(weights, (str, os.PathLike)):
-        raise ValueError(f"`weights` must be {_WEIGHTS_EXPECTED}. Received: weights={weights!r}")
-    weights = os.fspath(weights)
-    if not weights.endswith(_WEIGHT_SUFFIXES):
-        raise ValueError(f"`weights` must be {_WEIGHTS_EXPECTED}. Received: weights={weights!r}")
-    if not os.path.exists(weights):
-        raise ValueError(f"The weights file does not exist. Received: weights={weights!r}")
-    return weights
-
-
-def trunk_min_input_size(trunk, channels):
-    """The smallest square input `trunk` takes: every tensor it returns counts, so
-    GoogLeNet's auxiliary heads (whose 5x5 pool needs a 14x14 map) do too."""
-    from kcnn import shapes
-
-    probe = keras.Input((None, None, channels))
-    return shapes.min_input_size(keras.Model(probe, trunk(probe)))
-
-
-def _too_small_error(name, trunk, shape, cause):
-    """Builds the 'input too small' error if that is what went wrong, else None."""
-    smallest = trunk_min_input_size(trunk, shape[2])
-    if all(dim is None or dim >= smallest for dim in shape[:2]):
-        return None
-    return ValueError(
-        f"The input is too small for `{name}`: its layers need at least "
-        f"{smallest}x{smallest} pixels. Received: input_shape={shape}"
-    )
-
-
-def _check_nonempty(name, features):
-    """Keras' convolutions and poolings refuse to produce a 0x0 map, a custom layer
-    (LeNet's Subsampling2D) may not: the trunk's outputs are checked here."""
-    for tensor in features if isinstance(features, (list, tuple)) else [features]:
-        if any(dim is not None and dim < 1 for dim in tensor.shape[1:]):
-            raise ValueError(
-                f"`{name}` would produce an empty feature map. Received: output shape {tuple(tensor.shape[1:])}"
-            )
 
 
 def build_model(
@@ -302,8 +254,8 @@ def build_model(
     if include_top:
         check_softmax_classes(classes, classifier_activation)
     if weights is not None and not (isinstance(weights, (str, os.PathLike))):
-        raise ValueError(f"`weights` must be {_WEIGHTS_EXPECTED}. Received: weights={weights!r}")
-    if _is_weights_tag(weights):
+        raise ValueError(f"`weights` must be {WEIGHTS_EXPECTED}. Received: weights={weights!r}")
+    if is_weights_tag(weights):
         from kcnn.weights import table
 
         table.resolve(name, weights)  # the error for a model without weights, or an unknown tag
@@ -341,9 +293,9 @@ def _lay_out(name, trunk, top, shape, input_tensor, include_top, pooling, classe
     inputs = input_tensor if input_tensor is not None else keras.Input(shape, name="input")
     try:
         features = trunk(inputs)
-        _check_nonempty(name, features)
+        check_nonempty(name, features)
     except ValueError as error:
-        too_small = _too_small_error(name, trunk, shape, error)
+        too_small = too_small_error(name, trunk, shape, error)
         if too_small is None:
             raise
         raise too_small from None
@@ -430,8 +382,14 @@ def builder(*, default_input_shape, classes=1000, renamed=None):
                 ) from None
             network = architecture(*args, **options)
             contract = dict(
-                include_top=include_top, weights=weights, input_tensor=input_tensor, input_shape=input_shape,
-                pooling=pooling, classes=classes, classifier_activation=classifier_activation, name=name,
+                include_top=include_top,
+                weights=weights,
+                input_tensor=input_tensor,
+                input_shape=input_shape,
+                pooling=pooling,
+                classes=classes,
+                classifier_activation=classifier_activation,
+                name=name,
             )
             defaults = build.__signature__.parameters
             received = {

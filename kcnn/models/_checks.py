@@ -6,6 +6,7 @@ as Keras' layers refuse some NumPy scalars."""
 
 import difflib
 import numbers
+import os
 import re
 import sys
 from types import MappingProxyType
@@ -43,8 +44,7 @@ def check_keywords(function, parameters, kwargs, renamed=MappingProxyType({})):
             continue
         if key in renamed:
             raise TypeError(
-                f"`{key}` is now `{renamed[key]}` (one name per concept across the builders). "
-                f"Received: {key}={value!r}"
+                f"`{key}` is now `{renamed[key]}` (one name per concept across the builders). Received: {key}={value!r}"
             )
         close = difflib.get_close_matches(key, list(parameters), n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
@@ -80,9 +80,7 @@ def check_bool(argument, value):
 def check_fraction(argument, value):
     """A dropout rate: a number in [0, 1)."""
     if (
-        isinstance(value, (bool, np.bool_))
-        or not isinstance(value, numbers.Real)
-        or not 0 <= value < 1  # NaN fails this too
+        isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not 0 <= value < 1  # NaN fails this too
     ):
         raise ValueError(f"`{argument}` must be a number in [0, 1). Received: {argument}={value!r}")
     return float(value)
@@ -90,8 +88,10 @@ def check_fraction(argument, value):
 
 def check_positive_ints(argument, value, *, allow_empty=False):
     """A list or tuple of positive integers (layer widths, blocks per stage)."""
-    if not isinstance(value, (list, tuple)) or (not value and not allow_empty) or not all(
-        _is_int(item) and item >= 1 for item in value
+    if (
+        not isinstance(value, (list, tuple))
+        or (not value and not allow_empty)
+        or not all(_is_int(item) and item >= 1 for item in value)
     ):
         what = "a list or tuple of positive integers" + ("" if allow_empty else ", not empty")
         raise ValueError(f"`{argument}` must be {what}. Received: {argument}={value!r}")
@@ -234,9 +234,10 @@ def resolve_input_shape(input_shape, input_tensor, default, *, allow_unknown_siz
         shape = tuple(input_shape)
     except TypeError:
         shape = None
-    valid = shape is not None and len(shape) == 3 and all(
-        dim is None or (isinstance(dim, numbers.Integral) and not isinstance(dim, bool) and dim > 0)
-        for dim in shape
+    valid = (
+        shape is not None
+        and len(shape) == 3
+        and all(dim is None or (isinstance(dim, numbers.Integral) and not isinstance(dim, bool) and dim > 0) for dim in shape)
     )
     if not valid or shape[2] is None:
         raise ValueError(
@@ -267,3 +268,59 @@ def check_softmax_classes(classes, classifier_activation):
             "classifier_activation='sigmoid' for the probability of one. "
             f"Received: classes=1, classifier_activation={classifier_activation!r}"
         )
+
+
+# The weights a builder takes: a tag of the weights table or a file of these formats.
+WEIGHT_SUFFIXES = (".weights.h5", ".keras", ".h5", ".safetensors", ".onnx")
+WEIGHTS_EXPECTED = (
+    "None, 'imagenet' or another tag of the weights table ('imagenet-tv2', `kcnn weights list`), or the path of "
+    "a `.weights.h5`, `.keras`, keras.applications `.h5`, torchvision/timm `.safetensors` or BVLC `.onnx` file"
+)
+
+
+def is_weights_tag(weights):
+    """A tag of the weights table ('imagenet', ...), not a path."""
+    from kcnn.weights import table
+
+    return table.is_tag(weights)
+
+
+def check_weights_file(weights):
+    """The path of a weights file a builder loads, checked: a known suffix, and there."""
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(f"`weights` must be {WEIGHTS_EXPECTED}. Received: weights={weights!r}")
+    weights = os.fspath(weights)
+    if not weights.endswith(WEIGHT_SUFFIXES):
+        raise ValueError(f"`weights` must be {WEIGHTS_EXPECTED}. Received: weights={weights!r}")
+    if not os.path.exists(weights):
+        raise ValueError(f"The weights file does not exist. Received: weights={weights!r}")
+    return weights
+
+
+# The input's size, checked against what the layers need.
+def trunk_min_input_size(trunk, channels):
+    """The smallest square input `trunk` takes: every tensor it returns counts, so
+    GoogLeNet's auxiliary heads (whose 5x5 pool needs a 14x14 map) do too."""
+    from kcnn import shapes
+
+    probe = keras.Input((None, None, channels))
+    return shapes.min_input_size(keras.Model(probe, trunk(probe)))
+
+
+def too_small_error(name, trunk, shape, cause):
+    """Builds the 'input too small' error if that is what went wrong, else None."""
+    smallest = trunk_min_input_size(trunk, shape[2])
+    if all(dim is None or dim >= smallest for dim in shape[:2]):
+        return None
+    return ValueError(
+        f"The input is too small for `{name}`: its layers need at least "
+        f"{smallest}x{smallest} pixels. Received: input_shape={shape}"
+    )
+
+
+def check_nonempty(name, features):
+    """Keras' convolutions and poolings refuse to produce a 0x0 map, a custom layer
+    (LeNet's Subsampling2D) may not: the trunk's outputs are checked here."""
+    for tensor in features if isinstance(features, (list, tuple)) else [features]:
+        if any(dim is not None and dim < 1 for dim in tensor.shape[1:]):
+            raise ValueError(f"`{name}` would produce an empty feature map. Received: output shape {tuple(tensor.shape[1:])}")

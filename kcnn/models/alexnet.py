@@ -61,9 +61,7 @@ def alexnet(
     caffe = check_choice("variant", variant, _VARIANTS) == "caffe"
 
     def conv(x, filters, kernel_size, strides=1, padding="same", *, groups=1, name):
-        return layers.Conv2D(
-            filters, kernel_size, strides, padding, groups=groups, activation="relu", name=name
-        )(x)
+        return layers.Conv2D(filters, kernel_size, strides, padding, groups=groups, activation="relu", name=name)(x)
 
     def norm(x, name):
         return LocalResponseNormalization.caffe(name=name)(x) if caffe else LocalResponseNormalization(name=name)(x)

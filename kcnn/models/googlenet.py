@@ -152,9 +152,7 @@ def googlenet(
 
     def top(features, classes, classifier_activation):
         x = features[0] if aux_logits else features
-        outputs = blocks.classifier_head(
-            x, classes, pooling="avg", dropout=dropout, classifier_activation=classifier_activation
-        )
+        outputs = blocks.classifier_head(x, classes, pooling="avg", dropout=dropout, classifier_activation=classifier_activation)
         if not aux_logits:
             return outputs
         auxiliary = [

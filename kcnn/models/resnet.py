@@ -100,9 +100,7 @@ def resnet(
         return x
 
     def top(x, classes, classifier_activation):
-        return blocks.classifier_head(
-            x, classes, pooling="avg", classifier_activation=classifier_activation
-        )
+        return blocks.classifier_head(x, classes, pooling="avg", classifier_activation=classifier_activation)
 
     return Network(trunk, top)
 

@@ -47,9 +47,7 @@ def vgg(
 
     def trunk(x):
         # 224x224x3 -> 7x7x512
-        return conv_stages(
-            x, _WIDTHS, convs_per_stage=convs_per_stage, batch_norm=batch_norm, bn_epsilon=_BN_EPSILON
-        )
+        return conv_stages(x, _WIDTHS, convs_per_stage=convs_per_stage, batch_norm=batch_norm, bn_epsilon=_BN_EPSILON)
 
     def top(x, classes, classifier_activation):
         return blocks.classifier_head(
