@@ -51,8 +51,19 @@ FAST = {
         "REFERENCES": "lenet5",
         "RANGES": {"depth": 2, "filters": 8, "kernel_size": 3, "convs_per_stage": 1, "batch_norm": False},
     },
-    # An epoch of each segmentation model on 64 scenes of 32x32: the path runs, the scores are chance.
-    "04_segmentation": {"SCENES": 64, "IMAGE_SIZE": 32, "EPOCHS": 1, "BATCH_SIZE": 16, "PYRAMIDS": ["lenet5", "resnet18"], "SHOWN": 2},
+    # An epoch of each segmentation model on 64 scenes of 32x32, kcnn's FCNs at 1/32 of VGG-16's
+    # widths and a U-Net on LeNet-5: the path runs, the scores are chance.
+    "04_segmentation": {
+        "SCENES": 64,
+        "IMAGE_SIZE": 32,
+        "EPOCHS": 1,
+        "BATCH_SIZE": 16,
+        "FCN_KWARGS": {"width_multiplier": 1 / 32},
+        "UNET_BACKBONE": "lenet5",
+        "UNET_KWARGS": {"decoder_width": 4},
+        "PYRAMIDS": ["lenet5", "resnet18"],
+        "SHOWN": 2,
+    },
 }
 
 
@@ -195,6 +206,8 @@ def test_04_segmentation(tmp_path):
         metadata = json.loads((tmp_path / "runs" / name / "metadata.json").read_text())
         assert metadata["status"] == "completed" and metadata["task"] == "segmentation"
         assert metadata["metrics"]["test"]["mean_iou"] == pytest.approx(run["mean_iou"])
-    if results["models_merged"]:
-        assert list(results["pyramids"]) == FAST[NAMES[3]]["PYRAMIDS"]
+    assert [run["model"] for run in results["runs"].values()] == ["fcn32s", "fcn8s", "unet"]  # kcnn's own builders
+    assert results["runs"]["unet"]["params"] == 62_124
+    assert list(results["pyramids"]) == FAST[NAMES[3]]["PYRAMIDS"]
+    assert results["pyramids"]["resnet18"]["P5"] == [1, 1, 512]  # 32x32 at stride 32
     assert len([o for o in outputs(notebook) if "image/png" in o.get("data", {})]) >= 4
