@@ -13,7 +13,7 @@ from types import MappingProxyType
 import keras
 
 from kcnn import blocks
-from kcnn._keras_variables import deferred_variables
+from kcnn._keras_variables import deferred_variables, unallocated_variables
 from kcnn.models._checks import (
     WEIGHTS_EXPECTED,
     ModelTooLarge,
@@ -169,13 +169,15 @@ class ModelSpec:
         (the contract's own, such as `classes`, play no part)."""
         check_keywords(self.name, self.signature().parameters, kwargs, getattr(self.builder, "renamed", {}))
         shape = kwargs.pop("input_shape", None) or self.default_input_shape
-        if self.task != "classification":  # No top to leave out: the whole model, at any size.
-            from kcnn import shapes
+        with unallocated_variables():  # Only the layers' geometry is read.
+            if self.task != "classification":  # No top to leave out: the whole model, at any size.
+                from kcnn import shapes
 
-            return shapes.min_input_size(self.build(**kwargs, input_shape=(None, None, shape[2])))
-        options = {key: value for key, value in kwargs.items() if key not in _CONTRACT}
-        network = self.builder.architecture(**{**self.arguments, **options})
-        return trunk_min_input_size(network.trunk, shape[2])
+                kwargs.pop("weights", None)  # The backbone's: no part in the geometry.
+                return shapes.min_input_size(self.build(**kwargs, input_shape=(None, None, shape[2])))
+            options = {key: value for key, value in kwargs.items() if key not in _CONTRACT}
+            network = self.builder.architecture(**{**self.arguments, **options})
+            return trunk_min_input_size(network.trunk, shape[2])
 
 
 def spec_table(*, family, builder, year, paper, default_input_shape, rows, task="classification"):
