@@ -209,5 +209,5 @@ def test_04_segmentation(tmp_path):
     assert [run["model"] for run in results["runs"].values()] == ["fcn32s", "fcn8s", "unet"]  # kcnn's own builders
     assert results["runs"]["unet"]["params"] == 62_124
     assert list(results["pyramids"]) == FAST[NAMES[3]]["PYRAMIDS"]
-    assert results["pyramids"]["resnet18"]["P5"] == [1, 1, 512]  # 32x32 at stride 32
+    assert results["pyramids"]["resnet18"]["P5"] == [7, 7, 512]  # 224x224, its default size, at stride 32
     assert len([o for o in outputs(notebook) if "image/png" in o.get("data", {})]) >= 4
