@@ -2,7 +2,6 @@
 duration parser, the budget against a fake clock (no timing thresholds), the median
 stopping rule against a reference, and searches whose objective a callback scripts."""
 
-import csv
 import json
 import statistics
 import subprocess
@@ -12,8 +11,8 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+import test_tune as search_tests  # its tiny data and trials.csv reader
 
-from kcnn import data as kdata
 from kcnn import tune
 from kcnn.cli import main
 from kcnn.tune import budget as budget_module
@@ -26,15 +25,10 @@ RANGES = dict(depth=1, filters=(4, 8, 16), kernel_size=(3, 5), convs_per_stage=(
 
 
 def tiny_data(size=12, n=32, classes=4, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, (n, size, size, 1), dtype=np.uint8)
-    y = np.arange(n) % classes
-    return kdata.load((x, y), batch_size=32, validation_split=0.25, test_split=0.0, seed=seed)
+    return search_tests.tiny_data(size=size, n=n, classes=classes, seed=seed)
 
 
-def read_trials(path):
-    with open(path, newline="") as file:
-        return list(csv.DictReader(file))
+read_trials = search_tests.read_trials
 
 
 # --------------------------------------------------------------------------
