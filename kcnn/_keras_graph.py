@@ -5,27 +5,43 @@ tensor's `_keras_history` names the layer that produced it, and each layer's
 `_inbound_nodes` holds its calls (`keras.src.ops.node.Node`: the layer, its input and
 output tensors, and the call's arguments). kcnn walks that graph to count MACs and
 receptive fields (`kcnn.shapes`), to find a classifier's input (`kcnn.train`) and to
-name a model's outputs. Everything it reads of Keras' internals is read here, so an
-upstream change breaks this module and its test (`tests/test_keras_graph.py`), not
-the whole package.
+name a model's outputs.
+
+Inside `keras.StatelessScope(initialize_variables=False)` a layer's weights are created
+without memory: Keras records each as uninitialized in a process-wide list
+(`keras.src.backend.common.global_state`, "uninitialized_variables") and allocates them
+when a scope that initializes variables ends. kcnn lays a model out that way to count
+its parameters before any is allocated (`kcnn.models._base`, `kcnn.registry`), and a
+refused model's variables must then leave that list unallocated, which Keras has no
+public way to do (`deferred_variables`, `unallocated_variables`).
+
+Everything kcnn reads of Keras' internals is read here, so an upstream change breaks
+this module and its tests (`tests/test_keras_graph.py`, `tests/test_keras_variables.py`),
+not the whole package.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import keras
+from keras.src.backend.common import global_state
+from keras.src.backend.common.stateless_scope import in_stateless_scope
 
 __all__ = [
     "LayerCall",
     "calls_of",
+    "deferred_variables",
     "fit_iterations_per_epoch",
     "get_layer",
     "input_layer_name",
     "layer_call",
     "leaf_layers",
     "producer",
+    "unallocated_variables",
 ]
 
 
@@ -123,3 +139,47 @@ def fit_iterations_per_epoch(dataset) -> int:
     run against an uninterrupted one).
     """
     return 2 if int(dataset.cardinality()) >= 0 else 1
+
+
+# The registry of variables created without memory (the module docstring).
+_PENDING = "uninitialized_variables"
+
+
+def _pending() -> list:
+    return global_state.get_global_attribute(_PENDING, [], set_to_default=True)
+
+
+@contextlib.contextmanager
+def deferred_variables() -> Iterator[None]:
+    """Variables created in the block take no memory until it ends: then they are
+    allocated and initialized, in the order they were created (the same values as
+    without the block); if it raises, they are dropped, never allocated.
+
+    Within a stateless scope already (a caller's), the block is that scope's.
+    """
+    if in_stateless_scope():
+        yield
+        return
+    start = len(_pending())
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            yield
+    except BaseException:
+        del _pending()[start:]
+        raise
+    created = _pending()[start:]
+    del _pending()[start:]
+    for variable in created:
+        variable._deferred_initialize()
+
+
+@contextlib.contextmanager
+def unallocated_variables() -> Iterator[None]:
+    """Variables created in the block are never allocated: they are dropped when it
+    ends, however it ends (to lay out a model and count its parameters only)."""
+    start = len(_pending())
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            yield
+    finally:
+        del _pending()[start:]

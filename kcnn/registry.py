@@ -67,7 +67,7 @@ def model_info(name, /, **kwargs):
     Keyword arguments go to the builder, e.g. `model_info("resnet50", variant="v1.5")`.
     """
     from kcnn import shapes
-    from kcnn._keras_variables import unallocated_variables
+    from kcnn._keras_graph import unallocated_variables
 
     spec = get_spec(name)
     # Only shapes are read: the weights are never allocated nor initialized (ResNet-152:

@@ -284,7 +284,7 @@ def fuzz(seconds=60):
     import collections
     import signal
 
-    from kcnn._keras_variables import unallocated_variables
+    from kcnn._keras_graph import unallocated_variables
 
     def timeout(*_):
         raise TimeoutError

@@ -1,4 +1,4 @@
-"""kcnn._keras_variables relies on Keras' private registry of variables created in a
+"""kcnn._keras_graph relies on Keras' private registry of variables created in a
 stateless scope (`uninitialized_variables`) and on their deferred initialization:
 these tests fail when Keras moves either."""
 
@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from kcnn._keras_variables import deferred_variables, unallocated_variables
+from kcnn._keras_graph import deferred_variables, unallocated_variables
 
 
 def _dense():

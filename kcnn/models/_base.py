@@ -13,7 +13,7 @@ from types import MappingProxyType
 import keras
 
 from kcnn import blocks
-from kcnn._keras_variables import deferred_variables, unallocated_variables
+from kcnn._keras_graph import deferred_variables, unallocated_variables
 from kcnn.models._checks import (
     WEIGHTS_EXPECTED,
     ModelTooLarge,

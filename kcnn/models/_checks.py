@@ -21,7 +21,7 @@ MAX_INPUT_SIZE = 65_535
 #: The most parameters a builder builds: 2**31, 8 GiB of float32 weights (training with
 #: Adam holds four times that), fifteen times VGG-19's 143.7 M, the largest network
 #: here. A model past it is refused once its layers are laid out and before any weight
-#: is allocated (`kcnn._keras_variables`): a size such as classes=10**12 would otherwise
+#: is allocated (`kcnn._keras_graph`): a size such as classes=10**12 would otherwise
 #: reach the allocator and fail there, or take the machine's memory.
 MAX_PARAMS = 2**31
 

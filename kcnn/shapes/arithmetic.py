@@ -241,7 +241,7 @@ def _out_len(n, k, s, padding, d=1):
 
 
 def _transposed_len(n, k, s, padding, output_padding=None, d=1):
-    """Keras' `Conv2DTranspose` output length (keras.src.backend.common.backend_utils,
+    """Keras' `Conv2DTranspose` output length (Keras 3 source: backend/common/backend_utils.py,
     `_get_output_shape_given_tf_padding`): 'valid' (N - 1) * S + F (at least N * S),
     'same' N * S, each plus `output_padding` where given."""
     f_eff = _effective_kernel(k, d)
