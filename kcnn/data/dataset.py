@@ -161,6 +161,30 @@ class Dataset:
         """
         return self if self._rebuild is None else self._rebuild(self.batch_size, self._share)
 
+    def reshuffled(self, seed: int) -> Dataset:
+        """Returns the same splits (the same training, validation and test images) in
+        new pipelines whose shuffling and augmentation draw from `seed`, without
+        decoding again.
+
+        `load`'s seed seeds the split and the shuffling together; this keeps the split
+        and changes the rest, so that runs repeated with other seeds are scored on the
+        same validation and test images (`kcnn.tune.finish`'s repeats).
+
+        Raises:
+            ValueError: for a Dataset not created by `kcnn.data.load()`, or a `seed`
+                that is not an int.
+        """
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"`seed` must be an int. Received: seed={seed!r}")
+        if self._source is None:
+            raise ValueError("This Dataset was not created by `kcnn.data.load()` and cannot be reshuffled.")
+        own = self._source
+        data = _build(
+            own["splits"], normalization=own["normalization"], augment=own["augment"], shuffle=own["shuffle"],
+            seed=int(seed), batch_size=self.batch_size,
+        )  # fmt: skip
+        return data if self._share is None else data.for_worker(self._share)
+
 
 def load_classification(
     source: Any = "digits",
