@@ -560,6 +560,53 @@ def test_the_verdict_names_every_split_on_which_best_is_below_a_reference():
     assert not verdict.below(verdict.compare(references[1], [chosen, references[0]]))
 
 
+def test_the_verdict_over_seeds_is_welchs_t_interval_on_the_difference_of_the_means():
+    from scipy import stats
+
+    from kcnn.tune import verdict
+    from kcnn.tune.selection import FinishRecord
+
+    def runs(name, kind, tests, macs):
+        return [FinishRecord(name, kind, validation=0.99, validation_examples=179, test=test, test_examples=359,
+                             macs=macs, params=macs // 10) for test in tests]  # fmt: skip
+
+    # Test accuracies of three seeds each on 359 images (one image: 0.28 points).
+    chosen = runs("0006", "trial", [0.9944, 0.9916, 0.9944], 260_000)
+    lenet, convnet, vgg = (runs("lenet5", "reference", [0.9861, 0.9889, 0.9861], 416_520),
+                           runs("convnet", "reference", [0.9972, 0.9944, 1.0], 38_300_000),
+                           runs("vgg11", "reference", [0.9972, 0.9972, 1.0], 100_000_000))  # fmt: skip
+    for ours, theirs in ((chosen, lenet), (chosen, convnet)):
+        a, b = (np.array([r.test for r in ours]), np.array([r.test for r in theirs]))
+        facts = verdict.difference(a, b)
+        welch = stats.ttest_ind(a, b, equal_var=False)
+        interval = welch.confidence_interval(0.95)
+        assert facts["difference"] == pytest.approx(a.mean() - b.mean())
+        assert facts["error"] == pytest.approx(math.sqrt(a.var(ddof=1) / 3 + b.var(ddof=1) / 3))
+        assert facts["df"] == pytest.approx(welch.df)
+        assert (facts["difference"] - facts["interval"], facts["difference"] + facts["interval"]) == pytest.approx(
+            (interval.low, interval.high)
+        )
+    two = verdict.spread([0.9944, 0.9916])  # The sample standard deviation, NumPy's ddof=1.
+    assert (two["values"], two["mean"], two["std"]) == ([0.9944, 0.9916], pytest.approx(0.993), pytest.approx(np.std([0.9944, 0.9916], ddof=1)))
+    # No spread (every seed the same): any difference is beyond it, none is no verdict.
+    assert [verdict.difference([0.5, 0.5], b)["verdict"] for b in ([0.25, 0.25], [0.5, 0.5], [0.75, 0.75])] == ["beats", "within", "below"]
+    seeds = {(r[0].kind, r[0].name): r for r in (chosen, lenet, convnet, vgg)}
+    comparisons = verdict.compare(chosen[0], [lenet[0], convnet[0], vgg[0]], seeds)
+    assert [c["seeds"]["verdict"] for c in comparisons] == ["beats", "within", "below"]
+    assert comparisons[0]["seeds"]["test"]["chosen"] == verdict.spread([0.9944, 0.9916, 0.9944])
+    assert verdict.lines(chosen[0], comparisons, seeds=verdict.over_seeds(chosen))[4:] == [
+        "over 3 seeds, test accuracy: mean ±sample standard deviation (each seed's); differences of the means ±their 95% Welch t interval",
+        "  trial 0006: 99.35% ±0.16 (99.44 99.16 99.44)",
+        "  lenet5: 98.70% ±0.16 (98.61 98.89 98.61); trial 0006 beats it by +0.64 ±0.37 points",  # t(4) = 2.78
+        "  convnet: 99.72% ±0.28 (99.72 99.44 100.00); trial 0006 is within the spread: -0.37 ±0.57 points",
+        "  vgg11: 99.81% ±0.16 (99.72 99.72 100.00); trial 0006 is BELOW it by -0.47 ±0.37 points",
+    ]
+    # One seed: the verdict of one run, as before repeats.
+    assert "seeds" not in verdict.compare(chosen[0], [lenet[0]], {k: v[:1] for k, v in seeds.items()})[0]
+    with pytest.raises(ValueError, match=r"`seeds` must be an int >= 1. Received: seeds=0"):
+        tune.SearchConfig(seeds=0)
+
+
 def test_the_finish_retrains_the_cheapest_trials_the_validation_split_cannot_tell_from_the_best():
     from kcnn.tune.selection import select_candidates
 

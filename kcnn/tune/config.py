@@ -101,6 +101,15 @@ class SearchConfig:
             error of the difference from the top one's (`kcnn.tune.selection`). 0: no
             finish; `best/` is the best trial as it trained.
         finish_epochs: epochs of the finish's runs (`kcnn train`'s 30).
+        seeds: trainings of the model chosen for best/ and of each reference with
+            the finish's recipe, each from other initial weights, dropout masks,
+            batch order and augmentation (the split stays the same), so that the
+            verdict states their test accuracy as a mean and spread over seeds and
+            whether the chosen model beats each reference beyond that spread
+            (`kcnn.tune.verdict`). Seed 0 is the finish's own run, which chooses;
+            the others are trained after the choice (`kcnn.tune.finish.repeat`),
+            and change nothing of it. 1: the finish's runs alone, no spread.
+            Without a finish (`top_k=0`), nothing is repeated.
         target_macs: the cost term of the score (`kcnn.tune.cost`: the penalty side
             of MnasNet's soft constraint): a trial of more MACs per image than this is scored by its
             objective times (MACs / target_macs) ** -0.07 (a loss: divided by it),
@@ -164,6 +173,9 @@ class SearchConfig:
     retrain: bool = _field(False, "with --top-k 0: retrain the best configuration instead of restoring it")
     top_k: int = _field(3, "top trials retrained with the full `kcnn train` recipe and tested (0: none)")
     finish_epochs: int = _field(30, "epochs of the retraining of the top trials and the references")
+    seeds: int = _field(
+        3, "trainings of the chosen model and of each reference from other seeds: the verdict's mean and spread (1: one)"
+    )
     references: str | None = _field("lenet5,convnet", "registered models trained the same way as reference points")
     target_macs: int | str | None = _field(
         "references", "MACs above which the score pays the cost term (MnasNet's beta): N, 'references' (the cheapest) or none"
@@ -202,7 +214,7 @@ class SearchConfig:
             raise ValueError(
                 f"`target_macs` must be an int >= 1, 'references' or None. Received: target_macs={self.target_macs!r}"
             )
-        for name in ("max_epochs", "executions_per_trial", "hyperband_iterations", "finish_epochs"):
+        for name in ("max_epochs", "executions_per_trial", "hyperband_iterations", "finish_epochs", "seeds"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("hyperband_factor", self.hyperband_factor, minimum=2)
         _check_int("early_stopping", self.early_stopping, minimum=0)
