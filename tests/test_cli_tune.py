@@ -50,6 +50,7 @@ def test_tune_flags_map_onto_the_configs(capsys):
         "--overwrite",
         "--top-k",
         "--finish-epochs",
+        "--seeds",
         "--references",
         "--lr",
         "--batch-size",
@@ -123,7 +124,7 @@ def test_tune_prints_a_line_per_trial_a_results_table_and_keeps_the_reference_no
     np.savez(tmp_path / "quadrants.npz", x=x, y=y)
     project = tmp_path / "project"
     command = ["tune", "convnet", "--data", str(tmp_path / "quadrants.npz"), "--tuner", "random", "--max-trials", "2"]
-    command += ["--max-epochs", "1", "--top-k", "1", "--finish-epochs", "3", "--references", "lenet5", "--target-macs", "none"]
+    command += ["--max-epochs", "1", "--top-k", "1", "--finish-epochs", "3", "--seeds", "1", "--references", "lenet5", "--target-macs", "none"]
     for choice in ("learning_rate=1e-7", "filters=4,8", "hidden_units=8", "convs_per_stage=1", "depth=2", "strides=2"):
         command += ["--ranges", choice]
     code = main([*command, "--directory", str(project)])

@@ -47,7 +47,7 @@ SHIM = textwrap.dedent(
 
 
     def search(space="convnet", data="digits", config=None, **options):
-        short = {"max_trials": 2, "max_epochs": 1, "top_k": 1, "finish_epochs": 1, "references": None}
+        short = {"max_trials": 2, "max_epochs": 1, "top_k": 1, "finish_epochs": 1, "seeds": 1, "references": None}
         return _search(space, data, config, **{**options, **short})
 
 

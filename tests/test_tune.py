@@ -625,7 +625,8 @@ def test_the_finish_retrains_the_cheapest_trials_the_validation_split_cannot_tel
     assert [r.trial_id for r in select_candidates(ranked, 2, 179, accuracy=False)] == ["0000", "0001"]
 
 
-SEARCH = dict(tuner="random", max_trials=2, max_epochs=1, top_k=2, finish_epochs=1, seed=3)
+# One seed: the repeats of the chosen run and the references are tested on their own (`seeds`).
+SEARCH = dict(tuner="random", max_trials=2, max_epochs=1, top_k=2, finish_epochs=1, seed=3, seeds=1)
 SMALL_32 = dict(depth=2, filters=4, hidden_units=8, convs_per_stage=1, strides=2, pool=True, kernel_size=(3, 5))
 
 
@@ -634,8 +635,8 @@ def test_the_top_trials_are_retrained_with_the_full_recipe_tested_and_ranked_the
 ):
     from kcnn import train
 
-    data, project = digits_like(), tmp_path / "a"
-    result = tune.search("convnet", data, directory=project, ranges=SMALL_32, references="lenet5", **SEARCH)
+    data, project, settings = digits_like(), tmp_path / "a", dict(SEARCH, seeds=2)
+    result = tune.search("convnet", data, directory=project, ranges=SMALL_32, references="lenet5", **settings)
     ranked = sorted((r for r in result.trials if r.status == "COMPLETED"), key=lambda r: (-r.score, r.macs, r.number))
     # The two best trials, retrained as `kcnn train` trains (its recipe, the search's seed).
     assert sorted(r.name for r in result.retrained) == sorted(r.trial_id for r in ranked[:2])
@@ -662,8 +663,31 @@ def test_the_top_trials_are_retrained_with_the_full_recipe_tested_and_ranked_the
     assert best["search"]["against_references"] == list(result.comparisons) and best["search"]["below_references"] == []
     (comparison,) = result.comparisons
     assert (comparison["reference"], comparison["validation"]["difference"], comparison["below"]) == ("lenet5", 0.0, [])
-    assert result.verdict().splitlines()[0].startswith(f"best/: trial {chosen.name}, retrained with the full recipe: ")
-    assert result.verdict().splitlines()[1].startswith("  vs lenet5: validation +0.00 ±")
+    lines = result.verdict().splitlines()
+    assert lines[0].startswith(f"best/: trial {chosen.name}, retrained with the full recipe: ")
+    assert lines[1].startswith("  vs lenet5: validation +0.00 ±")
+    # The chosen run and the reference again with seed 1, next to seed 0 (the finish's run,
+    # which chose): the same recipe and split (the same 24 test images), other weights and
+    # batches (another first loss).
+    repeats = {chosen: project / "finish" / f"trial_{chosen.name}_seed1", "lenet5": project / "finish" / "reference_lenet5_seed1"}
+    tests = {}
+    for record, run in repeats.items():
+        first = record.path if record != "lenet5" else project / "finish" / "reference_lenet5"
+        metadata, seed_0 = (json.loads((path / "metadata.json").read_text()) for path in (run, first))
+        assert metadata["status"] == "completed" and metadata["search"]["seed"] == 1
+        assert metadata["config"] == seed_0["config"] and metadata["metrics"]["test"]["examples"] == 24
+        assert read_trials(run / "history.csv")[0]["loss"] != read_trials(first / "history.csv")[0]["loss"]
+        tests[run] = [seed_0["metrics"]["test"]["accuracy"], metadata["metrics"]["test"]["accuracy"]]
+    # best/metadata.json: the chosen model's accuracies over the seeds and the verdict on LeNet-5.
+    over = best["search"]["over_seeds"]
+    assert over == {**result.over_seeds, "verdicts": {"lenet5": comparison["seeds"]["verdict"]},
+                    "runs": {f"trial {chosen.name}": [f"finish/trial_{chosen.name}", f"finish/trial_{chosen.name}_seed1"],
+                             "lenet5": ["finish/reference_lenet5", "finish/reference_lenet5_seed1"]}}  # fmt: skip
+    assert over["seeds"] == 2 and over["test"]["values"] == tests[repeats[chosen]]
+    assert comparison["seeds"]["test"]["reference"]["values"] == tests[repeats["lenet5"]]
+    assert lines[2].startswith("over 2 seeds, test accuracy: mean ±sample standard deviation")
+    assert lines[3].startswith(f"  trial {chosen.name}: ") and lines[4].startswith("  lenet5: ")
+    assert re.search(rf"; trial {chosen.name} (beats it by|is within the spread:|is BELOW it by) [+-]\d\.\d\d ±\d+\.\d\d points$", lines[4])
     # trials.csv shows the retrained scores next to the search's.
     rows = {row["trial"]: row for row in read_trials(result.trials_csv)}
     for record in result.retrained:
@@ -683,14 +707,19 @@ def test_the_top_trials_are_retrained_with_the_full_recipe_tested_and_ranked_the
     assert re.search(rf"^ +\*1 trial {chosen.name} ", table, re.M) and re.search(r"^ +3 lenet5 \(ref\) ", table, re.M)
     assert [row["name"] for row in read_trials(project / "finish.csv")] == [*(r.name for r in result.retrained), "lenet5"]
 
+    # The same search again: every run is read (the repeats too), none trained, the same verdict.
+    fits = []
+    real_fit = train.fit
+    monkeypatch.setattr(train, "fit", lambda *args, **kwargs: fits.append(kwargs["output"]) or real_fit(*args, **kwargs))
+    again = tune.search("convnet", data, directory=project, ranges=SMALL_32, references="lenet5", **settings)
+    assert fits == [] and (again.over_seeds, again.comparisons) == (result.over_seeds, result.comparisons)
+
     # The same seed, another project: the same trials, retrained to the same scores and ranking.
     second = tune.search("convnet", data, directory=tmp_path / "b", ranges=SMALL_32, references=None, **SEARCH)
     assert finish_rows(tmp_path / "b") == finish_rows(project)[:2]
     # A finish cut short (its second run lost) trains that run only when resumed.
     shutil.rmtree(second.retrained[1].path)
-    fits = []
-    real_fit = train.fit
-    monkeypatch.setattr(train, "fit", lambda *args, **kwargs: fits.append(kwargs["output"]) or real_fit(*args, **kwargs))
+    fits.clear()
     again = tune.search("convnet", data, directory=tmp_path / "b", ranges=SMALL_32, references=None, **SEARCH)
     assert fits == [second.retrained[1].path]
     assert finish_rows(tmp_path / "b") == finish_rows(project)[:2] and again.best_trial == result.best_trial
@@ -712,6 +741,7 @@ def test_the_resnet_and_inception_spaces_finish_the_same_way(tmp_path, name, ran
     metadata = json.loads((result.path / "metadata.json").read_text())
     assert metadata["model"]["builder"] == tune.SPACES[name].builder_name
     assert metadata["metrics"]["test"]["accuracy"] == record.test == result.best_test_accuracy
+    assert result.over_seeds is None and "over_seeds" not in metadata["search"]  # One seed, no spread.
 
 
 def test_a_diverged_trial_is_a_failed_trial_with_its_reason(tmp_path):

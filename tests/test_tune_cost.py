@@ -116,7 +116,7 @@ def test_a_search_with_a_cost_term_ranks_trials_by_the_weighted_objective(tmp_pa
     lines = []
     result = tune.search(
         "convnet", _digits_like(), directory=tmp_path, ranges=ranges, tuner="random", max_trials=3, max_epochs=1,
-        top_k=1, finish_epochs=1, references=None, target_macs=target, seed=5,
+        top_k=1, finish_epochs=1, seeds=1, references=None, target_macs=target, seed=5,
         on_trial=lambda r: lines.append(r.progress_line("val_accuracy")) if r.status != "RUNNING" else None,
     )  # fmt: skip
     completed = [r for r in result.trials if r.status == "COMPLETED"]

@@ -13,7 +13,9 @@ config; "chosen" (kind, name, validation and test accuracy, MACs, params, score 
 the run best/ holds); the trial's facts (`trial_id`, `score`, `metric`,
 `hyperparameters`, `restored`; None where best/ is a reference, whose search's best
 trial is then under "best_trial"); "against_references" (`kcnn.tune.verdict.compare`)
-and "below_references" (the references it is less accurate than, on any split).
+and "below_references" (the references it is less accurate than, on any split); with
+several seeds (`SearchConfig.seeds`), "over_seeds" (`seed_facts`: the chosen model's
+accuracies over them, the verdict on each reference, the runs).
 """
 
 from __future__ import annotations
@@ -34,16 +36,17 @@ from kcnn.tune._keras_tuner import checkpoint_path, metric_value, public_values
 from kcnn.tune.references import bar_run
 from kcnn.tune.selection import FinishRecord, rank
 
-__all__ = ["BEST_DIR", "copy_run", "save_trial", "search_facts", "without_finish", "write_facts"]
+__all__ = ["BEST_DIR", "copy_run", "save_trial", "search_facts", "seed_facts", "without_finish", "write_facts"]
 
 logger = logging.getLogger("kcnn")
 
 BEST_DIR = "best"
 
 
-def search_facts(space, config, project_dir, best, *, restored, chosen, comparisons) -> dict[str, Any]:
+def search_facts(space, config, project_dir, best, *, restored, chosen, comparisons, over_seeds=None) -> dict[str, Any]:
     """The "search" facts of best/metadata.json (see the module), `best` the search's
-    best keras-tuner trial, `chosen` the `FinishRecord` of the run best/ holds."""
+    best keras-tuner trial, `chosen` the `FinishRecord` of the run best/ holds,
+    `over_seeds` the chosen model's accuracies over seeds (`seed_facts`; None: one seed)."""
     trial = {
         "trial_id": best.trial_id,
         "score": float(best.score),
@@ -63,9 +66,28 @@ def search_facts(space, config, project_dir, best, *, restored, chosen, comparis
         "against_references": list(comparisons),
         "below_references": verdict.below(comparisons),
     }
+    if over_seeds is not None:
+        facts["over_seeds"] = over_seeds
     if chosen.kind == "trial":
         return {**facts, **trial}
     return {**facts, **dict.fromkeys(trial), "restored": False, "best_trial": trial}
+
+
+def seed_facts(over_seeds, seeds, comparisons, project_dir) -> dict[str, Any]:
+    """best/metadata.json's "over_seeds": the chosen model's accuracies over seeds
+    (`kcnn.tune.verdict.over_seeds`: values, mean, sample standard deviation per
+    split), the run folders of every seed of it and of the references (relative to
+    the project), and the verdict on each reference (its entry in
+    "against_references" has the figures)."""
+    project_dir = pathlib.Path(project_dir)
+    return {
+        **over_seeds,
+        "verdicts": {c["reference"]: c["seeds"]["verdict"] for c in comparisons if "seeds" in c},
+        "runs": {
+            runs[0].label: [run.path.relative_to(project_dir).as_posix() for run in runs]
+            for runs in seeds.values()
+        },
+    }
 
 
 def copy_run(record: FinishRecord, best_dir, facts: Mapping[str, Any]) -> keras.Model:

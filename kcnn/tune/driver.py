@@ -71,7 +71,11 @@ class SearchResult:
             trials and the references, or without a finish of the best trial and
             the reference trained as a trial (the bar's); None on a worker.
         comparisons: `chosen` against each other reference trained alike
-            (`kcnn.tune.verdict.compare`), as in best/metadata.json.
+            (`kcnn.tune.verdict.compare`), as in best/metadata.json; with
+            `config.seeds` > 1, each with its spread over seeds and the verdict.
+        over_seeds: with `config.seeds` > 1 and a finish, `chosen`'s validation and
+            test accuracies over the seeds, their mean and sample standard deviation
+            (`kcnn.tune.verdict.over_seeds`); None otherwise.
         time_budget: the search's time budget in seconds (`SearchConfig.time_budget`).
         search_seconds: the wall time of the search (the trials and the bar) over
             all its runs, what the budget counts.
@@ -96,6 +100,7 @@ class SearchResult:
     references: tuple[selection.FinishRecord, ...] = ()
     chosen: selection.FinishRecord | None = None
     comparisons: tuple[dict[str, Any], ...] = ()
+    over_seeds: dict[str, Any] | None = None
     time_budget: float | None = None
     search_seconds: float | None = None
     finish_seconds: float | None = None
@@ -113,13 +118,15 @@ class SearchResult:
 
     def verdict(self) -> str:
         """What best/ holds and how it compares with each reference trained alike,
-        every split on which it is less accurate named (`kcnn.tune.verdict`)."""
+        every split on which it is less accurate named, and with several seeds its
+        test accuracy and each reference's over them, with whether it beats each
+        beyond the spread (`kcnn.tune.verdict`)."""
         note = ""
         if self.chosen is not None and self.chosen.kind == "trial":
             note = ", retrained with the full recipe" if self.retrained else ", as it trained"
         elif self.chosen is not None:
             note = " (no " + ("retrained trial" if self.retrained else "trial") + " beat it)"
-        return "\n".join(verdict.lines(self.chosen, self.comparisons, note=note))
+        return "\n".join(verdict.lines(self.chosen, self.comparisons, note=note, seeds=self.over_seeds))
 
     def table(self, top: int = 10) -> str:
         """The results table (best trials first, then failures), and the finish's
@@ -342,6 +349,11 @@ def _finish(tuner, space, data, config, project_dir, role, bar, reference, *, so
         chosen = selection.choose([*retrained, *trained_references]) or retrained[0]  # Unranked: no validation.
         restored, model = False, None
         others = trained_references
+        # After the choice, which they do not change: the chosen run and the references again, other seeds.
+        seeds = finish.repeat(
+            tuner, space, data, config, project_dir, [chosen, *trained_references], source=source,
+            data_options=data_options,
+        )  # fmt: skip
     else:
         best = tuner.oracle.trials[ranked[0].trial_id]
         model, metadata, restored = best_dir.save_trial(tuner, space, data, config, project_dir, best)
@@ -349,12 +361,16 @@ def _finish(tuner, space, data, config, project_dir, role, bar, reference, *, so
         candidates = best_dir.without_finish(dataclasses.replace(trial, macs=ranked[0].macs), reference, config, project_dir)
         chosen = selection.choose(candidates)
         others = [r for r in candidates if r.kind == "reference"]
+        seeds = {}  # No finish, no repeats.
         if chosen.kind == "trial":
             chosen = dataclasses.replace(chosen, path=None)  # Its run is best/ itself.
-    comparisons = verdict.compare(chosen, others)
+    comparisons = verdict.compare(chosen, others, seeds)
+    chosen_seeds = seeds.get((chosen.kind, chosen.name), ())
+    over_seeds = verdict.over_seeds(chosen_seeds) if len(chosen_seeds) > 1 else None
     facts = best_dir.search_facts(
-        space, config, project_dir, best, restored=restored, chosen=chosen, comparisons=comparisons
-    )
+        space, config, project_dir, best, restored=restored, chosen=chosen, comparisons=comparisons,
+        over_seeds=None if over_seeds is None else best_dir.seed_facts(over_seeds, seeds, comparisons, project_dir),
+    )  # fmt: skip
     if chosen.path is None:
         best_dir.write_facts(path, facts)
     else:
@@ -383,6 +399,7 @@ def _finish(tuner, space, data, config, project_dir, role, bar, reference, *, so
         references=tuple(trained_references),
         chosen=chosen,
         comparisons=tuple(comparisons),
+        over_seeds=over_seeds,
     )
 
 

@@ -15,7 +15,10 @@ and the references alike, so that `best/` is a reference when no trial beats it
 
 Every run is a `kcnn.train` run folder under `<project>/finish/` (`trial_<id>/`,
 `reference_<name>/`): an interrupted finish resumes where it stopped, a finished run is
-not trained again. A trial's model is built as the search built it (its initial
+not trained again. Once `best/` is chosen, `repeat` trains the chosen run and each
+reference again with seeds 1 to `SearchConfig.seeds - 1` (`trial_<id>_seed<k>/`,
+`reference_<name>_seed<k>/`, as resumable), for the verdict's spread over seeds
+(`kcnn.tune.verdict`); they choose nothing. A trial's model is built as the search built it (its initial
 weights seeded from the configuration, `kcnn.tune.seeding`), so two searches with the
 same seed retrain to the same scores and ranking.
 """
@@ -30,10 +33,11 @@ import shutil
 from kcnn._files import CorruptFileError, read_json, write_json
 from kcnn.tune import runs
 from kcnn.tune.config import finish_train_config
-from kcnn.tune.references import reference_names, train_reference
-from kcnn.tune.selection import rank
+from kcnn.tune.references import reference_names, seed_facts, seed_suffix, train_reference
+from kcnn.tune.seeding import derived_seed
+from kcnn.tune.selection import FinishRecord, rank
 
-__all__ = ["FINISH_DIR", "finish_search"]
+__all__ = ["FINISH_DIR", "finish_search", "repeat", "retrain"]
 
 logger = logging.getLogger("kcnn")
 
@@ -60,8 +64,6 @@ def finish_search(tuner, space, data, config, project_dir, candidates, *, source
         (retrained, references): `FinishRecord`s ranked together (`rank`), the
         retrained by rank, the references in `config.references`' order.
     """
-    from kcnn.tune._keras_tuner import public_values
-
     root = pathlib.Path(project_dir) / FINISH_DIR
     settings = {
         "candidates": [trial.trial_id for trial in candidates],
@@ -71,26 +73,90 @@ def finish_search(tuner, space, data, config, project_dir, candidates, *, source
     }
     _check_finish_settings(root, settings)
     source = data if source is None else source
-    space.execution = 0  # Each trial's first execution: its initial weights in the search.
-    retrained = []
-    for trial in candidates:
-        hp = trial.hyperparameters
-        run = root / f"trial_{trial.trial_id}"
-        recipe = finish_train_config(config, hp.values.get("learning_rate"))
-        metadata = runs.completed(run)
-        if metadata is None:
-            logger.info("finish: retraining trial %s with the full recipe (%d epochs)", trial.trial_id, recipe.epochs)
-            model = space.build(hp.copy())  # With the trial's initial weights (seeded).
-            arguments = {**space.declare(hp.copy()), "input_shape": list(space.input_shape), "classes": space.classes}
-            search = {"trial_id": trial.trial_id, "score": float(trial.score), "hyperparameters": public_values(hp)}
-            model_facts = {"builder": space.builder_name, "builder_arguments": arguments}
-            metadata = runs.fit(model, source, recipe, run, data_options, model_facts=model_facts, search=search)
-        retrained.append(runs.record(trial.trial_id, "trial", run, metadata, search_score=float(trial.score)))
+    retrained = [retrain(trial, space, root, source, config, data_options) for trial in candidates]
     references = [train_reference(name, root, source, data, config, data_options) for name in reference_names(config)]
     ranked = {(r.kind, r.name): r for r in rank([*retrained, *references], config.target_macs)}
     retrained = [ranked[("trial", r.name)] for r in retrained]
     retrained.sort(key=lambda r: math.inf if r.rank is None else r.rank)
     return retrained, [ranked[("reference", r.name)] for r in references]
+
+
+def retrain(trial, space, root, source, config, data_options, *, seed=0) -> FinishRecord:
+    """The keras-tuner `trial` retrained with the finish's recipe in
+    `root/trial_<id>/` (resumed, or read when finished).
+
+    The model is built as the search built the trial's execution `seed`
+    (`SearchSpace.execution`: seeded from its configuration, `kcnn.tune.seeding`): seed
+    0 from the trial's initial weights in the search; a repeat k > 0
+    (`repeat`, in `root/trial_<id>_seed<k>/`) from those of its execution k, on
+    `source` the repeat's data.
+    """
+    from kcnn.tune._keras_tuner import public_values
+
+    hp = trial.hyperparameters
+    run = pathlib.Path(root) / (f"trial_{trial.trial_id}" + seed_suffix(seed))
+    recipe = finish_train_config(config, hp.values.get("learning_rate"))
+    metadata = runs.completed(run)
+    if metadata is None:
+        what = "retraining trial %s with the full recipe (%d epochs)" + (f", seed {seed}" if seed else "")
+        logger.info("finish: " + what, trial.trial_id, recipe.epochs)
+        space.execution = seed
+        try:
+            model = space.build(hp.copy())  # With the initial weights of the trial's execution `seed` (seeded).
+        finally:
+            space.execution = 0
+        arguments = {**space.declare(hp.copy()), "input_shape": list(space.input_shape), "classes": space.classes}
+        search = {"trial_id": trial.trial_id, "score": float(trial.score), "hyperparameters": public_values(hp)}
+        model_facts = {"builder": space.builder_name, "builder_arguments": arguments}
+        search.update(seed_facts(seed) or {})
+        metadata = runs.fit(model, source, recipe, run, data_options, model_facts=model_facts, search=search)
+    return runs.record(trial.trial_id, "trial", run, metadata, search_score=float(trial.score))
+
+
+def repeat(tuner, space, data, config, project_dir, records, *, source=None, data_options=None) -> dict:
+    """The finish's runs of `records` (the chosen one and the references trained)
+    repeated with seeds 1 to `config.seeds - 1`: the same recipe and split, other
+    initial weights and dropout masks (seeded from the configuration or the net's name
+    and the seed, `kcnn.tune.seeding`) and another batch order and augmentation
+    (`kcnn.data.Dataset.reshuffled`, its seed derived from the recipe's and the seed,
+    the same for every model: repeat k of each sees the same batches).
+
+    Each repeat is a run folder next to its seed 0's (`trial_<id>_seed<k>/`,
+    `reference_<name>_seed<k>/`): an interrupted repeat resumes, a finished one is read,
+    not trained again. A later search with more seeds trains only the new ones.
+
+    Returns:
+        {(kind, name): [the FinishRecord of seed 0, of seed 1, ...]} for each of
+        `records` that was trained (a reference that does not fit the data has no runs).
+    """
+    root = pathlib.Path(project_dir) / FINISH_DIR
+    seeds = {(r.kind, r.name): [r] for r in records if r.reason is None and r.path is not None}
+    trained = [runs_of[0] for runs_of in seeds.values()]  # Once each: the chosen run may be a reference.
+    if config.seeds < 2 or not trained:
+        return seeds
+    base = _repeat_data(source if source is not None else data, data, config, data_options)
+    recipe_seed = finish_train_config(config).seed  # The split's, which the repeats keep.
+    for seed in range(1, config.seeds):
+        reshuffled = base.reshuffled(derived_seed(recipe_seed, "finish seed", seed))
+        for record in trained:
+            if record.kind == "trial":
+                run = retrain(tuner.oracle.trials[record.name], space, root, reshuffled, config, None, seed=seed)
+            else:
+                run = train_reference(record.name, root, reshuffled, data, config, None, seed=seed)
+            seeds[(record.kind, record.name)].append(run)
+    return seeds
+
+
+def _repeat_data(source, data, config, data_options):
+    """The data of the repeats: `source` loaded as the finish's runs load it (the
+    recipe's batch size, augmentation and seed, hence its split), once for all."""
+    from kcnn import data as kdata
+    from kcnn.train.inputs import load_data
+
+    recipe = finish_train_config(config)
+    if isinstance(source, kdata.Dataset):
+        return source.with_batch_size(recipe.batch_size)
+    return load_data(source, recipe, input_shape=tuple(data.input_shape), data_options=data_options)
 
 
 def _check_finish_settings(root, settings):

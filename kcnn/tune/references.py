@@ -9,7 +9,8 @@ instead of training again:
                             the score a proposal must be able to beat (`kcnn.tune.cost`)
     finish/reference_<name>/  each reference trained with the finish's recipe
                             (`train_reference`), a candidate for best/ like the
-                            retrained trials (`kcnn.tune.finish`)
+                            retrained trials (`kcnn.tune.finish`); its repeats with
+                            other seeds in finish/reference_<name>_seed<k>/
 
 Each is seeded from the train config's seed and the net's name (`kcnn.tune.seeding`),
 so two searches with the same seed train them to the same scores.
@@ -28,7 +29,7 @@ from kcnn.tune.config import finish_train_config
 from kcnn.tune.seeding import seeded
 from kcnn.tune.selection import FinishRecord
 
-__all__ = ["BAR_DIR", "reference_bar", "reference_names", "train_reference"]
+__all__ = ["BAR_DIR", "reference_bar", "reference_names", "seed_facts", "seed_suffix", "train_reference"]
 
 logger = logging.getLogger("kcnn")
 
@@ -71,17 +72,21 @@ def bar_run(name, project_dir) -> pathlib.Path:
     return pathlib.Path(project_dir) / BAR_DIR / name
 
 
-def train_reference(name, root, source, data, config, data_options) -> FinishRecord:
+def train_reference(name, root, source, data, config, data_options, *, seed=0) -> FinishRecord:
     """The reference `name` trained with the finish's recipe in `root/reference_<name>/`
     (resumed, or read when finished), or a record of why it was not (a net that does
     not fit the data, with a warning).
+
+    `seed` k > 0: the finish's k-th repeat (`kcnn.tune.finish.repeat`), in
+    `root/reference_<name>_seed<k>/`, from other initial weights; `source` is then the
+    repeat's data (its own batch order and augmentation).
 
     Raises:
         ValueError: `name` is not a registered model.
     """
     from kcnn import registry
 
-    run = pathlib.Path(root) / f"reference_{name}"
+    run = pathlib.Path(root) / (f"reference_{name}" + seed_suffix(seed))
     metadata = runs.completed(run)
     if metadata is None:
         try:
@@ -91,11 +96,13 @@ def train_reference(name, root, source, data, config, data_options) -> FinishRec
                 f"`references` must name registered models (kcnn.list_models()). Received: references={config.references!r}"
             ) from error
         recipe = finish_train_config(config)
-        logger.info("finish: training the reference %s with the full recipe (%d epochs)", name, recipe.epochs)
+        what = "training the reference %s with the full recipe (%d epochs)" + (f", seed {seed}" if seed else "")
+        logger.info("finish: " + what, name, recipe.epochs)
         kwargs = {"input_shape": tuple(data.input_shape), "classes": data.num_classes}
         try:
-            with seeded(recipe.seed, name):
-                metadata = runs.fit(name, source, recipe, run, data_options, model_kwargs=kwargs)
+            # Seed 0's keys are those of the runs before repeats existed: their folders stay valid.
+            with seeded(recipe.seed, name, *(("seed", seed) if seed else ())):
+                metadata = runs.fit(name, source, recipe, run, data_options, model_kwargs=kwargs, search=seed_facts(seed))
         except ValueError as error:
             if not str(error).startswith("The input is too small"):
                 raise
@@ -105,3 +112,15 @@ def train_reference(name, root, source, data, config, data_options) -> FinishRec
             warnings.warn(f"The reference {name} is not trained: {reason}", stacklevel=3)
             return FinishRecord(name, "reference", reason=reason)
     return runs.record(name, "reference", run, metadata)
+
+
+def seed_suffix(seed: int) -> str:
+    """The end of the run folder of the finish's repeat `seed` ("" for seed 0, the
+    finish's own run; "_seed2" for the third)."""
+    return f"_seed{seed}" if seed else ""
+
+
+def seed_facts(seed: int) -> dict | None:
+    """What a repeat's metadata.json records of its seed under "search" (None for
+    seed 0, whose run records what it did before repeats existed)."""
+    return {"seed": seed} if seed else None
