@@ -66,7 +66,9 @@ class SearchConfig:
     on two CPU cores: two Hyperband sweeps of 10 trials, at most 5 epochs a trial,
     trained as `search_train_config()` says, scored with a cost term above the cheapest
     reference's MACs (`target_macs`), the top 3 retrained with `kcnn train`'s recipe
-    (docs/tune_digits.md: 99.44% test at 0.26 M MACs, LeNet-5 98.89% at 0.42 M).
+    (docs/tune_digits.md: 99.44% test at 0.26 M MACs, LeNet-5 98.89% at 0.42 M). Those
+    four minutes were measured before the finish's repeats over `seeds` (two more
+    trainings of the chosen network and of each reference), whose time is not measured.
 
     Attributes:
         tuner: "hyperband", "random", "bayesian" or "grid".

@@ -108,8 +108,8 @@ def difference(chosen: Sequence[float], reference: Sequence[float], confidence: 
         h  = t(df, (1 + confidence) / 2) * se              "interval", Student's t quantile
 
     "verdict" is "beats" when d - h > 0, "below" when d + h < 0, else "within". With
-    3 seeds each, t is 2.78 at 4 degrees of freedom (equal spreads) to 4.30 at 2: the
-    difference must be about 2.3 to 3.5 times the seeds' standard deviation. Runs
+    3 seeds each, t is 2.78 at 4 degrees of freedom (equal spreads) to 4.30 at 2 (one
+    spread 0): h is 2.1 to 2.5 times the larger of the two standard deviations. Runs
     whose accuracies do not move with the seed (se = 0, on a small test split) have no
     spread: h = 0, df None, and any nonzero difference is beyond it.
     """
@@ -212,15 +212,12 @@ def _seed_lines(chosen, comparisons, seeds) -> list[str]:
     if seeds.get("seeds", 0) < 2 or split is None:
         return []
     label = f"the reference {chosen.name}" if chosen.kind == "reference" else chosen.label
-    text = [
-        f"over {seeds['seeds']} seeds, {split} accuracy: mean ±sample standard deviation (each seed's); "
-        f"differences of the means ±their {100 * CONFIDENCE:.0f}% Welch t interval",
-        f"  {chosen.label}: {_spread_text(seeds[split])}",
-    ]
-    for c in comparisons:
-        facts = c.get("seeds", {}).get(split)
-        if facts is None:
-            continue
+    against = [(c, c["seeds"][split]) for c in comparisons if split in c.get("seeds", {})]
+    header = f"over {seeds['seeds']} seeds, {split} accuracy: mean ±sample standard deviation (each seed's)"
+    if against:
+        header += f"; differences of the means ±their {100 * CONFIDENCE:.0f}% Welch t interval"
+    text = [header, f"  {chosen.label}: {_spread_text(seeds[split])}"]
+    for c, facts in against:
         points = f"{_points(facts['difference'])} ±{100 * facts['interval']:.2f} points"
         statement = _STATEMENTS[facts["verdict"]].format(chosen=label, difference=points)
         text.append(f"  {c['reference']}: {_spread_text(facts['reference'])}; {statement}")
