@@ -117,6 +117,19 @@ def test_same_seed_same_batches_other_seed_differs(digits):
     assert not np.array_equal(data.as_numpy(digits.test)[0], data.as_numpy(other.test)[0])
 
 
+def test_reshuffled_keeps_the_split_and_draws_another_order(digits):
+    # The finish's repeats with other seeds (kcnn.tune.finish.repeat) are scored on the same images.
+    other, same = digits.reshuffled(7), digits.reshuffled(1337)  # 1337: load's default seed
+    for split in ("validation", "test"):
+        np.testing.assert_array_equal(data.as_numpy(getattr(other, split))[0], data.as_numpy(getattr(digits, split))[0])
+    first, again, reshuffled = (data.as_numpy(d.train)[1] for d in (digits.restarted(), same, other))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, reshuffled)
+    np.testing.assert_array_equal(np.sort(first), np.sort(reshuffled))
+    with pytest.raises(ValueError, match="Received: seed='7'"):
+        digits.reshuffled("7")
+
+
 def test_training_split_is_reshuffled_each_epoch(digits):
     epoch1 = data.as_numpy(digits.train)[1]
     epoch2 = data.as_numpy(digits.train)[1]
