@@ -18,9 +18,9 @@ Every run is a `kcnn.train` run folder under `<project>/finish/` (`trial_<id>/`,
 not trained again. Once `best/` is chosen, `repeat` trains the chosen run and each
 reference again with seeds 1 to `SearchConfig.seeds - 1` (`trial_<id>_seed<k>/`,
 `reference_<name>_seed<k>/`, as resumable), for the verdict's spread over seeds
-(`kcnn.tune.verdict`); they choose nothing. A trial's model is built as the search built it (its initial
-weights seeded from the configuration, `kcnn.tune.seeding`), so two searches with the
-same seed retrain to the same scores and ranking.
+(`kcnn.tune.verdict`); they choose nothing. A trial's model is built as the search
+built it (its initial weights seeded from the configuration, `kcnn.tune.seeding`), so
+two searches with the same seed retrain to the same scores and ranking.
 """
 
 from __future__ import annotations
@@ -134,11 +134,15 @@ def repeat(tuner, space, data, config, project_dir, records, *, source=None, dat
     trained = [runs_of[0] for runs_of in seeds.values()]  # Once each: the chosen run may be a reference.
     if config.seeds < 2 or not trained:
         return seeds
-    base = _repeat_data(source if source is not None else data, data, config, data_options)
+    base = None  # Loaded when a repeat is to be trained: a resumed search whose repeats are done reads them only.
     recipe_seed = finish_train_config(config).seed  # The split's, which the repeats keep.
     for seed in range(1, config.seeds):
-        reshuffled = base.reshuffled(derived_seed(recipe_seed, "finish seed", seed))
+        reshuffled = None
         for record in trained:
+            if reshuffled is None and runs.completed(record.path.with_name(record.path.name + seed_suffix(seed))) is None:
+                if base is None:
+                    base = _repeat_data(source if source is not None else data, data, config, data_options)
+                reshuffled = base.reshuffled(derived_seed(recipe_seed, "finish seed", seed))
             if record.kind == "trial":
                 run = retrain(tuner.oracle.trials[record.name], space, root, reshuffled, config, None, seed=seed)
             else:
