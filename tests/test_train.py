@@ -80,12 +80,19 @@ def test_auto_steps_per_execution_amortizes_the_call_for_small_models_only():
     lenet = kcnn.lenet5()  # 416,520 MACs per image
     # ceil(2e9 / (3 * 416,520 * 64)) = 26, clipped to the 20 steps of a digits epoch.
     assert steps_per_execution(lenet, train.TrainConfig(), 20) == 20
+    # A run of fewer than 128 steps is too short to repay the loop's tracing.
+    assert steps_per_execution(lenet, train.TrainConfig(epochs=7), 20) == 20  # 140 steps
+    assert steps_per_execution(lenet, train.TrainConfig(epochs=6), 21) == 1  # 126 steps
     assert steps_per_execution(lenet, train.TrainConfig(), 100) == 26
     assert steps_per_execution(lenet, train.TrainConfig(batch_size=256), 100) == 7
     assert steps_per_execution(lenet, train.TrainConfig(batch_size=1), 1000) == 32  # at most 32
     resnet = kcnn.resnet18(input_shape=(32, 32, 3), classes=10, stem="small")  # 555 M MACs
     assert steps_per_execution(resnet, train.TrainConfig(), 100) == 1
     assert steps_per_execution(lenet, train.TrainConfig(steps_per_execution=4), 23) == 4
+    # Two replicas: 1, "auto" or not (keras-team/keras#19246), an explicit value with a warning.
+    assert steps_per_execution(lenet, train.TrainConfig(), 20, replicas=2) == 1
+    with pytest.warns(UserWarning, match="does not work with 2 replicas"):
+        assert steps_per_execution(lenet, train.TrainConfig(steps_per_execution=4), 20, replicas=2) == 1
     inputs = keras.Input((None, None, 1))  # MACs unknown without a size
     pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
     assert steps_per_execution(keras.Model(inputs, keras.layers.Dense(3)(pooled)), train.TrainConfig(), 100) == 1
@@ -179,8 +186,9 @@ def test_fit_writes_the_documented_run_folder(lenet_run):
     # LeNet-5 trains in float32 even on a CPU with bfloat16 units (too small to gain).
     cpu_bfloat16 = list(_cpu.bfloat16_units())
     assert metadata["device"] == {"precision": "float32", "xla": False, "strategy": None, "replicas": 1, "devices": [], "cpu_bfloat16": cpu_bfloat16}
-    # 24 training images at batch 16: "auto" puts the whole epoch (2 steps) in one call.
-    assert metadata["steps_per_execution"] == {"0": 2}
+    # 24 training images at batch 16, 2 epochs: 4 steps, too few for "auto" to take the
+    # multi-step loop (AUTO_MIN_RUN_STEPS).
+    assert metadata["steps_per_execution"] == {"0": 1}
     assert metadata["metrics"]["best_epoch"] in (1, 2) and metadata["metrics"]["epochs"] == 2
     assert set(metadata["metrics"]["test"]) == {"loss", "crossentropy", "accuracy", "examples"}
     with open(path / "history.csv") as file:

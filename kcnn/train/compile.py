@@ -23,6 +23,11 @@ AUTO_EXECUTION_MACS = 2e9
 #: The most steps "auto" puts in one call (callbacks and the progress bar see one
 #: batch end per call).
 AUTO_MAX_STEPS_PER_EXECUTION = 32
+#: Runs of fewer training steps get 1 step per call under "auto": the multi-step loop
+#: traces the step a second time, inside `tf.while_loop` (about a second per model on a
+#: 2-core CPU), and saves a Python round trip per step, which repays it from about 100
+#: to 150 steps (LeNet-5 on digits: `benchmarks/auto_execution.py`).
+AUTO_MIN_RUN_STEPS = 128
 
 # Variables exempt from weight decay: decaying biases and BatchNorm's scale and
 # offset only fights the normalization (Goyal et al. 2017, "no bias decay").
@@ -243,7 +248,9 @@ def steps_per_execution(
     clipped to [1, min(32, steps_per_epoch)]: LeNet-5 at batch 64 gets a whole
     digits epoch (20 steps of 1,259 images) per call, any ResNet on 32x32 images or
     larger gets 1.
-    A model whose MACs cannot be counted gets 1.
+    A model whose MACs cannot be counted gets 1, and so does a run of fewer than
+    `AUTO_MIN_RUN_STEPS` steps (`config.epochs` x `steps_per_epoch`), too short to
+    repay the loop's tracing.
     """
     if replicas > 1:
         if config.steps_per_execution not in ("auto", 1):
@@ -255,6 +262,8 @@ def steps_per_execution(
         return 1
     if config.steps_per_execution != "auto":
         return config.steps_per_execution
+    if steps_per_epoch is not None and config.epochs * steps_per_epoch < AUTO_MIN_RUN_STEPS:
+        return 1
     from kcnn import shapes  # The MAC count needs the shape tracer, only here.
 
     try:
