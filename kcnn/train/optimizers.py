@@ -22,7 +22,34 @@ from kcnn.train._keras_optimizer import adam_moments
 
 class _FusedAdamUpdate:
     """Keras' Adam `update_step`, through `tf.raw_ops.ResourceApplyAdam` where it
-    applies (TensorFlow backend, dense gradient, no AMSGrad)."""
+    applies (TensorFlow backend, dense gradient, no AMSGrad); the learning rate read
+    once per step."""
+
+    _learning_rate_of_step = None  # While `apply` runs: [] until read, then [the rate].
+
+    def apply(self, grads, trainable_variables=None):
+        # Keras reads `learning_rate` once for the update and again for each variable's
+        # weight decay: with a schedule (kcnn's WarmupSchedule is a dozen operations), a
+        # traced step held one copy of it per variable (132 in a small GoogLeNet: a fifth
+        # of its tracing time), each run at every step. One per step: the variables'
+        # updates all come before the step counter's increment, so they read one value.
+        self._learning_rate_of_step = []
+        try:
+            return super().apply(grads, trainable_variables)
+        finally:
+            self._learning_rate_of_step = None
+
+    @property
+    def learning_rate(self):
+        if self._learning_rate_of_step is None:
+            return super().learning_rate
+        if not self._learning_rate_of_step:
+            self._learning_rate_of_step.append(super().learning_rate)
+        return self._learning_rate_of_step[0]
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        super(_FusedAdamUpdate, type(self)).learning_rate.fset(self, value)
 
     def update_step(self, gradient, variable, learning_rate):
         import tensorflow as tf
