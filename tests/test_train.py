@@ -484,7 +484,7 @@ class Snapshots(keras.callbacks.Callback):
 def test_fine_tune_freezes_then_unfreezes_the_top_stage_of_a_resnet(tmp_path, caplog):
     from kcnn import resnet18
 
-    base = resnet18(stem="small", input_shape=(32, 32, 3), classes=10)
+    base = resnet18(stem="small", width=8, input_shape=(32, 32, 3), classes=10)
     original = weights_by_layer(base)
     snapshots = Snapshots()
     config = train.TrainConfig(epochs=2, batch_size=16, augment=None, learning_rate=0.01)
