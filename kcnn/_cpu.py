@@ -49,3 +49,17 @@ def bfloat16_units(cpuinfo: str | os.PathLike | None = None) -> tuple[str, ...]:
     """
     flags = cpu_flags(cpuinfo)
     return tuple(flag for flag in BFLOAT16_FLAGS if flag in flags)
+
+
+def cpu_model(cpuinfo: str | os.PathLike | None = None) -> str:
+    """The model name of the first processor listed in `cpuinfo` ("AMD EPYC 7B13"), or
+    "" when the file is missing or names none (not Linux; ARM lists no "model name")."""
+    try:
+        with open(CPUINFO if cpuinfo is None else cpuinfo, encoding="utf-8", errors="replace") as file:
+            for line in file:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
