@@ -99,3 +99,149 @@ def test_a_damaged_cache_warns_and_is_measured_anew(tmp_path, monkeypatch, damag
     figure = latency.LatencyMeter(cache, **FEW).latency(one_layer(), {"builder": "small"})
     assert len(calls) == 1
     assert list(latency.LatencyCache(path).entries.values()) == [figure]  # Rebuilt, readable again.
+
+
+# --------------------------------------------------------------------------
+# The search: settings, the budget, the cost term, trials.csv, the plot.
+
+
+def test_the_config_checks_the_latency_settings_in_keras_style():
+    from kcnn import tune
+
+    config = tune.SearchConfig()
+    assert (config.cost, config.target_latency_ms, config.max_latency_ms, config.latency_batch_size) == ("macs", None, None, 1)
+    assert not config.measures_latency and config.pareto_axis == "macs"
+    assert tune.SearchConfig(cost="latency", target_latency_ms=2).target_latency_ms == 2.0
+    assert tune.SearchConfig(max_latency_ms="none").max_latency_ms is None
+    for options in (dict(cost="latency"), dict(max_latency_ms=5), dict(measure_latency=True), dict(pareto_axis="latency")):
+        assert tune.SearchConfig(**options).measures_latency, options
+    for name in ("target_latency_ms", "max_latency_ms"):
+        for wrong in (-1, 0, True, "fast", float("inf")):
+            with pytest.raises(ValueError, match=rf"^`{name}` must be a number > 0. Received: {name}={wrong!r}$"):
+                tune.SearchConfig(cost="latency", **{name: wrong})
+    with pytest.raises(ValueError, match=r"`cost` must be one of 'macs', 'latency'. Received: cost='time'"):
+        tune.SearchConfig(cost="time")
+    with pytest.raises(ValueError, match=r"pass cost='latency' too. Received: target_latency_ms=3.0, cost='macs'"):
+        tune.SearchConfig(target_latency_ms=3)
+    with pytest.raises(ValueError, match=r"`latency_batch_size` must be an int >= 1. Received: latency_batch_size=0"):
+        tune.SearchConfig(latency_batch_size=0)
+    with pytest.raises(ValueError, match=r"`pareto_axis` must be one of 'macs', 'params', 'latency'. Received: pareto_axis='ms'"):
+        tune.SearchConfig(pareto_axis="ms")
+
+
+def test_a_configuration_over_the_latency_budget_is_refused_like_one_over_the_macs_budget():
+    import keras_tuner
+    from keras_tuner.errors import FailedTrialError
+
+    from kcnn import tune
+
+    space = tune.ConvNetSpace((16, 16, 1), 4, depth=2, filters=4, hidden_units=8, convs_per_stage=1)
+    space.latency = latency.LatencyMeter(None, **FEW)
+    hp = keras_tuner.HyperParameters()
+    space.declare(hp)
+    space.max_latency_ms = 1e-6  # A nanosecond: no model runs that fast.
+    assert not space.fits(hp)
+    with pytest.raises(FailedTrialError, match=r"ms per call \(measured\), over the budget. Received: max_latency_ms=1e-06$"):
+        space.build(hp)
+    assert space.last_build["latency_ms"] > 1e-6 and space.last_build["latency_spread_ms"] >= 0
+    space.max_latency_ms = 1e6
+    assert space.fits(hp)
+
+
+def test_a_latency_search_weighs_each_trial_by_its_measured_latency_and_resumes_without_measuring(tmp_path, monkeypatch):
+    import csv
+
+    import test_tune as search_tests  # its tiny data
+
+    from kcnn import tune
+
+    ranges = dict(depth=2, filters=(4, 8), kernel_size=(3, 5), hidden_units=8, convs_per_stage=1, strides=1, pool=True)
+    options = dict(directory=tmp_path, ranges=ranges, tuner="random", max_trials=2, max_epochs=1, top_k=0, seed=5)
+    options.update(references=None, cost="latency", target_latency_ms=1e-3, pareto_axis="latency")
+    data = search_tests.tiny_data(size=16, n=32)
+    result = tune.search("convnet", data, **options)
+    completed = [r for r in result.trials if r.status == "COMPLETED"]
+    assert len(completed) == 2 and result.target_latency_ms == 1e-3 and result.target_macs is None
+    for record in completed:
+        assert record.latency_ms > 1e-3 and record.latency_spread_ms >= 0
+        assert record.score == pytest.approx(record.metric * (record.latency_ms / 1e-3) ** -0.07, rel=1e-6)
+        assert " ms (IQR " in record.progress_line("val_accuracy")
+    with open(result.trials_csv, newline="") as file:
+        rows = {row["trial"]: row for row in csv.DictReader(file)}
+    for record in completed:
+        row = rows[record.trial_id]
+        assert (float(row["latency_ms"]), float(row["latency_spread_ms"])) == (record.latency_ms, record.latency_spread_ms)
+    assert json.loads((tmp_path / "search.json").read_text())["cost"] == "latency"
+    assert len(json.loads((tmp_path / latency.CACHE_FILE).read_text())["entries"]) >= 1
+    # Resumed: every figure comes from the project's cache, none is measured again.
+    calls = counting(monkeypatch)
+    again = tune.search("convnet", data, **options)
+    assert calls == [] and [r.latency_ms for r in again.trials] == [r.latency_ms for r in result.trials]
+
+
+def test_trials_csv_has_blank_latency_columns_where_nothing_was_measured_and_the_plot_takes_each_axis(tmp_path):
+    import csv
+
+    from kcnn.tune import report
+
+    def record(number, value, macs, params, ms):
+        return report.TrialRecord(
+            f"{number:04d}", number + 1, None, "COMPLETED", score=value, metric=value, macs=macs, params=params,
+            latency_ms=ms, latency_spread_ms=None if ms is None else ms / 10,
+        )  # fmt: skip
+
+    # 0002 is the cheapest in MACs, 0000 in latency, 0001 in parameters.
+    records = [record(0, 0.9, 3_000, 500, 0.5), record(1, 0.8, 2_000, 100, 2.0), record(2, 0.7, 1_000, 900, 1.0)]
+    assert [r.trial_id for r in report.pareto_front(records)] == ["0002", "0001", "0000"]
+    assert [r.trial_id for r in report.pareto_front(records, cost_axis="latency")] == ["0000"]
+    assert [r.trial_id for r in report.pareto_front(records, cost_axis="params")] == ["0001", "0000"]
+    for axis, label in (("macs", "MACs per image"), ("params", "parameters"), ("latency", "latency, ms per call")):
+        report.plot_pareto(tmp_path / f"{axis}.png", records, "val_accuracy", cost_axis=axis)
+        assert (tmp_path / f"{axis}.png").stat().st_size > 0, label
+    with pytest.raises(ValueError, match=r"`cost_axis` must be one of 'macs', 'params', 'latency'. Received: cost_axis='ms'"):
+        report.pareto_front(records, cost_axis="ms")
+    unmeasured = [dataclasses_replace(r) for r in records]
+    report.write_trials_csv(tmp_path / "trials.csv", unmeasured, "val_accuracy")
+    with open(tmp_path / "trials.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert list(rows[0])[4:8] == ["params", "macs", "latency_ms", "latency_spread_ms"]
+    assert {(row["latency_ms"], row["latency_spread_ms"]) for row in rows} == {("", "")}
+
+
+def dataclasses_replace(record):
+    import dataclasses
+
+    return dataclasses.replace(record, latency_ms=None, latency_spread_ms=None)
+
+
+def test_the_latency_flags_reach_the_search_config(monkeypatch):
+    from kcnn import tune
+    from kcnn.cli import main
+
+    seen = []
+
+    def fake_search(space, data, config, **kwargs):
+        seen.append(config)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(tune, "search", fake_search)
+    command = ["tune", "--cost", "latency", "--target-latency-ms", "2.5", "--max-latency-ms", "40"]
+    command += ["--latency-batch-size", "8", "--measure-latency", "--pareto-axis", "latency"]
+    with pytest.raises(SystemExit):
+        main(command)
+    (config,) = seen
+    assert (config.cost, config.target_latency_ms, config.max_latency_ms) == ("latency", 2.5, 40.0)
+    assert (config.latency_batch_size, config.measure_latency, config.pareto_axis) == (8, True, "latency")
+
+
+def test_the_default_latency_target_is_the_cheapest_references_measured_once(tmp_path, monkeypatch):
+    path = tmp_path / latency.CACHE_FILE
+    names = ("convnet", "lenet5")
+    milliseconds, name = cost.resolve_latency_target(None, names, (32, 32, 1), 10, latency.LatencyMeter(latency.LatencyCache(path), **FEW))
+    assert name == "lenet5" and milliseconds > 0  # The cheapest in MACs (416,520).
+    calls = counting(monkeypatch)
+    meter = latency.LatencyMeter(latency.LatencyCache(path), **FEW)
+    assert cost.resolve_latency_target(None, names, (32, 32, 1), 10, meter) == (milliseconds, "lenet5") and calls == []
+    assert cost.resolve_latency_target(2, names, (32, 32, 1), 10, meter) == (2.0, None)
+    with pytest.warns(UserWarning, match=r"No reference net fits \(8, 8, 1\) images .*--target-latency-ms"):
+        assert cost.resolve_latency_target(None, ("lenet5",), (8, 8, 1), 4, meter) == (None, None)

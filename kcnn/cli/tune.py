@@ -123,6 +123,11 @@ def _tune(args):
     print(f"best trial {result.best_trial}: {config.objective} {best.value:.4f}{best.score_note}{test}")
     if result.target_macs is not None:
         print(f"  cost term: scores weighed by (MACs / {result.target_macs:,}) ** -0.07 above that target (--target-macs)")
+    if result.target_latency_ms is not None:
+        print(
+            f"  cost term: scores weighed by (latency / {result.target_latency_ms:.3g} ms) ** -0.07 above that target, "
+            "latency measured on this machine (--cost latency, --target-latency-ms)"
+        )
     if result.bar is not None:
         print(
             f"  bar: the cheapest reference scored {result.bar:.4f} as a trial; no proposal above "

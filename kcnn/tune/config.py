@@ -12,11 +12,15 @@ from typing import Any
 from kcnn.train.config import TrainConfig
 from kcnn.tune.budget import parse_duration
 
-__all__ = ["PRUNERS", "SPACE_NAMES", "TUNERS", "SearchConfig", "finish_train_config", "parse_address", "search_train_config"]
+__all__ = ["COSTS", "PARETO_AXES", "PRUNERS", "SPACE_NAMES", "TUNERS", "SearchConfig", "finish_train_config", "parse_address", "search_train_config"]
 
 TUNERS = ("hyperband", "random", "bayesian", "grid")
 #: `SearchConfig.prune`: the median stopping rule (`kcnn.tune.stopping`), or none.
 PRUNERS = ("median", "none")
+#: `SearchConfig.cost`: what the cost term charges (`kcnn.tune.cost`).
+COSTS = ("macs", "latency")
+#: `SearchConfig.pareto_axis`: the Pareto plot's cost axis.
+PARETO_AXES = ("macs", "params", "latency")
 #: The search spaces of `kcnn.tune` (`kcnn.tune.spaces.SPACES`), by name.
 SPACE_NAMES = ("convnet", "resnet", "inception")
 
@@ -120,6 +124,29 @@ class SearchConfig:
             `references` that fits the data (LeNet-5's 416,520 on 32x32 digits;
             none without references); None or "none": no cost term, the objective
             alone.
+        cost: what the cost term charges: "macs" (default), multiply-accumulates per
+            image, counted; or "latency", the median latency of the model's
+            inference path measured on this machine (`kcnn.tune.latency`: the
+            precision "auto" picks, `latency_batch_size` images per call, measured
+            once per configuration and cached in the project's latency.json), in the
+            same form: (latency / target_latency_ms) ** -0.07 above the target.
+            With "latency", `target_macs` charges nothing, and the finish ranks its
+            runs without a cost term (their latency is not measured).
+        target_latency_ms: with `cost="latency"`, the milliseconds per call above
+            which the score pays the cost term; None (default): the latency of the
+            cheapest of `references` (by MACs) that fits the data, measured alike
+            (no cost term without one).
+        max_latency_ms: reject configurations slower than this (milliseconds per
+            call, measured as for `cost="latency"`): random proposals are drawn
+            again, a configuration proposed anyway is a failed trial, as
+            `max_macs` does.
+        latency_batch_size: images per timed call (1: the latency of one image).
+        measure_latency: measure every trial's latency for trials.csv with
+            `cost="macs"` too. Measuring costs about a second per configuration
+            (tracing, warm-up, 20 timed runs), so it is done only when asked, or
+            when the cost, `max_latency_ms` or `pareto_axis` needs it.
+        pareto_axis: the Pareto plot's cost axis: "macs" (default), "params" or
+            "latency" (which measures every trial's latency).
         references: registered models, comma-separated, trained with the finish's
             recipe on the same data and drawn on the Pareto plot as reference points
             ("lenet5,convnet"); None or "none": no references. A net that does not
@@ -182,6 +209,15 @@ class SearchConfig:
     target_macs: int | str | None = _field(
         "references", "MACs above which the score pays the cost term (MnasNet's beta): N, 'references' (the cheapest) or none"
     )
+    cost: str = _field("macs", "what the cost term and budget charge: MACs per image, or latency measured here", choices=COSTS)
+    target_latency_ms: float | None = _field(
+        None, "with --cost latency: milliseconds per call above which the score pays the cost term (default: the "
+        "cheapest reference's, measured)"
+    )
+    max_latency_ms: float | None = _field(None, "reject models slower than this, in milliseconds per call (measured)")
+    latency_batch_size: int = _field(1, "images per timed call of the latency measurements")
+    measure_latency: bool = _field(False, "measure every trial's latency for trials.csv with --cost macs too")
+    pareto_axis: str = _field("macs", "cost axis of the Pareto plot", choices=PARETO_AXES)
     time_budget: float | str | None = _field(
         None,
         "wall-clock budget of the search, e.g. 300, 90s, 5m, 1h30m: no trial starts that a typical one would "
@@ -216,6 +252,7 @@ class SearchConfig:
             raise ValueError(
                 f"`target_macs` must be an int >= 1, 'references' or None. Received: target_macs={self.target_macs!r}"
             )
+        self._check_latency()
         for name in ("max_epochs", "executions_per_trial", "hyperband_iterations", "finish_epochs", "seeds"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("hyperband_factor", self.hyperband_factor, minimum=2)
@@ -265,6 +302,36 @@ class SearchConfig:
                     "`worker` must be an id of letters, digits, '_' and '-' that does not contain 'chief' "
                     f"(keras-tuner's mark of the chief). Received: worker={self.worker!r}"
                 )
+
+    def _check_latency(self):
+        if self.cost not in COSTS:
+            raise ValueError(f"`cost` must be one of {', '.join(map(repr, COSTS))}. Received: cost={self.cost!r}")
+        if self.pareto_axis not in PARETO_AXES:
+            raise ValueError(
+                f"`pareto_axis` must be one of {', '.join(map(repr, PARETO_AXES))}. Received: pareto_axis={self.pareto_axis!r}"
+            )
+        for name in ("target_latency_ms", "max_latency_ms"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value.strip().lower() == "none":
+                object.__setattr__(self, name, None)
+            elif value is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                    raise ValueError(f"`{name}` must be a number > 0. Received: {name}={value!r}")
+                object.__setattr__(self, name, float(value))
+        if self.target_latency_ms is not None and self.cost != "latency":
+            raise ValueError(
+                "`target_latency_ms` is the target of the latency cost term: pass cost='latency' too. "
+                f"Received: target_latency_ms={self.target_latency_ms!r}, cost={self.cost!r}"
+            )
+        _check_int("latency_batch_size", self.latency_batch_size, minimum=1)
+        if not isinstance(self.measure_latency, bool):
+            raise ValueError(f"`measure_latency` must be True or False. Received: measure_latency={self.measure_latency!r}")
+
+    @property
+    def measures_latency(self) -> bool:
+        """Whether the search measures each trial's latency: its cost, its budget or its
+        plot needs it, or `measure_latency` asks."""
+        return self.measure_latency or self.cost == "latency" or self.max_latency_ms is not None or self.pareto_axis == "latency"
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-serializable dict."""

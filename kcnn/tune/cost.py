@@ -22,6 +22,12 @@ count exactly on any machine) and T, by default, the MACs of the cheapest of the
 fits the data (`SearchConfig.references`: LeNet-5, 416,520 MACs on 32x32 digits), so the
 search prefers what beats the hand-designed net at its cost, and pays for going above it.
 
+With `SearchConfig.cost="latency"` the cost is instead the latency of the model's
+inference path measured on this machine (`kcnn.tune.latency`: the median of timed runs,
+in milliseconds per batch) and T `target_latency_ms` (by default the cheapest
+reference's latency, measured alike), in the same form: MnasNet's LAT(m) is what they
+measured on a phone, MACs the proxy it stands for.
+
 A trial logs `<objective>_cost_weighted` (`CostWeighted`) next to the objective, and the
 tuner ranks trials by it; a loss is divided by the factor instead (larger is worse).
 An accuracy is at most 1, so a configuration whose factor is below the best score so far
@@ -46,6 +52,7 @@ __all__ = [
     "ceiling",
     "cheapest_reference",
     "factor",
+    "resolve_latency_target",
     "resolve_target",
     "weigh",
     "weighted_name",
@@ -59,15 +66,15 @@ logger = logging.getLogger("kcnn")
 EXPONENT = -0.07
 
 
-def factor(macs: int | None, target: int | None) -> float:
+def factor(macs: float | None, target: float | None) -> float:
     """(macs / target) ** EXPONENT above the target, 1 within it (or without a target or
-    a count)."""
+    a count). Any cost in the target's unit: MACs, or milliseconds of latency."""
     if target is None or macs is None or macs <= target:
         return 1.0
     return (macs / target) ** EXPONENT
 
 
-def weigh(value: float, macs: int | None, target: int | None, *, maximize: bool = True) -> float:
+def weigh(value: float, macs: float | None, target: float | None, *, maximize: bool = True) -> float:
     """The score of an objective `value` at `macs`: multiplied by the factor when the
     objective is maximized (an accuracy), divided by it when minimized (a loss)."""
     weight = factor(macs, target)
@@ -97,37 +104,45 @@ def weighted_name(objective: str) -> str:
 
 class CostWeighted(keras.callbacks.Callback):
     """Logs `<objective>_cost_weighted` at the end of each epoch: the objective weighed
-    by the cost of the model trained (its MACs per image, counted once at the start).
+    by the cost of the model trained (its MACs per image, or what `measure` says,
+    found once at the start).
 
     It must come before the callbacks that read the logs (keras-tuner's, `History`),
     which Keras calls in order with the same logs.
 
     Args:
         objective: the logged quantity, e.g. "val_accuracy".
-        target: the MACs above which the cost is charged.
+        target: the cost above which it is charged, in `measure`'s unit.
         maximize: whether the objective is maximized.
+        measure: the cost of a model, `measure(model)` (a plain function: keras-tuner
+            deep-copies callbacks, and would copy what a bound method refers to);
+            default: its MACs per image.
     """
 
-    def __init__(self, objective: str, target: int, *, maximize: bool = True):
+    def __init__(self, objective: str, target: float, *, maximize: bool = True, measure=None):
         super().__init__()
         self.objective = objective
         self.target = target
         self.maximize = maximize
-        self.macs = None
+        self.measure = measure
+        self.cost = None
 
     def on_train_begin(self, logs=None):
         from kcnn import shapes
 
-        self.macs = int(shapes.count_macs(self.model))  # Under a millisecond for these nets.
+        if self.measure is None:
+            self.cost = int(shapes.count_macs(self.model))  # Under a millisecond for these nets.
+        else:
+            self.cost = self.measure(self.model)
 
     @property
     def factor(self) -> float:
         """The cost factor of the model trained (1 before training begins)."""
-        return factor(self.macs, self.target)
+        return factor(self.cost, self.target)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and logs.get(self.objective) is not None:
-            value = weigh(float(logs[self.objective]), self.macs, self.target, maximize=self.maximize)
+            value = weigh(float(logs[self.objective]), self.cost, self.target, maximize=self.maximize)
             logs[weighted_name(self.objective)] = value
 
 
@@ -174,3 +189,31 @@ def cheapest_reference(references: Sequence[str], input_shape, classes: int) -> 
         return None
     name = min(counts, key=counts.get)
     return name, counts[name]
+
+
+def resolve_latency_target(target, references: Sequence[str], input_shape, classes: int, meter) -> tuple[float | None, str | None]:
+    """(milliseconds, reference) of a latency cost term's target (`SearchConfig.cost=
+    "latency"`): `target` itself and None when given, else the latency of the cheapest
+    of `references` by MACs that builds for the input, measured by `meter` (a
+    `kcnn.tune.latency.LatencyMeter`: cached in the project, so a resumed search has
+    the same target), and its name; (None, None) without one, with a warning when
+    none of them fits."""
+    if target is not None:
+        return float(target), None
+    from kcnn import registry
+
+    cheapest = cheapest_reference(references, input_shape, classes)
+    if cheapest is None:
+        if references:
+            warnings.warn(
+                f"No reference net fits {tuple(input_shape)} images (references: {', '.join(references)}), so the "
+                "search's score has no cost term; pass target_latency_ms (--target-latency-ms) to set one.",
+                stacklevel=3,
+            )
+        return None, None
+    name = cheapest[0]
+    with seeded(0, "target_latency", name):  # Leaves Python's `random` as it was.
+        model = registry.create_model(name, input_shape=tuple(input_shape), classes=classes)
+    milliseconds = meter.latency(model, {"reference": name, "classes": classes}).median_ms
+    logger.info("search: cost charged above %.3g ms per call, the measured latency of the reference %s", milliseconds, name)
+    return milliseconds, name

@@ -21,7 +21,7 @@ import keras
 from kcnn._files import write_json
 from kcnn._lock import FolderLock
 from kcnn.tune import best as best_dir
-from kcnn.tune import cost, finish, project, references, report, runs, selection, verdict
+from kcnn.tune import cost, finish, latency, project, references, report, runs, selection, verdict
 from kcnn.tune._keras_tuner import collect_trials, make_tuner, objective, public_values
 from kcnn.tune.budget import TimeBudget
 from kcnn.tune.config import SearchConfig
@@ -59,7 +59,9 @@ class SearchResult:
         role: "local", "chief" or "worker".
         objective: the objective the scores are of.
         target_macs: the cost term's target (`kcnn.tune.cost`): trials of more MACs
-            per image were charged; None: no cost term.
+            per image were charged; None: no cost term on MACs.
+        target_latency_ms: with `config.cost="latency"`, the latency target (ms per
+            call, measured or given) above which trials were charged; else None.
         bar: with a cost term, the cheapest reference's objective trained as a
             trial (`kcnn.tune.references.reference_bar`): proposals that could not beat
             it even at 100% accuracy were drawn again; None without one.
@@ -95,6 +97,7 @@ class SearchResult:
     role: str = "local"
     objective: str = "val_accuracy"
     target_macs: int | None = None
+    target_latency_ms: float | None = None
     bar: float | None = None
     retrained: tuple[selection.FinishRecord, ...] = ()
     references: tuple[selection.FinishRecord, ...] = ()
@@ -222,9 +225,12 @@ def search(
             f"Received: data={data.name!r} with validation_split=0"
         )
     space = _make_space(space, data, config, ranges)
-    target_macs, reference = cost.resolve_target(
-        config.target_macs, references.reference_names(config), data.input_shape, data.num_classes
-    )
+    if config.cost == "macs":
+        target_macs, reference = cost.resolve_target(
+            config.target_macs, references.reference_names(config), data.input_shape, data.num_classes
+        )
+    else:
+        target_macs, reference = None, None  # No MACs term, no bar; the latency target is measured below.
     config = dataclasses.replace(config, target_macs=target_macs)  # Resolved: the MACs, or None.
     budget = TimeBudget(config.time_budget)  # From here: the bar counts; the project's earlier time is added.
     project_dir = project.directory(config, space, data)
@@ -241,6 +247,18 @@ def search(
             else:
                 project.check_settings(project_dir, settings)  # Before keras-tuner reloads the project.
                 project.remove_leftovers(project_dir, role)
+        if config.measures_latency:
+            # After `overwrite` cleared the project: its cache goes with it.
+            space.latency = latency.LatencyMeter(
+                latency.LatencyCache(project_dir / latency.CACHE_FILE), batch_size=config.latency_batch_size
+            )
+            space.max_latency_ms = config.max_latency_ms
+        if config.cost == "latency":
+            target_ms, _ = cost.resolve_latency_target(
+                config.target_latency_ms, references.reference_names(config), data.input_shape, data.num_classes,
+                space.latency,
+            )  # fmt: skip
+            config = dataclasses.replace(config, target_latency_ms=target_ms)
         bar = None
         validation_accuracy = config.objective.startswith("val_") and cost.bounded(
             config.objective, maximize=_maximize(config.objective)
@@ -259,6 +277,14 @@ def search(
             fit_callbacks.insert(
                 0, cost.CostWeighted(config.objective, config.target_macs, maximize=_maximize(config.objective))
             )
+        elif config.cost == "latency" and config.target_latency_ms is not None:
+            fit_callbacks.insert(
+                0,
+                cost.CostWeighted(
+                    config.objective, config.target_latency_ms, maximize=_maximize(config.objective),
+                    measure=_measured_latency(space),
+                ),
+            )  # fmt: skip
         if config.early_stopping:
             fit_callbacks.append(
                 keras.callbacks.EarlyStopping(
@@ -298,6 +324,7 @@ def search(
                 role=role,
                 objective=config.objective,
                 target_macs=config.target_macs,
+                target_latency_ms=config.target_latency_ms,
             )
         bar_reference = reference if bar is not None else None
         search_seconds, started = budget.used(), time.monotonic()
@@ -329,7 +356,9 @@ def _finish(tuner, space, data, config, project_dir, role, bar, reference, *, so
     ranked = report.ranked_records(records, maximize=maximize)
     if not ranked:
         report.write_trials_csv(trials_csv, records, config.objective, maximize=maximize, order=order)
-        report.plot_pareto(plot, records, config.objective, maximize=maximize, title=project_dir.name)
+        report.plot_pareto(
+            plot, records, config.objective, maximize=maximize, title=project_dir.name, cost_axis=config.pareto_axis
+        )
         reasons = sorted({r.reason for r in records if r.reason})
         raise ValueError(
             f"No trial of the search completed, so there is no best model (see {trials_csv}). "
@@ -379,7 +408,7 @@ def _finish(tuner, space, data, config, project_dir, role, bar, reference, *, so
     report.write_finish_csv(project_dir / FINISH_FILE, sorted([*retrained, *trained_references], key=_by_rank))
     report.plot_pareto(
         plot, records, config.objective, maximize=maximize, title=project_dir.name,
-        finish=[*retrained, *trained_references],
+        finish=[*retrained, *trained_references], cost_axis=config.pareto_axis,
     )  # fmt: skip
     return SearchResult(
         best_hyperparameters=public_values(best.hyperparameters),
@@ -394,6 +423,7 @@ def _finish(tuner, space, data, config, project_dir, role, bar, reference, *, so
         role=role,
         objective=config.objective,
         target_macs=config.target_macs,
+        target_latency_ms=config.target_latency_ms,
         bar=bar,
         retrained=tuple(retrained),
         references=tuple(trained_references),
@@ -421,6 +451,17 @@ def _reporter(objective, on_trial):
             on_trial(record)
 
     return report
+
+
+def _measured_latency(space):
+    """The cost of the latency term: the trial's latency, measured when its model was
+    built (`SearchSpace.measure`). A plain function, which keras-tuner's deep copy of
+    the callbacks leaves pointing at the search's own space."""
+
+    def measured(model):
+        return space.last_build.get("latency_ms")
+
+    return measured
 
 
 def _make_space(space, data, config, ranges) -> SearchSpace:

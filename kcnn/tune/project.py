@@ -79,6 +79,12 @@ def settings(space, config, data) -> dict[str, Any]:
                 "hyperband_iterations",
             )
         },
+        # Only with the latency cost: the projects of MACs searches keep their settings.
+        **(
+            {key: getattr(config, key) for key in ("cost", "target_latency_ms", "latency_batch_size")}
+            if config.cost == "latency"
+            else {}
+        ),
     }
 
 

@@ -30,6 +30,11 @@ __all__ = [
 #: trial.json keeps the status, score and hyperparameters, but its failure message
 #: does not travel from a worker to the chief.
 RECORD_FILE = "kcnn_trial.json"
+#: The measured latency's facts a trial's record holds when the search measures it
+#: (`kcnn.tune.latency`): the median and the interquartile range, in ms per call.
+LATENCY_KEYS = ("latency_ms", "latency_spread_ms")
+#: The Pareto plot's cost axes: the `TrialRecord` attribute and the axis label.
+COST_AXES = {"macs": ("macs", "MACs per image"), "params": ("params", "parameters"), "latency": ("latency_ms", "latency, ms per call (median, measured)")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +61,10 @@ class TrialRecord:
         hyperparameters: the sampled values (active ones), by name.
         params: parameters of the model (None when no model was built).
         macs: multiply-accumulates per image (None when no model was built).
+        latency_ms: the median latency of the model's inference path on the machine
+            that ran the trial, in ms per call (`kcnn.tune.latency`; None when the
+            search did not measure it).
+        latency_spread_ms: the interquartile range of those timed runs, in ms.
         seconds: wall time of the trial.
         epochs: epochs the model had trained at the end of the trial.
         reason: why the trial failed or was pruned (one line), else None.
@@ -77,6 +86,8 @@ class TrialRecord:
     seconds: float | None = None
     epochs: int | None = None
     reason: str | None = None
+    latency_ms: float | None = None
+    latency_spread_ms: float | None = None
     tuner_id: str | None = None
     time_left: float | None = None
     time_budget: float | None = None
@@ -98,6 +109,8 @@ class TrialRecord:
         best = f"  best {self.best_score:.4f}" if self.best_score is not None else ""
         if self.status == "COMPLETED":
             cost = f"  {_human(self.params)} params  {_human(self.macs)} MACs" if self.params is not None else ""
+            if self.latency_ms is not None:
+                cost += f"  {self.latency_ms:.3g} ms (IQR {self.latency_spread_ms:.2g})"
             seconds = f"  {self.seconds:.1f}s" if self.seconds is not None else ""
             return f"{head}  {objective} {self.value:.4f}{self.score_note}{best}{cost}{seconds}"
         return f"{head}  {self.status}: {self.reason or 'no reason recorded'}{best}"
@@ -117,17 +130,26 @@ class TrialRecord:
         return f" (score {self.score:.4f})"
 
 
-def pareto_front(records: Sequence[TrialRecord], *, maximize: bool = True) -> list[TrialRecord]:
+def pareto_front(records: Sequence[TrialRecord], *, maximize: bool = True, cost_axis: str = "macs") -> list[TrialRecord]:
     """The completed trials no other trial beats on both the objective's own value and
-    MACs, cheapest first."""
-    scored = [r for r in records if r.status == "COMPLETED" and r.value is not None and r.macs is not None]
+    the cost (`cost_axis`: "macs", "params" or "latency"), cheapest first."""
+    cost = _cost_of(cost_axis)
+    scored = [r for r in records if r.status == "COMPLETED" and r.value is not None and cost(r) is not None]
     sign = 1 if maximize else -1
     front, best = [], -math.inf
-    for record in sorted(scored, key=lambda r: (r.macs, -sign * r.value)):
+    for record in sorted(scored, key=lambda r: (cost(r), -sign * r.value)):
         if sign * record.value > best:
             front.append(record)
             best = sign * record.value
     return front
+
+
+def _cost_of(cost_axis: str):
+    """The cost of a record on `cost_axis`, a function of the record (None: unknown)."""
+    if cost_axis not in COST_AXES:
+        raise ValueError(f"`cost_axis` must be one of {', '.join(map(repr, COST_AXES))}. Received: cost_axis={cost_axis!r}")
+    attribute = COST_AXES[cost_axis][0]
+    return lambda record: getattr(record, attribute, None)
 
 
 def hyperparameter_names(records: Sequence[TrialRecord], order: Sequence[str] = ()) -> list[str]:
@@ -148,7 +170,9 @@ def write_trials_csv(path, records, objective, *, maximize=True, order=(), finis
     Columns: trial, status (a pruned trial is PRUNED, its objective its best
     before it was stopped, no score and never on the front), the objective (its own value), score (what the search
     ranks by: the objective weighed by the cost term, `kcnn.tune.cost`, or the
-    objective itself), params, macs, seconds, epochs, pareto,
+    objective itself), params, macs, latency_ms and latency_spread_ms (the median
+    and interquartile range of the measured latency, `kcnn.tune.latency`; blank when
+    not measured), seconds, epochs, pareto (on the MACs axis),
     retrained_rank, retrained_val_accuracy and retrained_test_accuracy (the finish's
     full-recipe run of the trial, blank for the trials it did not retrain), the
     hyperparameters (blank where inactive), tuner, reason.
@@ -156,7 +180,8 @@ def write_trials_csv(path, records, objective, *, maximize=True, order=(), finis
     names = hyperparameter_names(records, order)
     front = {r.trial_id for r in pareto_front(records, maximize=maximize)}
     retrained = {r.name: r for r in finish if r.kind == "trial"}
-    header = ["trial", "status", objective, "score", "params", "macs", "seconds", "epochs", "pareto", *FINISH_COLUMNS]
+    header = ["trial", "status", objective, "score", "params", "macs", *LATENCY_KEYS, "seconds", "epochs", "pareto"]
+    header += FINISH_COLUMNS
     header += [*names, "tuner", "reason"]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -171,6 +196,8 @@ def write_trials_csv(path, records, objective, *, maximize=True, order=(), finis
                 _number(r.score),
                 _blank(r.params),
                 _blank(r.macs),
+                _number(r.latency_ms),
+                _number(r.latency_spread_ms),
                 "" if r.seconds is None else f"{r.seconds:.2f}",
                 _blank(r.epochs),
                 r.trial_id in front,
@@ -245,13 +272,15 @@ def format_finish(retrained, references) -> str:
     return "\n".join(lines)
 
 
-def plot_pareto(path, records, objective, *, maximize=True, title="", finish=()):
+def plot_pareto(path, records, objective, *, maximize=True, title="", finish=(), cost_axis="macs"):
     """Writes a PNG of the objective (its own value, not the cost-weighted score)
-    against MACs per image (log scale) for the completed trials, with the Pareto
-    front drawn and the best trial (by score) marked; with the finish's
-    runs (`kcnn.tune.selection.FinishRecord`), their test accuracy (filled) and
-    validation accuracy (open) joined by a line, the chosen one and the references
-    (squares) labelled.
+    against the cost on `cost_axis` (log scale: "macs", MACs per image; "params"; or
+    "latency", the measured median latency, `kcnn.tune.latency`) for the completed
+    trials, with the Pareto front drawn and the best trial (by score) marked; with
+    the finish's runs (`kcnn.tune.selection.FinishRecord`), their test accuracy
+    (filled) and validation accuracy (open) joined by a line, the chosen one and the
+    references (squares) labelled. On the latency axis a retrained trial is drawn at
+    its trial's latency, and the references, whose latency is not measured, are not.
 
     Returns:
         The labels drawn: the legend's entries, then the points' labels.
@@ -260,17 +289,18 @@ def plot_pareto(path, records, objective, *, maximize=True, title="", finish=())
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    scored = [r for r in records if r.status == "COMPLETED" and r.value is not None and r.macs]
+    cost = _cost_of(cost_axis)
+    scored = [r for r in records if r.status == "COMPLETED" and r.value is not None and cost(r)]
     failed = sum(r.status in ("FAILED", "INVALID") for r in records)
     pruned = sum(r.status == "PRUNED" for r in records)
     figure = Figure(figsize=(7, 4.5), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
     if scored:
-        axes.scatter([r.macs for r in scored], [r.value for r in scored], s=18, color="0.6", label="trial")
-        front = pareto_front(scored, maximize=maximize)
+        axes.scatter([cost(r) for r in scored], [r.value for r in scored], s=18, color="0.6", label="trial")
+        front = pareto_front(scored, maximize=maximize, cost_axis=cost_axis)
         axes.plot(
-            [r.macs for r in front],
+            [cost(r) for r in front],
             [r.value for r in front],
             "o-",
             color="tab:red",
@@ -280,7 +310,7 @@ def plot_pareto(path, records, objective, *, maximize=True, title="", finish=())
         best = best_record(scored, maximize=maximize)
         if not any(r.rank == 1 for r in finish):  # Else the finish's chosen run is the one marked.
             axes.scatter(
-                [best.macs],
+                [cost(best)],
                 [best.value],
                 marker="*",
                 s=160,
@@ -289,11 +319,11 @@ def plot_pareto(path, records, objective, *, maximize=True, title="", finish=())
                 label=f"best (trial {best.trial_id})",
             )
         for r in front:
-            axes.annotate(r.trial_id, (r.macs, r.value), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        _plot_finish(axes, [r for r in finish if r.macs and r.test is not None])
+            axes.annotate(r.trial_id, (cost(r), r.value), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        _plot_finish(axes, _finish_at(finish, records, cost_axis))
         axes.set_xscale("log")
         axes.legend(loc="best", fontsize=8)
-    axes.set_xlabel("MACs per image")
+    axes.set_xlabel(COST_AXES[cost_axis][1])
     axes.set_ylabel(f"{objective}; test accuracy after the full recipe" if finish else objective)
     pruned_note = f", {pruned} pruned" if pruned else ""
     axes.set_title(f"{title}{': ' if title else ''}{len(scored)} completed{pruned_note}, {failed} failed", fontsize=10)
@@ -305,34 +335,50 @@ def plot_pareto(path, records, objective, *, maximize=True, title="", finish=())
     return [text.get_text() for text in (legend.get_texts() if legend else [])] + [text.get_text() for text in axes.texts]
 
 
+def _finish_at(finish, records, cost_axis):
+    """The finish's runs that have a cost on `cost_axis` and a test accuracy, as
+    (run, cost) pairs: a retrained trial's latency is its trial's."""
+    latencies = {r.trial_id: r.latency_ms for r in records}
+    pairs = []
+    for r in finish:
+        if cost_axis == "latency":
+            value = latencies.get(r.name) if r.kind == "trial" else None
+        else:
+            value = getattr(r, COST_AXES[cost_axis][0])
+        if value and r.test is not None:
+            pairs.append((r, value))
+    return pairs
+
+
 def _plot_finish(axes, finish):
-    """The finish's runs: validation (open) to test (filled) accuracy, retrained trials
-    in blue (the chosen one a larger mark), references as black squares, all labelled."""
+    """The finish's runs, (run, cost) pairs: validation (open) to test (filled)
+    accuracy, retrained trials in blue (the chosen one a larger mark), references as
+    black squares, all labelled."""
     for kind, color, marker in (("trial", "tab:blue", "o"), ("reference", "black", "s")):
-        runs = [r for r in finish if r.kind == kind]
+        runs = [(r, x) for r, x in finish if r.kind == kind]
         if not runs:
             continue
         label = "retrained, test (val open)" if kind == "trial" else "reference, test (val open)"
-        for r in runs:
+        for r, x in runs:
             if r.validation is not None:
-                axes.plot([r.macs, r.macs], [r.validation, r.test], color=color, alpha=0.4, lw=1)
-                axes.scatter([r.macs], [r.validation], marker=marker, s=30, facecolors="none", edgecolors=color, zorder=3)
+                axes.plot([x, x], [r.validation, r.test], color=color, alpha=0.4, lw=1)
+                axes.scatter([x], [r.validation], marker=marker, s=30, facecolors="none", edgecolors=color, zorder=3)
         axes.scatter(
-            [r.macs for r in runs],
-            [r.test for r in runs],
+            [x for _, x in runs],
+            [r.test for r, _ in runs],
             marker=marker,
-            s=[70 if r.rank == 1 else 36 for r in runs],
+            s=[70 if r.rank == 1 else 36 for r, _ in runs],
             color=color,
             zorder=4,
             label=label,
         )
-        for index, r in enumerate(runs):
+        for index, (r, x) in enumerate(runs):
             text = f"{r.label}{' (chosen)' if r.rank == 1 else ''} {100 * r.test:.2f}%"
             # Alternately below and above the point: neighbours' labels overlap less.
             offset = (5, -11) if index % 2 == 0 else (5, 6)
             weight = "bold" if r.rank == 1 else "normal"
             axes.annotate(
-                text, (r.macs, r.test), textcoords="offset points", xytext=offset, fontsize=7, color=color, weight=weight
+                text, (x, r.test), textcoords="offset points", xytext=offset, fontsize=7, color=color, weight=weight
             )
 
 

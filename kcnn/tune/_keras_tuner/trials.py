@@ -48,6 +48,8 @@ def collect_trials(tuner, project_dir) -> list[TrialRecord]:
                 hyperparameters=public_values(trial.hyperparameters),
                 params=facts.get("params"),
                 macs=facts.get("macs"),
+                latency_ms=facts.get("latency_ms"),
+                latency_spread_ms=facts.get("latency_spread_ms"),
                 seconds=facts.get("seconds"),
                 epochs=facts.get("epochs"),
                 reason=reason,
@@ -73,11 +75,12 @@ def objective(name):
     return keras_tuner.Objective(name, direction)
 
 
-def score_objective(name, target_macs=None):
+def score_objective(name, target=None):
     """keras-tuner's `Objective` of a search's score: the objective `name`, or with a
-    MACs target its cost-weighted value (`kcnn.tune.cost`), in the same direction."""
+    cost target (MACs or milliseconds) its cost-weighted value (`kcnn.tune.cost`), in
+    the same direction."""
     own = objective(name)
-    return own if target_macs is None else keras_tuner.Objective(weighted_name(name), own.direction)
+    return own if target is None else keras_tuner.Objective(weighted_name(name), own.direction)
 
 
 def metric_value(trial, name) -> float | None:

@@ -160,6 +160,8 @@ class _Records:
             "epochs": self._epochs.pop(trial.trial_id, None),
             "reason": reason,
             "objective_history": {str(e): v for e, v in self._objective_histories.get(trial.trial_id, {}).items()},
+            # Only when measured: a search that measures nothing writes the records it always did.
+            **{key: facts[key] for key in report.LATENCY_KEYS if key in facts},
         }
         path = pathlib.Path(self.get_trial_dir(trial.trial_id)) / RECORD_FILE
         write_json(path, record)
@@ -197,6 +199,8 @@ class _Records:
                 hyperparameters=public_values(trial.hyperparameters),
                 params=record.get("params"),
                 macs=record.get("macs"),
+                latency_ms=record.get("latency_ms"),
+                latency_spread_ms=record.get("latency_spread_ms"),
                 seconds=record.get("seconds"),
                 epochs=record.get("epochs"),
                 reason=record.get("reason"),
@@ -309,15 +313,17 @@ _TUNERS = {
 def make_tuner(space, config, project_dir, role, on_trial, bar=None, budget=None):
     """The keras-tuner tuner of `config.tuner` over `space`, in `project_dir`
     (reloaded from there unless `config.overwrite`), ranking trials by
-    `score_objective(config.objective, config.target_macs)` (the target resolved);
+    `score_objective(config.objective, target)` (the resolved `target_macs`, or
+    with `config.cost="latency"` `target_latency_ms`);
     with a cost term, random proposals that could not beat the best score so far, or
     `bar`, are drawn again. `budget` (a `kcnn.tune.budget.TimeBudget`) takes up the
     time the project's earlier runs used; its trials stop early by it and by
     `config.prune` (`kcnn.tune._keras_tuner.stopping`)."""
-    target_macs = config.target_macs
+    target_macs = config.target_macs if config.cost == "macs" else None
+    target = target_macs if config.cost == "macs" else config.target_latency_ms
     tuner_class, oracle_class = _TUNERS[config.tuner]
     options = dict(
-        objective=score_objective(config.objective, target_macs),
+        objective=score_objective(config.objective, target),
         seed=config.seed,
         max_consecutive_failed_trials=config.max_consecutive_failed_trials,
     )
@@ -347,7 +353,8 @@ def make_tuner(space, config, project_dir, role, on_trial, bar=None, budget=None
     )
     # Random proposals are drawn again until the space can build them within its budget
     # (the grid's points are what they are), and, with a cost term on an accuracy, below
-    # the MACs at which they could not beat the best score so far.
+    # the MACs at which they could not beat the best score so far (with the latency cost
+    # there is no such ceiling: it would time every proposal).
     oracle.fits = space.fits
     if target_macs is not None and bounded(config.objective, maximize=oracle.objective.direction == "max"):
         oracle.fits = _could_win(space, oracle, target_macs, bar)

@@ -76,6 +76,10 @@ class SearchSpace(keras_tuner.HyperModel):
         # Facts of the latest `build` (params, MACs), read by the tuner for its trial
         # records; one tuner runs one trial at a time.
         self.last_build: dict[str, Any] = {}
+        # The search's latency measurements (`kcnn.tune.latency.LatencyMeter`) and
+        # budget, set by the search when it measures latency; None: not measured.
+        self.latency = None
+        self.max_latency_ms: float | None = None
         # Which execution of the trial is built (`SearchConfig.executions_per_trial`),
         # numbered from 0 by the tuner: each starts from other initial weights.
         self.execution = 0
@@ -137,6 +141,29 @@ class SearchSpace(keras_tuner.HyperModel):
                 f"The model costs {macs:,} MACs per image, over the budget. Received: max_macs={self.max_macs:,}"
             )
 
+    def check_latency(self, latency_ms: float) -> None:
+        """Raises `FailedTrialError` when the model is slower than `max_latency_ms`."""
+        if self.max_latency_ms is not None and latency_ms > self.max_latency_ms:
+            raise FailedTrialError(
+                f"The model takes {latency_ms:.3g} ms per call (measured), over the budget. "
+                f"Received: max_latency_ms={self.max_latency_ms:g}"
+            )
+
+    def configuration(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """What determines a configuration's network, the key of its cached latency:
+        the builder and its arguments (not the learning rate, nor Hyperband's epochs)."""
+        return {"space": self.name, "builder": self.builder_name, "arguments": dict(arguments), "classes": self.classes}
+
+    def measure(self, model: keras.Model, arguments: Mapping[str, Any]) -> float | None:
+        """The latency of `model` in ms (`self.latency`: cached per configuration), put in
+        `last_build`, and checked against `max_latency_ms`; None when not measured."""
+        if self.latency is None:
+            return None
+        figure = self.latency.latency(model, self.configuration(arguments))
+        self.last_build.update(latency_ms=figure.median_ms, latency_spread_ms=figure.spread_ms)
+        self.check_latency(figure.median_ms)
+        return figure.median_ms
+
     def fits(self, hp: keras_tuner.HyperParameters, *, ceiling: int | None = None) -> bool:
         """Whether the configuration of `hp`'s values builds for the input and is within
         the budget (and at most `ceiling` MACs): its model is built (not compiled or
@@ -144,9 +171,12 @@ class SearchSpace(keras_tuner.HyperModel):
         seeds, is left as it was."""
         try:
             with seeded(self.train.seed, "fits"):
-                model = self.build_model(self.declare(hp))
+                arguments = self.declare(hp)
+                model = self.build_model(arguments)
             macs = int(shapes.count_macs(model))
             self.check_budget(int(model.count_params()), macs)
+            if self.max_latency_ms is not None:  # Measured (and cached) only for a budget.
+                self.measure(model, arguments)
         except (ValueError, FailedTrialError):
             return False
         return ceiling is None or macs <= ceiling
@@ -175,6 +205,7 @@ class SearchSpace(keras_tuner.HyperModel):
         macs = int(shapes.count_macs(model))
         self.last_build.update(params=params, macs=macs)
         self.check_budget(params, macs)
+        self.measure(model, arguments)  # Before training, on the model as built (float32, unfolded).
         device = self.device_for(model)
         model = prepare_model(model, device)
         # Compiled so the space also works with a plain keras-tuner tuner; `fit`
