@@ -2,9 +2,11 @@
 a fresh interpreter (each block in its own namespace, so each must import what it uses),
 and every `kcnn` command line it shows is one the command line accepts.
 
-Only the training is shortened, by a shim the blocks do not see: at most two epochs per
-run and a two-trial, one-epoch search, so the README's full-length examples run in a
-minute. Everything else, downloads excepted, is what a user's copy-paste does.
+Only the training is shortened, by a shim the blocks do not see: one epoch per run, a
+one-trial, one-epoch search of a small space, and the same `train.fit(model, data)` call
+(the blocks' `train.fit("lenet5", "digits")`) trained once and its run reused, so the
+README's full-length examples run in about a minute. Everything else, downloads
+excepted, is what a user's copy-paste does.
 """
 
 import os
@@ -35,11 +37,23 @@ SHIM = textwrap.dedent(
 
     def _short(config):
         config = config or TrainConfig()
-        return dataclasses.replace(config, epochs=min(config.epochs, 2))
+        return dataclasses.replace(config, epochs=1)
+
+
+    # Several blocks train the same network on the same data with the defaults
+    # (`train.fit("lenet5", "digits")`): the first trains it, the others get its run. A
+    # training costs seconds of tracing whatever its epochs, and the blocks read the run only.
+    _trained = {}
 
 
     def fit(model, data="digits", config=None, **options):
-        return _fit(model, data, _short(config), **options)
+        key = (model, data) if isinstance(model, str) and isinstance(data, str) and config is None and not options else None
+        if key is None or key not in _trained:
+            run = _fit(model, data, _short(config), **options)
+            if key is None:
+                return run
+            _trained[key] = run
+        return _trained[key]
 
 
     def fine_tune(model, data, config=None, **options):
@@ -47,8 +61,10 @@ SHIM = textwrap.dedent(
 
 
     def search(space="convnet", data="digits", config=None, **options):
-        short = {"max_trials": 2, "max_epochs": 1, "top_k": 1, "finish_epochs": 1, "seeds": 1, "references": None}
-        return _search(space, data, config, **{**options, **short})
+        short = {"max_trials": 1, "max_epochs": 1, "top_k": 1, "finish_epochs": 1, "seeds": 1, "references": None}
+        # A small corner of the space (its choices, narrowed): the same search, cheaper models.
+        ranges = {"depth": 2, "filters": 8, "convs_per_stage": 1, "hidden_units": 32, **options.pop("ranges", {})}
+        return _search(space, data, config, ranges=ranges, **{**options, **short})
 
 
     kcnn.train.fit, kcnn.train.fine_tune, kcnn.tune.search = fit, fine_tune, search
