@@ -122,7 +122,8 @@ def test_a_search_is_refused_while_another_process_holds_its_project(tmp_path):
 
     def search():
         return tune.search(
-            "convnet", dataset, tuner="random", max_trials=1, max_epochs=1, top_k=0, directory=project, ranges=ranges
+            "convnet", dataset, tuner="random", max_trials=1, max_epochs=1, top_k=0, directory=project, ranges=ranges,
+            references=None,  # no reference bar to train: the lock is the point
         )
 
     try:

@@ -240,7 +240,7 @@ def test_random_proposals_are_within_the_budget_and_no_trial_is_spent_on_the_oth
     # About half of this space costs more than 100 K MACs on 16x16 images.
     ranges = dict(depth=2, filters=(4, 8, 16), kernel_size=(3, 5), convs_per_stage=(1, 2), hidden_units=8, batch_norm=False)
     result = tune.search("convnet", tiny_data(size=16, n=32), tuner="random", max_trials=3, max_epochs=1, seed=5,
-                         max_macs=100_000, top_k=0, directory=tmp_path, ranges=ranges)  # fmt: skip
+                         max_macs=100_000, top_k=0, references=None, directory=tmp_path, ranges=ranges)  # fmt: skip
     rows = read_trials(result.trials_csv)
     assert [row["status"] for row in rows] == ["COMPLETED"] * 3
     assert all(int(row["macs"]) <= 100_000 for row in rows)
@@ -262,7 +262,9 @@ def test_space_arguments_are_checked():
 
 
 # --------------------------------------------------------------------------
-# Searches.
+# Searches. Those that are not about the reference nets have none (references=None): by
+# default a search first trains the cheapest reference as a trial, the bar of its cost
+# term, which costs a trial's tracing and saving (~10 s) and is tested in test_tune_cost.py.
 
 
 def test_configurations_too_small_for_the_input_are_failed_trials_and_a_best_model_is_returned(tmp_path, capfd, caplog):
@@ -275,7 +277,7 @@ def test_configurations_too_small_for_the_input_are_failed_trials_and_a_best_mod
     )  # fmt: skip
     result = tune.search(
         "convnet", data, tuner="grid", max_trials=4, max_epochs=1, directory=tmp_path / "geometry", ranges=ranges,
-        top_k=0,
+        top_k=0, references=None,
     )  # fmt: skip
     rows = read_trials(result.trials_csv)
     assert len(rows) == 4
@@ -322,6 +324,7 @@ def test_seeded_random_searches_propose_the_same_configurations(tmp_path, monkey
                 max_epochs=1,
                 seed=seed,
                 max_params=1,
+                references=None,
                 directory=tmp_path / name,
             )
         rows = read_trials(tmp_path / name / "trials.csv")
@@ -339,7 +342,7 @@ def test_rejected_configurations_are_recorded_without_a_traceback(tmp_path, capf
     # Two stages fit 16x16 whatever their strides and pools: every trial is over the budget.
     with pytest.raises(ValueError, match="No trial of the search completed"):
         tune.search("convnet", tiny_data(size=16, n=32), tuner="random", max_trials=2, max_epochs=1, max_params=1,
-                    directory=tmp_path, ranges=dict(depth=2))  # fmt: skip
+                    references=None, directory=tmp_path, ranges=dict(depth=2))  # fmt: skip
     captured = capfd.readouterr()
     assert "Traceback" not in captured.err + captured.out
     rows = read_trials(tmp_path / "trials.csv")
@@ -359,7 +362,7 @@ def test_retrained_best_model_is_a_kcnn_train_run_and_each_execution_starts_from
     data = tiny_data(size=16, n=32)
     ranges = dict(depth=2, filters=4, hidden_units=8, convs_per_stage=1, strides=1, pool=True)
     result = tune.search("convnet", data, tuner="random", max_trials=1, max_epochs=1, retrain=True, top_k=0,
-                         executions_per_trial=2, directory=tmp_path / "p", ranges=ranges, callbacks=[Initial()])  # fmt: skip
+                         references=None, executions_per_trial=2, directory=tmp_path / "p", ranges=ranges, callbacks=[Initial()])  # fmt: skip
     # Two executions of the trial, from other (seeded) weights: averaging them means something.
     first, second = first_kernels
     assert not np.array_equal(first, second)
@@ -456,7 +459,7 @@ def test_a_search_with_damaged_state_files_resumes_keeping_its_finished_trials(t
     data, project = tiny_data(size=16, n=32), tmp_path / "project"
     ranges = {**SMALL, "learning_rate": (1e-3, 3e-3, 1e-2)}
     first = tune.search("convnet", data, tuner="random", max_trials=2, max_epochs=1, seed=5, directory=project, ranges=ranges,
-                        top_k=0)  # fmt: skip
+                        top_k=0, references=None)  # fmt: skip
     scores = {record.trial_id: record.score for record in first.trials}
     (project / "oracle.json").write_text((project / "oracle.json").read_text()[:100])  # a kill inside keras-tuner's write
     (project / "tuner0.json").write_text("")
@@ -465,7 +468,7 @@ def test_a_search_with_damaged_state_files_resumes_keeping_its_finished_trials(t
     with pytest.warns(UserWarning) as caught:
         second = tune.search(
             "convnet", data, tuner="random", max_trials=3, max_epochs=1, seed=5, directory=project, ranges=ranges, top_k=0,
-            on_trial=lambda record: started.append(record.trial_id) if record.status == "RUNNING" else None,
+            references=None, on_trial=lambda record: started.append(record.trial_id) if record.status == "RUNNING" else None,
         )  # fmt: skip
     messages = "\n".join(str(w.message) for w in caught)
     assert re.search(r"trial_0000/trial\.json is not valid JSON .*; trial 0000 is restored from the copy in kcnn_trial\.json \(COMPLETED\)", messages)
@@ -482,7 +485,8 @@ def test_a_hyperband_trial_whose_checkpoint_is_unreadable_trains_from_scratch(tm
     data, project = tiny_data(size=16, n=32), tmp_path / "project"
     # max_epochs 3, factor 3: a first bracket of 3 one-epoch trials, then the best
     # continued for 3 epochs in trial 0003.
-    options = dict(tuner="hyperband", max_epochs=3, hyperband_factor=3, seed=2, directory=project, ranges=SMALL, top_k=0)
+    options = dict(tuner="hyperband", max_epochs=3, hyperband_factor=3, seed=2, directory=project, ranges=SMALL, top_k=0,
+                   references=None)
     tune.search("convnet", data, max_trials=3, **options)
     for trial in ("0000", "0001", "0002"):
         checkpoint = project / f"trial_{trial}" / "checkpoint.weights.h5"
@@ -753,7 +757,7 @@ def test_a_diverged_trial_is_a_failed_trial_with_its_reason(tmp_path):
 
     with pytest.raises(ValueError, match="No trial of the search completed"):
         tune.search("convnet", tiny_data(size=16, n=32), tuner="random", max_trials=1, max_epochs=1, top_k=0,
-                    directory=tmp_path, ranges=SMALL, callbacks=[Diverge()])  # fmt: skip
+                    references=None, directory=tmp_path, ranges=SMALL, callbacks=[Diverge()])  # fmt: skip
     (row,) = read_trials(tmp_path / "trials.csv")
     assert row["status"] == "FAILED"
     assert row["reason"].startswith("Training diverged: `loss` is nan at epoch 1, batch 1. The learning rate is probably too high")
