@@ -267,7 +267,10 @@ def test_an_unreadable_oracle_json_is_rebuilt_from_the_trials_exactly(tmp_path, 
     project = tmp_path / "project"
     # Hyperband over 2 iterations of its 3 brackets (23 trials each): promotions,
     # new brackets and a new iteration, failed first-round trials replaced.
-    trials, fail = (30, ("0002", "0014", "0019", "0024")) if kind == "hyperband2" else (9, ("0002",))
+    # Bayesian optimization: its 3 initial points (one failed, drawn again), then 2 of the
+    # Gaussian process' proposals, each a fit of the process (seconds): the rebuilt state
+    # proposes as upstream's after them.
+    trials, fail = {"hyperband2": (30, ("0002", "0014", "0019", "0024")), "bayesian": (5, ("0002",))}.get(kind, (9, ("0002",)))
     original = _drive(ORACLES[kind](), project, trials, fail=fail, leave_running=True, fits=fits)
     expected = _reloaded(kind, project, fits)
     expected.reload()  # upstream's way: the running trial goes to the retry queue
@@ -302,7 +305,10 @@ def test_random_proposals_are_drawn_again_until_they_fit(tmp_path, kind):
         checked.append(dict(hp.values))
         return _small(hp)
 
-    oracle = _drive(ORACLES[kind](), tmp_path / "a", 12, fits=fits)
+    # Bayesian optimization: its 3 initial points and 2 of the Gaussian process' proposals
+    # (each a fit of the process, seconds).
+    trials = 5 if kind == "bayesian" else 12
+    oracle = _drive(ORACLES[kind](), tmp_path / "a", trials, fits=fits)
     drawn = [trial.hyperparameters.values for trial in oracle.trials.values() if not trial.hyperparameters.values.get("tuner/round")]
     # Bayesian optimization: its 3 initial points are drawn at random; the Gaussian
     # process' proposals are not checked.
@@ -311,10 +317,10 @@ def test_random_proposals_are_drawn_again_until_they_fit(tmp_path, kind):
     assert len(checked) > len(random)  # some draws did not fit and were drawn again
     # The same seed proposes the same configurations; the oracle's seed state moved on
     # as keras-tuner's does after one draw per proposal (what a rebuild replays).
-    again = _drive(ORACLES[kind](), tmp_path / "b", 12, fits=_small)
+    again = _drive(ORACLES[kind](), tmp_path / "b", trials, fits=_small)
     assert [t.hyperparameters.values for t in again.trials.values()] == [t.hyperparameters.values for t in oracle.trials.values()]
     if kind != "bayesian":  # its Gaussian process' proposals draw no seeds
-        assert again._seed_state == _drive(ORACLES[kind](), tmp_path / "c", 12)._seed_state
+        assert again._seed_state == _drive(ORACLES[kind](), tmp_path / "c", trials)._seed_state
 
 
 def test_a_space_where_nothing_fits_proposes_unchecked_after_max_misfits(tmp_path):
