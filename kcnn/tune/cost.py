@@ -155,18 +155,25 @@ def resolve_target(target, references: Sequence[str], input_shape, classes: int)
         return target, None
     if target != "references":
         raise ValueError(f"`target_macs` must be an int, 'references' or None. Received: target_macs={target!r}")
-    cheapest = cheapest_reference(references, input_shape, classes)
+    cheapest = _cheapest_fitting(references, input_shape, classes, "target_macs (--target-macs)")
     if cheapest is None:
-        if references:
-            warnings.warn(
-                f"No reference net fits {tuple(input_shape)} images (references: {', '.join(references)}), so the "
-                "search's score has no cost term; pass target_macs (--target-macs) to set one.",
-                stacklevel=3,
-            )
         return None, None
     name, macs = cheapest
     logger.info("search: cost charged above %d MACs, those of the reference %s", macs, name)
     return macs, name
+
+
+def _cheapest_fitting(references, input_shape, classes, option):
+    """`cheapest_reference`, with a warning naming `option` (the target to pass instead)
+    when references were given and none fits the input."""
+    cheapest = cheapest_reference(references, input_shape, classes)
+    if cheapest is None and references:
+        warnings.warn(
+            f"No reference net fits {tuple(input_shape)} images (references: {', '.join(references)}), so the "
+            f"search's score has no cost term; pass {option} to set one.",
+            stacklevel=4,
+        )
+    return cheapest
 
 
 def cheapest_reference(references: Sequence[str], input_shape, classes: int) -> tuple[str, int] | None:
@@ -202,14 +209,8 @@ def resolve_latency_target(target, references: Sequence[str], input_shape, class
         return float(target), None
     from kcnn import registry
 
-    cheapest = cheapest_reference(references, input_shape, classes)
+    cheapest = _cheapest_fitting(references, input_shape, classes, "target_latency_ms (--target-latency-ms)")
     if cheapest is None:
-        if references:
-            warnings.warn(
-                f"No reference net fits {tuple(input_shape)} images (references: {', '.join(references)}), so the "
-                "search's score has no cost term; pass target_latency_ms (--target-latency-ms) to set one.",
-                stacklevel=3,
-            )
         return None, None
     name = cheapest[0]
     with seeded(0, "target_latency", name):  # Leaves Python's `random` as it was.
