@@ -21,7 +21,7 @@ import kcnn
 from kcnn import data as kdata
 from kcnn import tune
 from kcnn._files import is_temporary
-from kcnn.tune import report
+from kcnn.tune import pareto_plot
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -704,7 +704,7 @@ def test_the_top_trials_are_retrained_with_the_full_recipe_tested_and_ranked_the
     assert (reference.name, reference.kind, reference.params, reference.macs) == ("lenet5", "reference", 61_196, 416_016)
     assert reference.rank == 3 and reference.score == reference.validation
     assert reference.test is not None
-    labels = report.plot_pareto(tmp_path / "plot.png", result.trials, "val_accuracy", finish=[*result.retrained, reference])
+    labels = pareto_plot.plot_pareto(tmp_path / "plot.png", result.trials, "val_accuracy", finish=[*result.retrained, reference])
     assert f"lenet5 {100 * reference.test:.2f}%" in labels and f"trial {chosen.name} (chosen) {100 * chosen.test:.2f}%" in labels
     assert "reference, test (val open)" in labels
     table = result.table()

@@ -182,7 +182,7 @@ def test_a_latency_search_weighs_each_trial_by_its_measured_latency_and_resumes_
 def test_trials_csv_has_blank_latency_columns_where_nothing_was_measured_and_the_plot_takes_each_axis(tmp_path):
     import csv
 
-    from kcnn.tune import report
+    from kcnn.tune import pareto_plot, report
 
     def record(number, value, macs, params, ms):
         return report.TrialRecord(
@@ -196,7 +196,7 @@ def test_trials_csv_has_blank_latency_columns_where_nothing_was_measured_and_the
     assert [r.trial_id for r in report.pareto_front(records, cost_axis="latency")] == ["0000"]
     assert [r.trial_id for r in report.pareto_front(records, cost_axis="params")] == ["0001", "0000"]
     for axis, label in (("macs", "MACs per image"), ("params", "parameters"), ("latency", "latency, ms per call")):
-        report.plot_pareto(tmp_path / f"{axis}.png", records, "val_accuracy", cost_axis=axis)
+        pareto_plot.plot_pareto(tmp_path / f"{axis}.png", records, "val_accuracy", cost_axis=axis)
         assert (tmp_path / f"{axis}.png").stat().st_size > 0, label
     with pytest.raises(ValueError, match=r"`cost_axis` must be one of 'macs', 'params', 'latency'. Received: cost_axis='ms'"):
         report.pareto_front(records, cost_axis="ms")

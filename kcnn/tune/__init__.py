@@ -42,7 +42,7 @@ _EXPORTS = {
     "SearchConfig": "kcnn.tune.config",
     "search_train_config": "kcnn.tune.config",
     "TUNERS": "kcnn.tune.config",
-    "SearchResult": "kcnn.tune.driver",
+    "SearchResult": "kcnn.tune.result",
     "search": "kcnn.tune.driver",
     "SPACES": "kcnn.tune.spaces",
     "ConvNetSpace": "kcnn.tune.spaces",

@@ -10,7 +10,6 @@ import copy
 import dataclasses
 import logging
 import math
-import pathlib
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -21,11 +20,12 @@ import keras
 from kcnn._files import write_json
 from kcnn._lock import FolderLock
 from kcnn.tune import best as best_dir
-from kcnn.tune import cost, finish, latency, project, references, report, runs, selection, verdict
-from kcnn.tune._keras_tuner import collect_trials, make_tuner, objective, public_values
+from kcnn.tune import cost, finish, latency, pareto_plot, project, references, report, runs, selection, verdict
+from kcnn.tune._keras_tuner import collect_trials, make_tuner, public_values
 from kcnn.tune.budget import TimeBudget
 from kcnn.tune.config import SearchConfig
 from kcnn.tune.report import TrialRecord
+from kcnn.tune.result import SearchResult, maximizes
 from kcnn.tune.spaces import SearchSpace, get_space
 
 __all__ = ["SearchResult", "search"]
@@ -35,109 +35,6 @@ logger = logging.getLogger("kcnn")
 TRIALS_FILE = "trials.csv"
 PLOT_FILE = "pareto.png"
 FINISH_FILE = "finish.csv"
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchResult:
-    """What a search produced.
-
-    Attributes:
-        best_hyperparameters: the best trial's hyperparameter values (None on a
-            worker): the finish's best-ranked retrained trial, or without a finish
-            the best trial by score.
-        best_score: its score in the search: the objective, weighed by the cost
-            term when there is one (`target_macs`).
-        best_trial: its trial id.
-        model: the model in best/ (`chosen`'s), None on a worker.
-        path: best/, the run folder of the model kept (model.keras + metadata.json):
-            the best trial (retrained with the full recipe, or without a finish
-            restored or retrained), or a reference that it did not beat (`chosen`).
-        project_dir: the project folder.
-        trials: every trial of the search (on a worker: the ones it ran).
-        trials_csv: path of trials.csv.
-        plot: path of the Pareto plot.
-        role: "local", "chief" or "worker".
-        objective: the objective the scores are of.
-        target_macs: the cost term's target (`kcnn.tune.cost`): trials of more MACs
-            per image were charged; None: no cost term on MACs.
-        target_latency_ms: with `config.cost="latency"`, the latency target (ms per
-            call, measured or given) above which trials were charged; else None.
-        bar: with a cost term, the cheapest reference's objective trained as a
-            trial (`kcnn.tune.references.reference_bar`): proposals that could not beat
-            it even at 100% accuracy were drawn again; None without one.
-        retrained: the finish's runs of the top trials (`kcnn.tune.FinishRecord`),
-            ranked; empty without a finish (`top_k=0`) and on a worker.
-        references: the finish's reference nets, in `config.references`' order,
-            ranked with the retrained trials (a candidate for best/ like them).
-        chosen: the `FinishRecord` of the run in best/: rank 1 of the retrained
-            trials and the references, or without a finish of the best trial and
-            the reference trained as a trial (the bar's); None on a worker.
-        comparisons: `chosen` against each other reference trained alike
-            (`kcnn.tune.verdict.compare`), as in best/metadata.json; with
-            `config.seeds` > 1, each with its spread over seeds and the verdict.
-        over_seeds: with `config.seeds` > 1 and a finish, `chosen`'s validation and
-            test accuracies over the seeds, their mean and sample standard deviation
-            (`kcnn.tune.verdict.over_seeds`); None otherwise.
-        time_budget: the search's time budget in seconds (`SearchConfig.time_budget`).
-        search_seconds: the wall time of the search (the trials and the bar) over
-            all its runs, what the budget counts.
-        finish_seconds: the wall time of this run's finish (retraining and saving
-            best/), which the budget does not count.
-    """
-
-    best_hyperparameters: dict[str, Any] | None
-    best_score: float | None
-    best_trial: str | None
-    model: keras.Model | None = dataclasses.field(repr=False)
-    path: pathlib.Path | None
-    project_dir: pathlib.Path
-    trials: tuple[TrialRecord, ...]
-    trials_csv: pathlib.Path | None
-    plot: pathlib.Path | None
-    role: str = "local"
-    objective: str = "val_accuracy"
-    target_macs: int | None = None
-    target_latency_ms: float | None = None
-    bar: float | None = None
-    retrained: tuple[selection.FinishRecord, ...] = ()
-    references: tuple[selection.FinishRecord, ...] = ()
-    chosen: selection.FinishRecord | None = None
-    comparisons: tuple[dict[str, Any], ...] = ()
-    over_seeds: dict[str, Any] | None = None
-    time_budget: float | None = None
-    search_seconds: float | None = None
-    finish_seconds: float | None = None
-
-    @property
-    def best_metric(self) -> float | None:
-        """The chosen trial's objective value in the search (its own, not weighed)."""
-        return next((r.value for r in self.trials if r.trial_id == self.best_trial), None)
-
-    @property
-    def best_test_accuracy(self) -> float | None:
-        """The test accuracy of the model in best/ after the full recipe (None without
-        a finish or a test split)."""
-        return self.chosen.test if self.retrained and self.chosen is not None else None
-
-    def verdict(self) -> str:
-        """What best/ holds and how it compares with each reference trained alike,
-        every split on which it is less accurate named, and with several seeds its
-        test accuracy and each reference's over them, with whether it beats each
-        beyond the spread (`kcnn.tune.verdict`)."""
-        note = ""
-        if self.chosen is not None and self.chosen.kind == "trial":
-            note = ", retrained with the full recipe" if self.retrained else ", as it trained"
-        elif self.chosen is not None:
-            note = " (no " + ("retrained trial" if self.retrained else "trial") + " beat it)"
-        return "\n".join(verdict.lines(self.chosen, self.comparisons, note=note, seeds=self.over_seeds))
-
-    def table(self, top: int = 10) -> str:
-        """The results table (best trials first, then failures), and the finish's
-        (retrained trials, ranked, and references) when there is one."""
-        text = report.format_results(self.trials, self.objective, maximize=_maximize(self.objective), top=top)
-        if self.retrained or self.references:
-            text += "\n\n" + report.format_finish(self.retrained, self.references)
-        return text
 
 
 def search(
@@ -261,7 +158,7 @@ def search(
             config = dataclasses.replace(config, target_latency_ms=target_ms)
         bar = None
         validation_accuracy = config.objective.startswith("val_") and cost.bounded(
-            config.objective, maximize=_maximize(config.objective)
+            config.objective, maximize=maximizes(config.objective)
         )
         if role != "worker" and reference is not None and validation_accuracy:
             # The proposals' bar from the start: what the hand-designed net scores as a trial.
@@ -275,13 +172,13 @@ def search(
         if config.target_macs is not None:
             # First: keras-tuner's callbacks, which Keras calls after it, read the score it logs.
             fit_callbacks.insert(
-                0, cost.CostWeighted(config.objective, config.target_macs, maximize=_maximize(config.objective))
+                0, cost.CostWeighted(config.objective, config.target_macs, maximize=maximizes(config.objective))
             )
         elif config.cost == "latency" and config.target_latency_ms is not None:
             fit_callbacks.insert(
                 0,
                 cost.CostWeighted(
-                    config.objective, config.target_latency_ms, maximize=_maximize(config.objective),
+                    config.objective, config.target_latency_ms, maximize=maximizes(config.objective),
                     measure=_measured_latency(space),
                 ),
             )  # fmt: skip
@@ -290,7 +187,7 @@ def search(
                 keras.callbacks.EarlyStopping(
                     monitor=config.objective,
                     patience=config.early_stopping,
-                    mode="max" if _maximize(config.objective) else "min",
+                    mode="max" if maximizes(config.objective) else "min",
                 )
             )
         try:
@@ -350,13 +247,13 @@ def _finish(tuner, space, data, config, project_dir, role, bar, reference, *, so
     trials.csv, finish.csv and the Pareto plot (`bar`: the search's, for its result;
     `reference`: the net it is of, None without a bar)."""
     records = collect_trials(tuner, project_dir)
-    maximize = _maximize(config.objective)
+    maximize = maximizes(config.objective)
     order = [hp.name for hp in tuner.oracle.get_space().space]
     trials_csv, plot = project_dir / TRIALS_FILE, project_dir / PLOT_FILE
     ranked = report.ranked_records(records, maximize=maximize)
     if not ranked:
         report.write_trials_csv(trials_csv, records, config.objective, maximize=maximize, order=order)
-        report.plot_pareto(
+        pareto_plot.plot_pareto(
             plot, records, config.objective, maximize=maximize, title=project_dir.name, cost_axis=config.pareto_axis
         )
         reasons = sorted({r.reason for r in records if r.reason})
@@ -406,7 +303,7 @@ def _finish(tuner, space, data, config, project_dir, role, bar, reference, *, so
         model = best_dir.copy_run(chosen, path, facts)
     report.write_trials_csv(trials_csv, records, config.objective, maximize=maximize, order=order, finish=retrained)
     report.write_finish_csv(project_dir / FINISH_FILE, sorted([*retrained, *trained_references], key=_by_rank))
-    report.plot_pareto(
+    pareto_plot.plot_pareto(
         plot, records, config.objective, maximize=maximize, title=project_dir.name,
         finish=[*retrained, *trained_references], cost_axis=config.pareto_axis,
     )  # fmt: skip
@@ -493,6 +390,3 @@ def _make_space(space, data, config, ranges) -> SearchSpace:
     space.train = config.train
     return space
 
-
-def _maximize(name) -> bool:
-    return objective(name).direction == "max"
