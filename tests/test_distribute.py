@@ -21,6 +21,9 @@ from kcnn.train import TrainConfig
 from kcnn.train.compile import make_schedule, scaled_learning_rate
 from kcnn.train.distribute import batch_share, cluster_size, tf_config, wants_multi_worker
 
+# Strategies run their replicas' steps in a tf.function, as users do.
+pytestmark = pytest.mark.compiled
+
 WORKER = os.path.join(os.path.dirname(__file__), "_distribute_worker.py")
 TIMEOUT = 240
 

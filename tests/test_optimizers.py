@@ -12,6 +12,9 @@ from kcnn.train.config import TrainConfig
 from kcnn.train.distribute import DeviceSettings, prepare_model
 from kcnn.train.optimizers import FusedAdam, FusedAdamW
 
+# The fused optimizers' updates are traced into the train step: compiled, as users run them.
+pytestmark = pytest.mark.compiled
+
 
 def _trajectory(optimizer, rng_seed=0, steps=5):
     """Weights and optimizer variables of a small conv net after `steps` updates with

@@ -10,6 +10,9 @@ from kcnn import _cpu, data, lenet5, train
 from kcnn.train import distribute
 from kcnn.train.distribute import resolve_device
 
+# Mixed precision and XLA are properties of the compiled steps.
+pytestmark = pytest.mark.compiled
+
 SAPPHIRE_RAPIDS = """processor\t: 0
 vendor_id\t: GenuineIntel
 model name\t: Intel(R) Xeon(R) Processor

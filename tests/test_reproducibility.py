@@ -3,8 +3,12 @@
 import csv
 
 import keras
+import pytest
 
 from kcnn import train
+
+# Reproducibility is claimed for the run a user makes: compiled steps.
+pytestmark = pytest.mark.compiled
 
 
 def history(run):
@@ -42,8 +46,6 @@ class _Interrupt(keras.callbacks.Callback):
 def test_a_resumed_run_is_the_uninterrupted_run(tmp_path):
     # The resumed process starts tf.data's epoch count afresh: the trainer moves the
     # shuffling and the augmentation on to the epoch it resumes at.
-    import pytest
-
     from kcnn import data as kdata
 
     def digits():

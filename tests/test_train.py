@@ -398,6 +398,7 @@ def test_mixed_precision_is_applied_per_layer_not_globally():
     assert prepare_model(model, float32) is model
 
 
+@pytest.mark.compiled  # A mirrored or bfloat16 copy trains as it would for a user.
 @pytest.mark.parametrize(
     "device",
     [dict(), dict(mixed_precision="mixed_bfloat16"), dict(distribution="mirrored")],
