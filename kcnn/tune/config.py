@@ -131,7 +131,8 @@ class SearchConfig:
             once per configuration and cached in the project's latency.json), in the
             same form: (latency / target_latency_ms) ** -0.07 above the target.
             With "latency", `target_macs` charges nothing, and the finish ranks its
-            runs without a cost term (their latency is not measured).
+            runs by the same cost (each run's latency measured alike, the
+            trials' read from the search's cache).
         target_latency_ms: with `cost="latency"`, the milliseconds per call above
             which the score pays the cost term; None (default): the latency of the
             cheapest of `references` (by MACs) that fits the data, measured alike
@@ -332,6 +333,12 @@ class SearchConfig:
         """Whether the search measures each trial's latency: its cost, its budget or its
         plot needs it, or `measure_latency` asks."""
         return self.measure_latency or self.cost == "latency" or self.max_latency_ms is not None or self.pareto_axis == "latency"
+
+    @property
+    def cost_target(self) -> float | None:
+        """The target of the cost term in the unit of `cost`: `target_macs` (once
+        resolved) with "macs", `target_latency_ms` with "latency"."""
+        return self.target_macs if self.cost == "macs" else self.target_latency_ms
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-serializable dict."""

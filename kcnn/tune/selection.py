@@ -4,8 +4,9 @@
 Both use one rule, on the score (the validation accuracy weighed by the search's cost
 term, `kcnn.tune.cost`; without one, the validation accuracy itself):
 
-    the best is the cheapest (fewest MACs, then parameters) candidate whose score is
-    within one standard error of the difference from the top one's,
+    the best is the cheapest (fewest MACs, then parameters; with the latency cost the
+    fastest first) candidate whose score is within one standard error of the
+    difference from the top one's,
 
 the standard error of an accuracy measured on n images being sqrt(q (1 - q) / n), q
 its Laplace estimate (`standard_error`), and that of the difference of two
@@ -23,6 +24,7 @@ import pathlib
 from collections.abc import Sequence
 
 from kcnn.tune.cost import factor, weigh
+from kcnn.tune.report import cost_of
 
 __all__ = ["FinishRecord", "choose", "rank", "select_candidates", "standard_error"]
 
@@ -41,6 +43,10 @@ class FinishRecord:
         test_examples: images it is measured on.
         params: parameters of the model.
         macs: multiply-accumulates per image.
+        latency_ms: the median latency of the model's inference path on this
+            machine, in ms per call (`kcnn.tune.latency`; the search's figure of the
+            configuration); None when the search measures no latency.
+        latency_spread_ms: the interquartile range of those timed runs, in ms.
         search_score: the trial's score in the search (None for a reference).
         score: the validation accuracy weighed by the search's cost term (`rank`
             sets it).
@@ -58,6 +64,8 @@ class FinishRecord:
     test_examples: int | None = None
     params: int | None = None
     macs: int | None = None
+    latency_ms: float | None = None
+    latency_spread_ms: float | None = None
     search_score: float | None = None
     score: float | None = None
     rank: int | None = None
@@ -89,15 +97,17 @@ def standard_error(accuracy: float | None, examples: int | None) -> float | None
     return math.sqrt(q * (1 - q) / examples)
 
 
-def rank(records: Sequence[FinishRecord], target_macs: int | None = None) -> list[FinishRecord]:
+def rank(records: Sequence[FinishRecord], target: float | None = None, *, cost: str = "macs") -> list[FinishRecord]:
     """The candidates in the order of the module's rule, with their `score`:
-    those whose score (validation accuracy times `kcnn.tune.cost.factor(macs,
-    target_macs)`) is within one standard error of the difference from the top one's
-    (the errors scaled by the same factors), cheapest first (MACs, then parameters,
-    then the higher score, then the name), then the others by score; the records
-    without a validation accuracy last, unranked."""
+    those whose score (validation accuracy times `kcnn.tune.cost.factor(c, target)`,
+    c the record's `cost`: "macs", or "latency", its `latency_ms`, as the search
+    charged it, `SearchConfig.cost`) is within one standard error of the difference
+    from the top one's (the errors scaled by the same factors), cheapest first (by
+    `cost`, then MACs, then parameters, then the higher score, then the name), then
+    the others by score; the records without a validation accuracy last, unranked."""
+    charged = cost_of(cost)
     scored = [
-        dataclasses.replace(r, score=weigh(r.validation, r.macs, target_macs))
+        dataclasses.replace(r, score=weigh(r.validation, charged(r), target))
         for r in records
         if r.validation is not None
     ]
@@ -105,13 +115,13 @@ def rank(records: Sequence[FinishRecord], target_macs: int | None = None) -> lis
         return list(records)
 
     def error(r):
-        return (r.validation_error or 0.0) * factor(r.macs, target_macs)
+        return (r.validation_error or 0.0) * factor(charged(r), target)
 
     top = max(scored, key=lambda r: r.score)
     tied = [r for r in scored if top.score - r.score <= math.hypot(error(top), error(r)) + 1e-12]
     rest = [r for r in scored if r not in tied]
-    tied.sort(key=lambda r: (_cost(r.macs), _cost(r.params), -r.score, r.name))
-    rest.sort(key=lambda r: (-r.score, _cost(r.macs), r.name))
+    tied.sort(key=lambda r: (_cost(charged(r)), _cost(r.macs), _cost(r.params), -r.score, r.name))
+    rest.sort(key=lambda r: (-r.score, _cost(charged(r)), _cost(r.macs), r.name))
     unscored = [r for r in records if r.validation is None]
     return [dataclasses.replace(r, rank=i + 1) for i, r in enumerate([*tied, *rest])] + unscored
 

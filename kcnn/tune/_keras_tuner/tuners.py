@@ -320,7 +320,7 @@ def make_tuner(space, config, project_dir, role, on_trial, bar=None, budget=None
     time the project's earlier runs used; its trials stop early by it and by
     `config.prune` (`kcnn.tune._keras_tuner.stopping`)."""
     target_macs = config.target_macs if config.cost == "macs" else None
-    target = target_macs if config.cost == "macs" else config.target_latency_ms
+    target = config.cost_target
     tuner_class, oracle_class = _TUNERS[config.tuner]
     options = dict(
         objective=score_objective(config.objective, target),
