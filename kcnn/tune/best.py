@@ -10,7 +10,8 @@ bar, `kcnn.tune.references`) when that wins under the same score and rule
 
 best/metadata.json's "search" holds: the project, space, objective, target and
 config; "chosen" (kind, name, validation and test accuracy, MACs, params, score of
-the run best/ holds); the trial's facts (`trial_id`, `score`, `metric`,
+the run best/ holds, and where the search measures latency `latency_ms` and
+`latency_spread_ms`); the trial's facts (`trial_id`, `score`, `metric`,
 `hyperparameters`, `restored`; None where best/ is a reference, whose search's best
 trial is then under "best_trial"); "against_references" (`kcnn.tune.verdict.compare`)
 and "below_references" (the references it is less accurate than, on any split); with
@@ -34,6 +35,7 @@ from kcnn._files import load_keras_model, read_json, write_json
 from kcnn.tune import runs, verdict
 from kcnn.tune._keras_tuner import checkpoint_path, metric_value, public_values
 from kcnn.tune.references import bar_run
+from kcnn.tune.report import LATENCY_KEYS
 from kcnn.tune.selection import FinishRecord, rank
 
 __all__ = ["BEST_DIR", "copy_run", "save_trial", "search_facts", "seed_facts", "without_finish", "write_facts"]
@@ -41,6 +43,9 @@ __all__ = ["BEST_DIR", "copy_run", "save_trial", "search_facts", "seed_facts", "
 logger = logging.getLogger("kcnn")
 
 BEST_DIR = "best"
+#: The facts of the chosen run in best/metadata.json's "chosen", and its latency's
+#: (`kcnn.tune.report.LATENCY_KEYS`) where the search measures it.
+CHOSEN_KEYS = ("kind", "name", "validation", "test", "macs", "params", "score")
 
 
 def search_facts(space, config, project_dir, best, *, restored, chosen, comparisons, over_seeds=None) -> dict[str, Any]:
@@ -54,15 +59,14 @@ def search_facts(space, config, project_dir, best, *, restored, chosen, comparis
         "hyperparameters": public_values(best.hyperparameters),
         "restored": restored,
     }
+    keys = (*CHOSEN_KEYS, *LATENCY_KEYS) if chosen.latency_ms is not None else CHOSEN_KEYS
     facts: dict[str, Any] = {
         "project": pathlib.Path(project_dir).name,
         "space": space.name,
         "objective": config.objective,
         "target_macs": config.target_macs,
         "config": config.to_dict(),
-        "chosen": {
-            key: getattr(chosen, key) for key in ("kind", "name", "validation", "test", "macs", "params", "score")
-        },
+        "chosen": {key: getattr(chosen, key) for key in keys},
         "against_references": list(comparisons),
         "below_references": verdict.below(comparisons),
     }
@@ -157,10 +161,14 @@ def save_trial(tuner, space, data, config, project_dir, best) -> tuple[keras.Mod
     return model, metadata, restored
 
 
-def without_finish(trial: FinishRecord, bar_reference: str | None, config, project_dir) -> list[FinishRecord]:
-    """The candidates for best/ without a finish, ranked (`kcnn.tune.selection.rank`):
-    the best trial as it trained, and the cheapest reference trained as a trial (its
-    run in `<project>/bar/`, at the target's MACs), when there is one."""
+def without_finish(trial: FinishRecord, record, bar_reference: str | None, config, project_dir) -> list[FinishRecord]:
+    """The candidates for best/ without a finish, ranked (`kcnn.tune.selection.rank`,
+    by the search's cost): the best trial as it trained, with the MACs and latency of
+    its search's `record` (a `kcnn.tune.report.TrialRecord`), and the cheapest
+    reference trained as a trial (its run in `<project>/bar/`, at the target's MACs),
+    when there is one (only with the MACs cost)."""
+    costs = {key: getattr(record, key) for key in ("macs", "latency_ms", "latency_spread_ms")}
+    trial = dataclasses.replace(trial, **costs)
     candidates: Sequence[FinishRecord] = [trial]
     if bar_reference is not None:
         run = bar_run(bar_reference, project_dir)
@@ -168,4 +176,4 @@ def without_finish(trial: FinishRecord, bar_reference: str | None, config, proje
         if metadata is not None:
             reference = runs.record(bar_reference, "reference", run, metadata)
             candidates = [trial, dataclasses.replace(reference, macs=config.target_macs)]
-    return rank(candidates, config.target_macs)
+    return rank(candidates, config.cost_target, cost=config.cost)

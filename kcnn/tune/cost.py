@@ -52,6 +52,7 @@ __all__ = [
     "ceiling",
     "cheapest_reference",
     "factor",
+    "reference_latency",
     "resolve_latency_target",
     "resolve_target",
     "weigh",
@@ -207,14 +208,22 @@ def resolve_latency_target(target, references: Sequence[str], input_shape, class
     none of them fits."""
     if target is not None:
         return float(target), None
-    from kcnn import registry
-
     cheapest = _cheapest_fitting(references, input_shape, classes, "target_latency_ms (--target-latency-ms)")
     if cheapest is None:
         return None, None
     name = cheapest[0]
-    with seeded(0, "target_latency", name):  # Leaves Python's `random` as it was.
-        model = registry.create_model(name, input_shape=tuple(input_shape), classes=classes)
-    milliseconds = meter.latency(model, {"reference": name, "classes": classes}).median_ms
+    milliseconds = reference_latency(name, input_shape, classes, meter).median_ms
     logger.info("search: cost charged above %.3g ms per call, the measured latency of the reference %s", milliseconds, name)
     return milliseconds, name
+
+
+def reference_latency(name: str, input_shape, classes: int, meter):
+    """The `kcnn.tune.latency.Latency` of the registered model `name` built for the
+    input, measured by `meter` under the reference's key (its name and classes): the
+    latency target's (`resolve_latency_target`) and the finish's reference run's
+    (`kcnn.tune.finish.with_latency`) are one figure, measured once per project."""
+    from kcnn import registry
+
+    with seeded(0, "target_latency", name):  # Leaves Python's `random` as it was.
+        model = registry.create_model(name, input_shape=tuple(input_shape), classes=classes)
+    return meter.latency(model, {"reference": name, "classes": classes})

@@ -284,7 +284,7 @@ def _finish(tuner, space, data, config, project_dir, role, bar, reference, *, so
         best = tuner.oracle.trials[ranked[0].trial_id]
         model, metadata, restored = best_dir.save_trial(tuner, space, data, config, project_dir, best)
         trial = runs.record(best.trial_id, "trial", path, metadata, search_score=float(best.score))
-        candidates = best_dir.without_finish(dataclasses.replace(trial, macs=ranked[0].macs), reference, config, project_dir)
+        candidates = best_dir.without_finish(trial, ranked[0], reference, config, project_dir)
         chosen = selection.choose(candidates)
         others = [r for r in candidates if r.kind == "reference"]
         seeds = {}  # No finish, no repeats.

@@ -12,6 +12,8 @@ trains the `references` (`kcnn.tune.references`) with the same recipe on the sam
 data, and ranks them all by the rule of `kcnn.tune.selection`: the retrained trials
 and the references alike, so that `best/` is a reference when no trial beats it
 (`kcnn.tune.verdict` states how the chosen model compares with each reference).
+The cost charged is the search's (`SearchConfig.cost`): with "latency", each run's
+measured latency (`with_latency`), a trial's the very figure the search measured.
 
 Every run is a `kcnn.train` run folder under `<project>/finish/` (`trial_<id>/`,
 `reference_<name>/`): an interrupted finish resumes where it stopped, a finished run is
@@ -25,6 +27,7 @@ two searches with the same seed retrain to the same scores and ranking.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import pathlib
@@ -33,11 +36,12 @@ import shutil
 from kcnn._files import CorruptFileError, read_json, write_json
 from kcnn.tune import runs
 from kcnn.tune.config import finish_train_config
+from kcnn.tune.cost import reference_latency
 from kcnn.tune.references import reference_names, seed_facts, seed_suffix, train_reference
 from kcnn.tune.seeding import derived_seed
 from kcnn.tune.selection import FinishRecord, rank
 
-__all__ = ["FINISH_DIR", "finish_search", "repeat", "retrain"]
+__all__ = ["FINISH_DIR", "finish_search", "repeat", "retrain", "with_latency"]
 
 logger = logging.getLogger("kcnn")
 
@@ -52,8 +56,8 @@ def finish_search(tuner, space, data, config, project_dir, candidates, *, source
         tuner: the search's tuner (its oracle's trials give the hyperparameters).
         space: the `SearchSpace`.
         data: the search's `kcnn.data.Dataset`.
-        config: the `SearchConfig`, its `target_macs` resolved (the ranking charges the
-            cost as the search did).
+        config: the `SearchConfig`, its `target_macs` and `target_latency_ms`
+            resolved (the ranking charges the cost as the search did).
         project_dir: the project folder.
         candidates: the trials to retrain, best first.
         source: what `data` was loaded from (a name, a path, arrays), to load it again
@@ -62,7 +66,8 @@ def finish_search(tuner, space, data, config, project_dir, candidates, *, source
 
     Returns:
         (retrained, references): `FinishRecord`s ranked together (`rank`), the
-        retrained by rank, the references in `config.references`' order.
+        retrained by rank, the references in `config.references`' order; with their
+        latency when the search measures it (`with_latency`).
     """
     root = pathlib.Path(project_dir) / FINISH_DIR
     settings = {
@@ -75,7 +80,8 @@ def finish_search(tuner, space, data, config, project_dir, candidates, *, source
     source = data if source is None else source
     retrained = [retrain(trial, space, root, source, config, data_options) for trial in candidates]
     references = [train_reference(name, root, source, data, config, data_options) for name in reference_names(config)]
-    ranked = {(r.kind, r.name): r for r in rank([*retrained, *references], config.target_macs)}
+    retrained, references = with_latency(retrained, space, candidates), with_latency(references, space)
+    ranked = {(r.kind, r.name): r for r in rank([*retrained, *references], config.cost_target, cost=config.cost)}
     retrained = [ranked[("trial", r.name)] for r in retrained]
     retrained.sort(key=lambda r: math.inf if r.rank is None else r.rank)
     return retrained, [ranked[("reference", r.name)] for r in references]
@@ -111,6 +117,31 @@ def retrain(trial, space, root, source, config, data_options, *, seed=0) -> Fini
         search.update(seed_facts(seed) or {})
         metadata = runs.fit(model, source, recipe, run, data_options, model_facts=model_facts, search=search)
     return runs.record(trial.trial_id, "trial", run, metadata, search_score=float(trial.score))
+
+
+def with_latency(records, space, trials=()) -> list[FinishRecord]:
+    """`records` with their measured latency (`FinishRecord.latency_ms`), when the
+    search measures latency (`space.latency`, its `kcnn.tune.latency.LatencyMeter`);
+    else as they are, nothing measured.
+
+    Each is keyed as the search keys it, so that a figure the search measured is read
+    from the project's cache, not measured again: a trial (of the keras-tuner `trials`)
+    by its configuration (`SearchSpace.measured_latency`), a reference as the latency
+    target is (`kcnn.tune.cost.reference_latency`). A reference not trained keeps none.
+    """
+    if space.latency is None:
+        return list(records)
+    hyperparameters = {trial.trial_id: trial.hyperparameters for trial in trials}
+    measured = []
+    for record in records:
+        if record.reason is None:
+            if record.kind == "trial":
+                figure = space.measured_latency(hyperparameters[record.name])
+            else:
+                figure = reference_latency(record.name, space.input_shape, space.classes, space.latency)
+            record = dataclasses.replace(record, latency_ms=figure.median_ms, latency_spread_ms=figure.spread_ms)
+        measured.append(record)
+    return measured
 
 
 def repeat(tuner, space, data, config, project_dir, records, *, source=None, data_options=None) -> dict:

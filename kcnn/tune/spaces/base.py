@@ -164,6 +164,20 @@ class SearchSpace(keras_tuner.HyperModel):
         self.check_latency(figure.median_ms)
         return figure.median_ms
 
+    def measured_latency(self, hp: keras_tuner.HyperParameters):
+        """The `kcnn.tune.latency.Latency` of `hp`'s configuration under the key that
+        `measure` gives it, so the search's figure is read from the project's cache,
+        not timed again (the finish's, `kcnn.tune.finish.with_latency`); None when
+        the search measures no latency. Its model is built, not compiled or trained
+        (the timing does not depend on the weights); Python's `random` is left as it
+        was."""
+        if self.latency is None:
+            return None
+        with seeded(self.train.seed, "latency"):
+            arguments = self.declare(hp.copy())
+            model = self.build_model(arguments)
+        return self.latency.latency(model, self.configuration(arguments))
+
     def fits(self, hp: keras_tuner.HyperParameters, *, ceiling: int | None = None) -> bool:
         """Whether the configuration of `hp`'s values builds for the input and is within
         the budget (and at most `ceiling` MACs): its model is built (not compiled or
