@@ -16,8 +16,9 @@ def plot_pareto(path, records, objective, *, maximize=True, title="", finish=(),
     trials, with the Pareto front drawn and the best trial (by score) marked; with
     the finish's runs (`kcnn.tune.selection.FinishRecord`), their test accuracy
     (filled) and validation accuracy (open) joined by a line, the chosen one and the
-    references (squares) labelled. On the latency axis a retrained trial is drawn at
-    its trial's latency, and the references, whose latency is not measured, are not.
+    references (squares) labelled. On the latency axis each run is drawn at its
+    measured latency (`FinishRecord.latency_ms`), a retrained trial without one at
+    its trial's.
 
     Returns:
         The labels drawn: the legend's entries, then the points' labels.
@@ -74,14 +75,14 @@ def plot_pareto(path, records, objective, *, maximize=True, title="", finish=(),
 
 def _finish_at(finish, records, cost_axis):
     """The finish's runs that have a cost on `cost_axis` and a test accuracy, as
-    (run, cost) pairs: a retrained trial's latency is its trial's."""
+    (run, cost) pairs: a retrained trial's latency, where the finish did not measure
+    it, is its trial's."""
     latencies = {r.trial_id: r.latency_ms for r in records}
     pairs = []
     for r in finish:
-        if cost_axis == "latency":
-            value = latencies.get(r.name) if r.kind == "trial" else None
-        else:
-            value = getattr(r, COST_AXES[cost_axis][0])
+        value = getattr(r, COST_AXES[cost_axis][0])
+        if value is None and cost_axis == "latency" and r.kind == "trial":
+            value = latencies.get(r.name)
         if value and r.test is not None:
             pairs.append((r, value))
     return pairs

@@ -172,7 +172,8 @@ def write_trials_csv(path, records, objective, *, maximize=True, order=(), finis
     ranks by: the objective weighed by the cost term, `kcnn.tune.cost`, or the
     objective itself), params, macs, latency_ms and latency_spread_ms (the median
     and interquartile range of the measured latency, `kcnn.tune.latency`; blank when
-    not measured), seconds, epochs, pareto (on the MACs axis),
+    not measured; a retrained trial's, measured by the finish where the search did
+    not), seconds, epochs, pareto (on the MACs axis),
     retrained_rank, retrained_val_accuracy and retrained_test_accuracy (the finish's
     full-recipe run of the trial, blank for the trials it did not retrain), the
     hyperparameters (blank where inactive), tuner, reason.
@@ -196,8 +197,7 @@ def write_trials_csv(path, records, objective, *, maximize=True, order=(), finis
                 _number(r.score),
                 _blank(r.params),
                 _blank(r.macs),
-                _number(r.latency_ms),
-                _number(r.latency_spread_ms),
+                *(_number(_measured(r, again, key)) for key in LATENCY_KEYS),
                 "" if r.seconds is None else f"{r.seconds:.2f}",
                 _blank(r.epochs),
                 r.trial_id in front,
@@ -215,11 +215,11 @@ def write_trials_csv(path, records, objective, *, maximize=True, order=(), finis
 def write_finish_csv(path, finish):
     """Writes finish.csv (atomically): the finish's runs (the retrained trials and the
     references, as given: by rank), with validation and test accuracy, their standard errors,
-    the images they are measured on, params, MACs, the score the ranking used (the
-    validation accuracy weighed by the cost term), the trial's search score and the run
-    folder."""
+    the images they are measured on, params, MACs, latency_ms and latency_spread_ms
+    (blank when not measured), the score the ranking used (the validation accuracy
+    weighed by the cost term), the trial's search score and the run folder."""
     header = ["name", "kind", "rank", "val_accuracy", "val_error", "val_examples", "test_accuracy", "test_error"]
-    header += ["test_examples", "params", "macs", "score", "search_score", "path", "reason"]
+    header += ["test_examples", "params", "macs", *LATENCY_KEYS, "score", "search_score", "path", "reason"]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
@@ -237,6 +237,8 @@ def write_finish_csv(path, finish):
                 _blank(r.test_examples),
                 _blank(r.params),
                 _blank(r.macs),
+                _number(r.latency_ms),
+                _number(r.latency_spread_ms),
                 _number(r.score),
                 _number(r.search_score),
                 _blank(r.path),
@@ -249,11 +251,15 @@ def write_finish_csv(path, finish):
 def format_finish(retrained, references) -> str:
     """The finish's table: the retrained trials and the references, ranked together
     (the chosen one marked), then the references not trained; accuracies in percent
-    with their standard errors."""
+    with their standard errors; where the search measures latency, a column of the
+    median ms per call."""
+    runs = sorted([*retrained, *references], key=lambda r: math.inf if r.rank is None else r.rank)
+    measured = any(r.latency_ms is not None for r in runs)
+    latency = f" {'ms':>7}" if measured else ""
     lines = [
         "retrained with the full recipe, and the references (best: the cheapest within one standard error of the "
         "difference from the top score, the validation accuracy weighed by the cost term)",
-        f"{'rank':>4} {'model':<14} {'val %':>13} {'test %':>13} {'params':>9} {'MACs':>9} {'search':>8}",
+        f"{'rank':>4} {'model':<14} {'val %':>13} {'test %':>13} {'params':>9} {'MACs':>9}{latency} {'search':>8}",
     ]
 
     def row(r):
@@ -262,12 +268,13 @@ def format_finish(retrained, references) -> str:
         if r.reason:
             return f"{rank:>4} {label:<14} not trained: {r.reason}"
         search = "" if r.search_score is None else f"{r.search_score:.4f}"
+        ms = "-" if r.latency_ms is None else f"{r.latency_ms:.3g}"
+        latency = f" {ms:>7}" if measured else ""
         return (
             f"{rank:>4} {label:<14} {_percent(r.validation, r.validation_error):>13} "
-            f"{_percent(r.test, r.test_error):>13} {_human(r.params):>9} {_human(r.macs):>9} {search:>8}"
+            f"{_percent(r.test, r.test_error):>13} {_human(r.params):>9} {_human(r.macs):>9}{latency} {search:>8}"
         )
 
-    runs = sorted([*retrained, *references], key=lambda r: math.inf if r.rank is None else r.rank)
     lines.extend(row(r) for r in runs)
     return "\n".join(lines)
 
@@ -339,6 +346,13 @@ def failure_reason(message: str | None) -> str | None:
     return last
 
 
+
+
+def _measured(trial, retrained, key):
+    """The latency fact `key` of a trial: the search's, else (a search that measured
+    none, resumed with latency asked) its `retrained` run's, measured by the finish."""
+    value = getattr(trial, key)
+    return getattr(retrained, key) if value is None and retrained is not None else value
 
 
 def _blank(value) -> str:

@@ -46,7 +46,9 @@ def compare(
     """The chosen run against each trained reference but itself: per split, both
     accuracies, their difference (chosen minus reference) and its standard error
     (that of the difference of two accuracies, sqrt(se1**2 + se2**2)); the scores and
-    costs; and `below`, the splits on which the chosen model is less accurate.
+    costs (MACs, parameters, and where the search measures latency "latency" and
+    "latency_spread", the medians and interquartile ranges in ms, None for a run not
+    measured); and `below`, the splits on which the chosen model is less accurate.
 
     With `seeds` ({(kind, name): runs, seed 0 first}, `kcnn.tune.finish.repeat`) of
     at least two runs of the chosen model and of a reference, its entry has "seeds":
@@ -67,6 +69,9 @@ def compare(
             "macs": [chosen.macs, reference.macs],
             "params": [chosen.params, reference.params],
         }
+        if chosen.latency_ms is not None or reference.latency_ms is not None:
+            entry["latency"] = [chosen.latency_ms, reference.latency_ms]
+            entry["latency_spread"] = [chosen.latency_spread_ms, reference.latency_spread_ms]
         for split in SPLITS:
             mine, theirs = getattr(chosen, split), getattr(reference, split)
             if mine is None or theirs is None:
@@ -172,7 +177,8 @@ def lines(
     seeds: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """The verdict as text: what best/ holds (with `note`, e.g. why no reference was
-    trained), then one line per reference, marked where the chosen model is below it;
+    trained), then one line per reference (the differences in accuracy, the MACs and,
+    where both were measured, the latencies), marked where the chosen model is below it;
     with `seeds` (the chosen model's `over_seeds`, of two seeds or more) the test
     accuracies over the seeds (validation without a test split), the chosen model's and
     each reference's, and whether the chosen one beats each beyond the spread."""
@@ -192,6 +198,8 @@ def lines(
             if split in c
         ]
         parts.append(f"{_human(c['macs'][0])} vs {_human(c['macs'][1])} MACs")
+        if None not in c.get("latency", (None,)):
+            parts.append(f"{c['latency'][0]:.3g} vs {c['latency'][1]:.3g} ms")
         mark = f"  BELOW it on {' and '.join(c['below'])}" if c["below"] else ""
         text.append(f"  vs {c['reference']}: {', '.join(parts)}{mark}")
     return text + _seed_lines(chosen, comparisons, seeds or {})
