@@ -710,6 +710,9 @@ def test_the_top_trials_are_retrained_with_the_full_recipe_tested_and_ranked_the
     table = result.table()
     assert re.search(rf"^ +\*1 trial {chosen.name} ", table, re.M) and re.search(r"^ +3 lenet5 \(ref\) ", table, re.M)
     assert [row["name"] for row in read_trials(project / "finish.csv")] == [*(r.name for r in result.retrained), "lenet5"]
+    # A MACs search that asked for no latency measures none, the finish neither (no cache, no column).
+    assert not (project / "latency.json").exists() and {r.latency_ms for r in [*result.retrained, reference]} == {None}
+    assert " ms " not in table and "latency" not in best["search"]["chosen"]
 
     # The same search again: every run is read (the repeats too), none trained, the same verdict.
     fits = []

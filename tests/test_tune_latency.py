@@ -2,7 +2,9 @@
 runs with their interquartile range), cached per configuration in a search's project, and
 the cost term and trials.csv that use it. No timing thresholds: only orderings."""
 
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -10,7 +12,7 @@ import keras
 import pytest
 
 from kcnn import shapes
-from kcnn.tune import cost, latency
+from kcnn.tune import cost, finish, latency
 
 FEW = dict(warmup=2, repeats=5)
 
@@ -156,9 +158,22 @@ def test_a_latency_search_weighs_each_trial_by_its_measured_latency_and_resumes_
     from kcnn import tune
 
     ranges = dict(depth=2, filters=(4, 8), kernel_size=(3, 5), hidden_units=8, convs_per_stage=1, strides=1, pool=True)
-    options = dict(directory=tmp_path, ranges=ranges, tuner="random", max_trials=2, max_epochs=1, top_k=0, seed=5)
+    options = dict(directory=tmp_path, ranges=ranges, tuner="random", max_trials=2, max_epochs=1, seed=5)
     options.update(references=None, cost="latency", target_latency_ms=1e-3, pareto_axis="latency")
+    options.update(top_k=1, finish_epochs=1, seeds=1)
     data = search_tests.tiny_data(size=16, n=32)
+    calls = counting(monkeypatch)
+    in_finish = []
+    real_finish = finish.finish_search
+
+    def finish_search(*args, **kwargs):
+        before = len(calls)
+        try:
+            return real_finish(*args, **kwargs)
+        finally:
+            in_finish.append(len(calls) - before)
+
+    monkeypatch.setattr(finish, "finish_search", finish_search)
     result = tune.search("convnet", data, **options)
     completed = [r for r in result.trials if r.status == "COMPLETED"]
     assert len(completed) == 2 and result.target_latency_ms == 1e-3 and result.target_macs is None
@@ -173,10 +188,22 @@ def test_a_latency_search_weighs_each_trial_by_its_measured_latency_and_resumes_
         assert (float(row["latency_ms"]), float(row["latency_spread_ms"])) == (record.latency_ms, record.latency_spread_ms)
     assert json.loads((tmp_path / "search.json").read_text())["cost"] == "latency"
     assert len(json.loads((tmp_path / latency.CACHE_FILE).read_text())["entries"]) >= 1
-    # Resumed: every figure comes from the project's cache, none is measured again.
-    calls = counting(monkeypatch)
+    # The finish charges the retrained trial's latency, the search's figure, read from the cache.
+    (retrained,) = result.retrained
+    trial = next(r for r in completed if r.trial_id == retrained.name)
+    assert in_finish == [0] and (retrained.latency_ms, retrained.latency_spread_ms) == (trial.latency_ms, trial.latency_spread_ms)
+    assert retrained.score == pytest.approx(retrained.validation * (trial.latency_ms / 1e-3) ** -0.07, rel=1e-9)
+    assert re.search(rf"^ +\*1 trial {trial.trial_id} .* {trial.latency_ms:.3g} ", result.table(), re.M)
+    chosen = json.loads((result.path / "metadata.json").read_text())["search"]["chosen"]
+    assert (chosen["latency_ms"], chosen["latency_spread_ms"], chosen["score"]) == (trial.latency_ms, trial.latency_spread_ms, retrained.score)
+    with open(tmp_path / "finish.csv", newline="") as file:
+        (row,) = csv.DictReader(file)
+    assert (float(row["latency_ms"]), float(row["score"])) == (trial.latency_ms, retrained.score)
+    # Resumed: every figure comes from the project's cache, the finish's too; none is measured again.
+    calls.clear()
     again = tune.search("convnet", data, **options)
     assert calls == [] and [r.latency_ms for r in again.trials] == [r.latency_ms for r in result.trials]
+    assert again.retrained == result.retrained
 
 
 def test_trials_csv_has_blank_latency_columns_where_nothing_was_measured_and_the_plot_takes_each_axis(tmp_path):
@@ -206,6 +233,14 @@ def test_trials_csv_has_blank_latency_columns_where_nothing_was_measured_and_the
         rows = list(csv.DictReader(file))
     assert list(rows[0])[4:8] == ["params", "macs", "latency_ms", "latency_spread_ms"]
     assert {(row["latency_ms"], row["latency_spread_ms"]) for row in rows} == {("", "")}
+    # A retrained trial the search did not measure (resumed with latency asked) has the finish's figure.
+    from kcnn.tune.selection import FinishRecord
+
+    retrained = FinishRecord("0001", "trial", rank=1, latency_ms=2.5, latency_spread_ms=0.25)
+    report.write_trials_csv(tmp_path / "trials.csv", unmeasured, "val_accuracy", finish=[retrained])
+    with open(tmp_path / "trials.csv", newline="") as file:
+        rows = {row["trial"]: (row["latency_ms"], row["latency_spread_ms"]) for row in csv.DictReader(file)}
+    assert rows == {"0000": ("", ""), "0001": ("2.5", "0.25"), "0002": ("", "")}
 
 
 def dataclasses_replace(record):
@@ -245,3 +280,133 @@ def test_the_default_latency_target_is_the_cheapest_references_measured_once(tmp
     assert cost.resolve_latency_target(2, names, (32, 32, 1), 10, meter) == (2.0, None)
     with pytest.warns(UserWarning, match=r"No reference net fits \(8, 8, 1\) images .*--target-latency-ms"):
         assert cost.resolve_latency_target(None, ("lenet5",), (8, 8, 1), 4, meter) == (None, None)
+
+
+# --------------------------------------------------------------------------
+# The finish: ranked by the cost the search charged, each run's latency measured alike.
+
+
+class FixedMeter:
+    """A `LatencyMeter` of fixed figures, `milliseconds(configuration)`: exact orderings,
+    nothing timed; `calls` holds the configurations asked for."""
+
+    def __init__(self, milliseconds):
+        self.milliseconds, self.calls = milliseconds, []
+
+    def latency(self, model, configuration):
+        self.calls.append(dict(configuration))
+        value = self.milliseconds(configuration)
+        return latency.Latency(median_ms=value, spread_ms=value / 10, repeats=5, batch_size=1, precision="float32")
+
+
+def small_space(meter=None, filters=(4, 32)):
+    from kcnn import tune
+
+    space = tune.ConvNetSpace((32, 32, 1), 4, depth=2, filters=filters, hidden_units=8, convs_per_stage=1)
+    space.latency = meter
+    return space
+
+
+def trial_of(space, trial_id, **values):
+    import keras_tuner
+    from keras_tuner.engine.trial import Trial
+
+    hp = keras_tuner.HyperParameters()
+    space.declare(hp)
+    hp.values.update(values)
+    return Trial(hp, trial_id=trial_id)
+
+
+def fake_finish(monkeypatch, tmp_path, config, meter):
+    """`finish_search` over two trials (32 filters first, 4) and LeNet-5, their runs not
+    trained but given: 99% validation accuracy for the wide trial, 97% for the narrow
+    one and LeNet-5, on 10,000 images (a standard error of 0.17 points)."""
+    import types
+
+    from kcnn.tune.selection import FinishRecord
+
+    runs = {"0000": (0.99, 2_000_000), "0001": (0.97, 100_000), "lenet5": (0.97, 416_016)}
+
+    def run(name, kind):
+        validation, macs = runs[name]
+        return FinishRecord(name, kind, validation=validation, validation_examples=10_000, macs=macs, params=macs // 10)
+
+    monkeypatch.setattr(finish, "retrain", lambda trial, *args, **kwargs: run(trial.trial_id, "trial"))
+    monkeypatch.setattr(finish, "train_reference", lambda name, *args, **kwargs: run(name, "reference"))
+    space = small_space(meter)
+    trials = [trial_of(space, "0000", filters=32), trial_of(space, "0001", filters=4)]
+    data = types.SimpleNamespace(input_shape=(32, 32, 1), num_classes=4)
+    return finish.finish_search(None, space, data, config, tmp_path, trials)
+
+
+def by_configuration(configuration):
+    """8 ms for the wide trial (4x the 2 ms target), 1.5 for the narrow one, 1 for LeNet-5."""
+    if "reference" in configuration:
+        return 1.0
+    return 8.0 if configuration["arguments"]["filters"][0] == 32 else 1.5
+
+
+def test_the_finish_ranks_by_the_latency_the_search_charged_and_states_it(tmp_path, monkeypatch):
+    from kcnn import tune
+    from kcnn.tune import report, verdict
+
+    meter = FixedMeter(by_configuration)
+    config = tune.SearchConfig(cost="latency", target_latency_ms=2.0, references="lenet5", top_k=2)
+    retrained, (lenet,) = fake_finish(monkeypatch, tmp_path, config, meter)
+    # Each run measured once, keyed as the search keys it: a trial by its configuration, LeNet-5 as the target.
+    assert [c.get("reference") or c["arguments"]["filters"] for c in meter.calls] == [(32, 64), (4, 8), "lenet5"]
+    assert meter.calls[2] == {"reference": "lenet5", "classes": 4}
+    wide, narrow = sorted(retrained, key=lambda r: r.name)
+    assert (wide.latency_ms, wide.latency_spread_ms, narrow.latency_ms, lenet.latency_ms) == (8.0, 0.8, 1.5, 1.0)
+    # The wide trial pays (8 / 2) ** -0.07; the narrow one and LeNet-5 (within the target)
+    # tie, and the faster of the two is chosen, though it has 4x the narrow one's MACs.
+    assert wide.score == pytest.approx(0.99 * 4**-0.07) and (narrow.score, lenet.score) == (0.97, 0.97)
+    assert [(r.name, r.rank) for r in (lenet, narrow, wide)] == [("lenet5", 1), ("0001", 2), ("0000", 3)]
+    # The table's latency column, and the verdict's latencies next to the MACs.
+    table = report.format_finish(retrained, [lenet])
+    assert re.search(r"^rank model .* MACs +ms +search$", table, re.M)
+    assert re.search(r"^ +\*1 lenet5 \(ref\) .* 416\.0K +1 +$", table, re.M)
+    assert re.search(r"^ +3 trial 0000 .* 2\.0M +8 +$", table, re.M)
+    (comparison,) = verdict.compare(narrow, [lenet])
+    assert (comparison["latency"], comparison["latency_spread"]) == ([1.5, 1.0], [0.15, 0.1])
+    assert "100.0K vs 416.0K MACs, 1.5 vs 1 ms" in verdict.lines(narrow, [comparison])[1]
+    # By MACs (the target LeNet-5's), the narrow trial wins the tie: the cost the user chose ranks.
+    meter.calls.clear()
+    by_macs = dataclasses.replace(config, cost="macs", target_latency_ms=None, target_macs=416_016)
+    retrained, (lenet,) = fake_finish(monkeypatch, tmp_path, by_macs, meter)
+    assert [(r.name, r.rank) for r in [*retrained, lenet]] == [("0001", 1), ("0000", 3), ("lenet5", 2)]
+    assert meter.calls != []  # The meter is the search's: it measures with `--measure-latency` too.
+
+
+def test_with_the_macs_cost_and_no_latency_asked_the_finish_measures_nothing(tmp_path, monkeypatch):
+    from kcnn import tune
+    from kcnn.tune import report, verdict
+
+    calls = counting(monkeypatch)
+    config = tune.SearchConfig(references="lenet5", target_macs=416_016, top_k=2)
+    assert not config.measures_latency  # So the search gives its space no meter.
+    retrained, (lenet,) = fake_finish(monkeypatch, tmp_path, config, None)
+    assert calls == [] and {r.latency_ms for r in [*retrained, lenet]} == {None}
+    assert [(r.name, r.rank) for r in [*retrained, lenet]] == [("0001", 1), ("0000", 3), ("lenet5", 2)]
+    assert " ms " not in report.format_finish(retrained, [lenet]).splitlines()[1]
+    (comparison,) = verdict.compare(retrained[0], [lenet])
+    assert "latency" not in comparison and " ms" not in verdict.lines(retrained[0], [comparison])[1]
+
+
+def test_the_finish_reads_the_latencies_the_search_measured_from_the_project_cache(tmp_path, monkeypatch):
+    from kcnn.tune.selection import FinishRecord
+
+    path = tmp_path / latency.CACHE_FILE
+    space = small_space(latency.LatencyMeter(latency.LatencyCache(path), **FEW), filters=4)
+    trial = trial_of(space, "0000")
+    calls = counting(monkeypatch)
+    space.build(trial.hyperparameters.copy())  # The search's measurement of the trial,
+    target, _ = cost.resolve_latency_target(None, ("lenet5",), (32, 32, 1), 4, space.latency)  # and of the target.
+    assert len(calls) == 2
+    records = [FinishRecord("0000", "trial"), FinishRecord("lenet5", "reference"), FinishRecord("vgg16", "reference", reason="too small")]
+    measured = finish.with_latency(records, space, [trial])
+    assert len(calls) == 2  # Both read from the cache, not measured again.
+    assert (measured[0].latency_ms, measured[1].latency_ms, measured[2]) == (space.last_build["latency_ms"], target, records[2])
+    # A resumed finish (a new meter on the project's file) measures nothing either.
+    space.latency = latency.LatencyMeter(latency.LatencyCache(path), **FEW)
+    assert finish.with_latency(records, space, [trial]) == measured and len(calls) == 2
