@@ -20,28 +20,33 @@ Every run is a `kcnn.train` run folder under `<project>/finish/` (`trial_<id>/`,
 not trained again. Once `best/` is chosen, `repeat` trains the chosen run and each
 reference again with seeds 1 to `SearchConfig.seeds - 1` (`trial_<id>_seed<k>/`,
 `reference_<name>_seed<k>/`, as resumable), for the verdict's spread over seeds
-(`kcnn.tune.verdict`); they choose nothing. A trial's model is built as the search
-built it (its initial weights seeded from the configuration, `kcnn.tune.seeding`), so
-two searches with the same seed retrain to the same scores and ranking.
+(`kcnn.tune.verdict`); they choose nothing, nor do the k-fold runs on the digits
+(`kcnn.tune.folds`, `*_fold<k>/`), both trained by `rerun`. A trial's model is built
+as the search built it (its initial weights seeded from the configuration,
+`kcnn.tune.seeding`), so two searches with the same seed retrain to the same scores
+and ranking.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import pathlib
 import shutil
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from kcnn._files import CorruptFileError, read_json, write_json
 from kcnn.tune import runs
 from kcnn.tune.config import finish_train_config
 from kcnn.tune.cost import reference_latency
-from kcnn.tune.references import reference_names, seed_facts, seed_suffix, train_reference
+from kcnn.tune.references import reference_names, run_facts, run_suffix, run_text, train_reference
 from kcnn.tune.seeding import derived_seed
 from kcnn.tune.selection import FinishRecord, rank
 
-__all__ = ["FINISH_DIR", "finish_search", "repeat", "retrain", "with_latency"]
+__all__ = ["FINISH_DIR", "check_settings", "finish_search", "repeat", "rerun", "retrain", "with_latency"]
 
 logger = logging.getLogger("kcnn")
 
@@ -76,7 +81,7 @@ def finish_search(tuner, space, data, config, project_dir, candidates, *, source
         "recipe": finish_train_config(config).to_dict(),
         "data": {"input_shape": list(data.input_shape), "classes": data.num_classes},
     }
-    _check_finish_settings(root, settings)
+    check_settings(root, settings)
     source = data if source is None else source
     retrained = [retrain(trial, space, root, source, config, data_options) for trial in candidates]
     references = [train_reference(name, root, source, data, config, data_options) for name in reference_names(config)]
@@ -87,7 +92,7 @@ def finish_search(tuner, space, data, config, project_dir, candidates, *, source
     return retrained, [ranked[("reference", r.name)] for r in references]
 
 
-def retrain(trial, space, root, source, config, data_options, *, seed=0) -> FinishRecord:
+def retrain(trial, space, root, source, config, data_options, *, seed=0, fold=None) -> FinishRecord:
     """The keras-tuner `trial` retrained with the finish's recipe in
     `root/trial_<id>/` (resumed, or read when finished).
 
@@ -95,17 +100,17 @@ def retrain(trial, space, root, source, config, data_options, *, seed=0) -> Fini
     (`SearchSpace.execution`: seeded from its configuration, `kcnn.tune.seeding`): seed
     0 from the trial's initial weights in the search; a repeat k > 0
     (`repeat`, in `root/trial_<id>_seed<k>/`) from those of its execution k, on
-    `source` the repeat's data.
+    `source` the repeat's data. `fold` (k, K): the k-th k-fold run
+    (`kcnn.tune.folds`, in `root/trial_<id>_fold<k>/`), on `source` that fold's data.
     """
     from kcnn.tune._keras_tuner import public_values
 
     hp = trial.hyperparameters
-    run = pathlib.Path(root) / (f"trial_{trial.trial_id}" + seed_suffix(seed))
+    run = pathlib.Path(root) / (f"trial_{trial.trial_id}" + run_suffix(seed, fold))
     recipe = finish_train_config(config, hp.values.get("learning_rate"))
     metadata = runs.completed(run)
     if metadata is None:
-        what = "retraining trial %s with the full recipe (%d epochs)" + (f", seed {seed}" if seed else "")
-        logger.info("finish: " + what, trial.trial_id, recipe.epochs)
+        logger.info("finish: retraining trial %s with the full recipe (%d epochs)%s", trial.trial_id, recipe.epochs, run_text(seed, fold))
         space.execution = seed
         try:
             model = space.build(hp.copy())  # With the initial weights of the trial's execution `seed` (seeded).
@@ -114,7 +119,7 @@ def retrain(trial, space, root, source, config, data_options, *, seed=0) -> Fini
         arguments = {**space.declare(hp.copy()), "input_shape": list(space.input_shape), "classes": space.classes}
         search = {"trial_id": trial.trial_id, "score": float(trial.score), "hyperparameters": public_values(hp)}
         model_facts = {"builder": space.builder_name, "builder_arguments": arguments}
-        search.update(seed_facts(seed) or {})
+        search.update(run_facts(seed, fold) or {})
         metadata = runs.fit(model, source, recipe, run, data_options, model_facts=model_facts, search=search)
     return runs.record(trial.trial_id, "trial", run, metadata, search_score=float(trial.score))
 
@@ -160,26 +165,51 @@ def repeat(tuner, space, data, config, project_dir, records, *, source=None, dat
         {(kind, name): [the FinishRecord of seed 0, of seed 1, ...]} for each of
         `records` that was trained (a reference that does not fit the data has no runs).
     """
-    root = pathlib.Path(project_dir) / FINISH_DIR
     seeds = {(r.kind, r.name): [r] for r in records if r.reason is None and r.path is not None}
-    trained = [runs_of[0] for runs_of in seeds.values()]  # Once each: the chosen run may be a reference.
-    if config.seeds < 2 or not trained:
+    if config.seeds < 2 or not seeds:
         return seeds
-    base = None  # Loaded when a repeat is to be trained: a resumed search whose repeats are done reads them only.
+    # Loaded when a repeat is to be trained: a resumed search whose repeats are done reads them only.
+    base = functools.cache(lambda: _repeat_data(source if source is not None else data, data, config, data_options))
     recipe_seed = finish_train_config(config).seed  # The split's, which the repeats keep.
-    for seed in range(1, config.seeds):
-        reshuffled = None
-        for record in trained:
-            if reshuffled is None and runs.completed(record.path.with_name(record.path.name + seed_suffix(seed))) is None:
-                if base is None:
-                    base = _repeat_data(source if source is not None else data, data, config, data_options)
-                reshuffled = base.reshuffled(derived_seed(recipe_seed, "finish seed", seed))
-            if record.kind == "trial":
-                run = retrain(tuner.oracle.trials[record.name], space, root, reshuffled, config, None, seed=seed)
-            else:
-                run = train_reference(record.name, root, reshuffled, data, config, None, seed=seed)
-            seeds[(record.kind, record.name)].append(run)
+
+    def reshuffled(seed):
+        return base().reshuffled(derived_seed(recipe_seed, "finish seed", seed)), None
+
+    variants = [{"seed": seed} for seed in range(1, config.seeds)]
+    for key, repeats in rerun(tuner, space, data, config, project_dir, records, variants, reshuffled).items():
+        seeds[key].extend(repeats)
     return seeds
+
+
+def rerun(
+    tuner, space, data, config, project_dir, records, variants: Iterable[Mapping[str, Any]], load: Callable
+) -> dict[tuple[str, str], list[FinishRecord]]:
+    """The finish's runs of `records` trained again, once per variant, variant by
+    variant: `{"seed": k}`, a repeat from other seeds (`repeat`), or `{"fold": (k, K)}`,
+    a k-fold run (`kcnn.tune.folds`); `retrain`'s and `train_reference`'s keywords.
+
+    Each run is a folder next to the record's (its name and `run_suffix(**variant)`):
+    an interrupted one resumes, a finished one is read. `load(**variant)` gives the
+    (source, data_options) of a variant's runs, asked only for a run to train.
+
+    Returns:
+        {(kind, name): [a FinishRecord per variant]} for each of `records` that was
+        trained (a reference that does not fit the data has no runs), once each.
+    """
+    root = pathlib.Path(project_dir) / FINISH_DIR
+    # Once each: the chosen run may be a reference.
+    trained = {(r.kind, r.name): r for r in records if r.reason is None and r.path is not None}
+    done: dict[tuple[str, str], list[FinishRecord]] = {key: [] for key in trained}
+    for variant in variants:
+        for key, record in trained.items():
+            finished = runs.completed(record.path.with_name(record.path.name + run_suffix(**variant)))
+            source, options = (None, None) if finished is not None else load(**variant)
+            if record.kind == "trial":
+                run = retrain(tuner.oracle.trials[record.name], space, root, source, config, options, **variant)
+            else:
+                run = train_reference(record.name, root, source, data, config, options, **variant)
+            done[key].append(run)
+    return done
 
 
 def _repeat_data(source, data, config, data_options):
@@ -194,15 +224,19 @@ def _repeat_data(source, data, config, data_options):
     return load_data(source, recipe, input_shape=tuple(data.input_shape), data_options=data_options)
 
 
-def _check_finish_settings(root, settings):
+def check_settings(root, settings, *, file=SETTINGS_FILE, pattern=None):
     """A finish with other candidates, references, recipe or data starts afresh (its runs
-    are of another finish); the same one resumes."""
+    are of another finish); the same one resumes. With `pattern`, the settings in
+    `root/file` are those of the runs of `root` it matches (the k-fold runs'), which
+    alone are trained again when they change."""
+    root = pathlib.Path(root)
     try:
-        previous = read_json(root / SETTINGS_FILE)
+        previous = read_json(root / file)
     except CorruptFileError:
         previous = None
     if previous is not None and previous != settings:
         logger.info("finish: the settings changed since the runs in %s; they are trained again", root)
-        shutil.rmtree(root, ignore_errors=True)
+        for run in [root] if pattern is None else root.glob(pattern):
+            shutil.rmtree(run, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
-    write_json(root / SETTINGS_FILE, settings)
+    write_json(root / file, settings)

@@ -10,7 +10,8 @@ instead of training again:
     finish/reference_<name>/  each reference trained with the finish's recipe
                             (`train_reference`), a candidate for best/ like the
                             retrained trials (`kcnn.tune.finish`); its repeats with
-                            other seeds in finish/reference_<name>_seed<k>/
+                            other seeds in finish/reference_<name>_seed<k>/, its
+                            k-fold runs in finish/reference_<name>_fold<k>/
 
 Each is seeded from the train config's seed and the net's name (`kcnn.tune.seeding`),
 so two searches with the same seed train them to the same scores.
@@ -29,7 +30,7 @@ from kcnn.tune.config import finish_train_config
 from kcnn.tune.seeding import seeded
 from kcnn.tune.selection import FinishRecord
 
-__all__ = ["BAR_DIR", "reference_bar", "reference_names", "seed_facts", "seed_suffix", "train_reference"]
+__all__ = ["BAR_DIR", "reference_bar", "reference_names", "run_facts", "run_suffix", "run_text", "train_reference"]
 
 logger = logging.getLogger("kcnn")
 
@@ -72,21 +73,23 @@ def bar_run(name, project_dir) -> pathlib.Path:
     return pathlib.Path(project_dir) / BAR_DIR / name
 
 
-def train_reference(name, root, source, data, config, data_options, *, seed=0) -> FinishRecord:
+def train_reference(name, root, source, data, config, data_options, *, seed=0, fold=None) -> FinishRecord:
     """The reference `name` trained with the finish's recipe in `root/reference_<name>/`
     (resumed, or read when finished), or a record of why it was not (a net that does
     not fit the data, with a warning).
 
     `seed` k > 0: the finish's k-th repeat (`kcnn.tune.finish.repeat`), in
     `root/reference_<name>_seed<k>/`, from other initial weights; `source` is then the
-    repeat's data (its own batch order and augmentation).
+    repeat's data (its own batch order and augmentation). `fold` (k, K): the k-th of
+    the K k-fold runs (`kcnn.tune.folds`), in `root/reference_<name>_fold<k>/`, from
+    seed 0's initial weights, on `source` that fold's data.
 
     Raises:
         ValueError: `name` is not a registered model.
     """
     from kcnn import registry
 
-    run = pathlib.Path(root) / (f"reference_{name}" + seed_suffix(seed))
+    run = pathlib.Path(root) / (f"reference_{name}" + run_suffix(seed, fold))
     metadata = runs.completed(run)
     if metadata is None:
         try:
@@ -96,13 +99,12 @@ def train_reference(name, root, source, data, config, data_options, *, seed=0) -
                 f"`references` must name registered models (kcnn.list_models()). Received: references={config.references!r}"
             ) from error
         recipe = finish_train_config(config)
-        what = "training the reference %s with the full recipe (%d epochs)" + (f", seed {seed}" if seed else "")
-        logger.info("finish: " + what, name, recipe.epochs)
+        logger.info("finish: training the reference %s with the full recipe (%d epochs)%s", name, recipe.epochs, run_text(seed, fold))
         kwargs = {"input_shape": tuple(data.input_shape), "classes": data.num_classes}
         try:
             # Seed 0's keys are those of the runs before repeats existed: their folders stay valid.
             with seeded(recipe.seed, name, *(("seed", seed) if seed else ())):
-                metadata = runs.fit(name, source, recipe, run, data_options, model_kwargs=kwargs, search=seed_facts(seed))
+                metadata = runs.fit(name, source, recipe, run, data_options, model_kwargs=kwargs, search=run_facts(seed, fold))
         except ValueError as error:
             if not str(error).startswith("The input is too small"):
                 raise
@@ -114,13 +116,20 @@ def train_reference(name, root, source, data, config, data_options, *, seed=0) -
     return runs.record(name, "reference", run, metadata)
 
 
-def seed_suffix(seed: int) -> str:
+def run_suffix(seed: int = 0, fold: tuple[int, int] | None = None) -> str:
     """The end of the run folder of the finish's repeat `seed` ("" for seed 0, the
-    finish's own run; "_seed2" for the third)."""
-    return f"_seed{seed}" if seed else ""
+    finish's own run; "_seed2" for the third) or of its k-fold run `fold` = (k, K)
+    ("_fold1" for the first of K)."""
+    return (f"_seed{seed}" if seed else "") + (f"_fold{fold[0]}" if fold else "")
 
 
-def seed_facts(seed: int) -> dict | None:
-    """What a repeat's metadata.json records of its seed under "search" (None for
-    seed 0, whose run records what it did before repeats existed)."""
-    return {"seed": seed} if seed else None
+def run_facts(seed: int = 0, fold: tuple[int, int] | None = None) -> dict | None:
+    """What a repeat's or a k-fold run's metadata.json records of it under "search"
+    (None for seed 0, whose run records what it did before repeats existed)."""
+    facts = {**({"seed": seed} if seed else {}), **({"fold": fold[0], "folds": fold[1]} if fold else {})}
+    return facts or None
+
+
+def run_text(seed: int = 0, fold: tuple[int, int] | None = None) -> str:
+    """The end of the log line of a run that trains (", seed 2", ", fold 1 of 5")."""
+    return (f", seed {seed}" if seed else "") + (f", fold {fold[0]} of {fold[1]}" if fold else "")
