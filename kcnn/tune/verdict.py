@@ -18,6 +18,11 @@ interval on the difference of the means). One run's binomial standard error says
 how precisely a test split of n images measures one model; the spread over seeds
 says how much that model's accuracy moves with its initialization and batch order
 (on the digits, LeNet-5 scores 98.9% to 99.4% test by its seed, docs/tune_digits.md).
+
+With k-fold runs on the digits (`SearchConfig.folds`, `kcnn.tune.folds`), each model
+is also tested on every one of the 1,797 images once, over K folds, and the verdict
+states the `spread` of its K test accuracies and, against each reference, the
+`paired_difference`: both are tested on the same images in each fold.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any
 from kcnn.tune.report import _human
 from kcnn.tune.selection import FinishRecord
 
-__all__ = ["CONFIDENCE", "SPLITS", "below", "compare", "difference", "lines", "over_seeds", "spread"]
+__all__ = ["CONFIDENCE", "SPLITS", "below", "compare", "difference", "lines", "over_seeds", "paired_difference", "spread"]
 
 #: The splits compared, in order.
 SPLITS = ("validation", "test")
@@ -131,10 +136,52 @@ def difference(chosen: Sequence[float], reference: Sequence[float], confidence: 
         half = float(stdtrit(df, (1 + confidence) / 2)) * se
     else:
         df, half = None, 0.0
+    return {"difference": d, "error": se, "df": df, "interval": half, "confidence": confidence, "verdict": _verdict(d, half)}
+
+
+def paired_difference(chosen: Sequence[float], reference: Sequence[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """Whether the chosen model's accuracies over K folds beat a reference's beyond
+    their spread: Student's paired t interval on the per-fold differences (Student
+    1908, "The Probable Error of a Mean"), as in the k-fold cross-validated paired t test (Dietterich 1998,
+    "Approximate Statistical Tests for Comparing Supervised Classification Learning
+    Algorithms", section 3.4).
+
+    Paired, not Welch's `difference`: in fold k both models are tested on the same
+    images, so what makes fold k hard or easy for one (which digits it holds) is common
+    to both and cancels in their difference; the test is of that difference alone.
+    With the differences d_k = chosen_k - reference_k over K >= 2 folds:
+
+        d  = mean(d_k)                                     "difference"
+        se = s_d / sqrt(K), s_d their sample std           "error"
+        df = K - 1                                         "df"
+        h  = t(df, (1 + confidence) / 2) * se              "interval", Student's t quantile
+
+    "verdict" as `difference`'s: "beats" when d - h > 0, "below" when d + h < 0,
+    else "within". With 5 folds t is 2.78, with 2 it is 12.7. The folds' training
+    sets overlap (two of K folds share (K - 2) / (K - 1) of their training images),
+    so the d_k are not independent and the interval is somewhat too narrow: Dietterich
+    measured this test's type I error above its nominal level. Equal differences in
+    every fold (s_d = 0) have no spread: h = 0, and any nonzero d is beyond it.
+    """
+    from scipy.special import stdtrit
+
+    if len(chosen) != len(reference) or len(chosen) < 2:
+        raise ValueError(
+            f"A paired difference needs two folds or more, as many of each. Received: {len(chosen)} and {len(reference)} values"
+        )
+    differences = spread([a - b for a, b in zip(chosen, reference, strict=True)])
+    se = differences["std"] / math.sqrt(len(chosen))
+    df = len(chosen) - 1
+    half = float(stdtrit(df, (1 + confidence) / 2)) * se if se > 0 else 0.0
+    d = differences["mean"]
+    return {"difference": d, "error": se, "df": df, "interval": half, "confidence": confidence, "verdict": _verdict(d, half)}
+
+
+def _verdict(d, half) -> str:
+    """"beats", "within" or "below": the difference `d` beyond its interval ±`half`."""
     # A difference of equal scores is 0 to rounding, and no verdict.
     exact = abs(d) <= 1e-12
-    verdict = "within" if exact or abs(d) <= half else ("beats" if d > 0 else "below")
-    return {"difference": d, "error": se, "df": df, "interval": half, "confidence": confidence, "verdict": verdict}
+    return "within" if exact or abs(d) <= half else ("beats" if d > 0 else "below")
 
 
 def over_seeds(runs: Sequence[FinishRecord]) -> dict[str, Any]:
@@ -175,13 +222,16 @@ def lines(
     *,
     note: str = "",
     seeds: Mapping[str, Any] | None = None,
+    folds: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """The verdict as text: what best/ holds (with `note`, e.g. why no reference was
     trained), then one line per reference (the differences in accuracy, the MACs and,
     where both were measured, the latencies), marked where the chosen model is below it;
     with `seeds` (the chosen model's `over_seeds`, of two seeds or more) the test
     accuracies over the seeds (validation without a test split), the chosen model's and
-    each reference's, and whether the chosen one beats each beyond the spread."""
+    each reference's, and whether the chosen one beats each beyond the spread; with
+    `folds` (best/metadata.json's "over_folds", `kcnn.tune.folds.fold_facts`) the same
+    of the test accuracies over the folds, with the paired t interval."""
     if chosen is None:
         return []
     what = f"the reference {chosen.name}" if chosen.kind == "reference" else chosen.label
@@ -202,10 +252,11 @@ def lines(
             parts.append(f"{c['latency'][0]:.3g} vs {c['latency'][1]:.3g} ms")
         mark = f"  BELOW it on {' and '.join(c['below'])}" if c["below"] else ""
         text.append(f"  vs {c['reference']}: {', '.join(parts)}{mark}")
-    return text + _seed_lines(chosen, comparisons, seeds or {})
+    return text + _seed_lines(chosen, comparisons, seeds or {}) + _fold_lines(chosen, folds)
 
 
-#: How the verdict over seeds states each reference, by `difference`'s "verdict".
+#: How the verdict over seeds or folds states each reference, by `difference`'s or
+#: `paired_difference`'s "verdict".
 _STATEMENTS = {
     "beats": "{chosen} beats it by {difference}",
     "within": "{chosen} is within the spread: {difference}",
@@ -219,16 +270,36 @@ def _seed_lines(chosen, comparisons, seeds) -> list[str]:
     split = next((split for split in reversed(SPLITS) if split in seeds), None)
     if seeds.get("seeds", 0) < 2 or split is None:
         return []
-    label = f"the reference {chosen.name}" if chosen.kind == "reference" else chosen.label
-    against = [(c, c["seeds"][split]) for c in comparisons if split in c.get("seeds", {})]
+    against = {c["reference"]: c["seeds"][split] for c in comparisons if split in c.get("seeds", {})}
     header = f"over {seeds['seeds']} seeds, {split} accuracy: mean ±sample standard deviation (each seed's)"
     if against:
         header += f"; differences of the means ±their {100 * CONFIDENCE:.0f}% Welch t interval"
-    text = [header, f"  {chosen.label}: {_spread_text(seeds[split])}"]
-    for c, facts in against:
+    return _spread_lines(chosen, header, seeds[split], against)
+
+
+def _fold_lines(chosen, folds) -> list[str]:
+    """The verdict over folds (`lines`), as `_seed_lines` states it over seeds."""
+    if not folds:
+        return []
+    header = (
+        f"k-fold, {folds['folds']} stratified folds of the {folds['images']:,} images, each the test split once, "
+        "test accuracy: mean ±sample standard deviation (each fold's)"
+    )
+    if folds["against"]:
+        header += f"; per-fold differences' mean ±its {100 * CONFIDENCE:.0f}% paired t interval"
+    return _spread_lines(chosen, header, folds["test"], folds["against"])
+
+
+def _spread_lines(chosen, header, spread_of_chosen, against) -> list[str]:
+    """`header`, the chosen model's accuracies, then for each reference of `against`
+    ({name: `difference` or `paired_difference` facts with the reference's "reference"
+    spread}) its accuracies and the statement of the difference."""
+    label = f"the reference {chosen.name}" if chosen.kind == "reference" else chosen.label
+    text = [header, f"  {chosen.label}: {_spread_text(spread_of_chosen)}"]
+    for name, facts in against.items():
         points = f"{_points(facts['difference'])} ±{100 * facts['interval']:.2f} points"
         statement = _STATEMENTS[facts["verdict"]].format(chosen=label, difference=points)
-        text.append(f"  {c['reference']}: {_spread_text(facts['reference'])}; {statement}")
+        text.append(f"  {name}: {_spread_text(facts['reference'])}; {statement}")
     return text
 
 
