@@ -29,6 +29,7 @@ The modules, one concept each:
     selection.py     the statistics of the choices: the trials retrained, the model kept
     finish.py        the top trials retrained with the full recipe, ranked with the references
     references.py    the reference nets: the bar (as a trial), the finish's runs
+    folds.py         k-fold scores on the digits of the chosen model and the references
     best.py          best/: the model kept, with the search's facts
     verdict.py       what best/ holds against each reference, as facts and lines
     runs.py          the kcnn.train run folders of the finish and the bar

@@ -16,7 +16,8 @@ the run best/ holds, and where the search measures latency `latency_ms` and
 trial is then under "best_trial"); "against_references" (`kcnn.tune.verdict.compare`)
 and "below_references" (the references it is less accurate than, on any split); with
 several seeds (`SearchConfig.seeds`), "over_seeds" (`seed_facts`: the chosen model's
-accuracies over them, the verdict on each reference, the runs).
+accuracies over them, the verdict on each reference, the runs); with k-fold runs on the
+digits (`SearchConfig.folds`), "over_folds" (`kcnn.tune.folds.fold_facts`).
 """
 
 from __future__ import annotations
@@ -48,10 +49,13 @@ BEST_DIR = "best"
 CHOSEN_KEYS = ("kind", "name", "validation", "test", "macs", "params", "score")
 
 
-def search_facts(space, config, project_dir, best, *, restored, chosen, comparisons, over_seeds=None) -> dict[str, Any]:
+def search_facts(
+    space, config, project_dir, best, *, restored, chosen, comparisons, over_seeds=None, over_folds=None
+) -> dict[str, Any]:
     """The "search" facts of best/metadata.json (see the module), `best` the search's
     best keras-tuner trial, `chosen` the `FinishRecord` of the run best/ holds,
-    `over_seeds` the chosen model's accuracies over seeds (`seed_facts`; None: one seed)."""
+    `over_seeds` the chosen model's accuracies over seeds (`seed_facts`; None: one seed),
+    `over_folds` its k-fold scores (`kcnn.tune.folds.fold_facts`; None: none)."""
     trial = {
         "trial_id": best.trial_id,
         "score": float(best.score),
@@ -72,6 +76,8 @@ def search_facts(space, config, project_dir, best, *, restored, chosen, comparis
     }
     if over_seeds is not None:
         facts["over_seeds"] = over_seeds
+    if over_folds is not None:
+        facts["over_folds"] = over_folds
     if chosen.kind == "trial":
         return {**facts, **trial}
     return {**facts, **dict.fromkeys(trial), "restored": False, "best_trial": trial}

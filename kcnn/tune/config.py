@@ -116,6 +116,14 @@ class SearchConfig:
             the others are trained after the choice (`kcnn.tune.finish.repeat`),
             and change nothing of it. 1: the finish's runs alone, no spread.
             Without a finish (`top_k=0`), nothing is repeated.
+        folds: on the bundled digits (`data="digits"`) only, K >= 2 also scores the
+            chosen model and each reference by stratified K-fold cross-validation
+            over its 1,797 images: each trained K times with the finish's recipe,
+            fold k's images as the test split, the other folds split for training
+            and validation as the finish splits its pool; the verdict states each
+            model's test accuracy over the folds and the paired t interval on the
+            per-fold differences (`kcnn.tune.folds`). Trained after the choice, they
+            change nothing of it. 0 (default): none. Needs a finish (`top_k` >= 1).
         target_macs: the cost term of the score (`kcnn.tune.cost`: the penalty side
             of MnasNet's soft constraint): a trial of more MACs per image than this is scored by its
             objective times (MACs / target_macs) ** -0.07 (a loss: divided by it),
@@ -206,6 +214,11 @@ class SearchConfig:
     seeds: int = _field(
         3, "trainings of the chosen model and of each reference from other seeds: the verdict's mean and spread (1: one)"
     )
+    folds: int = _field(
+        0,
+        "on --data digits: stratified K-fold test scores of the chosen model and each reference, K >= 2 (0: none)",
+        metavar="K",
+    )
     references: str | None = _field("lenet5,convnet", "registered models trained the same way as reference points")
     target_macs: int | str | None = _field(
         "references", "MACs above which the score pays the cost term (MnasNet's beta): N, 'references' (the cheapest) or none"
@@ -257,6 +270,7 @@ class SearchConfig:
         for name in ("max_epochs", "executions_per_trial", "hyperband_iterations", "finish_epochs", "seeds"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("hyperband_factor", self.hyperband_factor, minimum=2)
+        self._check_folds()
         _check_int("early_stopping", self.early_stopping, minimum=0)
         for name in ("max_trials", "max_params", "max_macs", "max_consecutive_failed_trials"):
             if getattr(self, name) is not None:
@@ -303,6 +317,15 @@ class SearchConfig:
                     "`worker` must be an id of letters, digits, '_' and '-' that does not contain 'chief' "
                     f"(keras-tuner's mark of the chief). Received: worker={self.worker!r}"
                 )
+
+    def _check_folds(self):
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 0 or self.folds == 1:
+            raise ValueError(f"`folds` must be 0 (none) or an int >= 2. Received: folds={self.folds!r}")
+        if self.folds and not self.top_k:
+            raise ValueError(
+                "k-fold scores are of the finish's recipe: pass top_k >= 1 with folds. "
+                f"Received: folds={self.folds!r}, top_k={self.top_k!r}"
+            )
 
     def _check_latency(self):
         if self.cost not in COSTS:

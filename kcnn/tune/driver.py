@@ -20,7 +20,7 @@ import keras
 from kcnn._files import write_json
 from kcnn._lock import FolderLock
 from kcnn.tune import best as best_dir
-from kcnn.tune import cost, finish, latency, pareto_plot, project, references, report, runs, selection, verdict
+from kcnn.tune import cost, finish, folds, latency, pareto_plot, project, references, report, runs, selection, verdict
 from kcnn.tune._keras_tuner import collect_trials, make_tuner, public_values
 from kcnn.tune.budget import TimeBudget
 from kcnn.tune.config import SearchConfig
@@ -114,6 +114,7 @@ def search(
     if unknown:
         raise ValueError(f"Unknown search options {unknown}; see kcnn.tune.SearchConfig. Received: {options!r}")
     config = dataclasses.replace(config, **options)
+    folds.check_source(data, config)  # Before the search, not after it.
     source = data  # Loaded again by the finish, with the full recipe's augmentation.
     data = load_data(data, config.train, data_options=data_options)
     if config.objective.startswith("val_") and data.validation is None:
@@ -275,11 +276,11 @@ def _finish(tuner, space, data, config, project_dir, role, bar, reference, *, so
         chosen = selection.choose([*retrained, *trained_references]) or retrained[0]  # Unranked: no validation.
         restored, model = False, None
         others = trained_references
-        # After the choice, which they do not change: the chosen run and the references again, other seeds.
-        seeds = finish.repeat(
-            tuner, space, data, config, project_dir, [chosen, *trained_references], source=source,
-            data_options=data_options,
-        )  # fmt: skip
+        # After the choice, which they do not change: the chosen run and the references again, other
+        # seeds, and on the digits' folds.
+        again = [chosen, *trained_references]
+        seeds = finish.repeat(tuner, space, data, config, project_dir, again, source=source, data_options=data_options)
+        fold_runs = folds.run_folds(tuner, space, data, config, project_dir, again, data_options=data_options)
     else:
         best = tuner.oracle.trials[ranked[0].trial_id]
         model, metadata, restored = best_dir.save_trial(tuner, space, data, config, project_dir, best)
@@ -287,15 +288,17 @@ def _finish(tuner, space, data, config, project_dir, role, bar, reference, *, so
         candidates = best_dir.without_finish(trial, ranked[0], reference, config, project_dir)
         chosen = selection.choose(candidates)
         others = [r for r in candidates if r.kind == "reference"]
-        seeds = {}  # No finish, no repeats.
+        seeds, fold_runs = {}, {}  # No finish, no repeats, no folds.
         if chosen.kind == "trial":
             chosen = dataclasses.replace(chosen, path=None)  # Its run is best/ itself.
     comparisons = verdict.compare(chosen, others, seeds)
     chosen_seeds = seeds.get((chosen.kind, chosen.name), ())
     over_seeds = verdict.over_seeds(chosen_seeds) if len(chosen_seeds) > 1 else None
+    over_folds = folds.fold_facts(chosen, others, fold_runs, config, project_dir)
     facts = best_dir.search_facts(
         space, config, project_dir, best, restored=restored, chosen=chosen, comparisons=comparisons,
         over_seeds=None if over_seeds is None else best_dir.seed_facts(over_seeds, seeds, comparisons, project_dir),
+        over_folds=over_folds,
     )  # fmt: skip
     if chosen.path is None:
         best_dir.write_facts(path, facts)
@@ -327,6 +330,7 @@ def _finish(tuner, space, data, config, project_dir, role, bar, reference, *, so
         chosen=chosen,
         comparisons=tuple(comparisons),
         over_seeds=over_seeds,
+        over_folds=over_folds,
     )
 
 

@@ -63,6 +63,9 @@ class SearchResult:
         over_seeds: with `config.seeds` > 1 and a finish, `chosen`'s validation and
             test accuracies over the seeds, their mean and sample standard deviation
             (`kcnn.tune.verdict.over_seeds`); None otherwise.
+        over_folds: with `config.folds` on the digits, the k-fold scores of `chosen`
+            and each reference and the paired verdict (`kcnn.tune.folds.fold_facts`,
+            as best/metadata.json's "over_folds"); None otherwise.
         time_budget: the search's time budget in seconds (`SearchConfig.time_budget`).
         search_seconds: the wall time of the search (the trials and the bar) over
             all its runs, what the budget counts.
@@ -89,6 +92,7 @@ class SearchResult:
     chosen: selection.FinishRecord | None = None
     comparisons: tuple[dict[str, Any], ...] = ()
     over_seeds: dict[str, Any] | None = None
+    over_folds: dict[str, Any] | None = None
     time_budget: float | None = None
     search_seconds: float | None = None
     finish_seconds: float | None = None
@@ -108,13 +112,13 @@ class SearchResult:
         """What best/ holds and how it compares with each reference trained alike,
         every split on which it is less accurate named, and with several seeds its
         test accuracy and each reference's over them, with whether it beats each
-        beyond the spread (`kcnn.tune.verdict`)."""
+        beyond the spread, and its k-fold scores (`kcnn.tune.verdict`)."""
         note = ""
         if self.chosen is not None and self.chosen.kind == "trial":
             note = ", retrained with the full recipe" if self.retrained else ", as it trained"
         elif self.chosen is not None:
             note = " (no " + ("retrained trial" if self.retrained else "trial") + " beat it)"
-        return "\n".join(verdict.lines(self.chosen, self.comparisons, note=note, seeds=self.over_seeds))
+        return "\n".join(verdict.lines(self.chosen, self.comparisons, note=note, seeds=self.over_seeds, folds=self.over_folds))
 
     def table(self, top: int = 10) -> str:
         """The results table (best trials first, then failures), and the finish's
