@@ -27,12 +27,14 @@ def rng():
 
 # In-process tests run Keras' train, test and predict steps eagerly: the same Python
 # code, without tracing it into a graph. Tracing is most of what a tiny `fit` costs
-# here (a 2-step LeNet-5 fit takes 1.5 s compiled and 0.8 s eager; the train, tune and
-# checkpoint tests take 2m05 instead of 3m17), and what the tests check (weights,
-# resumes, files, records) does not depend on it. The compiled path users run is
-# still tested: by every test that starts a process (the CLI's train/tune/evaluate,
-# the notebooks, the README, workers), by tests marked `compiled` (reproducibility,
-# distribution, precision, optimizers), and by the whole suite with `--compiled`.
+# here (a 2-step LeNet-5 fit takes 1.5 s compiled and 0.8 s eager; the 20 modules of
+# in-process training and search tests take 910 CPU-seconds instead of 1,024, a search
+# test half of its time), and what the tests check (weights, resumes, files, records)
+# does not depend on it. The compiled path users run is still tested: by every test
+# that starts a process (`kcnn` commands in a fresh interpreter, the notebooks, the
+# README, search and training workers), by tests marked `compiled` (reproducibility,
+# distribution, precision, optimizers) or training enough steps that compiling pays
+# (int8 calibration on the digits), and by the whole suite with `--compiled`.
 def pytest_addoption(parser):
     parser.addoption(
         "--compiled",
@@ -50,7 +52,9 @@ _steps_compiled = True
 
 
 def _compile_for_the_test(self, *args, **kwargs):
-    if not _steps_compiled:
+    # A test's own `compile(..., run_eagerly=False)` is kept: a fixture training many
+    # steps, where compiling pays for itself.
+    if not _steps_compiled and "run_eagerly" not in kwargs:
         # Keras refuses XLA for eager steps; a test that needs XLA is marked `compiled`.
         kwargs.update(run_eagerly=True, jit_compile=False)
     return _compile_as_written(self, *args, **kwargs)

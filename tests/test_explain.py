@@ -158,7 +158,8 @@ def digit_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("explain")
     digits = kdata.load("digits", batch_size=64)
     model = kcnn.lenet5()
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    # Compiled (tests/conftest.py): 3 epochs of the digits are steps enough to pay for it.
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", run_eagerly=False)
     model.fit(digits.train, epochs=3, verbose=0, shuffle=False)  # the pipeline shuffles
     save_run(model, digits, train.TrainConfig(epochs=3), folder / "run")
     raw = kdata.load("digits", normalize=False, image_size=8)

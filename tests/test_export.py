@@ -212,6 +212,7 @@ def digits_run(tmp_path_factory):
     return folder
 
 
+@pytest.mark.compiled  # Its run trains 8 epochs of the digits: compiling pays (tests/conftest.py).
 def test_int8_keeps_the_digits_accuracy_and_takes_any_size(digits_run, tmp_path):
     result = export(digits_run, tmp_path / "int8.tflite", quantize="int8", calibration_images=100)
     accuracy = result.accuracy
