@@ -257,26 +257,28 @@ HISTORIES = [
     [0.1, 0.7, 0.8, 0.9],
     [0.9, 0.1, 0.1, 0.1],  # Its first epoch's 0.9 is its best so far: goes on.
     [0.5, 0.55, 0.9, 0.9],  # Below the median 0.65 at epoch 1 (of 0.5, 0.6, 0.7, 0.9): stops.
-    [0.1, 0.65, 0.65, 0.95],  # At epoch 1 at the median 0.65, not below; at epoch 2 below 0.75: stops.
+    [0.3, 0.65, 0.65, 0.95],  # At epoch 1 at the median 0.65, not below; at epoch 2 below 0.75: stops.
     [0.3, 0.9, 0.2, 0.2],
+    [0.05, 0.9, 0.9, 0.9],  # Below the median 0.25 at epoch 0 (no warm-up epoch): stops.
 ]
 
 
 def test_the_median_rule_matches_a_reference_on_hand_written_histories():
-    assert reference_rule(HISTORIES) == rule_by_kcnn(HISTORIES) == [None, None, None, None, 1, 2, None]
+    assert reference_rule(HISTORIES) == rule_by_kcnn(HISTORIES) == [None, None, None, None, 1, 2, None, 0]
     losses = [[1 - v for v in h] for h in HISTORIES]  # The same, minimized.
-    assert reference_rule(losses, maximize=False) == rule_by_kcnn(losses, maximize=False) == [None] * 4 + [1, 2, None]
+    assert reference_rule(losses, maximize=False) == rule_by_kcnn(losses, maximize=False) == [None] * 4 + [1, 2, None, 0]
     rng = np.random.default_rng(0)
     for _ in range(20):
         histories = rng.uniform(size=(12, 5)).cumsum(axis=1).tolist()
         assert rule_by_kcnn(histories) == reference_rule(histories)
 
 
-def test_the_median_rule_waits_for_its_warm_up_and_enough_completed_trials():
+def test_the_median_rule_waits_for_enough_completed_trials():
     completed = [{0: 0.9, 1: 0.9}, {0: 0.9, 1: 0.9}]
     assert median_rule({0: 0.1, 1: 0.1}, 1, completed, maximize=True) is None  # Only 2 completed.
     completed.append({0: 0.9, 1: 0.9})
-    assert median_rule({0: 0.1}, 0, completed, maximize=True) is None  # The warm-up epoch.
+    assert WARMUP_EPOCHS == 0  # Judged from its first epoch on, once 3 trials completed.
+    assert median_rule({0: 0.1}, 0, completed, maximize=True) == (0.9, 3)
     assert median_rule({0: 0.1, 1: 0.1}, 1, completed, maximize=True) == (0.9, 3)
     assert median_rule({0: 0.1, 1: 0.1}, 1, [{0: 0.9}] * 3, maximize=True) is None  # None recorded epoch 1.
     assert statistics.median([0.9] * 3) == 0.9
@@ -298,13 +300,13 @@ class Script(Shared):
         logs["val_accuracy"] = self.values[self.current["trial"]][epoch]
 
 
-SCRIPT = {0: [0.5, 0.6, 0.7], 1: [0.5, 0.7, 0.8], 2: [0.5, 0.8, 0.9], 3: [0.4, 0.5, 0.99], 4: [0.5, 0.75, 0.95]}
+SCRIPT = {0: [0.5, 0.6, 0.7], 1: [0.5, 0.7, 0.8], 2: [0.5, 0.8, 0.9], 3: [0.5, 0.5, 0.99], 4: [0.5, 0.75, 0.95]}
 
 
 def test_pruned_trials_are_recorded_not_chosen_and_survive_resume(tmp_path):
     current, lines = {}, []
     # Three trials complete; then, resumed, trial 3 is judged against their histories
-    # (read back from the project) and pruned after its 2nd epoch, trial 4 is not.
+    # (read back from the project) and pruned after its 2nd epoch (at the median after its 1st), trial 4 is not.
     _search(tmp_path, [Script(SCRIPT, current)], _follow(current), max_trials=3, prune="median")
     result = _search(tmp_path, [Script(SCRIPT, current)], _follow(current, lines), prune="median")
     rows = read_trials(result.trials_csv)

@@ -10,8 +10,9 @@ averages; the running best is Optuna's `MedianPruner`'s choice, and the one that
 matches the score a trial is ranked by (its best epoch). A pruned trial ends as PRUNED
 with its epoch and the reason, not as a failure, and is no candidate for the best model
 or the Pareto front. Rules of thumb from the same sources keep it from judging on
-noise: `WARMUP_EPOCHS`, `MIN_COMPLETED`; and it never stops a trial at its last epoch,
-which would save nothing.
+noise: `MIN_COMPLETED` completed trials before it judges (and `WARMUP_EPOCHS` epochs
+of each, none by default); and it never stops a trial at its last epoch, which would
+save nothing.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ import keras
 
 __all__ = ["MIN_COMPLETED", "WARMUP_EPOCHS", "BudgetStopping", "MedianStopping", "median_rule", "running_best"]
 
-#: Epochs a trial trains before the rule judges it: the first epoch's objective says
-#: more about the initial weights than about the configuration (Optuna's
-#: `n_warmup_steps`; Vizier's rule likewise waits for a few reports).
-WARMUP_EPOCHS = 1
+#: Epochs a trial trains before the rule judges it (Optuna's `n_warmup_steps`, 0 by
+#: default there too). The rule's warm-up is in trials (`MIN_COMPLETED`): a trial is
+#: judged after its first epoch against the completed trials' first epochs, where a
+#: hopeless configuration already shows (on the default digits search, a warm-up
+#: epoch saved 21% of the trained trial-epochs, none 29%, for the same chosen
+#: network: docs/tune_digits.md).
+WARMUP_EPOCHS = 0
 #: Completed trials, with the epoch recorded, the median is taken over: the median of
 #: one or two trials is one trial's luck (Optuna's `n_startup_trials`, 5 there; a
 #: search of 10 trials would prune nothing before its second half).
