@@ -8,10 +8,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["KCNN_OFFLINE"] = "1"
 os.environ["KCNN_HOME"] = tempfile.mkdtemp(prefix="kcnn-home-")
 
-import keras
+import keras  # noqa: F401
 import numpy as np
 import pytest
 import tensorflow  # noqa: F401
+from fixtures import eager_steps
 
 # TensorFlow and Keras leave millions of long-lived objects behind at import, and every
 # `keras.backend.clear_session()` (keras-tuner calls it before each trial) runs a full
@@ -30,9 +31,11 @@ def rng():
 # here (a 2-step LeNet-5 fit takes 1.5 s compiled and 0.8 s eager; the 20 modules of
 # in-process training and search tests take 910 CPU-seconds instead of 1,024, a search
 # test half of its time), and what the tests check (weights, resumes, files, records)
-# does not depend on it. The compiled path users run is still tested: by every test
-# that starts a process (`kcnn` commands in a fresh interpreter, the notebooks, the
-# README, search and training workers), by tests marked `compiled` (reproducibility,
+# does not depend on it (tests/fixtures/eager_steps.py). The compiled path users run is
+# still tested: by every test that starts a process (the notebooks, the README's
+# blocks, `kcnn` commands in a fresh interpreter, search and training workers; in
+# notebook 02, whose trainings run dozens of steps, eager steps cost 83 CPU-seconds
+# against 47 compiled), by tests marked `compiled` (reproducibility,
 # distribution, precision, optimizers) or training enough steps that compiling pays
 # (int8 calibration on the digits), and by the whole suite with `--compiled`.
 def pytest_addoption(parser):
@@ -47,25 +50,11 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "compiled: run this test's Keras steps compiled (tf.function), not eagerly")
 
 
-_compile_as_written = keras.Model.compile
-_steps_compiled = True
-
-
-def _compile_for_the_test(self, *args, **kwargs):
-    # A test's own `compile(..., run_eagerly=False)` is kept: a fixture training many
-    # steps, where compiling pays for itself.
-    if not _steps_compiled and "run_eagerly" not in kwargs:
-        # Keras refuses XLA for eager steps; a test that needs XLA is marked `compiled`.
-        kwargs.update(run_eagerly=True, jit_compile=False)
-    return _compile_as_written(self, *args, **kwargs)
-
-
-keras.Model.compile = _compile_for_the_test
+eager_steps.install()
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     # Before the test's fixtures are made, so that a module fixture's training runs
     # as its first test does.
-    global _steps_compiled
-    _steps_compiled = item.config.getoption("--compiled") or item.get_closest_marker("compiled") is not None
+    eager_steps.compiled = item.config.getoption("--compiled") or item.get_closest_marker("compiled") is not None

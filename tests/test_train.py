@@ -587,3 +587,22 @@ def test_metadata_names_the_files_the_loader_skipped(tmp_path):
     skipped = result.metadata["dataset"]["skipped_files"]
     assert [os.path.basename(entry["path"]) for entry in skipped] == ["broken.png"] and skipped[0]["reason"]
     assert json.loads((tmp_path / "run" / "metadata.json").read_text())["dataset"]["skipped_files"] == skipped
+
+
+# --------------------------------------------------------------------------
+# The suite's own switch (tests/conftest.py): eager steps unless a test is marked.
+
+
+def _compiled_model():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    return model
+
+
+def test_an_unmarked_test_runs_keras_steps_eagerly(request):
+    assert _compiled_model().run_eagerly is not request.config.getoption("--compiled")
+
+
+@pytest.mark.compiled
+def test_a_test_marked_compiled_compiles_its_steps():
+    assert _compiled_model().run_eagerly is False
