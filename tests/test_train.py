@@ -149,7 +149,14 @@ FAMILIES = [
 ]
 
 
-@pytest.mark.parametrize("name, kwargs, size, channels", FAMILIES, ids=[f[0] for f in FAMILIES])
+# AlexNet's 58M dense weights cost more stepped eagerly (13.7 s) than traced (9.1 s).
+COMPILED = {"alexnet"}
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, size, channels",
+    [pytest.param(*f, id=f[0], marks=[pytest.mark.compiled] if f[0] in COMPILED else []) for f in FAMILIES],
+)
 def test_fit_trains_every_family_and_saves_a_loadable_model(tmp_path, name, kwargs, size, channels):
     dataset = tiny(size, channels, n=32, holdout=False)
     result = train.fit(name, dataset, train.TrainConfig(**FAST), output=tmp_path / "run", model_kwargs=kwargs, verbose=0)
