@@ -37,7 +37,7 @@ def rng():
 # notebook 02, whose trainings run dozens of steps, eager steps cost 83 CPU-seconds
 # against 47 compiled), by tests marked `compiled` (reproducibility,
 # distribution, precision, optimizers) or training enough steps that compiling pays
-# (int8 calibration on the digits), and by the whole suite with `--compiled`.
+# (int8 calibration on the digits, AlexNet's fit), and by the whole suite with `--compiled`.
 def pytest_addoption(parser):
     parser.addoption(
         "--compiled",
