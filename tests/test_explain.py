@@ -5,6 +5,7 @@ evidence for a class is in one image quadrant, run on every family, and `explain
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 import kcnn
@@ -134,6 +135,22 @@ def test_every_family(name, arguments, shape, layer):
     for maps in (explain.gradcam(model, images), explain.saliency(model, images)):
         assert maps.shape == (2, *shape[:2]) and maps.dtype == np.float32
         assert np.all(np.isfinite(maps)) and maps.min() >= 0.0 and maps.max() == 1.0
+
+
+def test_one_image_of_a_narrow_resnet_is_explained_as_in_a_batch():
+    # Batch 1 through a ResNet of width 8 (1x1 stride-2 projections from 8 and 16 channels)
+    # is where TensorFlow 2.21's oneDNN kernel for the Conv2D kernel gradient crashes the
+    # process on AVX-512 CPUs, a gradient the maps never need (`explain._traced`). The
+    # reference: the eager gradient of a batch of two, whose first image is the same.
+    model = kcnn.resnet18(input_shape=(16, 16, 3), classes=3, width=8, stem="small", classifier_activation=None)
+    images = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype(np.float32)
+    x = tf.convert_to_tensor(images)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        score = model(x, training=False)[:, 1]
+    expected = np.abs(tape.gradient(score, x).numpy()[:1]).max(axis=-1)
+    np.testing.assert_allclose(explain.saliency(model, images[:1], class_index=1), expected / expected.max(), atol=1e-5)
+    assert explain.gradcam(model, images[:1]).shape == (1, 16, 16)
 
 
 def test_gradcam_refuses_a_layer_without_a_feature_map():
