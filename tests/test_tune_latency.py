@@ -12,6 +12,7 @@ import keras
 import pytest
 
 from kcnn import shapes
+from kcnn.train import distribute
 from kcnn.tune import cost, finish, latency
 
 FEW = dict(warmup=2, repeats=5)
@@ -38,9 +39,12 @@ def test_a_model_far_larger_in_macs_measures_slower_and_pays_more_cost():
     assert shapes.count_macs(big) > 1000 * shapes.count_macs(small)
     fast, slow = latency.measure_latency(small, **FEW), latency.measure_latency(big, **FEW)
     assert fast.median_ms < slow.median_ms
-    for figure in (fast, slow):
+    for model, figure in ((small, fast), (big, slow)):
         assert figure.spread_ms >= 0 and figure.repeats == 5 and figure.batch_size == 1
-        assert figure.precision == "float32"  # "auto" on this CPU for models this small
+        # The precision "auto" picks here: float32, but mixed bfloat16 for the big one
+        # (1.8e8 MACs) on a CPU with bfloat16 units.
+        assert figure.precision == distribute.resolve_precision("auto", model)
+    assert fast.precision == "float32"
     # MnasNet's form (Tan et al. 2019, eq. 2) on milliseconds: a target below both charges both.
     target = fast.median_ms / 2
     assert 1.0 > cost.factor(fast.median_ms, target) > cost.factor(slow.median_ms, target)
