@@ -3,7 +3,6 @@ soon as the installed keras-tuner no longer has what it overrides."""
 
 import ast
 import inspect
-import itertools
 import json
 import pathlib
 import tomllib
@@ -216,11 +215,10 @@ def _small(hp):
     return hp.values["units"] <= 10
 
 
-def _drive(oracle, project, trials, *, fail=(), leave_running=False, fits=None, pruned=lambda trial: False):
+def _drive(oracle, project, trials, *, fail=(), leave_running=False, fits=None):
     """Runs `trials` trials through the oracle, scored without training; trials in
-    `fail` fail, those `pruned(trial)` is true of end pruned (STOPPED, with their
-    score); with `leave_running` one more is created and left running; `fits`: the
-    space's check of its random proposals."""
+    `fail` fail; with `leave_running` one more is created and left running; `fits`:
+    the space's check of its random proposals."""
     oracle.fits = fits
     oracle._set_project_dir(str(project.parent), project.name)
     hp = keras_tuner.HyperParameters()
@@ -234,7 +232,7 @@ def _drive(oracle, project, trials, *, fail=(), leave_running=False, fits=None, 
             trial.status, trial.message = "FAILED", "FailedTrialError: too small"
         else:
             oracle.update_trial(trial.trial_id, {"val_accuracy": _score(trial)})
-            trial.status = "STOPPED" if pruned(trial) else "COMPLETED"
+            trial.status = "COMPLETED"
         oracle.end_trial(trial)
     if leave_running:
         oracle.create_trial("tuner0")
@@ -297,82 +295,6 @@ def test_an_unreadable_oracle_json_is_rebuilt_from_the_trials_exactly(tmp_path, 
                 trial.status = "COMPLETED"
                 oracle.end_trial(trial)
     assert original.get_state()["seed"] == rebuilt.get_state()["seed"]
-
-
-def _first_round_below_half(trial):
-    """Prunes the first-round trials scored below 0.5 (5 scores in 11)."""
-    return trial.hyperparameters.values["tuner/round"] == 0 and _score(trial) < 0.5
-
-
-def _ran(oracle, project, *, pruned=lambda trial: False, upstream=False):
-    """Drives a Hyperband oracle to the end of its search; with `upstream`, with
-    keras-tuner's own promotions. Returns its trials, in order, and whether it ended."""
-    if upstream:
-        oracle.populate_space = keras_tuner.oracles.HyperbandOracle.populate_space.__get__(oracle)
-        oracle._remove_completed_brackets = keras_tuner.oracles.HyperbandOracle._remove_completed_brackets.__get__(oracle)
-    _drive(oracle, project, 0)
-    for _ in range(200):
-        trial = oracle.create_trial("tuner0")
-        if trial.status != "RUNNING":
-            return list(oracle.trials.values()), trial.status
-        oracle.update_trial(trial.trial_id, {"val_accuracy": _score(trial)})
-        trial.status = "STOPPED" if pruned(trial) else "COMPLETED"
-        oracle.end_trial(trial)
-    return list(oracle.trials.values()), "RUNNING"
-
-
-def test_hyperband_without_pruned_trials_proposes_as_keras_tuners(tmp_path):
-    # kcnn's copy of `populate_space` (oracles._HyperbandOracle) against upstream's own,
-    # over two iterations of three brackets: the same trials, the same promotions.
-    ours, ours_end = _ran(ORACLES["hyperband2"](), tmp_path / "ours")
-    theirs, theirs_end = _ran(ORACLES["hyperband2"](), tmp_path / "theirs", upstream=True)
-    assert ours_end == theirs_end == "STOPPED" and len(ours) == 2 * (9 + 3 + 1 + 5 + 2 + 3)
-    assert [t.hyperparameters.values for t in ours] == [t.hyperparameters.values for t in theirs]
-
-
-def test_hyperband_promotes_past_pruned_trials_and_never_continues_one(tmp_path):
-    oracle = ORACLES["hyperband2"]()
-    trials, end = _ran(oracle, tmp_path / "ours", pruned=_first_round_below_half)
-    pruned = {trial.trial_id for trial in trials if trial.status == "STOPPED"}
-    promoted = [trial.hyperparameters.values for trial in trials if trial.hyperparameters.values["tuner/round"] > 0]
-    assert end == "STOPPED" and len(pruned) >= 8
-    assert promoted and not {values["tuner/trial_id"] for values in promoted} & pruned
-    # Run one at a time, a bracket's rounds follow each other: each block of a later
-    # round continues, in turn, the best completed trial of the block before it not
-    # continued yet.
-    blocks = []
-    for trial in trials:
-        key = (trial.hyperparameters.values["tuner/bracket"], trial.hyperparameters.values["tuner/round"])
-        if not blocks or blocks[-1][0] != key:
-            blocks.append((key, []))
-        blocks[-1][1].append(trial)
-    for (before, source), ((bracket, round_num), block) in itertools.pairwise(blocks):
-        if round_num == 0:
-            continue
-        assert before == (bracket, round_num - 1)
-        ranked = sorted((t for t in source if t.status == "COMPLETED"), key=lambda t: -t.score)
-        assert [t.hyperparameters.values["tuner/trial_id"] for t in block] == [t.trial_id for t in ranked[: len(block)]]
-    # keras-tuner's own promotions wait for the pruned trials to complete, which they
-    # never do: its brackets promote fewer trials, or none.
-    theirs, _ = _ran(ORACLES["hyperband2"](), tmp_path / "theirs", pruned=_first_round_below_half, upstream=True)
-    assert sum(t.hyperparameters.values["tuner/round"] > 0 for t in theirs) < len(promoted)
-
-
-def test_hyperband_with_pruned_trials_rebuilds_its_state_exactly(tmp_path):
-    project = tmp_path / "project"
-    original = _drive(ORACLES["hyperband2"](), project, 30, pruned=_first_round_below_half, leave_running=True)
-    assert any(trial.status == "STOPPED" for trial in original.trials.values())
-    expected = _reloaded("hyperband2", project)
-    expected.reload()
-    (project / "oracle.json").unlink()
-    rebuilt = _reloaded("hyperband2", project)
-    with pytest.warns(UserWarning, match=r"oracle\.json is missing"):
-        assert rebuilt.reload() is True
-    rebuilt.update_space(original.get_space())
-    assert _progress(rebuilt) == _progress(expected)
-    for _ in range(3):
-        ours, theirs = rebuilt.create_trial("tuner0"), expected.create_trial("tuner0")
-        assert (ours.trial_id, ours.status, ours.hyperparameters.values) == (theirs.trial_id, theirs.status, theirs.hyperparameters.values)
 
 
 @pytest.mark.parametrize("kind", ["random", "bayesian", "hyperband"])

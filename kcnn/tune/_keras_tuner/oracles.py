@@ -337,78 +337,12 @@ class _GridSearchOracle(_BudgetedOracle, _Durable, _TrialIds, keras_tuner.oracle
 
 class _HyperbandOracle(_BudgetedOracle, _FittingDraws, _Durable, _TrialIds, keras_tuner.oracles.HyperbandOracle):
     """Hyperband whose failed first-round trials give their place in the bracket to a
-    new configuration, and whose rounds promote past their pruned trials.
+    new configuration.
 
     keras-tuner's Hyperband promotes from a round only once all but the promoted
     places have completed, so each failed trial would cost the bracket a promotion (a
-    configuration rejected before training costs little to replace), and a trial
-    pruned by the median stopping rule (STOPPED, `kcnn.tune.stopping`) would hold its
-    round's promotions back for good: here a pruned trial has ended like a completed
-    one, and only completed ones are promoted (`_promotion`).
+    configuration rejected before training costs little to replace).
     """
-
-    def populate_space(self, trial_id):
-        # keras-tuner's `HyperbandOracle.populate_space` (1.4.8, its text guarded by
-        # tests/test_keras_tuner.py) with its choice of the trial to promote in
-        # `_promotion`.
-        self._remove_completed_brackets()
-        for bracket in self._brackets:
-            bracket_num, rounds = bracket["bracket_num"], bracket["rounds"]
-            if len(rounds[0]) < self._get_size(bracket_num, round_num=0):
-                return self._random_trial(trial_id, bracket)
-            for round_num in range(1, len(rounds)):
-                best_trial = self._promotion(bracket, round_num)
-                if best_trial is None:
-                    continue
-                values = best_trial.hyperparameters.values.copy()
-                values["tuner/trial_id"] = best_trial.trial_id
-                values["tuner/epochs"] = self._get_epochs(bracket_num, round_num)
-                values["tuner/initial_epoch"] = self._get_epochs(bracket_num, round_num - 1)
-                values["tuner/bracket"] = self._current_bracket
-                values["tuner/round"] = round_num
-                rounds[round_num].append({"past_id": best_trial.trial_id, "id": trial_id})
-                return {"status": "RUNNING", "values": values}
-        if self._current_bracket == 0 and self._current_iteration + 1 == self.hyperband_iterations:
-            return {"status": "IDLE"} if self.ongoing_trials else {"status": "STOPPED"}
-        self._increment_bracket_num()
-        self._start_new_bracket()
-        return self._random_trial(trial_id, self._brackets[-1])
-
-    def _promotion(self, bracket, round_num):
-        """The trial of round `round_num - 1` to continue in round `round_num` now, or
-        None: the best completed one not yet continued, once more of that round's
-        trials have ended (completed or pruned) than the round drops. A round that
-        will get no more trials (its predecessor promotes no more) counts as the
-        trials it has."""
-        rounds = bracket["rounds"]
-        selected = {info["past_id"] for info in rounds[round_num]}
-        waiting = [self.trials[info["id"]] for info in rounds[round_num - 1] if info["id"] not in selected]
-        ended = [trial for trial in waiting if trial.status in ("COMPLETED", "STOPPED")]
-        completed = [trial for trial in ended if trial.status == "COMPLETED"]
-        if not completed or len(rounds[round_num]) >= self._get_size(bracket["bracket_num"], round_num):
-            return None
-        past_size = self._get_size(bracket["bracket_num"], round_num - 1)
-        if round_num > 1 and self._closed(bracket, round_num - 1):
-            past_size = len(rounds[round_num - 1])
-        if len(ended) <= past_size - self._get_size(bracket["bracket_num"], round_num):
-            return None
-        return sorted(completed, key=lambda trial: trial.score, reverse=self.objective.direction == "max")[0]
-
-    def _closed(self, bracket, round_num) -> bool:
-        """Whether round `round_num` of `bracket` will get no more trials: it is full,
-        or every trial of the round before has ended and none is left to promote."""
-        rounds = bracket["rounds"]
-        if len(rounds[round_num]) >= self._get_size(bracket["bracket_num"], round_num):
-            return True
-        if round_num == 0 or not self._closed(bracket, round_num - 1):
-            return False
-        ended = all(self.trials[info["id"]].status in ("COMPLETED", "STOPPED", "FAILED") for info in rounds[round_num - 1])
-        return ended and self._promotion(bracket, round_num) is None
-
-    def _remove_completed_brackets(self):
-        # keras-tuner's keeps a bracket until its last round is full; one whose rounds
-        # were thinned by pruning may never fill it.
-        self._brackets = [bracket for bracket in self._brackets if not self._closed(bracket, len(bracket["rounds"]) - 1)]
 
     @keras_tuner.synchronized
     def end_trial(self, trial):

@@ -16,10 +16,10 @@
   keeps only the best epoch's), the completed trials' reference for the median rule,
   read back when a search resumes.
 - The tuner adds the stopping callbacks to each execution's own callbacks (after
-  keras-tuner's deep copy of the user's, so their verdicts reach it). Hyperband prunes
-  in every round: its oracle counts a pruned trial as ended when it promotes from a
-  round (keras-tuner waits for enough completed ones, which a pruned trial never is),
-  and promotes only completed ones (`kcnn.tune._keras_tuner.oracles`).
+  keras-tuner's deep copy of the user's, so their verdicts reach it), and in Hyperband
+  prunes only the trials of a bracket's last round: nothing is promoted from those,
+  while keras-tuner promotes from an earlier round only once enough of its trials
+  completed, which a pruned one never does.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class _StoppingTuner:
                     on_stop=lambda epoch: self._budget_stopped(trial, epoch),
                 )
             )
-        if self.prune == "median":
+        if self.prune == "median" and self._prunable(trial):
             callbacks.append(
                 MedianStopping(
                     self.oracle.objective.name,
@@ -134,6 +134,9 @@ class _StoppingTuner:
         total = format_duration(self.budget.total)
         logger.info("trial %s stopped after epoch %d: the time budget of %s is spent", trial.trial_id, epoch + 1, total)
 
+    def _prunable(self, trial) -> bool:
+        return True
+
     def _completed_histories(self):
         """{epoch: objective} of each completed trial: kept by this process, else read
         from the trial's kcnn_trial.json (so they survive a resume; keras-tuner keeps
@@ -155,3 +158,11 @@ class _StoppingTuner:
                 histories.append(self._objective_histories[trial_id])
         return histories
 
+
+def last_round(oracle, trial) -> bool:
+    """Whether a Hyperband trial is of its bracket's last round (nothing is promoted
+    from it)."""
+    values = trial.hyperparameters.values
+    if "tuner/round" not in values or not hasattr(oracle, "_get_num_rounds"):
+        return False
+    return values["tuner/round"] == oracle._get_num_rounds(values.get("tuner/bracket", 0)) - 1

@@ -25,7 +25,7 @@ from kcnn.tune._keras_tuner.oracles import (
     _HyperbandOracle,
     _RandomSearchOracle,
 )
-from kcnn.tune._keras_tuner.stopping import PRUNED, _StoppingTuner, record_status
+from kcnn.tune._keras_tuner.stopping import PRUNED, _StoppingTuner, last_round, record_status
 from kcnn.tune._keras_tuner.trials import metric_value, public_values, score_objective
 from kcnn.tune.cost import bounded, ceiling
 from kcnn.tune.report import RECORD_FILE, TrialRecord
@@ -253,6 +253,9 @@ class _Hyperband(_StoppingTuner, _Records, keras_tuner.Hyperband):
     """Hyperband whose trial that continues an earlier one (a later round) trains from
     scratch, for all its epochs and with a warning, when the earlier trial's
     checkpoint cannot be read, instead of failing."""
+
+    def _prunable(self, trial) -> bool:
+        return last_round(self.oracle, trial)
 
     def _build_hypermodel(self, hp):
         # keras-tuner's Hyperband._build_hypermodel, the reading of the checkpoint guarded.
