@@ -330,3 +330,24 @@ def test_optimizer_step_times_both_optimizers_from_its_own_rounds():
     assert result["keras_over_fused"] == pytest.approx(medians["keras_adamw"] / medians["fused_adamw"])
     assert result["parameters"] == sum(int(np.prod(v.shape)) for v in kcnn.convnet(input_shape=(16, 16, 3), classes=10).trainable_variables)
     json.dumps(result)
+
+
+def test_trial_epochs_counts_what_each_trial_trained_by_status(tmp_path, capsys):
+    import trial_epochs
+
+    # (status, the epochs of its objective history): a Hyperband trial continued from
+    # epoch 2 trained the epochs it recorded, 2 to 4; a failed trial wrote no record.
+    trials = {"0000": ("COMPLETED", [0, 1]), "0001": ("STOPPED", [0]), "0002": ("COMPLETED", [2, 3, 4]), "0003": ("FAILED", None)}
+    for project, kept in (("none", trials), ("median", {**trials, "0002": ("STOPPED", [2])})):
+        for trial_id, (status, epochs) in kept.items():
+            folder = tmp_path / project / f"trial_{trial_id}"
+            folder.mkdir(parents=True)
+            (folder / "trial.json").write_text(json.dumps({"status": status}))
+            if epochs is not None:
+                (folder / "kcnn_trial.json").write_text(json.dumps({"objective_history": {str(e): 0.5 for e in epochs}}))
+    (tmp_path / "none" / "bar").mkdir()  # the reference trained as a trial: not counted
+    assert trial_epochs.trial_epochs(tmp_path / "none") == {"COMPLETED": [2, 3], "PRUNED": [1], "FAILED": [0]}
+    trial_epochs.main([str(tmp_path / "none"), str(tmp_path / "median")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("none: 6 trained trial-epochs: 2 completed (5 epochs), 1 failed (0 epochs), 1 pruned (1 epochs)")
+    assert lines[2].endswith("median: -2 epochs (-33%) against " + str(tmp_path / "none"))
