@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import keras_tuner
 import numpy as np
@@ -479,6 +480,22 @@ def test_a_search_with_damaged_state_files_resumes_keeping_its_finished_trials(t
     assert [row["trial"] for row in rows] == ["0000", "0001", "0002"]
     assert {record.trial_id: record.score for record in second.trials if record.trial_id in scores} == scores
     assert json.loads((project / "oracle.json").read_text())["end_order"] == ["0000", "0001", "0002"]
+
+
+def test_a_hyperband_trial_continues_the_weights_of_the_one_it_promotes_without_a_warning(tmp_path):
+    # keras-tuner carries a promoted trial's weights, not its optimizer's state (a new
+    # optimizer, built at the first step): Keras' warning that it skipped the saved
+    # optimizer's variables said so on every promotion, to every user.
+    data, project = tiny_data(size=16, n=32), tmp_path / "project"
+    options = dict(tuner="hyperband", max_epochs=3, hyperband_factor=3, seed=2, directory=project, ranges=SMALL, top_k=0,
+                   references=None)  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = tune.search("convnet", data, max_trials=4, **options)
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
+    last = next(record for record in result.trials if record.trial_id == "0003")
+    values = json.loads((project / "trial_0003" / "trial.json").read_text())["hyperparameters"]["values"]
+    assert last.status == "COMPLETED" and values["tuner/initial_epoch"] == 1 and values["tuner/trial_id"] in ("0000", "0001", "0002")
 
 
 def test_a_hyperband_trial_whose_checkpoint_is_unreadable_trains_from_scratch(tmp_path):

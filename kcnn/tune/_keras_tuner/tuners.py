@@ -265,7 +265,12 @@ class _Hyperband(_StoppingTuner, _Records, keras_tuner.Hyperband):
             files = [self._get_build_config_fname(trial_id), self._get_checkpoint_fname(trial_id)]
             try:
                 model.build_from_config(read_json(files[0]) or {})
-                model.load_weights(files[1])
+                with warnings.catch_warnings():
+                    # The trial goes on with the weights, not the optimizer's state (its
+                    # optimizer is built at the first step), as keras-tuner's does; Keras
+                    # says so at every promotion.
+                    warnings.filterwarnings("ignore", "Skipping variable loading for optimizer", UserWarning)
+                    model.load_weights(files[1])
             except (OSError, ValueError, KeyError, TypeError) as error:
                 raise _UnusableCheckpoint(
                     f"the checkpoint of trial {trial_id} it continues cannot be read ({' and '.join(files)}: "
