@@ -80,3 +80,21 @@ def test_only_kcnns_own_warnings_and_log_lines_get_its_prefix():
     assert line("tensorflow", logging.WARNING, "5 out of the last 5 calls to <function f> triggered tf.function retracing.") == (
         "tensorflow: warning: 5 out of the last 5 calls to <function f> triggered tf.function retracing."
     )
+
+
+def test_the_command_line_drops_tensorflows_retracing_warning_about_keras_steps_only():
+    from kcnn.cli import _handler
+
+    def kept(name, message, *args):
+        return _handler().filter(logging.LogRecord(name, logging.WARNING, __file__, 1, message, args, None))
+
+    # TensorFlow's own format and arguments (polymorphic_function.py), about a Keras step
+    # function, which Keras makes per model: dropped.
+    template = "%d out of the last %d calls to %s triggered tf.function retracing. Tracing is expensive"
+    step = "<function TensorFlowTrainer.make_predict_function.<locals>.one_step_on_data_distributed at 0x7f336adf6ac0>"
+    assert not kept("tensorflow", template, 5, 19, step)
+    assert not kept("tensorflow", template, 6, 6, step.replace("predict", "train").replace("one_step_on_data_distributed", "multi_step_on_iterator"))
+    # Any other function's, another warning, or another logger's: printed.
+    assert kept("tensorflow", template, 5, 5, "<function saliency.<locals>.input_gradients at 0x7f33690d6980>")
+    assert kept("tensorflow", "Your input ran out of data")
+    assert kept("kcnn", template, 5, 19, step)

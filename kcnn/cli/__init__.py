@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import logging
 import os
+import re
 import sys
 import warnings
 
@@ -99,9 +100,27 @@ class _LogFormat(logging.Formatter):
         return f"{record.name}: {record.levelname.lower()}: {text}"
 
 
+#: TensorFlow's warning that a function was traced again, about the train, test and
+#: predict steps Keras makes per model.
+_KERAS_STEP_RETRACED = re.compile(
+    r"calls to <function TensorFlowTrainer\.make_(?:train|test|predict)_function\.<locals>\.\w+ at 0x[0-9a-f]+> "
+    r"triggered tf\.function retracing"
+)
+
+
+def _keeps(record) -> bool:
+    """Whether the command line prints a log record: not TensorFlow's retracing warning
+    about Keras' step functions. Keras makes them per model, and TensorFlow counts the
+    traces of every model's as one function's (by its code), so a command that trains
+    or evaluates more than five models (a search's finish) warned of retracing with
+    nothing to fix."""
+    return not (record.name == "tensorflow" and _KERAS_STEP_RETRACED.search(record.getMessage()))
+
+
 def _handler():
     handler = logging.StreamHandler()
     handler.setFormatter(_LogFormat("%(message)s"))
+    handler.addFilter(_keeps)
     return handler
 
 
