@@ -260,6 +260,10 @@ def test_space_arguments_are_checked():
         tune.SearchConfig(worker="w1")
     with pytest.raises(ValueError, match=r"must be HOST:PORT"):
         tune.SearchConfig(chief="localhost")
+    for project in ("/tmp/search", "../search", "my search"):
+        with pytest.raises(ValueError, match=rf"a folder path goes to `directory`, --directory\). Received: project='{re.escape(project)}'"):
+            tune.SearchConfig(project=project)
+    assert tune.SearchConfig(project="digits-v2.1_a").project == "digits-v2.1_a"
 
 
 # --------------------------------------------------------------------------

@@ -291,7 +291,8 @@ class SearchConfig:
                 raise ValueError(f"`{name}` must be True or False. Received: {name}={getattr(self, name)!r}")
         if self.project is not None and not re.fullmatch(r"[A-Za-z0-9_.\-]+", str(self.project)):
             raise ValueError(
-                f"`project` must be a folder name of letters, digits, '_', '-', '.'. Received: project={self.project!r}"
+                f"`project` must be a folder name of letters, digits, '_', '-', '.' (a folder path goes to "
+                f"`directory`, --directory). Received: project={self.project!r}"
             )
         if not isinstance(self.train, TrainConfig):
             raise ValueError(f"`train` must be a kcnn.train.TrainConfig. Received: train={self.train!r}")
