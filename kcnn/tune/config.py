@@ -177,9 +177,9 @@ class SearchConfig:
             is PRUNED (not failed), listed in trials.csv and never chosen nor on
             the Pareto front. In Hyperband only the trials of a bracket's last
             round are judged, its earlier rounds being its own halving. On the
-            default digits search it saved 29% of the trained trial-epochs (44
-            of 62), and the finish retrained the same three trials and chose the
-            same network (docs/tune_digits.md). "none": every trial trains to
+            default digits search it saved 29% to 32% of the trained
+            trial-epochs by CPU (44 or 42 of 62), and the finish retrained the
+            same three trials and chose the same network (docs/tune_digits.md). "none": every trial trains to
             its end.
         max_consecutive_failed_trials: stop the search after this many failed trials
             in a row (it then ends as if done); None never stops. Failed trials cost
@@ -240,7 +240,7 @@ class SearchConfig:
         parse=parse_duration,
         metavar="DURATION",
     )
-    prune: str = _field("median", "stop hopeless trials early: the median stopping rule (Golovin et al. 2017; it saved 29%% of "
+    prune: str = _field("median", "stop hopeless trials early: the median stopping rule (Golovin et al. 2017; it saved 29-32%% of "
         "the trained epochs of the default digits search, for the same chosen net), or none", choices=PRUNERS)
     max_consecutive_failed_trials: int | None = _field(20, "stop after this many failed trials in a row (none: never)")
     chief: str | None = _field(None, "HOST:PORT of the chief of a distributed search")

@@ -29,8 +29,8 @@ __all__ = ["MIN_COMPLETED", "WARMUP_EPOCHS", "BudgetStopping", "MedianStopping",
 #: default there too). The rule's warm-up is in trials (`MIN_COMPLETED`): a trial is
 #: judged after its first epoch against the completed trials' first epochs, where a
 #: hopeless configuration already shows (on the default digits search, a warm-up
-#: epoch saved 21% of the trained trial-epochs, none 29%, for the same chosen
-#: network: docs/tune_digits.md).
+#: epoch saved 21% of the trained trial-epochs, none 29%, and 32% on another CPU,
+#: for the same chosen network: docs/tune_digits.md).
 WARMUP_EPOCHS = 0
 #: Completed trials, with the epoch recorded, the median is taken over: the median of
 #: one or two trials is one trial's luck (Optuna's `n_startup_trials`, 5 there; a
