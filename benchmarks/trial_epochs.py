@@ -2,7 +2,7 @@
 
     kcnn tune convnet --data digits --prune none   --directory /tmp/none
     kcnn tune convnet --data digits --prune median --directory /tmp/median
-    python benchmarks/trial_epochs.py /tmp/none/tuning /tmp/median/tuning
+    python benchmarks/trial_epochs.py /tmp/none /tmp/median
 
 Each trial counts the epochs it trained itself: the objective at each epoch that its
 `kcnn_trial.json` keeps (a Hyperband trial that continues another from epoch 2 to 5
@@ -30,7 +30,7 @@ def trial_epochs(project: pathlib.Path) -> dict[str, list[int]]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("projects", nargs="+", type=pathlib.Path, help="search projects (the tuning folder of --directory)")
+    parser.add_argument("projects", nargs="+", type=pathlib.Path, help="search projects (each search's --directory)")
     projects = parser.parse_args(argv).projects
     totals = {}
     for project in projects:

@@ -179,8 +179,8 @@ class SearchConfig:
             round are judged, its earlier rounds being its own halving. On the
             default digits search it saved 29% to 32% of the trained
             trial-epochs by CPU (44 or 42 of 62), and the finish retrained the
-            same three trials and chose the same network (docs/tune_digits.md). "none": every trial trains to
-            its end.
+            same three trials and chose the same network (docs/tune_digits.md).
+            "none": every trial trains to its end.
         max_consecutive_failed_trials: stop the search after this many failed trials
             in a row (it then ends as if done); None never stops. Failed trials cost
             little: a configuration that does not fit is never trained.
