@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import pathlib
+
+from kcnn._files import read_json
+from kcnn.tune._keras_tuner.stopping import PRUNED, STOPPED
+from kcnn.tune.report import RECORD_FILE
 
 
 def trial_epochs(project: pathlib.Path) -> dict[str, list[int]]:
-    """{status: [epochs trained, per trial]} of the trials in a search's project."""
+    """{status: [epochs trained, per trial]} of the trials in a search's project, the
+    statuses as trials.csv names them."""
     epochs = collections.defaultdict(list)
     for folder in sorted(project.glob("trial_*")):
-        status = json.loads((folder / "trial.json").read_text())["status"]
-        record = folder / "kcnn_trial.json"
-        history = json.loads(record.read_text()).get("objective_history") or {} if record.exists() else {}
-        epochs["PRUNED" if status == "STOPPED" else status].append(len(history))
+        status = read_json(folder / "trial.json")["status"]
+        history = (read_json(folder / RECORD_FILE) or {}).get("objective_history") or {}
+        epochs[PRUNED if status == STOPPED else status].append(len(history))
     return dict(epochs)
 
 
