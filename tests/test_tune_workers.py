@@ -87,3 +87,24 @@ def test_tune_with_two_local_workers_runs_every_trial_once(tmp_path):
     assert all(row["status"] == "COMPLETED" for row in rows)
     assert {row["trial"]: row["tuner"] for row in rows} == {t: w for w, ts in ran.items() for t in ts}
     assert "best model saved to" in output
+
+
+LAUNCH_ONLY = """
+import json, sys
+from kcnn.tune import workers
+
+workers.run_cluster = lambda commands: print(json.dumps([name for name, _, _ in commands])) or 0
+from kcnn.cli import main
+
+code = main(sys.argv[1:])
+print(code, "tensorflow" in sys.modules, "keras" in sys.modules)
+"""
+
+
+def test_the_launcher_of_the_workers_does_not_load_tensorflow():
+    # Each process it starts loads TensorFlow itself; the launcher only waits for them.
+    command = ["tune", "convnet", "--data", "digits", "--workers", "2", "--max-trials", "3"]
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+    done = subprocess.run(_python(LAUNCH_ONLY) + command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ['["chief", "w0", "w1"]', "0 False False"]

@@ -17,7 +17,8 @@ import warnings
 import kcnn
 
 # Command groups, by module: each has `register(subparsers)`; a command sets
-# `handler(args) -> exit code` with `set_defaults`.
+# `handler(args) -> exit code` with `set_defaults`, and `needs_tensorflow` (True, False or
+# a function of args) where TensorFlow is not always needed: it is loaded before the handler.
 _COMMAND_MODULES = ("models", "train", "tune", "export", "weights")
 
 
@@ -139,7 +140,8 @@ def main(argv=None):
         preflight = getattr(args, "preflight", None)
         if preflight:
             preflight(args)
-        if getattr(args, "needs_tensorflow", True):
+        needs_tensorflow = getattr(args, "needs_tensorflow", True)
+        if needs_tensorflow(args) if callable(needs_tensorflow) else needs_tensorflow:
             load_tensorflow_quietly()
         return args.handler(args) or 0
     except (ValueError, TypeError) as error:

@@ -62,7 +62,11 @@ def register(subparsers):
         defaults=dataclasses.asdict(train),
         skip=_SEARCH_OWNS,
     )
-    parser.set_defaults(handler=_tune, preflight=lambda args: _preflight.data(args.data))
+    # `--workers` only starts the cluster's processes, which load TensorFlow themselves:
+    # the launcher does not (seconds before the first worker starts, and its memory).
+    parser.set_defaults(
+        handler=_tune, preflight=lambda args: _preflight.data(args.data), needs_tensorflow=lambda args: args.workers is None
+    )
 
 
 def _ranges(pairs):
