@@ -1,17 +1,15 @@
 """Trains LeNet-5 on tiny seeded arrays into a run folder, for tests/test_train.py.
 
-    python tests/_train_worker.py OUTPUT --epochs 4 [--kill-at-epoch 3]
+    python tests/_train_worker.py OUTPUT [--epochs 4] [--hold-at-epoch 3 MARKER]
 
-With --kill-at-epoch N the process SIGKILLs itself in the middle of epoch N (after its
-second batch), like a machine that loses power: no Python cleanup runs. With
---hold-at-epoch N MARKER it writes the file MARKER at the end of epoch N and sleeps
-there (holding the run folder) until it is killed.
+With --hold-at-epoch N MARKER the process stops in the middle of epoch N (after its
+second batch), writes the file MARKER and sleeps there, holding the run folder, until
+the test SIGKILLs it, like a machine that loses power: no Python cleanup runs.
 """
 
 import argparse
 import os
 import pathlib
-import signal
 import time
 
 import keras
@@ -24,27 +22,17 @@ EPOCHS = 4
 CONFIG = dict(batch_size=8, augment=None, learning_rate=1e-3, warmup_epochs=1.0, steps_per_execution=1)
 
 
-class KillMidEpoch(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.kill_epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch + 1
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.epoch == self.kill_epoch and batch == 1:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-class HoldAtEpoch(keras.callbacks.Callback):
+class HoldMidEpoch(keras.callbacks.Callback):
     def __init__(self, epoch, marker):
         super().__init__()
         self.hold_epoch = epoch
         self.marker = pathlib.Path(marker)
 
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.hold_epoch:
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == self.hold_epoch and batch == 1:
             self.marker.write_text(str(os.getpid()))
             time.sleep(600)
 
@@ -60,13 +48,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("output")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--kill-at-epoch", type=int, default=None)
     parser.add_argument("--hold-at-epoch", nargs=2, default=None, metavar=("EPOCH", "MARKER"))
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
-    callbacks = [KillMidEpoch(args.kill_at_epoch)] if args.kill_at_epoch else []
-    if args.hold_at_epoch:
-        callbacks.append(HoldAtEpoch(int(args.hold_at_epoch[0]), args.hold_at_epoch[1]))
+    callbacks = [HoldMidEpoch(int(args.hold_at_epoch[0]), args.hold_at_epoch[1])] if args.hold_at_epoch else []
     config = train.TrainConfig(epochs=args.epochs, **CONFIG)
     train.fit("lenet5", tiny_digits(), config, output=args.output, callbacks=callbacks, verbose=0)
 

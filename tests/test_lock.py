@@ -73,34 +73,47 @@ def test_a_lock_file_removed_by_a_releasing_holder_is_not_locked_twice(tmp_path)
     second.release()
 
 
-def test_two_trainings_in_one_folder_the_second_refused_then_the_killed_holder_resumed(tmp_path):
+def test_a_second_training_is_refused_then_the_killed_holder_resumes_without_losing_an_epoch(tmp_path):
+    """One pair of processes for two claims: while a training holds its run folder (in
+    the middle of epoch 3), a second one is refused and writes nothing; SIGKILLed there,
+    as a machine that loses power, the holder leaves an unfinished run that a new
+    process completes with every epoch, once, and the optimizer's state (the learning
+    rate follows the whole run's schedule, not one restarted at epoch 3)."""
     sys.path.insert(0, str(TESTS))
     import _train_worker as worker
 
+    from kcnn import train
+    from kcnn.train.compile import make_schedule
+    from kcnn.train.runs import RunFolder
+
     output, marker = tmp_path / "run", tmp_path / "holding"
+    run = RunFolder(output)
+    config = train.TrainConfig(epochs=worker.EPOCHS, **worker.CONFIG)
     command = [sys.executable, str(TESTS / "_train_worker.py"), str(output)]
-    holder = subprocess.Popen([*command, "--hold-at-epoch", "2", str(marker)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    holder = subprocess.Popen([*command, "--hold-at-epoch", "3", str(marker)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for(marker, holder)
         # The second training, in this process (another one than the holder's: what the
         # lock tells apart), as the worker would start it.
-        from kcnn import train
-
-        config = train.TrainConfig(epochs=worker.EPOCHS, **worker.CONFIG)
         with pytest.raises(FolderInUseError, match=re.escape(f"{output} is in use by process {holder.pid} on {socket.gethostname()}")):
             train.fit("lenet5", worker.tiny_digits(), config, output=output, verbose=0)
-        history = (output / "history.csv").read_text().splitlines()
-        assert [line.split(",")[0] for line in history[1:]] == ["1", "2"]  # nothing of the second process
+        assert [row["epoch"] for row in run.read_history()] == [1, 2]  # nothing of the second process
     finally:
         stop(holder)
     assert holder.returncode == -signal.SIGKILL
-    third = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
-    assert third.returncode == 0, third.stderr[-3000:]
-    rows = (output / "history.csv").read_text().splitlines()[1:]
-    assert [row.split(",")[0] for row in rows] == [str(epoch) for epoch in range(1, worker.EPOCHS + 1)]
-    metadata = json.loads((output / "metadata.json").read_text())
+    assert run.read_metadata()["status"] == "running" and (output / "checkpoint").is_dir()
+
+    resumed = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    history = run.read_history()
+    assert [row["epoch"] for row in history] == list(range(1, worker.EPOCHS + 1))
+    metadata = run.read_metadata()
     assert metadata["status"] == "completed" and metadata["metrics"]["epochs"] == worker.EPOCHS
-    assert not (output / LOCK_FILE).exists()
+    assert not (output / "checkpoint").exists() and not (output / LOCK_FILE).exists()
+    steps = 4  # 32 training images in batches of 8
+    schedule = make_schedule(config, steps)
+    for row in history:
+        assert row["learning_rate"] == pytest.approx(float(schedule(row["epoch"] * steps)), rel=1e-5)
 
 
 HOLD = """

@@ -1,4 +1,4 @@
-"""kcnn.train: config, optimizer, fit on every family, resumption after SIGKILL,
+"""kcnn.train: config, optimizer, fit on every family, resumption (after SIGKILL: test_lock.py),
 divergence, saved models, fine-tuning, features and image search. Tiny data throughout."""
 
 import csv
@@ -6,10 +6,6 @@ import functools
 import inspect
 import json
 import os
-import pathlib
-import signal
-import subprocess
-import sys
 import warnings
 
 import keras
@@ -23,7 +19,6 @@ from kcnn.train.distribute import DeviceSettings, prepare_model, resolve_device
 from kcnn.train.driver import save_run
 from kcnn.train.runs import RunFolder
 
-TESTS = pathlib.Path(__file__).parent
 # Plain SGD: no optimizer slots to create for the big fully connected layers.
 FAST = dict(epochs=1, batch_size=16, augment=None, warmup_epochs=0.0, optimizer="sgd", momentum=0.0, learning_rate=0.01)
 
@@ -295,38 +290,7 @@ def test_fit_checks_model_and_data(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# Resumption after a real SIGKILL.
-
-
-def _worker(output, *extra):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": os.pathsep.join(sys.path)}
-    command = [sys.executable, str(TESTS / "_train_worker.py"), str(output), *extra]
-    return subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=300)
-
-
-def test_a_killed_run_resumes_without_losing_an_epoch(tmp_path):
-    sys.path.insert(0, str(TESTS))
-    import _train_worker as worker
-
-    output = tmp_path / "run"
-    killed = _worker(output, "--kill-at-epoch", "3")
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    run = RunFolder(output)
-    assert [row["epoch"] for row in run.read_history()] == [1, 2]
-    assert run.read_metadata()["status"] == "running" and (output / "checkpoint").is_dir()
-
-    resumed = _worker(output)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    history = run.read_history()
-    assert [row["epoch"] for row in history] == list(range(1, worker.EPOCHS + 1))
-    assert run.read_metadata()["status"] == "completed" and not (output / "checkpoint").exists()
-    # The optimizer state came back too: the learning rate follows the schedule of
-    # the whole run, not one restarted at epoch 3.
-    steps = 4  # 32 training images in batches of 8
-    config = train.TrainConfig(epochs=worker.EPOCHS, **worker.CONFIG)
-    schedule = make_schedule(config, steps)
-    for row in history:
-        assert row["learning_rate"] == pytest.approx(float(schedule(row["epoch"] * steps)), rel=1e-5)
+# Resumption (after a real SIGKILL, in a second process: tests/test_lock.py).
 
 
 def test_resuming_with_another_config_is_refused(tmp_path):
