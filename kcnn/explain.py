@@ -265,9 +265,10 @@ def _traced(gradients):
     """`gradients` as a TensorFlow graph, so that only the gradients it returns are
     computed. Run eagerly, TensorFlow's Conv2D gradient computes the kernel's gradient
     beside the input's, which a heat map never needs, and on AVX-512 CPUs TensorFlow
-    2.21's oneDNN kernel for it crashes the process at batch 1 for some small channel
-    counts (a 1x1 stride-2 convolution from 8 or 12 to 16 channels, as in a ResNet of
-    width 8). Tracing costs a call more time than it saves: one saliency map of
+    2.21's oneDNN kernel for it crashes the process at odd batch sizes (1, 3, 5, 7
+    measured) for some small channel counts (a 1x1 stride-2 convolution from 8 or 12
+    to 16 channels, as in a ResNet of width 8; the README says where training meets
+    it). Tracing costs a call more time than it saves: one saliency map of
     ResNet-50 at 224x224 took 1.2 s instead of 0.4 s eagerly (2-core EPYC)."""
     return tf.function(gradients, autograph=False)
 
