@@ -1,4 +1,4 @@
-"""Trains LeNet-5 on tiny seeded arrays into a run folder, for tests/test_train.py.
+"""Trains LeNet-5 on tiny seeded arrays into a run folder, for tests/test_lock.py.
 
     python tests/_train_worker.py OUTPUT [--epochs 4] [--hold-at-epoch 3 MARKER]
 

@@ -77,7 +77,7 @@ def test_a_second_training_is_refused_then_the_killed_holder_resumes_without_los
     """One pair of processes for two claims: while a training holds its run folder (in
     the middle of epoch 3), a second one is refused and writes nothing; SIGKILLed there,
     as a machine that loses power, the holder leaves an unfinished run that a new
-    process completes with every epoch, once, and the optimizer's state (the learning
+    process completes: every epoch once, and the optimizer's state restored (the learning
     rate follows the whole run's schedule, not one restarted at epoch 3)."""
     sys.path.insert(0, str(TESTS))
     import _train_worker as worker
