@@ -101,7 +101,7 @@ def test_a_second_training_is_refused_then_the_killed_holder_resumes_without_los
     finally:
         stop(holder)
     assert holder.returncode == -signal.SIGKILL
-    assert run.read_metadata()["status"] == "running" and (output / "checkpoint").is_dir()
+    assert run.read_metadata()["status"] == "running" and run.checkpoint_dir.is_dir()
 
     resumed = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -109,7 +109,7 @@ def test_a_second_training_is_refused_then_the_killed_holder_resumes_without_los
     assert [row["epoch"] for row in history] == list(range(1, worker.EPOCHS + 1))
     metadata = run.read_metadata()
     assert metadata["status"] == "completed" and metadata["metrics"]["epochs"] == worker.EPOCHS
-    assert not (output / "checkpoint").exists() and not (output / LOCK_FILE).exists()
+    assert not run.checkpoint_dir.exists() and not (output / LOCK_FILE).exists()
     steps = 4  # 32 training images in batches of 8
     schedule = make_schedule(config, steps)
     for row in history:
